@@ -1,0 +1,3 @@
+from energy_hpc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The analysis side: reads run files only, never live objects; needs neither torch nor MPI."""

@@ -1,0 +1,65 @@
+"""The ``energy-hpc`` command: subcommands are the modules of :mod:`energy_hpc.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from typing import Sequence
+
+from energy_hpc import __version__, commands
+from energy_hpc.errors import UserError
+
+log = logging.getLogger("energy_hpc")
+
+
+def _command_modules() -> dict[str, object]:
+    mods = {}
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mods[info.name.replace("_", "-")] = importlib.import_module(f"{commands.__name__}.{info.name}")
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="energy-hpc", description="Measure the energy of AI inference on HPC clusters.")
+    parser.add_argument("--version", action="version", version=f"energy-hpc {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, mod in _command_modules().items():
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("energy-hpc %(levelname)s: %(message)s"))
+    root = logging.getLogger("energy_hpc")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        if not getattr(exc, "quiet", False):  # under MPI only rank 0 reports a shared problem
+            print(f"energy-hpc: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("energy-hpc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `energy-hpc table ... | head` is not an error
+        return 0

@@ -1,0 +1,61 @@
+"""energy-hpc run: measure a job on this rank (single process, mpiexec or srun)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+HELP = "run a job file: sample power around its inference on every rank, write one run file"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="job file (TOML)")
+    p.add_argument("-o", "--output", default="results", help="folder for the run file (default: results)")
+    p.add_argument("--sensors", help="comma-separated sensor backends, overriding the job file "
+                                     "(auto, nvml, amdsmi, pm_counters, rapl, estimate, synthetic)")
+    p.add_argument("--interval-ms", type=float, help="sampling interval, overriding the job file")
+    mpi = p.add_mutually_exclusive_group()
+    mpi.add_argument("--mpi", dest="mpi", action="store_true", default=None,
+                     help="initialise MPI even if no launcher variables are seen")
+    mpi.add_argument("--no-mpi", dest="mpi", action="store_false", help="never initialise MPI")
+
+
+def run(args: argparse.Namespace) -> int:
+    from energy_hpc.context import detect
+    from energy_hpc.run import CollectiveUserError, run_job
+    from energy_hpc.spec import load_job, parse_job
+
+    # MPI first (before torch, as Cray MPICH requires), then the job file: rank 0 reads and validates
+    # it and the others parse the same text, so every rank agrees and only rank 0 reports a problem.
+    ctx, comm = detect(force_mpi=args.mpi)
+    if not ctx.is_root and args.verbose == 0:
+        logging.getLogger("energy_hpc").setLevel(logging.WARNING)
+    job, err = None, ""
+    if ctx.is_root:
+        try:
+            job = load_job(args.job)
+        except Exception as exc:  # noqa: BLE001 - re-raised below on every rank
+            err = exc
+    err_text = comm.bcast(str(err) if err else "", root=0)
+    if err_text:
+        if ctx.is_root:
+            raise err
+        raise CollectiveUserError(err_text, quiet=True)
+    text_path = comm.bcast((job.text, job.path) if ctx.is_root else None, root=0)
+    if not ctx.is_root:
+        job = parse_job(*text_path)
+    sensors = tuple(s.strip() for s in args.sensors.split(",") if s.strip()) if args.sensors else None
+    if sensors:
+        from energy_hpc.errors import SpecError
+        from energy_hpc.telemetry.registry import SENSOR_CHOICES
+
+        for s in sensors:
+            if s not in SENSOR_CHOICES:
+                raise SpecError(f"--sensors: unknown sensor {s!r}; choose from {', '.join(SENSOR_CHOICES)}")
+    result = run_job(job, Path(args.output), ctx, comm, sensors=sensors, interval_ms=args.interval_ms)
+    if result.path is not None:
+        print(result.path)
+        sys.stdout.flush()
+    return result.exit_code

@@ -1,0 +1,53 @@
+"""``energy-hpc sweep JOB --system S --nodes 1,2,4,8``: one Slurm job per node count, in a study."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from energy_hpc.commands.submit import add_slurm_arguments
+
+HELP = "Submit one Slurm job per node count into a study folder; re-running submits only what is missing or failed."
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_slurm_arguments(parser)
+    parser.add_argument("--nodes", "-N", required=True, metavar="N1,N2,...",
+                        help="node counts, comma-separated (e.g. 1,2,4,8)")
+    parser.add_argument("--study", type=Path, metavar="DIR",
+                        help="the study folder (default: results/<job name>-<system>-sweep)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from energy_hpc.commands.submit import account_from, command_line, current_venv
+    from energy_hpc.slurm.render import slurm_job_name
+    from energy_hpc.slurm.submit import load_job_name, sbatch
+    from energy_hpc.slurm.sweep import Study, SweepSettings, parse_node_counts, run_sweep
+    from energy_hpc.slurm.systems import load_profile
+
+    profile = load_profile(args.system)
+    counts = parse_node_counts(args.nodes)
+    job = args.job.expanduser().resolve()
+    name = load_job_name(job)
+    study = Study(args.study or Path("results") / f"{slurm_job_name(name)}-{profile.name}-sweep")
+    settings = SweepSettings(time=args.time, account=account_from(args, profile),
+                             partition=args.partition, qos=args.qos, constraint=args.constraint,
+                             ranks_per_node=args.ranks_per_node, launcher=args.launcher,
+                             enable=tuple(args.enable), venv=current_venv(), command=command_line())
+
+    def show(nodes: int, script: str) -> None:
+        sys.stdout.write(f"# ===== {nodes} node(s): would submit =====\n{script}\n")
+
+    actions = run_sweep(study, job, name, profile, counts, settings,
+                        submit=lambda script, cwd: sbatch(script, cwd=cwd),
+                        dry_run=args.dry_run, show=show)
+    if not args.dry_run:
+        log.info("study: %s", study.root)
+        print(f"{'nodes':>5}  {'action':<12} {'state':<8} job")
+        for a in actions:
+            print(f"{a.nodes:>5}  {a.action:<12} {a.state:<8} {a.job_id or '-'}")
+    return 0

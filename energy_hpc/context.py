@@ -1,0 +1,235 @@
+"""Where this process stands in the job: rank, node, local rank, bound device, and how to talk to the
+other ranks.
+
+The same command runs as a single process, under ``mpiexec -n N`` and under ``srun``. mpi4py is
+imported only when the environment says an MPI launcher started us (or the user forces it), and it
+is imported before torch (Cray MPICH on Frontier requires that order).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from energy_hpc.errors import LaunchError
+
+log = logging.getLogger(__name__)
+
+# Variables that MPI launchers set in every rank they start.
+_MPI_RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PALS_RANKID", "MPI_LOCALRANKID")
+_LOCAL_RANK_VARS = ("SLURM_LOCALID", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PALS_LOCAL_RANKID",
+                    "LOCAL_RANK")
+# Lowest level first: ROCR_VISIBLE_DEVICES selects from the node, HIP/CUDA_VISIBLE_DEVICES from those.
+VISIBLE_VARS = ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+
+
+def launched_by_mpi(env: Mapping[str, str]) -> bool:
+    """True when an MPI launcher (or srun with more than one task) started this process."""
+    if any(v in env for v in _MPI_RANK_VARS):
+        return True
+    return "SLURM_STEP_ID" in env and int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))) > 1
+
+
+def want_mpi(env: Mapping[str, str], force: bool | None = None) -> bool:
+    if force is not None:
+        return force
+    flag = env.get("ENERGY_HPC_MPI", "").lower()
+    if flag in ("0", "no", "false", "off"):
+        return False
+    if flag in ("1", "yes", "true", "on"):
+        return True
+    return launched_by_mpi(env)
+
+
+def visible_devices(env: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """The devices the runtime lets this process see, as (variable, entries).
+
+    Entries are what the variable holds (indices, UUIDs, ``GPU-...``/``MIG-...``), resolved through
+    the layering ROCR -> HIP -> CUDA: a HIP/CUDA list indexes into the ROCR list when both are set.
+    An empty tuple means no variable restricts the view.
+    """
+    name, entries = "", ()
+    for var in VISIBLE_VARS:
+        raw = env.get(var)
+        if raw is None:
+            continue
+        items = tuple(x.strip() for x in raw.split(",") if x.strip())
+        if entries and all(x.isdigit() for x in items):
+            try:
+                items = tuple(entries[int(x)] for x in items)
+            except IndexError:
+                raise LaunchError(f"{var}={raw} selects devices beyond the {len(entries)} that {name} "
+                                  f"leaves visible; fix the binding in the job script") from None
+        name, entries = var, items
+    return name, entries
+
+
+class Comm:
+    """The few collective operations the run needs. :class:`SingleComm` is the one-process case."""
+
+    rank = 0
+    size = 1
+
+    def barrier(self) -> None: ...
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return [obj]
+
+    def allreduce_max(self, value: float) -> float:
+        return value
+
+    def send_array(self, arr: np.ndarray, dest: int, tag: int = 0) -> None:
+        raise RuntimeError("send_array needs more than one rank")
+
+    def recv_array(self, source: int, tag: int = 0) -> np.ndarray:
+        raise RuntimeError("recv_array needs more than one rank")
+
+    def split_shared(self) -> tuple[int, int, int, int]:
+        """(local_rank, local_size, node_index, n_nodes)."""
+        return 0, 1, 0, 1
+
+
+class SingleComm(Comm):
+    pass
+
+
+class MpiComm(Comm):
+    """mpi4py underneath. Arrays travel as raw buffers (upper-case Send/Recv), never pickled."""
+
+    def __init__(self) -> None:
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:
+            raise LaunchError(f"launched under MPI but mpi4py cannot be imported ({exc}); install it "
+                              "with `pip install energy-hpc[mpi]` (built against your MPI), or run "
+                              "a single process with ENERGY_HPC_MPI=0") from None
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return self.comm.bcast(obj, root=root)
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return self.comm.gather(obj, root=root)
+
+    def allreduce_max(self, value: float) -> float:
+        return float(self.comm.allreduce(value, op=self.MPI.MAX))
+
+    def send_array(self, arr: np.ndarray, dest: int, tag: int = 0) -> None:
+        arr = np.ascontiguousarray(arr)
+        dtype = arr.dtype.descr if arr.dtype.names else arr.dtype.str
+        self.comm.send((dtype, arr.shape), dest=dest, tag=tag)  # header: a few bytes
+        if arr.size:  # the payload as raw bytes: works for structured records too
+            self.comm.Send([arr.reshape(-1).view(np.uint8), self.MPI.BYTE], dest=dest, tag=tag)
+
+    def recv_array(self, source: int, tag: int = 0) -> np.ndarray:
+        dtype, shape = self.comm.recv(source=source, tag=tag)
+        out = np.empty(shape, dtype=np.dtype(dtype))
+        if out.size:
+            self.comm.Recv([out.reshape(-1).view(np.uint8), self.MPI.BYTE], source=source, tag=tag)
+        return out
+
+    def split_shared(self) -> tuple[int, int, int, int]:
+        node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)
+        local_rank, local_size = node.Get_rank(), node.Get_size()
+        leaders = self.comm.Split(0 if local_rank == 0 else self.MPI.UNDEFINED, key=self.rank)
+        if local_rank == 0:
+            node_index, n_nodes = leaders.Get_rank(), leaders.Get_size()
+            leaders.Free()
+        else:
+            node_index, n_nodes = -1, -1
+        node_index = node.bcast(node_index, root=0)
+        n_nodes = node.bcast(n_nodes, root=0)
+        node.Free()
+        return local_rank, local_size, node_index, n_nodes
+
+
+@dataclass(frozen=True)
+class RankContext:
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    node_index: int
+    n_nodes: int
+    hostname: str
+    launcher: str  # "single", "mpi", "srun"
+    visible_env: str
+    visible_devices: tuple[str, ...]
+    slurm: dict = field(default_factory=dict)  # job id, step id, job name, partition, nodelist
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def node_leader(self) -> bool:
+        return self.local_rank == 0
+
+    def bound_ordinal(self, n_runtime_devices: int) -> int | None:
+        """Which of the runtime's devices this rank uses: its only one, or local rank modulo count."""
+        if n_runtime_devices <= 0:
+            return None
+        return self.local_rank % n_runtime_devices
+
+    def bound_visible_entry(self, n_runtime_devices: int) -> tuple[str, ...]:
+        """The visible-devices entry (index or UUID) of the device this rank uses, if restricted."""
+        k = self.bound_ordinal(n_runtime_devices)
+        if k is None or not self.visible_devices or k >= len(self.visible_devices):
+            return ()
+        return (self.visible_devices[k],)
+
+
+def slurm_info(env: Mapping[str, str]) -> dict:
+    keys = {"job_id": "SLURM_JOB_ID", "step_id": "SLURM_STEP_ID", "job_name": "SLURM_JOB_NAME",
+            "partition": "SLURM_JOB_PARTITION", "nodelist": "SLURM_JOB_NODELIST",
+            "array_task_id": "SLURM_ARRAY_TASK_ID", "cluster": "SLURM_CLUSTER_NAME"}
+    return {k: env[v] for k, v in keys.items() if v in env}
+
+
+def _env_int(env: Mapping[str, str], names: tuple[str, ...], default: int) -> int:
+    for n in names:
+        if n in env:
+            try:
+                return int(env[n])
+            except ValueError:
+                pass
+    return default
+
+
+def detect(env: Mapping[str, str] | None = None, force_mpi: bool | None = None) -> tuple[RankContext, Comm]:
+    """Work out this rank's context, initialising MPI only when we were launched under it."""
+    env = os.environ if env is None else env
+    hostname = socket.gethostname().split(".")[0]
+    vis_env, vis = visible_devices(env)
+    if want_mpi(env, force_mpi):
+        comm: Comm = MpiComm()
+        launcher = "srun" if "SLURM_STEP_ID" in env and "PMI_RANK" not in env else "mpi"
+        expected = _env_int(env, ("SLURM_STEP_NUM_TASKS", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), comm.size)
+        if comm.size == 1 and expected > 1:
+            raise LaunchError(
+                f"the launcher started {expected} tasks but MPI sees only 1 rank in each: srun needs an "
+                "MPI plugin (srun --mpi=pmix or --mpi=pmi2; cray_shasta on HPE Cray), or use mpiexec")
+        local_rank, local_size, node_index, n_nodes = comm.split_shared()
+    else:
+        comm = SingleComm()
+        launcher = "single"
+        local_rank, local_size, node_index, n_nodes = 0, 1, 0, 1
+    ctx = RankContext(rank=comm.rank, size=comm.size, local_rank=local_rank, local_size=local_size,
+                      node_index=node_index, n_nodes=n_nodes, hostname=hostname, launcher=launcher,
+                      visible_env=vis_env, visible_devices=vis, slurm=slurm_info(env))
+    log.debug("rank context: %s", ctx)
+    return ctx, comm

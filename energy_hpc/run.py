@@ -1,0 +1,276 @@
+"""One run of a job on every rank: sensors on, idle baseline, each case (load, warm-up, measured
+iterations), sensors off, everything gathered to rank 0 and written to one run file.
+
+Per rank, in order:
+
+1. rank 0 checks the output folder (before anything expensive), and broadcasts the run's epoch;
+2. the rank resolves its device, the node leader materialises the models (random weights), every
+   rank opens its sensors — a failure of any of these on any rank stops all ranks with one message;
+3. the sampler starts; an idle window measures the baseline; each case runs its windows;
+4. the sampler stops; rank 0 gathers and writes; it prints the run file's path on stdout.
+
+A case that raises is recorded as failed (window status, rank error) and the next case runs. A
+signal (SIGTERM, SIGINT, or the SIGUSR1 that Slurm sends before the time limit when asked with
+``--signal``) closes the open windows as interrupted and writes what was measured as a partial run.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from energy_hpc.context import Comm, RankContext
+from energy_hpc.errors import UserError
+from energy_hpc.spec import Case, Job, case_json
+from energy_hpc.store import RunHeader, check_output_dir, run_file_stem
+from energy_hpc.telemetry.base import SensorContext
+from energy_hpc.windows import Phase, WindowLog, to_array
+
+log = logging.getLogger(__name__)
+
+INTERRUPT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
+
+class RunInterrupted(BaseException):
+    """Raised in the main thread by the signal handler; unwinds the case loop to the write."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+class CollectiveUserError(UserError):
+    """A UserError raised on some rank, re-raised on every rank; only rank 0 prints it."""
+
+    def __init__(self, message: str, quiet: bool) -> None:
+        super().__init__(message)
+        self.quiet = quiet
+
+
+def collective(comm: Comm, what: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on every rank; if it raised a UserError anywhere, raise it everywhere."""
+    result, message = None, ""
+    try:
+        result = fn()
+    except UserError as exc:
+        message = str(exc)
+    messages = comm.gather(message, root=0)
+    first = ""
+    if comm.rank == 0 and messages:
+        bad = [(r, m) for r, m in enumerate(messages) if m]
+        if bad:
+            r, m = bad[0]
+            first = m if comm.size == 1 else f"rank {r}: {m}" + (f" (and {len(bad) - 1} more ranks)"
+                                                                  if len(bad) > 1 else "")
+    first = comm.bcast(first, root=0)
+    if first:
+        raise CollectiveUserError(first, quiet=comm.rank != 0)
+    return result
+
+
+@dataclass
+class RunResult:
+    path: Path | None
+    status: str
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "complete" else 1
+
+
+class _Signals:
+    def __init__(self) -> None:
+        self.received: str = ""
+        self.armed = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.received:
+            log.warning("%s received again; still writing what was measured", name)
+            return
+        self.received = name
+        log.warning("%s received: closing open windows and writing what was measured", name)
+        if self.armed:
+            raise RunInterrupted(name)
+
+    def install(self) -> None:
+        for name in INTERRUPT_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self._old[sig] = signal.signal(sig, self._handler)
+        self.armed = True
+
+    def disarm(self) -> None:
+        """From here on a signal is only noted (the gather and write must finish)."""
+        self.armed = False
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _sleep(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
+
+
+def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple[str, ...] | None = None,
+            interval_ms: float | None = None) -> RunResult:
+    from energy_hpc.gather import gather_and_write
+    from energy_hpc.telemetry.registry import open_sensors
+    from energy_hpc.telemetry.sampler import Sampler
+
+    measure = job.measure
+    interval_s = (interval_ms or measure.interval_ms) / 1000.0
+    root = ctx.is_root
+
+    collective(comm, "output", lambda: check_output_dir(out) if root else None)
+    epoch_unix = comm.bcast(time.time() if root else None, root=0)
+    # monotonic value at the run's epoch on this node: run time = monotonic - offset
+    offset = time.monotonic() - (time.time() - epoch_unix)
+
+    device = collective(comm, "device", lambda: _resolve_device(measure.device, ctx))
+    collective(comm, "models", lambda: _prepare_models(job.cases, ctx.node_leader))
+    comm.barrier()  # the node leaders have built what the other ranks will load
+
+    sctx = SensorContext(hostname=ctx.hostname, local_rank=ctx.local_rank, node_leader=ctx.node_leader,
+                         visible_devices=_bound_entries(ctx, device),
+                         visible_env=ctx.visible_env, device_uuid=device.uuid, device_bus_id=device.bus_id,
+                         options=dict(measure.sensor_options))
+    opened = collective(comm, "sensors", lambda: open_sensors(sensors or measure.sensors, sctx))
+    for name, why in opened.skipped.items():
+        log.debug("sensor %s not used: %s", name, why)
+
+    windows = WindowLog(ctx.rank, clock=time.monotonic, sync=device.synchronize)
+    sampler = Sampler(opened.sensors, interval_s)
+    signals = _Signals()
+    failures: list[str] = []
+    interrupted = ""
+    signals.install()
+    try:
+        sampler.start()
+        try:
+            if measure.idle_seconds > 0:
+                log.info("idle baseline: %.1f s", measure.idle_seconds)
+                with windows.window(-1, Phase.IDLE):
+                    _sleep(measure.idle_seconds)
+            for case in job.cases:
+                try:
+                    _run_case(job, case, device, windows, root)
+                except RunInterrupted:
+                    raise
+                except (Exception, UserError) as exc:  # one case failing must not lose the others
+                    msg = f"case {case.index} ({case.task} {case.model} {case.dtype} bs={case.batch_size}): " \
+                          f"{type(exc).__name__}: {exc}"
+                    log.error("%s", msg)
+                    log.debug("%s", traceback.format_exc())
+                    failures.append(msg)
+            if measure.cooldown_seconds > 0:
+                with windows.window(-1, Phase.COOLDOWN):
+                    _sleep(measure.cooldown_seconds)
+        except RunInterrupted as exc:
+            interrupted = exc.signame
+            n = windows.interrupt_open()
+            log.warning("interrupted by %s: %d open window(s) closed as interrupted", exc.signame, n)
+        finally:
+            signals.disarm()
+            sampler.stop()
+            sampler.close_sensors()
+        if signals.received and not interrupted:
+            interrupted = signals.received
+        status = "interrupted" if interrupted else ("failed" if failures else "ok")
+        error = "; ".join(([f"interrupted by {interrupted}"] if interrupted else []) + failures)
+        rank_record = {
+            "host": ctx.hostname, "node": ctx.node_index, "local_rank": ctx.local_rank,
+            "device_kind": device.kind, "device_name": device.name, "device_uuid": device.uuid,
+            "device_bus_id": device.bus_id,
+            "visible_devices": f"{ctx.visible_env}={','.join(ctx.visible_devices)}" if ctx.visible_env else "",
+            "status": status, "error": error, "sensors": ",".join(s.backend for s in opened.sensors),
+            "sensors_skipped": _json(opened.skipped),
+        }
+        header = cases = stem = None
+        if root:
+            header = RunHeader(job_name=job.name, job_text=job.text, job_path=job.path, epoch_unix=epoch_unix,
+                               n_ranks=ctx.size, n_nodes=ctx.n_nodes, launcher=ctx.launcher, slurm=ctx.slurm,
+                               interval_s=interval_s)
+            cases = [_case_row(c) for c in job.cases]
+            stem = run_file_stem(job.name, ctx.slurm)
+        path, run_status = gather_and_write(
+            comm, traces=sampler.traces(), time_offset=offset, windows=to_array(windows.windows, offset),
+            rank_record=rank_record, node=ctx.node_index, host=ctx.hostname, header=header, cases=cases,
+            out=out, stem=stem, compression=measure.compression)
+    finally:
+        signals.restore()
+    return RunResult(path, run_status if root else ("complete" if status == "ok" else status), failures)
+
+
+def _bound_entries(ctx: RankContext, device: Any) -> tuple[str, ...]:
+    """The visible-devices entry of the device this rank runs on (what sensors must map to)."""
+    if device.kind == "cuda" and device.index is not None and device.index < len(ctx.visible_devices):
+        return (ctx.visible_devices[device.index],)
+    return ctx.visible_devices
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
+def _case_row(c: Case) -> dict[str, Any]:
+    return {"task": c.task, "model": c.model, "source": c.source, "dtype": c.dtype, "batch_size": c.batch_size,
+            "label": c.label, "unit": c.unit, "params": case_json(c)}
+
+
+def _resolve_device(want: str, ctx: RankContext):
+    from energy_hpc.workloads.device import resolve
+
+    return resolve(want, ctx.bound_ordinal)
+
+
+def _prepare_models(cases: tuple[Case, ...], leader: bool) -> None:
+    if not leader:
+        return
+    from energy_hpc.workloads.registry import workload_class
+
+    seen = set()
+    for c in cases:
+        key = (c.task, c.source, c.model_path, tuple(sorted((k, str(v)) for k, v in c.options.items())))
+        if key not in seen:
+            seen.add(key)
+            workload_class(c.task).prepare(c)
+
+
+def _run_case(job: Job, case: Case, device: Any, windows: WindowLog, root: bool) -> None:
+    from energy_hpc.workloads.registry import workload_class
+
+    warmup = job.measure.warmup if case.warmup is None else case.warmup
+    iterations = job.measure.iterations if case.iterations is None else case.iterations
+    if root:
+        log.info("case %d/%d: %s %s %s batch %d: load, %d warm-up, %d measured", case.index + 1, len(job.cases),
+                 case.task, case.model, case.dtype, case.batch_size, warmup, iterations)
+    wl = workload_class(case.task)(case, device)
+    try:
+        with windows.window(case.index, Phase.LOAD):
+            wl.load()
+        for phase, n in ((Phase.WARMUP, warmup), (Phase.MEASURE, iterations)):
+            for i in range(n):
+                with windows.window(case.index, phase, i, unit=wl.unit) as w:
+                    def stage(name: str, unit: str = "", _p=phase, _i=i):
+                        return windows.window(case.index, _p, _i, stage=name, unit=unit or wl.unit)
+                    t0 = time.monotonic()
+                    u = wl.run(i, stage)
+                    w.units, w.aux_units, w.aux_unit = u.units, u.aux_units, wl.aux_unit
+                if root and phase is Phase.MEASURE:
+                    log.info("  iteration %d/%d: %g %s in %.2f s", i + 1, n, u.units, wl.unit,
+                             time.monotonic() - t0)
+    finally:
+        wl.unload()

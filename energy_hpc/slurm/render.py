@@ -1,0 +1,255 @@
+"""Render an sbatch script from plain data: a system profile and a :class:`Request`.
+
+The script is plain sbatch a person can read, edit and resubmit by hand. Every value that reaches
+it is either validated against a strict pattern (``#SBATCH`` lines are parsed by sbatch, not by the
+shell, so they cannot be shell-quoted) or shell-quoted with :func:`shlex.quote` (the settings
+block). Comment lines escape control characters, so a newline in a path or argument cannot start a
+line of shell.
+
+Templates (``slurm/<system>.sbatch``) use ``@@{name}`` placeholders, which cannot collide with the
+shell's ``$``; they are filled with :class:`string.Template`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+import shlex
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from energy_hpc import __version__
+from energy_hpc.errors import SlurmError, SystemProfileError
+from energy_hpc.slurm.systems import SignalTo, SystemProfile
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+TEMPLATE_DIR = CHECKOUT / "slurm"
+MODULES_DIR = CHECKOUT / "modules"
+
+# What sbatch accepts in the few places a user's value lands in a directive.
+_SLURM_VALUE = {
+    "account": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$"),
+    "partition": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,+-]*$"),
+    "qos": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,+-]*$"),
+    "constraint": re.compile(r"^[A-Za-z0-9_\[(][A-Za-z0-9_.,:+&|*\[\]()-]*$"),
+}
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
+# Paths inside #SBATCH lines: no whitespace, quotes, '%' (Slurm's filename patterns) or '#'.
+_DIRECTIVE_PATH = re.compile(r"^[A-Za-z0-9_./+,:@=~-]+$")
+
+
+class ScriptTemplate(string.Template):
+    delimiter = "@@"
+
+
+def check_slurm_value(kind: str, value: str) -> str:
+    if not _SLURM_VALUE[kind].match(value):
+        raise SlurmError(f"{kind} {value!r} is not a valid Slurm {kind} name (letters, digits and "
+                         f"{'_.,:+&|*[]()-' if kind == 'constraint' else '_.+-'} only); check the spelling")
+    return value
+
+
+def check_time(value: str) -> int:
+    """Validate a Slurm time limit; return it in seconds.
+
+    Accepted: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (sbatch's forms).
+    """
+    m = _TIME.match(value)
+    if not m:
+        raise SlurmError(f"time limit {value!r} is not HH:MM:SS (or D-HH:MM:SS, or minutes)")
+    days, a, b, c = m.groups()
+    if days is not None:
+        h, mi, s = int(a), int(b or 0), int(c or 0)
+        total = int(days) * 86400 + h * 3600 + mi * 60 + s
+    elif c is not None:
+        total = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:
+        total = int(a) * 60 + int(b)
+    else:
+        total = int(a) * 60
+    if total <= 0:
+        raise SlurmError(f"time limit {value!r} must be longer than zero")
+    return total
+
+
+def slurm_job_name(name: str) -> str:
+    """The job name as a Slurm job name: letters, digits, '_', '.', '-' (others become '_')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64] or "energy-hpc"
+
+
+def directive_path(path: Path, what: str) -> str:
+    text = str(path)
+    if not _DIRECTIVE_PATH.match(text):
+        raise SlurmError(f"{what} {text!r} cannot go into an #SBATCH line (it has spaces, quotes, '%' or "
+                         "other special characters); choose a folder whose path has only letters, "
+                         "digits and ._-/+,:@=~")
+    return text
+
+
+def comment(text: str) -> str:
+    """Text safe inside a '#' comment line: control characters (newlines too) are escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+def resolve_resource(profile: SystemProfile, ref: str, default_dir: Path, what: str) -> Path:
+    """A template or modules file named by a profile: a bare name lives in the checkout's folder;
+    a path is taken relative to the profile file."""
+    if "/" in ref:
+        path = Path(ref).expanduser()
+        if not path.is_absolute():
+            path = profile.source.parent / path
+    else:
+        path = default_dir / ref
+    if not path.is_file():
+        raise SystemProfileError(f"{what} {path} named by system profile {profile.source} does not "
+                                 f"exist; fix system.{what} in the profile")
+    return path.resolve()
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything about one submission that is not the system profile. Plain data."""
+
+    job_file: Path
+    job_name: str
+    results_dir: Path
+    nodes: int
+    time: str | None = None          # None: the profile's default
+    account: str = ""
+    partition: str | None = None     # None: the profile's default; "": leave it to Slurm
+    qos: str | None = None
+    constraint: str | None = None
+    ranks_per_node: int | None = None
+    launcher: str | None = None
+    enable: tuple[str, ...] = ()
+    venv: str = ""
+    command: tuple[str, ...] = ()
+    rendered_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    script: str
+    job_name: str
+    ntasks: int
+    log_pattern: str  # where Slurm writes the job's stdout/stderr (%j = job id)
+
+
+def _launcher_argv(profile: SystemProfile, req: Request, ntasks: int, rpn: int) -> list[str]:
+    launcher = profile.launcher(req.launcher)
+    values = {"nodes": req.nodes, "ntasks": ntasks, "ranks_per_node": rpn,
+              "cores_per_rank": profile.cores_per_rank, "gpus_per_rank": profile.gpus_per_rank}
+    return [a.format(**values) for a in launcher.argv]
+
+
+def render(profile: SystemProfile, req: Request) -> Rendered:
+    if req.nodes < 1:
+        raise SlurmError(f"--nodes must be at least 1, not {req.nodes}")
+    rpn = profile.ranks_per_node if req.ranks_per_node is None else req.ranks_per_node
+    if rpn < 1:
+        raise SlurmError(f"--ranks-per-node must be at least 1, not {rpn}")
+    if profile.gpus_per_node and profile.gpus_per_rank and rpn * profile.gpus_per_rank > profile.gpus_per_node:
+        raise SlurmError(f"{rpn} ranks per node × {profile.gpus_per_rank} GPU(s) exceed the "
+                         f"{profile.gpus_per_node} GPUs of a {profile.name} node; lower --ranks-per-node")
+    ntasks = req.nodes * rpn
+    time = req.time or profile.time
+    time_s = check_time(time)
+    account = req.account
+    if account:
+        check_slurm_value("account", account)
+    elif profile.account_required:
+        raise SlurmError(f"{profile.name} needs a project account: pass --account (e.g. --account abc123)")
+    partition = profile.partition if req.partition is None else req.partition
+    qos = profile.qos if req.qos is None else req.qos
+    constraint = profile.constraint if req.constraint is None else req.constraint
+    for kind, value in (("partition", partition), ("qos", qos), ("constraint", constraint)):
+        if value:
+            check_slurm_value(kind, value)
+    unknown = [e for e in req.enable if e not in profile.optional]
+    if unknown:
+        known = ", ".join(sorted(profile.optional)) or "none"
+        raise SlurmError(f"system {profile.name} has no optional setting {', '.join(unknown)}; known: {known}")
+    launcher = profile.launcher(req.launcher)
+    template_path = resolve_resource(profile, profile.template, TEMPLATE_DIR, "template")
+    modules_path = resolve_resource(profile, profile.modules, MODULES_DIR, "modules")
+    results = req.results_dir
+    job_name = slurm_job_name(req.job_name)
+
+    sig_prefix = "B:" if launcher.signal_to is SignalTo.BATCH else ""
+    log_pattern = f"{directive_path(results, 'results folder')}/slurm-%x-%j.out"
+    directives = [f"--job-name={job_name}"]
+    if account:
+        directives.append(f"--account={account}")
+    if partition:
+        directives.append(f"--partition={partition}")
+    if qos:
+        directives.append(f"--qos={qos}")
+    if constraint:
+        directives.append(f"--constraint={constraint}")
+    directives += [f"--nodes={req.nodes}", f"--ntasks-per-node={rpn}",
+                   f"--cpus-per-task={profile.cores_per_rank}"]
+    if profile.gpus_per_node:
+        directives.append(f"--gpus-per-node={profile.gpus_per_node}")
+    directives += [f"--time={time}",
+                   f"--chdir={directive_path(results, 'results folder')}",
+                   f"--output={log_pattern}",
+                   f"--signal={sig_prefix}{profile.signal_name}@{profile.signal_seconds}"]
+    directives += list(profile.directives)
+    env = list(profile.env)
+    for name in req.enable:
+        directives += list(profile.optional[name].directives)
+        env += list(profile.optional[name].env)
+    for d in directives:  # belt and braces: nothing may leave its line
+        if any(not ch.isprintable() for ch in d):
+            raise SlurmError(f"directive {d!r} contains a control character")
+
+    job_file = Path(req.job_file)
+    try:
+        digest = hashlib.sha256(job_file.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise SlurmError(f"cannot read job file {job_file}: {exc}") from None
+    when = req.rendered_at.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+    header = [
+        f"# Rendered by energy-hpc {__version__} at {when}",
+        f"# command: {comment(shlex.join(req.command)) if req.command else '(python API)'}",
+        f"# job file: {comment(str(job_file))} (sha256 {digest[:16]})",
+        f"# system profile: {comment(profile.name)} ({comment(str(profile.source))})",
+        f"# template: {comment(str(template_path))}",
+        f"# {comment(profile.description)}" if profile.description else "#",
+        f"# {req.nodes} node(s) x {rpn} rank(s) = {ntasks} rank(s); launcher: {launcher.name}",
+        "# This is plain sbatch: edit it and submit it by hand with `sbatch THIS_FILE` if you like.",
+    ]
+    if time_s <= profile.signal_seconds:
+        header.append(f"# NOTE: the time limit ({time}) is not longer than the warning signal's lead "
+                      f"({profile.signal_seconds} s): the signal comes at the start.")
+
+    q = shlex.quote
+    settings = [
+        "# Values rendered by energy-hpc (shell-quoted). Edit here, not below.",
+        f"ENERGY_HPC_JOB_FILE={q(str(job_file))}",
+        f"ENERGY_HPC_OUT={q(str(results))}",
+        f"ENERGY_HPC_MODULES={q(str(modules_path))}",
+        f"ENERGY_HPC_ACCOUNT={q(account)}",
+        f"ENERGY_HPC_FORWARD_SIGNALS={1 if launcher.signal_to is SignalTo.BATCH else 0}",
+        "ENERGY_HPC_LAUNCHER=(" + " ".join(q(a) for a in _launcher_argv(profile, req, ntasks, rpn)) + ")",
+        "# The virtual environment: $ENERGY_HPC_VENV when the job starts, else the one that rendered this.",
+        f'if [[ -z "${{ENERGY_HPC_VENV:-}}" ]]; then ENERGY_HPC_VENV={q(req.venv)}; fi',
+        "export ENERGY_HPC_VENV ENERGY_HPC_ACCOUNT",
+    ]
+    settings += [f'export {k}="{v}"' for k, v in env]
+
+    try:
+        text = ScriptTemplate(template_path.read_text()).substitute(
+            header="\n".join(header),
+            directives="\n".join(f"#SBATCH {d}" for d in directives),
+            settings="\n".join(settings))
+    except (KeyError, ValueError) as exc:
+        raise SystemProfileError(f"template {template_path} has a bad placeholder ({exc}); "
+                                 "templates may use @@{header}, @@{directives}, @@{settings}") from None
+    if not text.startswith("#!"):
+        raise SystemProfileError(f"template {template_path} must start with a #! line")
+    return Rendered(script=text, job_name=job_name, ntasks=ntasks, log_pattern=log_pattern)

@@ -1,0 +1,285 @@
+"""The run file: one HDF5 file per run, netCDF4-compatible (written with h5netcdf), self-describing.
+
+Layout (schema version in the root attribute ``schema_version``; docs/file-format.md is the reference):
+
+- ``/``        attributes: what ran, where, when, and whether the run is complete
+- ``/ranks``   dim ``rank``: host, node, local rank, bound device, status, error
+- ``/traces``  dims ``channel`` x ``sample``: time, power, energy, sensor_time (NaN-padded), plus one
+               variable per channel attribute (rank, scope, device, backend, method, shared_with, ...)
+- ``/windows`` dim ``window``: rank, case, phase, stage, iteration, start, end, units, status
+- ``/cases``   dim ``case``: the expanded case parameters
+
+The writer fills ``/traces`` one channel at a time, so the process writing never holds more than one
+channel's samples. The file is written under a hidden temporary name and linked into place under a
+name no other run has (``os.link`` fails rather than overwrite), then the temporary name is removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from energy_hpc import __version__
+from energy_hpc.errors import OutputError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1.0"
+RUN_FILE_SUFFIX = ".h5"
+MIN_FREE_BYTES = 64 * 2**20
+
+# per-channel metadata written as variables along `channel`: name -> (dtype, units, long_name)
+CHANNEL_FIELDS: dict[str, tuple[str, str, str]] = {
+    "rank": ("i4", "1", "rank that recorded the channel"),
+    "host": ("str", "1", "host name"),
+    "node": ("i4", "1", "node index within the job"),
+    "name": ("str", "1", "channel name, unique within its rank"),
+    "scope": ("str", "1", "what the channel measures: gpu, package, cpu, memory, node, other"),
+    "device": ("str", "1", "stable device identity (PCI bus id, UUID, node)"),
+    "backend": ("str", "1", "sensor backend"),
+    "method": ("str", "1", "strongest method the channel supports: counter, integral, estimate, synthetic"),
+    "shared_with": ("str", "1", "comma-separated devices whose consumption this reading includes"),
+    "node_level": ("i1", "1", "1 if sampled once per node"),
+    "has_energy": ("i1", "1", "1 if the channel has a hardware energy counter"),
+    "update_period": ("f8", "s", "how often the hardware refreshes the value"),
+    "energy_resolution": ("f8", "J", "smallest step of the energy counter"),
+    "power_kind": ("str", "1", "instant or average power"),
+    "label": ("str", "1", "human name of the device"),
+    "note": ("str", "1", "what to know about this channel"),
+    "n_samples": ("i8", "1", "valid samples (the rest of the row is NaN padding)"),
+    "read_errors": ("i8", "1", "reads that failed on this channel (recorded as gaps)"),
+}
+TRACE_FIELDS: dict[str, tuple[str, str, str]] = {
+    "time": ("f8", "s", "time since the run's epoch (root attribute epoch_unix)"),
+    "power": ("f4", "W", "sampled power"),
+    "energy": ("f8", "J", "energy counter (cumulative, arbitrary origin); NaN where the channel has none"),
+    "sensor_time": ("f8", "s", "the sensor's own timestamp, where it gives one"),
+}
+WINDOW_FIELDS: dict[str, tuple[str, str, str]] = {
+    "rank": ("i4", "1", "rank"),
+    "case": ("i4", "1", "case index (-1 for run-level windows)"),
+    "phase": ("str", "1", "idle, load, warmup, measure or cooldown"),
+    "stage": ("str", "1", "part of an iteration ('' for the whole iteration)"),
+    "iteration": ("i4", "1", "iteration within the phase (-1 where it does not apply)"),
+    "start": ("f8", "s", "window start since the run's epoch"),
+    "end": ("f8", "s", "window end since the run's epoch"),
+    "units": ("f8", "1", "units of work produced"),
+    "unit": ("str", "1", "what a unit is (image, token, sample, ...)"),
+    "aux_units": ("f8", "1", "second count where the task has one"),
+    "aux_unit": ("str", "1", "what the second count is"),
+    "status": ("str", "1", "ok, interrupted or failed"),
+}
+RANK_FIELDS: dict[str, tuple[str, str, str]] = {
+    "host": ("str", "1", "host name"),
+    "node": ("i4", "1", "node index within the job"),
+    "local_rank": ("i4", "1", "rank within the node"),
+    "device_kind": ("str", "1", "cpu or cuda"),
+    "device_name": ("str", "1", "device the rank ran on"),
+    "device_uuid": ("str", "1", "its UUID"),
+    "device_bus_id": ("str", "1", "its PCI bus id"),
+    "visible_devices": ("str", "1", "VAR=value the rank was started with"),
+    "status": ("str", "1", "ok, failed (some cases failed), interrupted, missing"),
+    "error": ("str", "1", "what went wrong, if anything"),
+    "sensors": ("str", "1", "sensor backends opened"),
+    "sensors_skipped": ("str", "1", "JSON: backend -> why it was not used"),
+}
+CASE_FIELDS: dict[str, tuple[str, str, str]] = {
+    "task": ("str", "1", "task"),
+    "model": ("str", "1", "model as named in the job file"),
+    "source": ("str", "1", "local, hub or random (random weights)"),
+    "dtype": ("str", "1", "fp32, fp16 or bf16"),
+    "batch_size": ("i4", "1", "inputs per iteration"),
+    "label": ("str", "1", "label from the job file"),
+    "unit": ("str", "1", "unit of work"),
+    "params": ("str", "1", "JSON of every case parameter, task options included"),
+}
+
+
+def _h5type(kind: str) -> Any:
+    import h5py
+
+    return h5py.string_dtype() if kind == "str" else kind
+
+
+def _column(values: Sequence[Any], kind: str) -> np.ndarray:
+    if kind == "str":
+        return np.array([str(v) for v in values], dtype=object)
+    return np.asarray(values, dtype=kind)
+
+
+def _write_table(group: Any, dim: str, fields: dict[str, tuple[str, str, str]],
+                 rows: Sequence[dict[str, Any]]) -> None:
+    group.dimensions = {dim: len(rows)}
+    for name, (kind, units, long_name) in fields.items():
+        var = group.create_variable(name, (dim,), dtype=_h5type(kind))
+        if rows:
+            var[:] = _column([r[name] for r in rows], kind)
+        var.attrs["units"] = units
+        var.attrs["long_name"] = long_name
+
+
+@dataclass
+class RunHeader:
+    """Root attributes of a run file."""
+
+    job_name: str
+    job_text: str
+    job_path: str
+    epoch_unix: float
+    n_ranks: int
+    n_nodes: int
+    launcher: str
+    slurm: dict = field(default_factory=dict)
+    status: str = "complete"
+    status_reason: str = ""
+    interval_s: float = 0.0
+    contains_synthetic: bool = False
+    contains_estimate: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def attrs(self) -> dict[str, Any]:
+        a = {
+            "schema_version": SCHEMA_VERSION, "format": "energy-hpc run", "package_version": __version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "job_name": self.job_name, "job_text": self.job_text, "job_path": self.job_path,
+            "epoch_unix": self.epoch_unix, "n_ranks": self.n_ranks, "n_nodes": self.n_nodes,
+            "launcher": self.launcher, "run_status": self.status, "run_status_reason": self.status_reason,
+            "sampling_interval_s": self.interval_s,
+            "contains_synthetic": int(self.contains_synthetic), "contains_estimate": int(self.contains_estimate),
+            "slurm_job_id": self.slurm.get("job_id", ""), "slurm_step_id": self.slurm.get("step_id", ""),
+            "slurm_json": json.dumps(self.slurm),
+        }
+        if self.contains_synthetic:
+            a["WARNING"] = "contains SYNTHETIC sensor data: these numbers are not measurements"
+        a.update(self.extra)
+        return a
+
+
+class RunWriter:
+    """Writes one run file. Create it with the sizes, fill channels one at a time, then ``finish``."""
+
+    def __init__(self, tmp_path: Path, header: RunHeader, channels: Sequence[dict[str, Any]],
+                 max_samples: int, compression: str = "none") -> None:
+        import h5netcdf
+
+        self.tmp_path = tmp_path
+        self.f = h5netcdf.File(tmp_path, "w")
+        self.f.attrs.update(header.attrs())
+        g = self.traces = self.f.create_group("traces")
+        _write_table(g, "channel", CHANNEL_FIELDS, channels)
+        g.dimensions["sample"] = max(int(max_samples), 1)
+        kw: dict[str, Any] = {}
+        if compression != "none":
+            kw["compression"] = compression
+        chunk = (1, int(min(max(max_samples, 1), 262_144)))
+        for name, (kind, units, long_name) in TRACE_FIELDS.items():
+            var = g.create_variable(name, ("channel", "sample"), dtype=kind, chunks=chunk,
+                                    fillvalue=np.nan, **kw)
+            var.attrs["units"] = units
+            var.attrs["long_name"] = long_name
+        self.n_channels = len(channels)
+
+    def write_channel(self, i: int, time: np.ndarray, power: np.ndarray, energy: np.ndarray,
+                      sensor_time: np.ndarray) -> None:
+        n = len(time)
+        if n:
+            g = self.traces
+            g.variables["time"][i, :n] = time
+            g.variables["power"][i, :n] = power
+            g.variables["energy"][i, :n] = energy
+            g.variables["sensor_time"][i, :n] = sensor_time
+
+    def write_tables(self, ranks: Sequence[dict], windows: np.ndarray, cases: Sequence[dict]) -> None:
+        _write_table(self.f.create_group("ranks"), "rank", RANK_FIELDS, ranks)
+        rows = [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in zip(windows.dtype.names, w)}
+                for w in windows]
+        _write_table(self.f.create_group("windows"), "window", WINDOW_FIELDS, rows)
+        _write_table(self.f.create_group("cases"), "case", CASE_FIELDS, cases)
+
+    def set_status(self, status: str, reason: str) -> None:
+        self.f.attrs["run_status"] = status
+        self.f.attrs["run_status_reason"] = reason
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def run_file_stem(job_name: str, slurm: dict, now: dt.datetime | None = None) -> str:
+    """``<job>-<slurm job>.<step>`` under Slurm, else ``<job>-<UTC time>-<pid>``."""
+    if slurm.get("job_id"):
+        stem = f"{job_name}-{slurm['job_id']}"
+        if slurm.get("array_task_id"):
+            stem += f"_{slurm['array_task_id']}"
+        if slurm.get("step_id") not in (None, "", "batch"):
+            stem += f".{slurm['step_id']}"
+    else:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        stem = f"{job_name}-{now.strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
+
+
+def check_output_dir(out: Path, need_bytes: int = MIN_FREE_BYTES) -> Path:
+    """Make sure ``out`` exists and takes a file, before any expensive work starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {str(out)!r}: {exc.strerror}; choose another "
+                          "with -o") from None
+    probe = out / f".energy-hpc-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"output folder {str(out)!r} is not writable: {exc.strerror}; choose another "
+                          "with -o") from None
+    free = shutil.disk_usage(out).free
+    if free < need_bytes:
+        raise OutputError(f"output folder {str(out)!r} has {free // 2**20} MiB free, less than the "
+                          f"{need_bytes // 2**20} MiB this run needs; free space or choose another with -o")
+    return out
+
+
+def temp_path(out: Path, stem: str) -> Path:
+    return out / f".{stem}.{os.getpid()}{RUN_FILE_SUFFIX}.partial"
+
+
+def place(tmp: Path, out: Path, stem: str) -> Path:
+    """Give the finished temporary file its final name without ever replacing another file."""
+    for k in range(1, 10_000):
+        final = out / (f"{stem}{RUN_FILE_SUFFIX}" if k == 1 else f"{stem}-{k}{RUN_FILE_SUFFIX}")
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            continue
+        except OSError:  # file systems without hard links: check-then-rename (small race window)
+            if final.exists():
+                continue
+            os.rename(tmp, final)
+            return final
+        tmp.unlink()
+        return final
+    raise OutputError(f"could not find a free run file name for {stem!r} in {str(out)!r}")
+
+
+def is_run_file(path: Path) -> bool:
+    return path.suffix == RUN_FILE_SUFFIX and not path.name.startswith(".")
+
+
+def find_run_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (searched recursively) into run files, in a stable order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob(f"*{RUN_FILE_SUFFIX}") if is_run_file(q)))
+        else:
+            out.append(p)
+    return list(dict.fromkeys(out))

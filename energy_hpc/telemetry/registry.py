@@ -1,0 +1,148 @@
+"""Which sensor backends exist, which of them a node offers, and opening them for a rank.
+
+Each backend is a module with ``open_sensor(ctx: SensorContext) -> Sensor`` that raises
+:class:`~energy_hpc.errors.SensorUnavailable` with the reason when it cannot be used here. Modules are
+imported only when asked for, so a login node without pynvml or amdsmi never imports them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from energy_hpc.errors import SensorUnavailable, SpecError
+from energy_hpc.telemetry.base import ChannelInfo, Sensor, SensorContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str
+    node_level: bool  # one per node (opened by the node leader only), not one per rank
+    what: str
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("nvml", "energy_hpc.telemetry.nvml", False, "NVIDIA GPUs through NVML (nvidia-ml-py)"),
+        Backend("amdsmi", "energy_hpc.telemetry.amdsmi", False, "AMD GPUs/GCDs through ROCm amdsmi"),
+        Backend("pm_counters", "energy_hpc.telemetry.pm_counters", True,
+                "HPE Cray EX node telemetry in /sys/cray/pm_counters"),
+        Backend("rapl", "energy_hpc.telemetry.rapl", True, "CPU package/DRAM energy via Linux powercap (RAPL)"),
+        Backend("estimate", "energy_hpc.telemetry.estimate", False,
+                "ESTIMATE from process CPU time x watts per core (not a measurement)"),
+        Backend("synthetic", "energy_hpc.telemetry.synthetic", False,
+                "SYNTHETIC deterministic test signal (not a measurement)"),
+    )
+}
+
+DEVICE_BACKENDS = ("nvml", "amdsmi")
+NODE_BACKENDS = ("pm_counters", "rapl")
+SENSOR_CHOICES = ("auto", *BACKENDS)
+
+
+def open_backend(name: str, ctx: SensorContext) -> Sensor:
+    """Open one backend by name; raises SensorUnavailable with the reason."""
+    try:
+        backend = BACKENDS[name]
+    except KeyError:
+        raise SpecError(f"unknown sensor {name!r}: choose from {', '.join(SENSOR_CHOICES)}") from None
+    try:
+        module = importlib.import_module(backend.module)
+    except ImportError as exc:
+        raise SensorUnavailable(f"{name}: backend module cannot be imported ({exc})") from None
+    return module.open_sensor(ctx)
+
+
+@dataclass
+class Opened:
+    sensors: list[Sensor] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # backend -> why not used
+
+
+def open_sensors(names: Sequence[str], ctx: SensorContext) -> Opened:
+    """Open the sensors a job asks for on one rank.
+
+    Named backends must open (a missing one is the user's to fix); ``auto`` opens what the node
+    offers: the first device backend that sees this rank's device, the node-level backends on the
+    node leader, and the CPU-time estimate only when nothing measurable is there (saying so).
+    """
+    out = Opened()
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        if name == "auto":
+            continue
+        if BACKENDS.get(name) and BACKENDS[name].node_level and not ctx.node_leader:
+            out.skipped[name] = "node-level sensor: opened by the node leader only"
+            continue
+        out.sensors.append(open_backend(name, ctx))
+    if "auto" in wanted:
+        _open_auto(ctx, out, already={s.backend for s in out.sensors})
+    return out
+
+
+def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
+    measurable = False
+    for name in DEVICE_BACKENDS:
+        if name in already:
+            measurable = True
+            break
+        try:
+            out.sensors.append(open_backend(name, ctx))
+            measurable = True
+            break
+        except SensorUnavailable as exc:
+            out.skipped[name] = str(exc)
+    for name in NODE_BACKENDS:
+        if name in already:
+            measurable = True
+            continue
+        try:
+            sensor = open_backend(name, ctx)
+        except SensorUnavailable as exc:
+            out.skipped[name] = str(exc)
+            continue
+        measurable = True
+        if ctx.node_leader:
+            out.sensors.append(sensor)
+        else:
+            sensor.close()
+            out.skipped[name] = "node-level sensor: recorded by the node leader"
+    if not measurable and "estimate" not in already:
+        # once per node, not once per rank
+        (log.warning if ctx.node_leader else log.debug)(
+            "auto: no measurable sensor on %s (%s); falling back to the CPU-time ESTIMATE, which is a "
+            "model, not a measurement", ctx.hostname,
+            "; ".join(v if v.startswith(f"{k}:") else f"{k}: {v}" for k, v in out.skipped.items())
+            or "nothing found")
+        out.sensors.append(open_backend("estimate", ctx))
+
+
+def describe(ctx: SensorContext) -> list[dict]:
+    """Every backend, whether it is usable here, its channels, and why not when it is not."""
+    rows = []
+    for name, backend in BACKENDS.items():
+        row: dict = {"backend": name, "what": backend.what, "node_level": backend.node_level}
+        try:
+            sensor = open_backend(name, ctx)
+        except SensorUnavailable as exc:
+            row.update(usable=False, reason=str(exc), channels=[])
+        else:
+            with sensor:
+                row.update(usable=True, reason="", channels=[channel_dict(c) for c in sensor.channels()])
+        rows.append(row)
+    return rows
+
+
+def channel_dict(c: ChannelInfo) -> dict:
+    return {
+        "name": c.name, "scope": c.scope.value, "device": c.device, "method": c.method.value,
+        "has_power": c.has_power, "has_energy": c.has_energy, "update_period_s": c.update_period_s,
+        "shared_with": list(c.shared_with), "label": c.label, "note": c.note,
+        "included_in": c.included_in, "view_of": c.view_of, "counter_fault": c.counter_fault,
+    }

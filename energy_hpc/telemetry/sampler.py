@@ -1,0 +1,197 @@
+"""Background sampling of sensors on a fixed clock.
+
+The sampler reads every sensor once per tick on an absolute schedule (tick k at ``t0 + k*interval``,
+so a late tick does not push the ones after it), timestamps each read with the monotonic clock at
+the middle of the read, and keeps the values in preallocated numpy blocks (no per-sample objects).
+A read that fails becomes a NaN row and is counted per channel; the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from energy_hpc.errors import SensorReadError
+from energy_hpc.telemetry.base import ChannelInfo, Sensor
+
+log = logging.getLogger(__name__)
+
+_BLOCK = 4096
+
+
+@dataclass
+class ChannelTrace:
+    """Everything sampled on one channel. Times are monotonic seconds (the sampler's clock)."""
+
+    info: ChannelInfo
+    time: np.ndarray  # float64 s
+    power: np.ndarray  # float64 W, NaN where unavailable
+    energy: np.ndarray  # float64 J (cumulative counter), NaN where none
+    sensor_time: np.ndarray  # float64 s, the sensor's own timestamp, NaN where none
+    errors: int = 0  # reads that failed on this channel
+
+
+class _SensorBuffer:
+    """Growable column store for one sensor: a time column and three (sample, channel) columns."""
+
+    def __init__(self, sensor: Sensor) -> None:
+        self.sensor = sensor
+        self.infos = list(sensor.channels())
+        self.n_channels = len(self.infos)
+        self.blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.fill = _BLOCK  # forces a new block on first append
+        self.errors = np.zeros(self.n_channels, dtype=np.int64)
+        self.failed_reads = 0
+        self.drained = 0  # samples already handed out by drain()
+
+    def _new_block(self) -> None:
+        c = self.n_channels
+        self.blocks.append(
+            (
+                np.empty(_BLOCK, dtype=np.float64),
+                np.full((_BLOCK, c), np.nan),
+                np.full((_BLOCK, c), np.nan),
+                np.full((_BLOCK, c), np.nan),
+            )
+        )
+        self.fill = 0
+
+    def append(self, t: float, power: Sequence[float] | None, energy: Sequence[float] | None,
+               sensor_time: Sequence[float] | None) -> None:
+        if self.fill == _BLOCK:
+            self._new_block()
+        tb, pb, eb, sb = self.blocks[-1]
+        i = self.fill
+        tb[i] = t
+        if power is not None:
+            pb[i, :] = power
+            eb[i, :] = energy
+            if sensor_time is not None:
+                sb[i, :] = sensor_time
+        self.fill += 1
+
+    def __len__(self) -> int:
+        return 0 if not self.blocks else (len(self.blocks) - 1) * _BLOCK + self.fill
+
+    def columns(self, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n = len(self)
+        if not self.blocks:
+            c = self.n_channels
+            return np.empty(0), np.empty((0, c)), np.empty((0, c)), np.empty((0, c))
+        cols = [np.concatenate([b[k] for b in self.blocks])[start:n] for k in range(4)]
+        return cols[0], cols[1], cols[2], cols[3]
+
+
+class Sampler:
+    """Samples a list of opened sensors every ``interval_s`` seconds in a background thread.
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`. ``start`` takes the first sample
+    before it returns and ``stop`` takes a last one after the thread ends, so a window opened after
+    ``start`` and closed before ``stop`` is always bracketed by samples.
+    """
+
+    def __init__(self, sensors: Sequence[Sensor], interval_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"sampling interval must be positive, got {interval_s}")
+        self.interval_s = float(interval_s)
+        self.clock = clock
+        self._buffers = [_SensorBuffer(s) for s in sensors]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.started_at = math.nan
+        self.stopped_at = math.nan
+
+    @property
+    def channels(self) -> list[ChannelInfo]:
+        return [info for b in self._buffers for info in b.infos]
+
+    def sample_once(self) -> None:
+        """Read every sensor once, now."""
+        with self._lock:
+            for buf in self._buffers:
+                t0 = self.clock()
+                try:
+                    r = buf.sensor.read()
+                except (SensorReadError, OSError) as exc:
+                    buf.failed_reads += 1
+                    buf.errors += 1
+                    if buf.failed_reads == 1:
+                        log.warning("%s: read failed (%s); recording a gap and going on",
+                                    buf.sensor.backend, exc)
+                    buf.append((t0 + self.clock()) / 2, None, None, None)
+                    continue
+                t1 = self.clock()
+                if r.errors is not None:
+                    buf.errors += np.asarray(r.errors, dtype=bool)
+                buf.append((t0 + t1) / 2, r.power, r.energy, r.sensor_time)
+
+    def _loop(self) -> None:
+        k = 1
+        t0 = self.started_at
+        while True:
+            due = t0 + k * self.interval_s
+            delay = due - self.clock()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            if self._stop.is_set():
+                return
+            self.sample_once()
+            k += 1
+            now = self.clock()
+            if now > t0 + (k + 1) * self.interval_s:  # fell behind by more than a tick: skip, don't burst
+                k = int((now - t0) / self.interval_s) + 1
+
+    def start(self) -> "Sampler":
+        if self._thread is not None:
+            raise RuntimeError("sampler already started")
+        self.started_at = self.clock()
+        self.sample_once()
+        self._thread = threading.Thread(target=self._loop, name="energy-hpc-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None or self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        self.sample_once()
+        self.stopped_at = self.clock()
+
+    def __enter__(self) -> "Sampler":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def n_samples(self) -> list[int]:
+        return [len(b) for b in self._buffers]
+
+    def traces(self, start: int | None = None) -> list[ChannelTrace]:
+        """Copy out what was sampled, one :class:`ChannelTrace` per channel.
+
+        Safe to call while sampling (for spills): it takes the lock for the copy only.
+        """
+        out: list[ChannelTrace] = []
+        with self._lock:
+            for buf in self._buffers:
+                t, p, e, s = buf.columns(start or 0)
+                for j, info in enumerate(buf.infos):
+                    out.append(ChannelTrace(info, t, p[:, j].copy(), e[:, j].copy(), s[:, j].copy(),
+                                            int(buf.errors[j])))
+        return out
+
+    def close_sensors(self) -> None:
+        for buf in self._buffers:
+            try:
+                buf.sensor.close()
+            except Exception as exc:  # closing must never lose the data already sampled
+                log.warning("%s: close failed: %s", buf.sensor.backend, exc)

@@ -1,0 +1,106 @@
+"""Windows: named spans of time on one rank (idle baseline, model load, warm-up and measured
+iterations, and stages within an iteration such as a refiner or the decode phase).
+
+Every window edge synchronises the device first, because GPU work is asynchronous: without it a
+window would close before its kernels finish and their energy would land in the next window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Iterator
+
+import numpy as np
+
+
+class Phase(str, Enum):
+    IDLE = "idle"
+    LOAD = "load"
+    WARMUP = "warmup"
+    MEASURE = "measure"
+    COOLDOWN = "cooldown"
+
+
+class Status(str, Enum):
+    OK = "ok"
+    INTERRUPTED = "interrupted"  # closed by a signal or time limit before it finished
+    FAILED = "failed"  # the work inside raised
+
+
+@dataclass
+class Window:
+    rank: int
+    case: int  # index into the job's cases; -1 for run-level windows (idle)
+    phase: Phase
+    iteration: int  # -1 where it does not apply
+    start: float  # sampler clock (monotonic s)
+    end: float = math.nan
+    stage: str = ""  # "" for a whole iteration; "base", "refiner", "prefill", "decode", ...
+    units: float = 0.0
+    unit: str = ""
+    aux_units: float = 0.0  # a second count where a task has one (prompt tokens, audio seconds)
+    aux_unit: str = ""
+    status: Status = Status.OK
+
+
+# Fixed-width record used to move windows between ranks as one numpy buffer.
+WINDOW_DTYPE = np.dtype([
+    ("rank", "i4"), ("case", "i4"), ("phase", "S8"), ("iteration", "i4"), ("start", "f8"), ("end", "f8"),
+    ("stage", "S16"), ("units", "f8"), ("unit", "S16"), ("aux_units", "f8"), ("aux_unit", "S16"),
+    ("status", "S12"),
+])
+
+
+def to_array(windows: list[Window], offset: float = 0.0) -> np.ndarray:
+    """Windows as a structured array, times shifted by ``-offset`` (to the run's time base)."""
+    out = np.zeros(len(windows), dtype=WINDOW_DTYPE)
+    for i, w in enumerate(windows):
+        out[i] = (w.rank, w.case, w.phase.value.encode(), w.iteration, w.start - offset, w.end - offset,
+                  w.stage.encode()[:16], w.units, w.unit.encode()[:16], w.aux_units, w.aux_unit.encode()[:16],
+                  w.status.value.encode())
+    return out
+
+
+class WindowLog:
+    """Records windows on one rank with the sampler's clock, synchronising the device at each edge."""
+
+    def __init__(self, rank: int, clock: Callable[[], float] = time.monotonic,
+                 sync: Callable[[], None] = lambda: None) -> None:
+        self.rank, self.clock, self.sync = rank, clock, sync
+        self.windows: list[Window] = []
+        self._open: list[Window] = []
+
+    @contextlib.contextmanager
+    def window(self, case: int, phase: Phase, iteration: int = -1, stage: str = "",
+               unit: str = "") -> Iterator[Window]:
+        self.sync()
+        w = Window(rank=self.rank, case=case, phase=phase, iteration=iteration, start=self.clock(),
+                   stage=stage, unit=unit)
+        self.windows.append(w)
+        self._open.append(w)
+        try:
+            yield w
+            self.sync()
+        except BaseException:
+            w.status = Status.FAILED if w.status is Status.OK else w.status
+            raise
+        finally:
+            if math.isnan(w.end):
+                w.end = self.clock()
+            if w in self._open:
+                self._open.remove(w)
+
+    def interrupt_open(self) -> int:
+        """Close every open window as interrupted (signal or time limit). Returns how many."""
+        now = self.clock()
+        n = 0
+        for w in self._open:
+            if math.isnan(w.end):
+                w.end, w.status = now, Status.INTERRUPTED
+                n += 1
+        self._open.clear()
+        return n

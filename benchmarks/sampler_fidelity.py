@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--null", action="store_true",
+                    help="A/A control: no sampler in either block (measures the noise floor of the slowdown)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
         order = ("off", "on") if k % 2 == 0 else ("on", "off")  # alternate who goes first
         pair = {}
         for cond in order:
-            if cond == "on":
+            if cond == "on" and not args.null:
                 sensor = make_sensor(args.sensor)
                 sampler = Sampler([sensor], args.interval).start()
                 pair[cond], _ = run_block(model, x, args.block_s)
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
                 pair[cond], _ = run_block(model, x, args.block_s)
             per_pass[cond].append(pair[cond])
         ratios.append(pair["on"] / pair["off"])
-    iv = np.concatenate(intervals) * 1e3
+    iv = np.concatenate(intervals) * 1e3 if intervals else np.full(1, np.nan)
     result = {
         "sensor": args.sensor, "interval_ms": args.interval * 1e3, "pairs": args.pairs, "block_s": args.block_s,
         "torch_threads": torch.get_num_threads(), "model": f"TransformerEncoder d={args.d_model} "

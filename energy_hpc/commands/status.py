@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "Show where each point of a sweep study stands (queued, running, done, failed, lost)."
+HELP = "show where each point of a sweep study stands (queued, running, done, failed, lost)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-HELP = "Render a job file into an sbatch script for a system (frontier, perlmutter, generic) and submit it."
+HELP = "render a job file into an sbatch script for a system (frontier, perlmutter, generic) and submit it"
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from energy_hpc.commands.submit import add_slurm_arguments
 
-HELP = "Submit one Slurm job per node count into a study folder; re-running submits only what is missing or failed."
+HELP = "submit one Slurm job per node count into a study folder; re-running submits only what is missing or failed"
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,28 @@ import hashlib
 import re
 import shlex
 import string
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from energy_hpc import __version__
 from energy_hpc.errors import SlurmError, SystemProfileError
 from energy_hpc.slurm.systems import SignalTo, SystemProfile
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-TEMPLATE_DIR = CHECKOUT / "slurm"
-MODULES_DIR = CHECKOUT / "modules"
+
+
+def _resource_dir(name: str) -> Path:
+    """``slurm/`` and ``modules/`` live at the top of a checkout (editable install); a wheel installs
+    them under ``<prefix>/share/energy-hpc/``."""
+    here = CHECKOUT / name
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "energy-hpc" / name
+
+
+TEMPLATE_DIR = _resource_dir("slurm")
+MODULES_DIR = _resource_dir("modules")
 
 # What sbatch accepts in the few places a user's value lands in a directive.
 _SLURM_VALUE = {
@@ -46,7 +57,7 @@ class ScriptTemplate(string.Template):
 
 
 def check_slurm_value(kind: str, value: str) -> str:
-    if not _SLURM_VALUE[kind].match(value):
+    if not _SLURM_VALUE[kind].fullmatch(value):
         raise SlurmError(f"{kind} {value!r} is not a valid Slurm {kind} name (letters, digits and "
                          f"{'_.,:+&|*[]()-' if kind == 'constraint' else '_.+-'} only); check the spelling")
     return value
@@ -57,7 +68,7 @@ def check_time(value: str) -> int:
 
     Accepted: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (sbatch's forms).
     """
-    m = _TIME.match(value)
+    m = _TIME.fullmatch(value)
     if not m:
         raise SlurmError(f"time limit {value!r} is not HH:MM:SS (or D-HH:MM:SS, or minutes)")
     days, a, b, c = m.groups()
@@ -82,7 +93,7 @@ def slurm_job_name(name: str) -> str:
 
 def directive_path(path: Path, what: str) -> str:
     text = str(path)
-    if not _DIRECTIVE_PATH.match(text):
+    if not _DIRECTIVE_PATH.fullmatch(text):
         raise SlurmError(f"{what} {text!r} cannot go into an #SBATCH line (it has spaces, quotes, '%' or "
                          "other special characters); choose a folder whose path has only letters, "
                          "digits and ._-/+,:@=~")
@@ -172,7 +183,8 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
     unknown = [e for e in req.enable if e not in profile.optional]
     if unknown:
         known = ", ".join(sorted(profile.optional)) or "none"
-        raise SlurmError(f"system {profile.name} has no optional setting {', '.join(unknown)}; known: {known}")
+        raise SlurmError(f"system {profile.name} has no optional setting "
+                         f"{', '.join(map(repr, unknown))}; known: {known}")
     launcher = profile.launcher(req.launcher)
     template_path = resolve_resource(profile, profile.template, TEMPLATE_DIR, "template")
     modules_path = resolve_resource(profile, profile.modules, MODULES_DIR, "modules")

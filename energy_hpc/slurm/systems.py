@@ -112,7 +112,7 @@ def resolve_profile_path(system: str) -> Path:
             raise SystemProfileError(f"system profile {system} does not exist; give a built-in name "
                                      f"({', '.join(builtin_profiles())}) or the path of a TOML file")
         return path.resolve()
-    if not _NAME.match(system) or not (PROFILE_DIR / f"{system}.toml").is_file():
+    if not _NAME.fullmatch(system) or not (PROFILE_DIR / f"{system}.toml").is_file():
         raise SystemProfileError(f"unknown system {system!r}; use one of {', '.join(builtin_profiles())} "
                                  "or the path of your own profile (copy one of energy_hpc/systems/*.toml)")
     return PROFILE_DIR / f"{system}.toml"
@@ -167,7 +167,7 @@ class _Table:
 
 def _check_directives(directives: tuple[str, ...], where: str, path: Path) -> tuple[str, ...]:
     for d in directives:
-        if not _DIRECTIVE.match(d):
+        if not _DIRECTIVE.fullmatch(d):
             raise SystemProfileError(
                 f"{path}: {where} has directive {d!r}; a directive is one option such as "
                 "'--constraint=nvme' (no quotes, '#', '$', backslashes or line breaks)")
@@ -179,7 +179,7 @@ def _check_env(env: Any, where: str, path: Path) -> tuple[tuple[str, str], ...]:
         raise SystemProfileError(f"{path}: {where} must be a table of NAME = \"value\"")
     out = []
     for k, v in env.items():
-        if not _ENV_NAME.match(k) or not isinstance(v, str) or not _ENV_VALUE.match(v):
+        if not _ENV_NAME.fullmatch(k) or not isinstance(v, str) or not _ENV_VALUE.fullmatch(v):
             raise SystemProfileError(
                 f"{path}: {where}.{k} = {v!r} is not allowed; names are shell identifiers and values "
                 "plain text with at most $NAME or ${NAME} references (no quotes, backticks, $( ) or "
@@ -200,7 +200,7 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
     top.done()
 
     name = sysinfo.get("name", str)
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SystemProfileError(f"{path}: system.name {name!r} must be letters, digits, '.', '_', '-'")
     description = sysinfo.get("description", str, "")
     template = sysinfo.get("template", str)
@@ -283,7 +283,7 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
 
     optional: dict[str, Optional_] = {}
     for oname, odata in opt_data.items():
-        if not _NAME.match(oname):
+        if not _NAME.fullmatch(oname):
             raise SystemProfileError(f"{path}: optional.{oname}: names are letters, digits, '.', '_', '-'")
         ot = _Table(odata, f"optional.{oname}", path)
         optional[oname] = Optional_(

@@ -198,16 +198,30 @@ def test_sbatch_parsable_output_with_and_without_cluster() -> None:
         parse_parsable("Submitted batch job 1234")
 
 
-def test_status_command_without_slurm_falls_back_to_run_files(tmp_path, job_file, fake) -> None:
+def no_accounting_path(tmp_path: Path) -> dict:
+    """PATH with squeue/sacct that answer as on a cluster that forgot the jobs and keeps no
+    accounting."""
+    import os
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for name, msg in (("squeue", "slurm_load_jobs error: Invalid job id specified"),
+                      ("sacct", "Slurm accounting storage is disabled")):
+        (bin_ / name).write_text(f"#!/bin/sh\necho '{msg}' >&2\nexit 1\n")
+        (bin_ / name).chmod(0o755)
+    return {"PATH": f"{bin_}:{os.environ['PATH']}"}
+
+
+def test_status_command_without_accounting_falls_back_to_run_files(tmp_path, job_file, fake) -> None:
     sweep(tmp_path / "s", job_file, fake, nodes=[1, 2])
     write_run_file(tmp_path / "s", 2, "102")
-    # A SLURM_CONF that does not exist: squeue and sacct fail, as on a machine without Slurm.
-    r = cli("status", str(tmp_path / "s"), "--json", env={"SLURM_CONF": str(tmp_path / "none.conf")})
+    env = no_accounting_path(tmp_path)
+    r = cli("status", str(tmp_path / "s"), "--json", env=env)
     assert r.returncode == 0, r.stderr
     points = {p["nodes"]: p for p in json.loads(r.stdout)["points"]}
     assert points[1]["state"] == "lost"
     assert points[2]["state"] == "done" and points[2]["run_files"] == ["nodes-2/slurmtest-102.0.h5"]
-    table = cli("status", str(tmp_path / "s"), env={"SLURM_CONF": str(tmp_path / "none.conf")}).stdout
+    table = cli("status", str(tmp_path / "s"), env=env).stdout
     assert "done" in table and "nodes-2/slurmtest-102.0.h5" in table
 
 

@@ -1,29 +1,67 @@
 """Energy of one channel over a set of windows, by counter and by power integral, with uncertainty.
 
-For a window [a, b] on a channel:
+The channel's samples are met in chunks (:func:`reduce_channel`), so a channel of any length is reduced
+in bounded memory; :func:`channel_window_energy` is the one-chunk convenience over in-memory arrays.
+For a window [a, b]:
 
-- **counter**: E(b) - E(a), the cumulative counter interpolated linearly at the edges;
-- **integral**: the integral of the linearly interpolated power over [a, b] (exact for that model);
-- **uncertainty** (one standard deviation, J): each edge is only known to within the longer of the
-  sensor's update period and the local sample spacing, so each edge contributes
-  ``P(edge) * max(update, spacing) / (2*sqrt(3))`` (a uniform error of that half-width); the counter's
-  resolution adds ``r / sqrt(6)`` (two quantised readings); the integral adds, for every sample
-  interval inside the window, ``dt * |dP| / (2*sqrt(3))`` (what linear interpolation may miss).
-  Terms are independent and add in quadrature.
+- **counter**: ``E(b) - E(a)``, the cumulative counter interpolated linearly at the edges;
+- **integral**: the integral of the linearly interpolated power over [a, b] (trapezoid, exact for that
+  model).
 
-The figure a table uses is the counter where the channel has a usable one (the hardware integrates
-every update, the sampler may miss some), else the integral. Both are kept.
+Both are kept. The figure a table uses is the counter where the channel has a usable one (the hardware
+integrates every update; the sampler may miss some), else the integral.
+
+Uncertainty (one standard deviation, J; independent terms add in quadrature -- docs/analysis.md derives
+each):
+
+- *edge timing*: a reading is only known to belong to an instant within the sensor's update period
+  ``tau`` (a held counter or power value is stale by up to ``tau``); for the counter, also within the
+  bracketing sample spacing ``s`` (where the samples are sparser than the updates, how the energy
+  between two readings splits around the edge is unknown). Each edge contributes
+  ``P(edge) * w / (2*sqrt(3))`` with ``w = max(tau, s)`` for the counter and ``w = tau`` for the
+  integral (a uniform error of width ``w``). The staleness is partly common to both edges; its
+  common part adds ``|P(b) - P(a)| * tau / (2*sqrt(3))``.
+- *counter resolution*: two quantised readings, ``r / sqrt(6)``.
+- *integral interior*: every sample interval inside the window adds ``dt * |dP| / (2*sqrt(3))`` (what
+  linear interpolation may miss); a *gap* (an interval longer than ``GAP_FACTOR`` times the nominal
+  spacing: failed reads, a stalled sampler) adds ``dt * max(|dP|, mean P) / (2*sqrt(3))``: over a gap
+  the power is not known, its mean is taken as uncertain by its own size.
+
+Counter hygiene per window (the counter is then dropped for that window, the integral used, and the
+window's ``counter_fault`` says why): ``backwards`` (a step below ``-resolution`` inside the window),
+``stuck`` (no step over a window of at least ``STUCK_MIN_PERIODS`` update periods while the integral
+says more than ``STUCK_MIN_POWER_W`` was drawn), ``disagrees`` (counter and integral differ by more
+than a factor ``DISAGREE_RATIO`` and by more than ``DISAGREE_SIGMA`` combined standard deviations).
+
+A window is *short* when it lasts less than ``SHORT_WINDOW_PERIODS`` times the longer of the update
+period and the nominal sample spacing: its figure is dominated by edge effects.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
 SQRT3 = math.sqrt(3.0)
-SHORT_WINDOW_PERIODS = 3.0  # a window shorter than this many update periods is flagged as short
+SHORT_WINDOW_PERIODS = 3.0
+GAP_FACTOR = 3.0
+STUCK_MIN_PERIODS = 3.0
+STUCK_MIN_POWER_W = 5.0
+DISAGREE_RATIO = 3.0
+DISAGREE_SIGMA = 5.0
+DISAGREE_MIN_J = 1.0
+
+
+class CounterFault:
+    """Why a window's counter was dropped ('' = not dropped)."""
+
+    CHANNEL = "channel"  # the telemetry side flagged the channel (note starts with 'counter-fault')
+    BACKWARDS = "backwards"
+    STUCK = "stuck"
+    DISAGREES = "disagrees"
 
 
 @dataclass
@@ -37,92 +75,201 @@ class WindowEnergy:
     method: np.ndarray  # per window: "counter", "integral", "estimate", "synthetic" or "" (no data)
     peak_W: np.ndarray
     short: np.ndarray  # bool
+    counter_fault: np.ndarray  # object: '' or a CounterFault value
+    max_gap_s: np.ndarray  # longest interval between valid power samples touching the window
+
+    def take(self, idx: np.ndarray) -> "WindowEnergy":
+        return WindowEnergy(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
 
 
-def _edge_spacing(t: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Spacing of the two samples that bracket each x (inf outside the sampled range)."""
-    if len(t) < 2:
-        return np.full(len(x), np.inf)
-    k = np.clip(np.searchsorted(t, x, side="right") - 1, 0, len(t) - 2)
-    gap = t[k + 1] - t[k]
-    gap[(x < t[0]) | (x > t[-1])] = np.inf
-    return gap
+class _Stream:
+    """One (time, value) series met chunk by chunk.
+
+    At every edge point it keeps the interpolated value, the bracketing spacing and slope, and (when
+    ``integrate``) the cumulative trapezoid integral and the cumulative interior variance. Per window
+    it keeps the highest value, the most negative step and the longest interval.
+    """
+
+    def __init__(self, x: np.ndarray, starts: np.ndarray, ends: np.ndarray, integrate: bool) -> None:
+        n, nw = len(x), len(starts)
+        self.x, self.starts, self.ends, self.integrate = x, starts, ends, integrate
+        self.val = np.full(n, np.nan)
+        self.cum = np.full(n, np.nan)
+        self.var = np.full(n, np.nan)
+        self.spacing = np.full(n, np.inf)
+        self.slope_mean = np.full(n, np.nan)  # mean of value over the bracketing interval / nothing
+        self.wmax = np.full(nw, -np.inf)
+        self.wmin_step = np.full(nw, np.inf)
+        self.wgap = np.zeros(nw)
+        self.first_t = math.nan
+        self.last_t = math.nan
+        self.nominal = math.nan  # median sample spacing, from the first chunk
+        self._carry: tuple[float, float, float, float] | None = None  # t, y, cum, var at the last sample
+
+    def feed(self, t: np.ndarray, y: np.ndarray) -> None:
+        if self._carry is not None:
+            ct, cy, c0, v0 = self._carry
+            t, y = np.concatenate([[ct], t]), np.concatenate([[cy], y])
+        else:
+            c0 = v0 = 0.0
+        ok = np.isfinite(t)
+        ok &= np.isfinite(y)
+        if not ok.all():
+            t, y = t[ok], y[ok]
+        if len(t) == 0:
+            return
+        dt = np.diff(t)
+        if len(dt) and not (dt > 0).all():  # keep strictly increasing time (a repeated stamp is one reading)
+            keep = np.concatenate([[True], dt > 0])
+            t, y = t[keep], y[keep]
+            dt = np.diff(t)
+        if math.isnan(self.first_t):
+            self.first_t = float(t[0])
+        self.last_t = float(t[-1])
+        if len(t) == 1:
+            self._carry = (float(t[0]), float(y[0]), c0, v0)
+            return
+        dy = np.diff(y)
+        if math.isnan(self.nominal):
+            self.nominal = float(np.median(dt))
+        if self.integrate:
+            seg = y[1:] + y[:-1]
+            seg *= 0.5  # mean power of each interval
+            spread = np.abs(dy)
+            gap = dt > GAP_FACTOR * self.nominal
+            if gap.any():
+                spread[gap] = np.maximum(spread[gap], np.abs(seg[gap]))
+            seg *= dt
+            c = np.empty(len(t))
+            c[0] = c0
+            seg[0] += c0  # the running total rides in the first interval: no extra pass
+            np.cumsum(seg, out=c[1:])
+            spread *= dt
+            spread *= spread
+            spread *= 1.0 / 12.0  # (dt * spread / (2 sqrt 3)) ** 2
+            sig2 = spread
+            v = np.empty(len(t))
+            v[0] = v0
+            sig0 = float(sig2[0])
+            sig2[0] += v0
+            np.cumsum(sig2, out=v[1:])
+            sig2[0] = sig0
+        # edge points inside this segment
+        m = np.flatnonzero((self.x >= t[0]) & (self.x <= t[-1]) & np.isnan(self.val))
+        if len(m):
+            xm = self.x[m]
+            k = np.clip(np.searchsorted(t, xm, side="right") - 1, 0, len(t) - 2)
+            f = (xm - t[k]) / dt[k]
+            val = y[k] + f * dy[k]
+            self.val[m] = val
+            self.spacing[m] = dt[k]
+            self.slope_mean[m] = dy[k] / dt[k]
+            if self.integrate:
+                self.cum[m] = c[k] + (xm - t[k]) * (y[k] + val) / 2.0
+                self.var[m] = v[k] + f * sig2[k]
+        # windows touching this segment: power keeps peak and longest gap, the counter its lowest step
+        for w in np.flatnonzero((self.starts <= t[-1]) & (self.ends >= t[0])):
+            a, b = self.starts[w], self.ends[w]
+            jlo = max(int(np.searchsorted(t, a, side="right")) - 1, 0)
+            jhi = min(int(np.searchsorted(t, b, side="left")), len(dt))
+            if self.integrate:
+                lo, hi = np.searchsorted(t, a, side="left"), np.searchsorted(t, b, side="right")
+                if hi > lo:
+                    self.wmax[w] = max(self.wmax[w], float(y[lo:hi].max()))
+                if jhi > jlo:
+                    self.wgap[w] = max(self.wgap[w], float(dt[jlo:jhi].max()))
+            elif jhi > jlo:
+                self.wmin_step[w] = min(self.wmin_step[w], float(dy[jlo:jhi].min()))
+        self._carry = (float(t[-1]), float(y[-1]), float(c[-1]) if self.integrate else 0.0,
+                       float(v[-1]) if self.integrate else 0.0)
 
 
-def _cumulative_trapezoid(t: np.ndarray, p: np.ndarray) -> np.ndarray:
-    c = np.zeros(len(t))
-    if len(t) > 1:
-        c[1:] = np.cumsum(np.diff(t) * (p[1:] + p[:-1]) / 2.0)
-    return c
+def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], starts: np.ndarray,
+                   ends: np.ndarray, *, update_period: float = 0.0, resolution: float = 0.0,
+                   method_hint: str = "counter", counter_ok: bool = True,
+                   check_counter: bool = True) -> WindowEnergy:
+    """Energy of one channel over windows ``[starts[i], ends[i]]``.
 
+    ``chunks`` yields consecutive ``(time s, power W, energy J)`` blocks of the channel in time order
+    (NaN where a value is missing). ``counter_ok=False`` ignores the counter (a channel the telemetry
+    side flagged); ``check_counter`` applies the per-window hygiene rules of the module docstring.
+    """
+    starts, ends = np.asarray(starts, float), np.asarray(ends, float)
+    n = len(starts)
+    x = np.concatenate([starts, ends])
+    ps = _Stream(x, starts, ends, integrate=True)
+    es = _Stream(x, starts, ends, integrate=False)
+    for t, p, e in chunks:
+        t = np.asarray(t, float)
+        ps.feed(t, np.asarray(p, float))
+        if counter_ok:
+            es.feed(t, np.asarray(e, float))
 
-def _integral_at(t: np.ndarray, p: np.ndarray, c: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Integral of linearly interpolated power from t[0] to each x (NaN outside the samples)."""
-    k = np.clip(np.searchsorted(t, x, side="right") - 1, 0, max(len(t) - 1, 0))
-    px = np.interp(x, t, p)
-    out = c[k] + (x - t[k]) * (p[k] + px) / 2.0
-    out[(x < t[0]) | (x > t[-1])] = np.nan
-    return out
+    tau = max(float(update_period), 0.0)
+    pa, pb = ps.val[:n], ps.val[n:]
+    integral = ps.cum[n:] - ps.cum[:n]
+    var_int = np.maximum(ps.var[n:] - ps.var[:n], 0.0)
+    counter = es.val[n:] - es.val[:n]  # NaN outside the counter's range
+    dur = ends - starts
+
+    # edge power: sampled where there is power, else the counter's mean power across the bracket
+    pa = np.where(np.isfinite(pa), pa, es.slope_mean[:n])
+    pb = np.where(np.isfinite(pb), pb, es.slope_mean[n:])
+    mean_p = np.where(dur > 0, np.where(np.isfinite(counter), counter, integral) / np.where(dur > 0, dur, 1),
+                      np.nan)
+    pa = np.abs(np.where(np.isfinite(pa), pa, mean_p))
+    pb = np.abs(np.where(np.isfinite(pb), pb, mean_p))
+    common = (np.abs(pb - pa) * tau / (2 * SQRT3)) ** 2
+    wa_c = np.maximum(tau, np.where(np.isfinite(es.spacing[:n]), es.spacing[:n], 0.0))
+    wb_c = np.maximum(tau, np.where(np.isfinite(es.spacing[n:]), es.spacing[n:], 0.0))
+    var_counter = ((pa * wa_c) ** 2 + (pb * wb_c) ** 2) / 12.0 + common + resolution ** 2 / 6.0
+    var_integral = ((pa * tau) ** 2 + (pb * tau) ** 2) / 12.0 + common + var_int
+
+    fault = np.full(n, "", dtype=object)
+    if not counter_ok:
+        fault[:] = CounterFault.CHANNEL
+    elif check_counter:
+        both = np.isfinite(counter) & np.isfinite(integral)
+        res = max(float(resolution), 0.0)
+        backwards = np.isfinite(counter) & (es.wmin_step < -max(res, 1e-12))
+        stuck = both & (counter <= res) & (dur >= STUCK_MIN_PERIODS * max(tau, es.nominal if
+                                                                            math.isfinite(es.nominal) else 0.0)) \
+            & (integral > STUCK_MIN_POWER_W * dur)
+        sig = np.sqrt(var_counter + var_integral)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = counter / integral
+        disagree = both & (np.maximum(counter, integral) >= DISAGREE_MIN_J) \
+            & ((ratio > DISAGREE_RATIO) | (ratio < 1.0 / DISAGREE_RATIO) | ~np.isfinite(ratio)) \
+            & (np.abs(counter - integral) > DISAGREE_SIGMA * sig)
+        fault[disagree] = CounterFault.DISAGREES
+        fault[stuck] = CounterFault.STUCK
+        fault[backwards] = CounterFault.BACKWARDS
+
+    use_counter = np.isfinite(counter) & (fault == "")
+    energy_J = np.where(use_counter, counter, integral)
+    unc = np.sqrt(np.where(use_counter, var_counter, var_integral))
+    unc[~np.isfinite(energy_J)] = np.nan
+
+    method = np.full(n, "", dtype=object)
+    has = np.isfinite(energy_J)
+    if method_hint in ("synthetic", "estimate"):
+        method[has] = method_hint
+    else:
+        method[has & use_counter] = "counter"
+        method[has & ~use_counter] = "integral"
+
+    peak = np.fmax(ps.wmax, np.fmax(ps.val[:n], ps.val[n:]))
+    peak[~np.isfinite(peak)] = np.nan
+    scale = max(tau, ps.nominal if math.isfinite(ps.nominal) else 0.0, 1e-12)
+    short = dur < SHORT_WINDOW_PERIODS * scale
+    return WindowEnergy(counter, integral, energy_J, unc, method, peak, short, fault, ps.wgap)
 
 
 def channel_window_energy(time: np.ndarray, power: np.ndarray, energy: np.ndarray, starts: np.ndarray,
                           ends: np.ndarray, *, update_period: float = 0.0, resolution: float = 0.0,
-                          method_hint: str = "counter", counter_ok: bool = True) -> WindowEnergy:
-    """Energy of one channel over windows [starts[i], ends[i]] (same time base as ``time``)."""
-    starts, ends = np.asarray(starts, float), np.asarray(ends, float)
-    n = len(starts)
-    nan = np.full(n, np.nan)
-    counter, integral, unc, peak = nan.copy(), nan.copy(), nan.copy(), nan.copy()
-    method = np.full(n, "", dtype=object)
-
-    pv = np.isfinite(time) & np.isfinite(power)
-    tp, pp = time[pv], power[pv]
-    if len(tp) >= 2:
-        c = _cumulative_trapezoid(tp, pp)
-        integral = _integral_at(tp, pp, c, ends) - _integral_at(tp, pp, c, starts)
-        # what linear interpolation may miss inside the window
-        dt, dp = np.diff(tp), np.abs(np.diff(pp))
-        per_interval = (dt * dp / (2 * SQRT3)) ** 2
-        cum = np.concatenate([[0.0], np.cumsum(per_interval)])
-        ka = np.searchsorted(tp, starts, side="left")
-        kb = np.searchsorted(tp, ends, side="right") - 1
-        inside = np.where(kb > ka, cum[np.clip(kb, 0, len(cum) - 1)] - cum[np.clip(ka, 0, len(cum) - 1)], 0.0)
-        edge_p = np.stack([np.interp(starts, tp, pp), np.interp(ends, tp, pp)])
-        lo = np.searchsorted(tp, starts, side="left")
-        hi = np.searchsorted(tp, ends, side="right")
-        for i in range(n):
-            inner = pp[lo[i]:hi[i]].max() if hi[i] > lo[i] else -np.inf
-            peak[i] = max(inner, edge_p[0, i], edge_p[1, i])
-    else:
-        inside = np.zeros(n)
-        edge_p = np.full((2, n), np.nan)
-
-    ev = np.isfinite(time) & np.isfinite(energy)
-    te, ee = time[ev], energy[ev]
-    if len(te) >= 2 and counter_ok:
-        counter = np.interp(ends, te, ee) - np.interp(starts, te, ee)
-        counter[(starts < te[0]) | (ends > te[-1])] = np.nan
-
-    use_counter = np.isfinite(counter)
-    energy_J = np.where(use_counter, counter, integral)
-    spacing_t = time[np.isfinite(time)]
-    tau_a = np.maximum(update_period, _edge_spacing(spacing_t, starts))
-    tau_b = np.maximum(update_period, _edge_spacing(spacing_t, ends))
-    # edge power: sampled where there is power, else the window's mean power from the counter
-    dur = ends - starts
-    mean_p = np.where(dur > 0, energy_J / np.where(dur > 0, dur, 1), np.nan)
-    pa = np.where(np.isfinite(edge_p[0]), edge_p[0], mean_p)
-    pb = np.where(np.isfinite(edge_p[1]), edge_p[1], mean_p)
-    edge_var = (np.abs(pa) * tau_a / (2 * SQRT3)) ** 2 + (np.abs(pb) * tau_b / (2 * SQRT3)) ** 2
-    unc = np.sqrt(edge_var + np.where(use_counter, resolution ** 2 / 6.0, inside))
-    unc[~np.isfinite(energy_J)] = np.nan
-
-    for i in range(n):
-        if not np.isfinite(energy_J[i]):
-            method[i] = ""
-        elif method_hint in ("synthetic", "estimate"):
-            method[i] = method_hint
-        else:
-            method[i] = "counter" if use_counter[i] else "integral"
-    short = dur < SHORT_WINDOW_PERIODS * np.maximum(update_period, 1e-12)
-    return WindowEnergy(counter, integral, energy_J, unc, method, peak, short)
+                          method_hint: str = "counter", counter_ok: bool = True,
+                          check_counter: bool = True) -> WindowEnergy:
+    """:func:`reduce_channel` over one channel held in memory (s, W, J)."""
+    return reduce_channel([(np.asarray(time, float), np.asarray(power, float), np.asarray(energy, float))],
+                          starts, ends, update_period=update_period, resolution=resolution,
+                          method_hint=method_hint, counter_ok=counter_ok, check_counter=check_counter)

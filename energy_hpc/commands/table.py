@@ -9,22 +9,66 @@ HELP = "reduce run files (or folders of them) to a per-case energy table"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", help="run files (.h5) or folders searched for them")
+    p.add_argument("paths", nargs="+", help="run files (.h5) or folders searched for them (recursively)")
     p.add_argument("--format", "-f", choices=("markdown", "csv", "json", "latex"), default="markdown")
     p.add_argument("--by", help="comma-separated fields to group by (case fields such as model, dtype, "
                                 "batch_size, or n_ranks, n_nodes); default: one row per case and rank count")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--stages", action="store_true",
+                      help="also one row per stage window (base/refiner, prefill/decode)")
+    view.add_argument("--scaling", action="store_true",
+                      help="scaling over node counts: throughput, energy per unit, efficiency vs ideal")
+    view.add_argument("--devices", action="store_true",
+                      help="one row per device (MI250X packages split equally between their GCDs)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from energy_hpc.analysis.table import energy_table, format_rows
+def parse_by(text: str | None) -> list[str] | None:
+    return [b.strip() for b in text.split(",") if b.strip()] if text else None
+
+
+def find_files(paths: list[str]) -> list:
     from energy_hpc.errors import RunFileError
     from energy_hpc.store import find_run_files
 
-    files = find_run_files(args.paths)
+    files = find_run_files(paths)
     if not files:
-        raise RunFileError(f"no run files (*.h5) in {', '.join(args.paths)}; give the folder energy-hpc run "
+        raise RunFileError(f"no run files (*.h5) in {', '.join(paths)}; give the folder energy-hpc run "
                            "wrote to (-o)")
-    by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
-    rows = energy_table(files, by=by)
-    sys.stdout.write(format_rows(rows, args.format))
+    return files
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from energy_hpc.analysis.scaling import format_scaling, scaling_rows
+    from energy_hpc.analysis.table import _jsonable, device_rows, format_rows, reduce_files, rows_from_reductions
+
+    files = find_files(args.paths)
+    by = parse_by(args.by)
+    reds = reduce_files(files)
+    if args.devices:
+        rows = device_rows(reds)
+        if args.format == "json":
+            sys.stdout.write(json.dumps(_jsonable(rows), indent=2) + "\n")
+        else:
+            import csv
+
+            wr = csv.writer(sys.stdout) if args.format == "csv" else None
+            keys = ["file", "rank", "host", "device", "stage", "units", "unit", "energy_J",
+                    "energy_uncertainty_J", "energy_per_unit_J", "attribution", "data"]
+            if wr:
+                wr.writerow(["case"] + keys)
+            for r in rows:
+                vals = [json.dumps(r["case"], sort_keys=True)] + [
+                    "; ".join(r[k]) if isinstance(r[k], list) else r[k] for k in keys]
+                if wr:
+                    wr.writerow(vals)
+                else:
+                    sys.stdout.write("\t".join(map(str, vals)) + "\n")
+        return 0
+    rows = rows_from_reductions(reds, by=by, stages=args.stages)
+    if args.scaling:
+        sys.stdout.write(format_scaling(scaling_rows(rows, by), args.format))
+    else:
+        sys.stdout.write(format_rows(rows, args.format))
     return 0

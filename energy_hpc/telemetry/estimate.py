@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from typing import Callable, Sequence
 
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
 
 DEFAULT_WATTS_PER_CORE = 10.0
+POWER_SPAN_S = 0.1  # power is averaged over at least this much time (CPU time moves in 10 ms ticks)
 
 
 def process_cpu_seconds() -> float:
@@ -34,7 +36,7 @@ class CpuTimeEstimate(Sensor):
         self.watts_per_core = float(watts_per_core)
         self.cpu_seconds, self.clock = cpu_seconds, clock
         self.cpu0 = cpu_seconds()
-        self.last = (clock(), self.cpu0)
+        self.history: deque[tuple[float, float]] = deque([(clock(), self.cpu0)])
         # os.times() advances in clock ticks (usually 10 ms of CPU time)
         tick = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
         self._info = ChannelInfo(
@@ -49,10 +51,15 @@ class CpuTimeEstimate(Sensor):
 
     def read(self) -> Reading:
         now, cpu = self.clock(), self.cpu_seconds()
-        t_prev, cpu_prev = self.last
-        dt = now - t_prev
-        power = (cpu - cpu_prev) / dt * self.watts_per_core if dt > 0 else float("nan")
-        self.last = (now, cpu)
+        # CPU time advances in clock ticks (10 ms), so a rate over one 10 ms read is 0 or a spike of
+        # several hundred watts. Power is the rate over the last POWER_SPAN_S or more instead.
+        history = self.history
+        history.append((now, cpu))
+        while len(history) > 2 and now - history[1][0] >= POWER_SPAN_S:
+            history.popleft()
+        t_then, cpu_then = history[0]
+        dt = now - t_then
+        power = (cpu - cpu_then) / dt * self.watts_per_core if dt > 0 else float("nan")
         return Reading(power=[power], energy=[(cpu - self.cpu0) * self.watts_per_core])
 
 

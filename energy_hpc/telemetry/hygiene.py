@@ -105,7 +105,8 @@ class CounterWatch:
 
     def _set_fault(self, fault: CounterFault, t: float, why: str) -> None:
         self.fault = fault
-        self.note = (f"energy counter distrusted ({fault.value}: {why}) at t={t:.3f} s; "
+        # the analysis recognises a flagged channel by this prefix (and by ChannelInfo.counter_fault)
+        self.note = (f"counter-fault: {fault.value}: energy counter distrusted ({why}) at t={t:.3f} s; "
                      "windows use the power integral")
         log.warning("%s: %s", self.name, self.note)
 

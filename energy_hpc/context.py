@@ -8,11 +8,13 @@ is imported before torch (Cray MPICH on Frontier requires that order).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -69,11 +71,27 @@ def visible_devices(env: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
     return name, entries
 
 
+class PeerTimeout(Exception):
+    """A peer did not answer before its deadline (it died, hangs, or lost its liveness signal)."""
+
+
+# How often a waiting rank looks for a message: short at first (the answer is usually already there),
+# backing off so that a rank waiting on an oversubscribed node does not steal the CPU from the others.
+_POLL_FIRST_S = 0.0002
+_POLL_MAX_S = 0.02
+
+
 class Comm:
-    """The few collective operations the run needs. :class:`SingleComm` is the one-process case."""
+    """The few operations the run needs. :class:`SingleComm` is the one-process case.
+
+    Besides the collectives used while every rank is known to be alive (set-up), there are
+    point-to-point operations that give up: ``wait_message`` polls with a caller-supplied
+    ``give_up`` test, so a gather never blocks forever on a rank that died.
+    """
 
     rank = 0
     size = 1
+    abandoned = False
 
     def barrier(self) -> None: ...
 
@@ -96,6 +114,27 @@ class Comm:
         """(local_rank, local_size, node_index, n_nodes)."""
         return 0, 1, 0, 1
 
+    def isend_obj(self, obj: Any, dest: int, tag: int) -> Any:
+        raise RuntimeError("isend_obj needs more than one rank")
+
+    def wait_message(self, source: int, tag: int, give_up: Callable[[], str],
+                     max_pause: float = _POLL_MAX_S) -> tuple[int, int]:
+        """Wait for a message from ``source`` (or any rank: -1) with ``tag``; (source, tag) when one
+        is there. ``give_up`` is called about once a second and returns a reason to stop waiting
+        (or ''), which is raised as :class:`PeerTimeout`."""
+        raise RuntimeError("wait_message needs more than one rank")
+
+    def recv_obj(self, source: int, tag: int) -> Any:
+        raise RuntimeError("recv_obj needs more than one rank")
+
+    def recv_array_until(self, source: int, tag: int, give_up: Callable[[], str]) -> np.ndarray:
+        raise RuntimeError("recv_array_until needs more than one rank")
+
+    def abandon(self) -> None:
+        """A peer is gone: MPI_Finalize would wait for it forever, so end the job with MPI_Abort at
+        exit instead (non-zero exit status; the launcher cleans up the other ranks)."""
+        self.abandoned = True
+
 
 class SingleComm(Comm):
     pass
@@ -106,6 +145,14 @@ class MpiComm(Comm):
 
     def __init__(self) -> None:
         try:
+            import mpi4py
+
+            if "mpi4py.MPI" not in __import__("sys").modules:
+                # we finalise ourselves (see _at_exit): MPI_Finalize hangs when a peer has died
+                mpi4py.rc.finalize = False
+                self._own_finalize = True
+            else:
+                self._own_finalize = False
             from mpi4py import MPI
         except ImportError as exc:
             raise LaunchError(f"launched under MPI but mpi4py cannot be imported ({exc}); install it "
@@ -115,6 +162,64 @@ class MpiComm(Comm):
         self.comm = MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
+        self.abandoned = False
+        if self._own_finalize:
+            atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        MPI = self.MPI
+        if MPI.Is_finalized():
+            return
+        if self.abandoned:
+            log.warning("rank %d: a peer is gone; ending the job with MPI_Abort (MPI_Finalize would wait "
+                        "for it forever)", self.rank)
+            for h in logging.getLogger("energy_hpc").handlers:
+                h.flush()
+            __import__("sys").stdout.flush()
+            self.comm.Abort(1)
+        MPI.Finalize()
+
+    def isend_obj(self, obj: Any, dest: int, tag: int) -> Any:
+        return self.comm.isend(obj, dest=dest, tag=tag)
+
+    def wait_message(self, source: int, tag: int, give_up: Callable[[], str],
+                     max_pause: float = _POLL_MAX_S) -> tuple[int, int]:
+        MPI = self.MPI
+        status = MPI.Status()
+        src = MPI.ANY_SOURCE if source < 0 else source
+        pause, next_check = _POLL_FIRST_S, time.monotonic() + 1.0
+        while not self.comm.Iprobe(source=src, tag=tag, status=status):
+            if time.monotonic() >= next_check:
+                why = give_up()
+                if why:
+                    raise PeerTimeout(why)
+                next_check = time.monotonic() + 1.0
+            time.sleep(pause)
+            pause = min(pause * 2, max_pause)
+        return status.Get_source(), status.Get_tag()
+
+    def recv_obj(self, source: int, tag: int) -> Any:
+        return self.comm.recv(source=source, tag=tag)
+
+    def recv_array_until(self, source: int, tag: int, give_up: Callable[[], str]) -> np.ndarray:
+        """:meth:`recv_array` that gives up (header and payload) when ``give_up`` says so. The
+        answer was asked for, so it polls at most every millisecond."""
+        self.wait_message(source, tag, give_up, max_pause=0.001)
+        dtype, shape = self.comm.recv(source=source, tag=tag)
+        out = np.empty(shape, dtype=np.dtype(dtype))
+        if out.size:
+            req = self.comm.Irecv([out.reshape(-1).view(np.uint8), self.MPI.BYTE], source=source, tag=tag)
+            # the sender is mid-transfer: poll tightly (each Test drives the transfer) but yield the CPU
+            next_check = time.monotonic() + 1.0
+            while not req.Test():
+                if time.monotonic() >= next_check:
+                    why = give_up()
+                    if why:
+                        req.Cancel()
+                        raise PeerTimeout(why)
+                    next_check = time.monotonic() + 1.0
+                time.sleep(0)
+        return out
 
     def barrier(self) -> None:
         self.comm.Barrier()

@@ -1,89 +1,298 @@
 """Rank 0 collects every rank's traces and windows and writes the run file.
 
-Small metadata (channel descriptions, rank records) travels as one gather of plain dicts; the traces
-travel as raw numpy buffers, one channel at a time, rank after rank, so rank 0 holds at most one
-channel's samples in memory whatever the number of ranks.
+The gather never blocks forever on a rank that died, and rank 0 never holds more than its own traces
+plus two pieces of one channel:
+
+1. every other rank sends rank 0 a small description of itself (rank record, channel list with
+   sample counts, number of windows) and then serves rank 0's requests;
+2. rank 0 waits for those descriptions. A rank that has not sent one is waited for as long as its
+   spill file keeps changing (it spills every ``spill_seconds`` while it measures); once the file has
+   not changed for the grace time (3 x spill_seconds, at least 10 s), or rank 0 itself got a signal,
+   the rank is taken for missing and what it spilled is read from its spill file instead;
+3. rank 0 creates the file and pulls each live rank's data: windows, then each channel in pieces of
+   at most ``piece`` samples (default 2^20: 32 MiB), asking for the next piece before writing the
+   current one so that transfer and disk overlap. A rank that stops answering mid-way is handled like
+   a missing one;
+4. ranks that wait for rank 0's requests watch rank 0's spill file the same way (a heartbeat thread
+   keeps touching it while rank 0 gathers) and give up, keeping their spill files, if rank 0 is gone.
+
+Every message is point to point; there is no collective here a dead rank could hang.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from energy_hpc.context import Comm
-from energy_hpc.store import RunHeader, RunWriter, place, temp_path
+from energy_hpc.context import Comm, PeerTimeout
+from energy_hpc.spill import Heartbeat, RankSpill, SpillPlan, missing_rank_record
+from energy_hpc.store import RunHeader, RunWriter, channel_record, place, temp_path
 from energy_hpc.telemetry.sampler import ChannelTrace
 from energy_hpc.windows import WINDOW_DTYPE
 
 log = logging.getLogger(__name__)
 
-_TAG_TRACE = 11
-_TAG_WINDOWS = 12
+__all__ = ["gather_and_write", "channel_record", "GatherOutcome", "PIECE_SAMPLES"]
+
+_TAG_META = 21
+_TAG_REQ = 22
+_TAG_DATA = 23
+PIECE_SAMPLES = 1 << 20  # samples per message: 4 float64 rows x 2^20 = 32 MiB
+_ANSWER_S = 60.0  # a rank that is serving requests answers each within this (else it is gone)
 
 
-def channel_record(t: ChannelTrace, rank: int, host: str, node: int) -> dict[str, Any]:
-    c = t.info
-    return {
-        "rank": rank, "host": host, "node": node, "name": c.name, "scope": c.scope.value, "device": c.device,
-        "backend": c.backend, "method": c.method.value, "shared_with": ",".join(c.shared_with),
-        "node_level": int(c.node_level), "has_energy": int(c.has_energy), "update_period": c.update_period_s,
-        "energy_resolution": c.energy_resolution_J, "power_kind": c.power_kind, "label": c.label,
-        "note": c.note, "n_samples": len(t.time), "read_errors": t.errors,
-    }
-
-
-def _pack(t: ChannelTrace, offset: float) -> np.ndarray:
-    return np.stack([t.time - offset, t.power, t.energy, t.sensor_time]) if len(t.time) else np.empty((4, 0))
+@dataclass
+class GatherOutcome:
+    path: Path | None
+    status: str  # "complete" / "partial" on rank 0, "" elsewhere
+    missing: dict[int, str]  # rank -> why (rank 0)
 
 
 def gather_and_write(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset: float,
                      windows: np.ndarray, rank_record: dict[str, Any], node: int, host: str,
                      header: RunHeader | None, cases: Sequence[dict] | None, out: Path | None,
-                     stem: str | None, compression: str = "none") -> tuple[Path | None, str]:
-    """Collective: every rank calls it. Returns (run file path, run status) on rank 0, (None, "") elsewhere.
+                     stem: str | None, compression: str = "none", spills: SpillPlan | None = None,
+                     interrupted: Callable[[], str] = lambda: "", piece: int = PIECE_SAMPLES
+                     ) -> tuple[Path | None, str]:
+    """Collective over the live ranks: every rank calls it. Returns (run file path, run status) on
+    rank 0, (None, "") elsewhere. The run is ``complete`` when every rank finished every case, else
+    ``partial`` with the reason. ``interrupted`` returns the name of a signal rank 0 got (then it stops
+    waiting for ranks that have not reported)."""
+    o = gather(comm, traces=traces, time_offset=time_offset, windows=windows, rank_record=rank_record,
+               node=node, host=host, header=header, cases=cases, out=out, stem=stem, compression=compression,
+               spills=spills, interrupted=interrupted, piece=piece)
+    return o.path, o.status
 
-    The run is ``complete`` when every rank finished every case, else ``partial`` with the reason."""
-    meta = {"rank": rank_record, "channels": [channel_record(t, comm.rank, host, node) for t in traces]}
-    metas = comm.gather(meta, root=0)
+
+def gather(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset: float, windows: np.ndarray,
+           rank_record: dict[str, Any], node: int, host: str, header: RunHeader | None,
+           cases: Sequence[dict] | None, out: Path | None, stem: str | None, compression: str = "none",
+           spills: SpillPlan | None = None, interrupted: Callable[[], str] = lambda: "",
+           piece: int = PIECE_SAMPLES) -> GatherOutcome:
+    meta = {"rank": rank_record, "channels": [channel_record(t, comm.rank, host, node) for t in traces],
+            "n_windows": len(windows)}
     if comm.rank != 0:
-        comm.send_array(windows, 0, _TAG_WINDOWS)
-        for t in traces:
-            comm.send_array(_pack(t, time_offset), 0, _TAG_TRACE)
-        return None, ""
+        _serve(comm, meta, traces, time_offset, windows, spills, piece)
+        return GatherOutcome(None, "", {})
+    assert header is not None and out is not None and stem is not None
+    heartbeat = Heartbeat(spills.path(0), min(spills.spill_seconds, spills.grace_s / 3)) if spills else None
+    if heartbeat:
+        heartbeat.__enter__()
+    try:
+        return _collect(comm, meta, traces, time_offset, windows, header, cases or [], out, stem, compression,
+                        spills, interrupted, piece)
+    finally:
+        if heartbeat:
+            heartbeat.__exit__()
 
-    assert metas is not None and header is not None and out is not None and stem is not None
-    channels = [c for m in metas for c in m["channels"]]
+
+def _serve(comm: Comm, meta: dict, traces: Sequence[ChannelTrace], offset: float, windows: np.ndarray,
+           spills: SpillPlan | None, piece: int) -> None:
+    """A rank other than 0: report, then answer rank 0's requests until it says done."""
+    sent = comm.isend_obj(meta, 0, _TAG_META)
+    root = spills.liveness(0) if spills else None
+    give_up = root.why_dead if root else (lambda: "")
+    while True:
+        try:
+            comm.wait_message(0, _TAG_REQ, give_up)
+        except PeerTimeout as exc:
+            where = f"; its spill file stays in {spills.folder}: rebuild the run with `energy-hpc merge`" \
+                if spills else ""
+            log.error("rank %d: rank 0 is gone (%s): nobody will write the run file%s", comm.rank, exc, where)
+            comm.abandon()
+            return
+        req = comm.recv_obj(0, _TAG_REQ)
+        if req[0] == "done":
+            break
+        if req[0] == "windows":
+            comm.send_array(windows, 0, _TAG_DATA)
+        elif req[0] == "piece":
+            j, lo, hi = req[1:]
+            t = traces[j]  # pack only the piece asked for: no copy of the whole channel
+            comm.send_array(np.stack([t.time[lo:hi] - offset, t.power[lo:hi], t.energy[lo:hi],
+                                      t.sensor_time[lo:hi]]), 0, _TAG_DATA)
+    sent.wait()
+
+
+def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: float, windows0: np.ndarray,
+             header: RunHeader, cases: Sequence[dict], out: Path, stem: str, compression: str,
+             spills: SpillPlan | None, interrupted: Callable[[], str], piece: int) -> GatherOutcome:
+    metas: dict[int, dict] = {0: meta0}
+    missing: dict[int, str] = {}
+    if comm.size > 1:
+        _wait_for_reports(comm, metas, missing, spills, interrupted)
+    recovered: dict[int, RankSpill] = {}
+    for r in sorted(missing):
+        s, why = spills.read(r) if spills else (None, "no spill files")
+        if s is not None:
+            recovered[r] = s
+        elif why:
+            missing[r] = f"{missing[r]}; {why}"
+        log.error("rank %d is missing: %s", r, missing[r])
+
+    def rank_channels(r: int) -> list[dict]:
+        if r in metas:
+            return metas[r]["channels"]
+        return recovered[r].channels if r in recovered else []
+
+    channels = [c for r in range(comm.size) for c in rank_channels(r)]
+    first_channel = np.cumsum([0] + [len(rank_channels(r)) for r in range(comm.size)])
+    n_windows = [metas[r]["n_windows"] if r in metas else (len(recovered[r].windows) if r in recovered else 0)
+                 for r in range(comm.size)]
+    first_window = np.cumsum([0] + n_windows)
     max_samples = max((c["n_samples"] for c in channels), default=0)
-    all_windows = [windows] + [comm.recv_array(r, _TAG_WINDOWS) for r in range(1, comm.size)]
-    win = np.concatenate([w.astype(WINDOW_DTYPE) for w in all_windows]) if all_windows else \
-        np.zeros(0, WINDOW_DTYPE)
-    problems = [f"rank {r}: {m['rank']['status']}: {m['rank']['error']}" for r, m in enumerate(metas)
-                if m["rank"]["status"] != "ok"]
-    if problems:
-        header.status, header.status_reason = "partial", "; ".join(problems)[:4000]
     header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
     header.contains_estimate = any(c["method"] == "estimate" for c in channels)
     tmp = temp_path(out, stem)
     writer = RunWriter(tmp, header, channels, max_samples, compression)
     try:
-        i = 0
-        for t in traces:
-            writer.write_channel(i, *_pack(t, time_offset))
-            i += 1
+        writer.begin_windows(int(first_window[-1]))
+        for i, t in enumerate(traces):
+            for lo in range(0, len(t.time), piece):
+                hi = lo + piece
+                writer.write_channel(i, t.time[lo:hi] - offset, t.power[lo:hi], t.energy[lo:hi],
+                                     t.sensor_time[lo:hi], lo)
+        writer.write_windows(0, windows0.astype(WINDOW_DTYPE))
+        live = [r for r in range(1, comm.size) if r in metas]
+        failed = _pull_all(comm, live, metas, writer, first_channel, first_window, piece)
+        for r, why in failed.items():
+            missing[r] = f"stopped answering during the gather ({why})"
+            log.error("rank %d: %s", r, missing[r])
+            s, why = spills.read(r) if spills else (None, "no spill files")
+            if s is None:
+                missing[r] += f"; {why}"
+                continue
+            recovered[r] = s
+            n_windows[r] = min(n_windows[r], len(s.windows))
         for r in range(1, comm.size):
-            for _ in metas[r]["channels"]:
-                writer.write_channel(i, *comm.recv_array(r, _TAG_TRACE))
-                i += 1
+            if r in recovered:
+                _write_from_spill(recovered[r], writer, int(first_channel[r]), int(first_window[r]),
+                                  len(rank_channels(r)), n_windows[r], piece)
         ranks = []
-        for r, m in enumerate(metas):
-            ranks.append(dict(m["rank"], rank=r))
-        writer.write_tables(ranks, win, cases or [])
+        for r in range(comm.size):
+            if r in missing:
+                rec = missing_rank_record(r, missing[r], recovered.get(r))
+            else:
+                rec = dict(metas[r]["rank"])
+            ranks.append(dict(rec, rank=r))
+        problems = [f"rank {r}: {rec['status']}: {rec['error']}" for r, rec in enumerate(ranks)
+                    if rec["status"] != "ok"]
+        if problems:
+            header.status, header.status_reason = "partial", "; ".join(problems)[:4000]
+            writer.set_status(header.status, header.status_reason)
+        writer.write_tables(ranks, None, cases)
     finally:
         writer.close()
+        for s in recovered.values():
+            s.close()
     path = place(tmp, out, stem)
-    log.info("wrote %s (%d ranks, %d channels, %d windows)", path, comm.size, len(channels), len(win))
-    return path, header.status
+    if missing:
+        comm.abandon()  # MPI_Finalize would wait for the missing ranks forever
+    log.info("wrote %s (%d ranks, %d channels, %d windows%s)", path, comm.size, len(channels),
+             int(first_window[-1]), f", {len(missing)} rank(s) missing" if missing else "")
+    return GatherOutcome(path, header.status, missing)
 
+
+def _wait_for_reports(comm: Comm, metas: dict[int, dict], missing: dict[int, str], spills: SpillPlan | None,
+                      interrupted: Callable[[], str]) -> None:
+    pending = set(range(1, comm.size))
+    live = {r: spills.liveness(r) for r in pending} if spills else {}
+    fallback = spills.fallback_s if spills else float("inf")
+    t0 = time.monotonic()
+    check_every = max(1.0, (spills.grace_s / 4) if spills else 1.0)
+    next_check = [0.0]
+
+    def give_up() -> str:
+        sig = interrupted()
+        if sig:
+            for r in pending:
+                missing[r] = f"had not reported when rank 0 got {sig} and stopped waiting"
+            pending.clear()
+            return sig
+        now = time.monotonic()
+        if now < next_check[0]:
+            return ""
+        next_check[0] = now + check_every
+        for r in sorted(pending):
+            why = live[r].why_dead() if live else ("" if now - t0 < fallback else
+                                                 f"no answer within {fallback:.0f} s")
+            if why:
+                missing[r] = why
+                pending.discard(r)
+        return "every other rank answered or is gone" if not pending else ""
+
+    while pending:
+        try:
+            src, _ = comm.wait_message(-1, _TAG_META, give_up)
+        except PeerTimeout:
+            break
+        metas[src] = comm.recv_obj(src, _TAG_META)
+        if src in pending:
+            pending.discard(src)
+        else:  # a rank taken for missing reported after all: too late for its data to be waited for
+            log.warning("rank %d reported after it was taken for missing", src)
+            missing.pop(src, None)
+
+
+def _pull_all(comm: Comm, live: list[int], metas: dict[int, dict], writer: RunWriter, first_channel: Any,
+              first_window: Any, piece: int, ahead: int = 2) -> dict[int, str]:
+    """Pull every live rank's windows and channels, rank after rank, keeping ``ahead`` requests in
+    flight (across ranks too) so that the next sender is already packing while rank 0 writes.
+    Large pieces travel by rendezvous, so a request in flight holds no memory on rank 0 until it
+    is received. Returns the ranks that stopped answering, with why."""
+    work: list[tuple[int, tuple]] = []
+    for r in live:
+        work.append((r, ("windows",)))
+        for j, c in enumerate(metas[r]["channels"]):
+            n = int(c["n_samples"])
+            work += [(r, ("piece", j, lo, min(n, lo + piece))) for lo in range(0, n, piece)]
+        work.append((r, ("done",)))
+    failed: dict[int, str] = {}
+    sends: list[Any] = []
+    asked: dict[int, float] = {}
+    nxt = 0  # next request to send
+
+    def ask_ahead(k: int) -> None:
+        nonlocal nxt
+        while nxt < len(work) and nxt <= k + ahead:
+            r, req = work[nxt]
+            if r not in failed:
+                sends.append(comm.isend_obj(req, r, _TAG_REQ))
+                asked.setdefault(r, time.monotonic())
+            nxt += 1
+
+    for k, (r, req) in enumerate(work):
+        ask_ahead(k)
+        if r in failed or req[0] == "done":
+            continue
+
+        def give_up(r: int = r) -> str:
+            return f"no answer in {_ANSWER_S:.0f} s" if time.monotonic() - asked[r] > _ANSWER_S else ""
+
+        try:
+            data = comm.recv_array_until(r, _TAG_DATA, give_up)
+        except PeerTimeout as exc:
+            failed[r] = str(exc)
+            continue
+        asked[r] = time.monotonic()
+        if req[0] == "windows":
+            writer.write_windows(int(first_window[r]), data.astype(WINDOW_DTYPE))
+        else:
+            writer.write_piece(int(first_channel[r]) + req[1], data, req[2])
+    for s in sends:
+        if not s.Test():
+            s.Cancel() if failed else s.wait()
+    return failed
+
+
+def _write_from_spill(s: RankSpill, writer: RunWriter, first_channel: int, first_window: int, n_channels: int,
+                      n_windows: int, piece: int) -> None:
+    for j in range(min(n_channels, len(s.channels))):
+        for lo, data in s.pieces(j, piece):
+            writer.write_piece(first_channel + j, data, lo)
+    writer.write_windows(first_window, s.windows_closed()[:n_windows])

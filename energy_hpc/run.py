@@ -17,6 +17,8 @@ signal (SIGTERM, SIGINT, or the SIGUSR1 that Slurm sends before the time limit w
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import time
 import traceback
@@ -27,7 +29,7 @@ from typing import Any, Callable
 from energy_hpc.context import Comm, RankContext
 from energy_hpc.errors import UserError
 from energy_hpc.spec import Case, Job, case_json
-from energy_hpc.store import RunHeader, check_output_dir, run_file_stem
+from energy_hpc.store import RunHeader, check_output_dir, estimate_run_bytes, make_spill_dir, run_file_stem
 from energy_hpc.telemetry.base import SensorContext
 from energy_hpc.windows import Phase, WindowLog, to_array
 
@@ -87,6 +89,7 @@ class RunResult:
 class _Signals:
     def __init__(self) -> None:
         self.received: str = ""
+        self.received_at: float | None = None  # monotonic time of the first signal
         self.armed = False
         self._old: dict[int, Any] = {}
 
@@ -95,7 +98,7 @@ class _Signals:
         if self.received:
             log.warning("%s received again; still writing what was measured", name)
             return
-        self.received = name
+        self.received, self.received_at = name, time.monotonic()
         log.warning("%s received: closing open windows and writing what was measured", name)
         if self.armed:
             raise RunInterrupted(name)
@@ -123,17 +126,26 @@ def _sleep(seconds: float) -> None:
 
 
 def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple[str, ...] | None = None,
-            interval_ms: float | None = None) -> RunResult:
+            interval_ms: float | None = None, keep_spills: bool | None = None) -> RunResult:
+    """Measure ``job`` on this rank; rank 0 writes the run file into ``out``.
+
+    Spills go to ``<out>/.<stem>.spill/`` every ``[measure] spill_seconds`` and are removed once the run
+    file is in place, unless ``keep_spills`` (default: environment ENERGY_HPC_KEEP_SPILLS=1)."""
     from energy_hpc.gather import gather_and_write
+    from energy_hpc.spill import SpillPlan, Spiller, SpillWriter, rank_spill_path
     from energy_hpc.telemetry.registry import open_sensors
     from energy_hpc.telemetry.sampler import Sampler
 
     measure = job.measure
     interval_s = (interval_ms or measure.interval_ms) / 1000.0
     root = ctx.is_root
+    if keep_spills is None:
+        keep_spills = os.environ.get("ENERGY_HPC_KEEP_SPILLS", "") not in ("", "0")
 
-    collective(comm, "output", lambda: check_output_dir(out) if root else None)
-    epoch_unix = comm.bcast(time.time() if root else None, root=0)
+    collective(comm, "output", lambda: check_output_dir(
+        out, estimate_run_bytes(ctx.size, _expected_seconds(job), interval_s)) if root else None)
+    # every rank knows the run's epoch and file stem before anything is measured
+    epoch_unix, stem = comm.bcast((time.time(), run_file_stem(job.name, ctx.slurm)) if root else None, root=0)
     # monotonic value at the run's epoch on this node: run time = monotonic - offset
     offset = time.monotonic() - (time.time() - epoch_unix)
 
@@ -149,14 +161,43 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
     for name, why in opened.skipped.items():
         log.debug("sensor %s not used: %s", name, why)
 
+    # the spill folder, made once the set-up can no longer fail, is known to every rank before sampling
+    spill_folder = collective(comm, "spills", lambda: str(make_spill_dir(out, stem)) if root else None)
+    plan = SpillPlan(Path(comm.bcast(spill_folder, root=0)), measure.spill_seconds)
+
+    rank_record = {
+        "host": ctx.hostname, "node": ctx.node_index, "local_rank": ctx.local_rank,
+        "device_kind": device.kind, "device_name": device.name, "device_uuid": device.uuid,
+        "device_bus_id": device.bus_id,
+        "visible_devices": f"{ctx.visible_env}={','.join(ctx.visible_devices)}" if ctx.visible_env else "",
+        "status": "running", "error": "", "sensors": ",".join(s.backend for s in opened.sensors),
+        "sensors_skipped": _json(opened.skipped),
+    }
     windows = WindowLog(ctx.rank, clock=time.monotonic, sync=device.synchronize)
     sampler = Sampler(opened.sensors, interval_s)
+    run_attrs = {"rank": ctx.rank, "n_ranks": ctx.size, "n_nodes": ctx.n_nodes, "stem": stem,
+                 "job_name": job.name, "job_text": job.text, "job_path": job.path, "epoch_unix": epoch_unix,
+                 "launcher": ctx.launcher, "slurm_json": _json(ctx.slurm), "interval_s": interval_s,
+                 "spill_seconds": measure.spill_seconds, "host": ctx.hostname, "node": ctx.node_index,
+                 "cases_json": _json([_case_row(c) for c in job.cases])}
+    spiller = None
+    try:
+        spill_writer = SpillWriter(rank_spill_path(plan.folder, ctx.rank), run_attrs, rank_record)
+    except OSError as exc:  # the run goes on; only a crash would lose more
+        log.warning("rank %d: cannot create spill file in %s (%s); a crash would lose this rank's data",
+                    ctx.rank, plan.folder, exc)
+    else:
+        spiller = Spiller(spill_writer, measure.spill_seconds, sampler.traces,
+                          lambda: to_array(list(windows.windows), offset), offset, time.monotonic,
+                          ctx.rank, ctx.hostname, ctx.node_index)
     signals = _Signals()
     failures: list[str] = []
     interrupted = ""
     signals.install()
     try:
         sampler.start()
+        if spiller:
+            spiller.start()
         try:
             if measure.idle_seconds > 0:
                 log.info("idle baseline: %.1f s", measure.idle_seconds)
@@ -178,38 +219,82 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
                     _sleep(measure.cooldown_seconds)
         except RunInterrupted as exc:
             interrupted = exc.signame
-            n = windows.interrupt_open()
+            windows.interrupt_open()
+            n = sum(w.status.value == "interrupted" for w in windows.windows)
             log.warning("interrupted by %s: %d open window(s) closed as interrupted", exc.signame, n)
+        except Exception as exc:  # noqa: BLE001 - outside the cases: still join the gather, as failed
+            msg = f"outside the cases: {type(exc).__name__}: {exc}"
+            log.error("rank %d: %s", ctx.rank, msg)
+            log.debug("%s", traceback.format_exc())
+            failures.append(msg)
+            windows.interrupt_open()
         finally:
             signals.disarm()
             sampler.stop()
             sampler.close_sensors()
         if signals.received and not interrupted:
             interrupted = signals.received
+        traces = sampler.traces()
         status = "interrupted" if interrupted else ("failed" if failures else "ok")
-        error = "; ".join(([f"interrupted by {interrupted}"] if interrupted else []) + failures)
-        rank_record = {
-            "host": ctx.hostname, "node": ctx.node_index, "local_rank": ctx.local_rank,
-            "device_kind": device.kind, "device_name": device.name, "device_uuid": device.uuid,
-            "device_bus_id": device.bus_id,
-            "visible_devices": f"{ctx.visible_env}={','.join(ctx.visible_devices)}" if ctx.visible_env else "",
-            "status": status, "error": error, "sensors": ",".join(s.backend for s in opened.sensors),
-            "sensors_skipped": _json(opened.skipped),
-        }
-        header = cases = stem = None
+        error = "; ".join(([f"interrupted by {interrupted}"] if interrupted else []) + failures
+                          + _sensor_notes(traces, offset))
+        rank_record.update(status=status, error=error)
+        if spiller:
+            spiller.stop(rank_record)
+            if spiller.failed:
+                rank_record["error"] = "; ".join(x for x in (error, f"spilling failed: {spiller.failed}") if x)
+        header = cases = None
         if root:
             header = RunHeader(job_name=job.name, job_text=job.text, job_path=job.path, epoch_unix=epoch_unix,
                                n_ranks=ctx.size, n_nodes=ctx.n_nodes, launcher=ctx.launcher, slurm=ctx.slurm,
                                interval_s=interval_s)
             cases = [_case_row(c) for c in job.cases]
-            stem = run_file_stem(job.name, ctx.slurm)
         path, run_status = gather_and_write(
-            comm, traces=sampler.traces(), time_offset=offset, windows=to_array(windows.windows, offset),
+            comm, traces=traces, time_offset=offset, windows=to_array(windows.windows, offset),
             rank_record=rank_record, node=ctx.node_index, host=ctx.hostname, header=header, cases=cases,
-            out=out, stem=stem, compression=measure.compression)
+            out=out, stem=stem, compression=measure.compression, spills=plan,
+            interrupted=lambda: signals.received)
+        if root and path is not None:
+            if signals.received_at is not None:
+                log.warning("run file written %.2f s after %s", time.monotonic() - signals.received_at,
+                            signals.received)
+            if keep_spills:
+                log.info("spill files kept in %s", plan.folder)
+            else:
+                shutil.rmtree(plan.folder, ignore_errors=True)
     finally:
         signals.restore()
+    if comm.abandoned and root:
+        run_status = "partial"
     return RunResult(path, run_status if root else ("complete" if status == "ok" else status), failures)
+
+
+def _sensor_notes(traces: list, offset: float) -> list[str]:
+    """One note per channel whose reads failed (the gaps stay in the trace as NaN); a channel whose
+    last reads all failed is said to have stopped answering, from when."""
+    import numpy as np
+
+    notes = []
+    for t in traces:
+        if not t.errors:
+            continue
+        note = f"sensor {t.info.name}: {t.errors} failed read(s), recorded as gaps"
+        if t.info.has_power and len(t.power) and np.isnan(t.power[-1]):
+            ok = np.flatnonzero(~np.isnan(t.power))
+            first_bad = int(ok[-1]) + 1 if len(ok) else 0
+            if len(t.power) - first_bad >= 3:
+                note += f"; stopped answering at t={t.time[first_bad] - offset:.2f} s"
+        notes.append(note)
+    return notes
+
+
+def _expected_seconds(job: Job) -> float:
+    """A rough length of the run, for the disk-space check: the fixed windows plus 30 s per case load
+    and 5 s per iteration (a guess: real iterations can be longer)."""
+    m = job.measure
+    per_case = [30.0 + 5.0 * ((m.warmup if c.warmup is None else c.warmup)
+                              + (m.iterations if c.iterations is None else c.iterations)) for c in job.cases]
+    return m.idle_seconds + m.cooldown_seconds + sum(per_case)
 
 
 def _bound_entries(ctx: RankContext, device: Any) -> tuple[str, ...]:

@@ -9,8 +9,8 @@ Layout (schema version in the root attribute ``schema_version``; docs/file-forma
 - ``/windows`` dim ``window``: rank, case, phase, stage, iteration, start, end, units, status
 - ``/cases``   dim ``case``: the expanded case parameters
 
-The writer fills ``/traces`` one channel at a time, so the process writing never holds more than one
-channel's samples. The file is written under a hidden temporary name and linked into place under a
+The writer fills ``/traces`` one piece of a channel at a time, so the process writing never holds more
+than one piece of a channel's samples; ``/windows`` can be filled in pieces too. The file is written under a hidden temporary name and linked into place under a
 name no other run has (``os.link`` fails rather than overwrite), then the temporary name is removed.
 """
 
@@ -189,20 +189,46 @@ class RunWriter:
         self.n_channels = len(channels)
 
     def write_channel(self, i: int, time: np.ndarray, power: np.ndarray, energy: np.ndarray,
-                      sensor_time: np.ndarray) -> None:
+                      sensor_time: np.ndarray, start: int = 0) -> None:
+        """Samples ``start:start+len(time)`` of channel ``i`` (a channel may come in pieces)."""
         n = len(time)
         if n:
             g = self.traces
-            g.variables["time"][i, :n] = time
-            g.variables["power"][i, :n] = power
-            g.variables["energy"][i, :n] = energy
-            g.variables["sensor_time"][i, :n] = sensor_time
+            g.variables["time"][i, start:start + n] = time
+            g.variables["power"][i, start:start + n] = power
+            g.variables["energy"][i, start:start + n] = energy
+            g.variables["sensor_time"][i, start:start + n] = sensor_time
 
-    def write_tables(self, ranks: Sequence[dict], windows: np.ndarray, cases: Sequence[dict]) -> None:
+    def write_piece(self, i: int, packed: np.ndarray, start: int = 0) -> None:
+        """A (4, n) array of time, power, energy, sensor_time rows, as gathered and spilled."""
+        self.write_channel(i, packed[0], packed[1], packed[2], packed[3], start)
+
+    def begin_windows(self, n: int) -> None:
+        """Create ``/windows`` for ``n`` rows, to be filled with :meth:`write_windows` in pieces."""
+        g = self._windows = self.f.create_group("windows")
+        g.dimensions = {"window": n}
+        for name, (kind, units, long_name) in WINDOW_FIELDS.items():
+            var = g.create_variable(name, ("window",), dtype=_h5type(kind))
+            var.attrs["units"] = units
+            var.attrs["long_name"] = long_name
+
+    def write_windows(self, start: int, windows: np.ndarray) -> None:
+        """Rows ``start:start+len(windows)`` of ``/windows`` from a WINDOW_DTYPE array."""
+        if not len(windows):
+            return
+        end = start + len(windows)
+        for name, (kind, _, _) in WINDOW_FIELDS.items():
+            col = windows[name]
+            if kind == "str":
+                col = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in col], dtype=object)
+            self._windows.variables[name][start:end] = col
+
+    def write_tables(self, ranks: Sequence[dict], windows: np.ndarray | None, cases: Sequence[dict]) -> None:
+        """``/ranks`` and ``/cases``; and ``/windows`` too unless it was written in pieces."""
         _write_table(self.f.create_group("ranks"), "rank", RANK_FIELDS, ranks)
-        rows = [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in zip(windows.dtype.names, w)}
-                for w in windows]
-        _write_table(self.f.create_group("windows"), "window", WINDOW_FIELDS, rows)
+        if windows is not None:
+            self.begin_windows(len(windows))
+            self.write_windows(0, windows)
         _write_table(self.f.create_group("cases"), "case", CASE_FIELDS, cases)
 
     def set_status(self, status: str, reason: str) -> None:
@@ -211,6 +237,30 @@ class RunWriter:
 
     def close(self) -> None:
         self.f.close()
+
+
+def channel_record(t: Any, rank: int, host: str, node: int) -> dict[str, Any]:
+    """The ``/traces`` per-channel fields of one sampled channel (a ChannelTrace)."""
+    c = t.info
+    return {
+        "rank": rank, "host": host, "node": node, "name": c.name, "scope": c.scope.value, "device": c.device,
+        "backend": c.backend, "method": c.method.value, "shared_with": ",".join(c.shared_with),
+        "node_level": int(c.node_level), "has_energy": int(c.has_energy), "update_period": c.update_period_s,
+        "energy_resolution": c.energy_resolution_J, "power_kind": c.power_kind, "label": c.label,
+        "note": c.note, "n_samples": len(t.time), "read_errors": t.errors,
+    }
+
+
+# Bytes one sample of one channel takes in the run file (time, power, energy, sensor_time), and again
+# in its spill file while the run lasts.
+BYTES_PER_SAMPLE = 8 + 4 + 8 + 8 + 4 * 8
+
+
+def estimate_run_bytes(n_ranks: int, seconds: float, interval_s: float, channels_per_rank: int = 4) -> int:
+    """Disk a run needs: every rank's channels for ``seconds`` at ``interval_s`` (run file + spills),
+    with room for the tables. A guess to refuse hopeless runs early, not a promise."""
+    samples = seconds / max(interval_s, 1e-6) + 2
+    return int(n_ranks * channels_per_rank * samples * BYTES_PER_SAMPLE) + MIN_FREE_BYTES
 
 
 def run_file_stem(job_name: str, slurm: dict, now: dt.datetime | None = None) -> str:
@@ -228,7 +278,7 @@ def run_file_stem(job_name: str, slurm: dict, now: dt.datetime | None = None) ->
 
 
 def check_output_dir(out: Path, need_bytes: int = MIN_FREE_BYTES) -> Path:
-    """Make sure ``out`` exists and takes a file, before any expensive work starts."""
+    """Make sure ``out`` exists, takes a file and has ``need_bytes`` free, before any expensive work."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -268,6 +318,22 @@ def place(tmp: Path, out: Path, stem: str) -> Path:
         tmp.unlink()
         return final
     raise OutputError(f"could not find a free run file name for {stem!r} in {str(out)!r}")
+
+
+def make_spill_dir(out: Path, stem: str) -> Path:
+    """Create ``<out>/.<stem>.spill`` (or ``.<stem>-2.spill``, ...) for this run alone: a folder left by
+    an earlier attempt with the same name (a requeued Slurm job) is never reused."""
+    for k in range(1, 1000):
+        d = out / (f".{stem}.spill" if k == 1 else f".{stem}-{k}.spill")
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot create spill folder {str(d)!r}: {exc.strerror}; choose another "
+                              "output folder with -o") from None
+        return d
+    raise OutputError(f"could not find a free spill folder name for {stem!r} in {str(out)!r}")
 
 
 def is_run_file(path: Path) -> bool:

@@ -85,8 +85,11 @@ class WindowLog:
         try:
             yield w
             self.sync()
-        except BaseException:
+        except Exception:
             w.status = Status.FAILED if w.status is Status.OK else w.status
+            raise
+        except BaseException:  # a signal (RunInterrupted), KeyboardInterrupt, SystemExit: not the work's fault
+            w.status = Status.INTERRUPTED if w.status is Status.OK else w.status
             raise
         finally:
             if math.isnan(w.end):

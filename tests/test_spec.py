@@ -60,7 +60,7 @@ def test_defaults_fill_unspecified_options() -> None:
     ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sd\"\nsource = \"random\"\n[case.options]\nstep = 3\n",
      "did you mean 'steps'"),
     ("[[case]]\ntask = \"text-to-image\"\nmodel = \"no/such/folder\"\n", "does not exist"),
-    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sdx\"\nsource = \"random\"\n", "did you mean 'tiny-sd'"),
+    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tny-sd\"\nsource = \"random\"\n", "did you mean 'tiny-sd'"),
     ("[case]\ntask = \"text-to-image\"\nmodel = \"x\"\n", "write [[case]], not [case]"),
     ("[measure]\nsensors = [\"nvmll\"]\n[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sd\"\nsource = \"random\"\n",
      "did you mean 'nvml'"),

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 from typing import Any, Callable, ClassVar, ContextManager
 
 from energy_hpc.spec import Case
@@ -39,8 +41,19 @@ class Workload(ABC):
 
     @classmethod
     def prepare(cls, case: Case) -> None:
-        """Materialise the model source if it needs it (random weights). Run once per node, before
-        any rank loads; must be safe to call again."""
+        """Check the case against its model and materialise the model if it needs it (random
+        weights). Run once per node, before any rank loads or any sensor opens (a UserError here stops
+        the run before any work); must be safe to call again."""
+        from energy_hpc.workloads.models import check_random_task, model_folder
+
+        check_random_task(case.task, case.source, case.model_path)
+        model_folder(case.source, case.model_path)
+
+    def model_folder(self) -> Path:
+        """The local folder the case's model loads from (resolving hub ids offline)."""
+        from energy_hpc.workloads.models import model_folder
+
+        return model_folder(self.case.source, self.case.model_path)
 
     @abstractmethod
     def load(self) -> None:
@@ -52,3 +65,35 @@ class Workload(ABC):
 
     def unload(self) -> None:
         """Free the model and device memory before the next case."""
+
+
+class StageSequence:
+    """Consecutive stage windows inside one call that cannot be split by the caller, such as the
+    prefill and decode of one ``generate()``: ``switch(name)`` closes the open stage and opens the
+    next, from inside a callback. Used as a context manager, it closes the last stage on exit (and
+    marks it failed if the body raised)."""
+
+    def __init__(self, stage: StageFn, first: str, unit: str) -> None:
+        self._stage, self._unit = stage, unit
+        self._cm: ContextManager[Window] | None = None
+        self.window: Window | None = None
+        self.windows: dict[str, Window] = {}
+        self._first = first
+
+    def switch(self, name: str, unit: str = "") -> Window:
+        self._close(None, None, None)
+        self._cm = self._stage(name, unit or self._unit)
+        self.window = self.windows[name] = self._cm.__enter__()
+        return self.window
+
+    def _close(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            cm.__exit__(et, ev, tb)
+
+    def __enter__(self) -> "StageSequence":
+        self.switch(self._first)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self._close(et, ev, tb)

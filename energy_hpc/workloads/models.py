@@ -14,37 +14,55 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from energy_hpc.errors import ModelSourceError
 
 log = logging.getLogger(__name__)
 
-# name -> (task, builder(folder)); builders import their libraries lazily
-_BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {}
+@dataclass(frozen=True)
+class RandomConfig:
+    """A built-in architecture for random weights.
+
+    ``build(folder)`` makes the model (tokenizer or processor included) and saves it with
+    ``save_pretrained``; ``modules()`` gives the constructors of its networks without building them, so
+    an architecture can be checked on the meta device (parameter counts) without making any weights.
+    """
+
+    name: str
+    task: str
+    build: Callable[[Path], None]
+    modules: Callable[[], dict[str, Callable[[], Any]]]
+    architecture: str  # the pipeline or model class it becomes, e.g. StableDiffusionXLPipeline
+    about: str
 
 
-def random_config(name: str, task: str):
-    def deco(fn: Callable[[Path], None]) -> Callable[[Path], None]:
-        _BUILDERS[name] = (task, fn)
-        return fn
-    return deco
+_CONFIGS: dict[str, RandomConfig] = {}
+
+
+def register_random(name: str, task: str, build: Callable[[Path], None],
+                    modules: Callable[[], dict[str, Callable[[], Any]]], *, architecture: str, about: str) -> None:
+    _CONFIGS[name] = RandomConfig(name, task, build, modules, architecture, about)
+
+
+def random_configs() -> dict[str, RandomConfig]:
+    _load_builtin_configs()
+    return dict(_CONFIGS)
 
 
 def random_config_names() -> tuple[str, ...]:
-    _load_builtin_configs()
-    return tuple(sorted(_BUILDERS))
+    return tuple(sorted(random_configs()))
 
 
 def random_config_task(name: str) -> str:
-    _load_builtin_configs()
-    return _BUILDERS[name][0]
+    return random_configs()[name].task
 
 
 def _load_builtin_configs() -> None:
     # the config modules register themselves on import; they import no heavy library at top level
-    from energy_hpc.workloads import tiny_configs  # noqa: F401
+    from energy_hpc.workloads import configs  # noqa: F401
 
 
 def cache_dir() -> Path:
@@ -69,7 +87,7 @@ def materialise_random(name_or_folder: str) -> Path:
     if p.is_dir():
         return p  # a folder with configs only is loaded with random init by the workload
     _load_builtin_configs()
-    if name_or_folder not in _BUILDERS:
+    if name_or_folder not in _CONFIGS:
         raise ModelSourceError(f"no built-in config {name_or_folder!r}; choose from "
                                f"{', '.join(random_config_names())}")
     final = random_model_folder(name_or_folder)
@@ -79,7 +97,7 @@ def materialise_random(name_or_folder: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         log.info("building random-weight model %s in %s", name_or_folder, final)
-        _BUILDERS[name_or_folder][1](tmp)
+        _CONFIGS[name_or_folder].build(tmp)
         (tmp / ".complete").write_text(json.dumps({"config": name_or_folder, "random_weights": True}))
         try:
             os.rename(tmp, final)
@@ -104,9 +122,10 @@ def resolve_hub(model_id: str) -> Path:
         return Path(snapshot_download(model_id, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
         raise ModelSourceError(
-            f"model {model_id!r} is not in the local hub cache ({type(exc).__name__}); on a login node run "
-            f"`energy-hpc stage {model_id} --to DIR` and point the job at DIR/{model_id.replace('/', '--')} "
-            f"with source = \"local\", or set HF_HOME to the cache that holds it") from None
+            f"model {model_id!r} is not in the local hub cache ({type(exc).__name__}) and compute nodes do not "
+            f"download; on a login node run `energy-hpc stage {model_id} --to DIR` and point the job at "
+            f"DIR/{model_id.replace('/', '--')} with source = \"local\", or run `energy-hpc stage {model_id} "
+            f"--hub-cache DIR` and set HF_HUB_CACHE=DIR for this run") from None
 
 
 def model_folder(source: str, model_path: str) -> Path:
@@ -121,3 +140,44 @@ def model_folder(source: str, model_path: str) -> Path:
     if source == "random":
         return materialise_random(model_path)
     raise ModelSourceError(f"unknown model source {source!r}")
+
+
+def check_random_task(task: str, source: str, model_path: str) -> None:
+    """A built-in random config belongs to one task: say so before building it for another."""
+    if source != "random" or Path(model_path).is_dir():
+        return
+    configs = random_configs()
+    if model_path in configs and configs[model_path].task != task:
+        fits = sorted(n for n, c in configs.items() if c.task == task)
+        raise ModelSourceError(f"built-in config {model_path!r} is a {configs[model_path].task} model, not "
+                               f"{task}; for {task} choose one of {', '.join(fits)}")
+
+
+def architecture(source: str, model_path: str) -> str:
+    """The class a model becomes (``StableDiffusionXLPipeline``, ``LlamaForCausalLM``), read from the
+    built-in config or the folder's ``model_index.json``/``config.json`` without loading weights;
+    "" where the folder does not say."""
+    if source == "random" and not Path(model_path).is_dir():
+        configs = random_configs()
+        return configs[model_path].architecture if model_path in configs else ""
+    folder = model_folder(source, model_path)
+    index = folder / "model_index.json"
+    if index.is_file():
+        return str(json.loads(index.read_text()).get("_class_name", ""))
+    config = folder / "config.json"
+    if config.is_file():
+        archs = json.loads(config.read_text()).get("architectures") or [""]
+        return str(archs[0])
+    return ""
+
+
+def provenance(source: str, model_path: str) -> dict[str, str]:
+    """What a run file could record about where a model came from: the folder it loaded from and,
+    for hub snapshots, the commit (the snapshot folder's name)."""
+    folder = model_folder(source, model_path)
+    out = {"source": source, "folder": str(folder)}
+    if source == "hub":
+        out["revision"] = folder.name
+    if source == "random":
+        out["random_weights"] = "true"
+    return out

@@ -18,6 +18,8 @@ class Option:
     hi: float | None = None
     choices: tuple[str, ...] | None = None
     item_kind: type = str  # for lists
+    # a file or folder: resolved against the job file's folder, like a local model (see docs/workloads.md)
+    path: bool = False
 
     @property
     def is_list(self) -> bool:

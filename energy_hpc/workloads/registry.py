@@ -18,6 +18,7 @@ class Task:
     cls: str
     unit: str  # what one unit of work is: image, token, sample, ...
     what: str
+    aux_unit: str = ""  # a second count where the task has one: prompt tokens, seconds of audio
 
 
 TASKS: dict[str, Task] = {
@@ -25,6 +26,14 @@ TASKS: dict[str, Task] = {
     for t in (
         Task("text-to-image", "energy_hpc.workloads.text_to_image", "TextToImage", "image",
              "diffusers text-to-image pipeline (Stable Diffusion 1.x/2.x, SDXL, optional refiner)"),
+        Task("text-generation", "energy_hpc.workloads.text_generation", "TextGeneration", "token",
+             "transformers causal LM, fixed number of new tokens, prefill and decode windows", "prompt-token"),
+        Task("image-classification", "energy_hpc.workloads.image_classification", "ImageClassification", "image",
+             "transformers image classifier (ViT, ConvNeXt, ResNet)"),
+        Task("speech-recognition", "energy_hpc.workloads.speech_recognition", "SpeechRecognition", "sample",
+             "transformers speech-to-text (Whisper)", "audio-second"),
+        Task("translation", "energy_hpc.workloads.translation", "Translation", "token",
+             "transformers encoder-decoder (Marian, T5, NLLB)", "source-token"),
     )
 }
 

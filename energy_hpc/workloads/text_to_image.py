@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from energy_hpc.errors import ModelSourceError
+from energy_hpc.spec import Case
 from energy_hpc.workloads.base import StageFn, Units, Workload
 from energy_hpc.workloads.options import Option
 
@@ -26,9 +28,10 @@ OPTIONS: dict[str, Option] = {
     "height": Option(int, 0, "image height in pixels (0: the model's default)", lo=0, hi=8192),
     "width": Option(int, 0, "image width in pixels (0: the model's default)", lo=0, hi=8192),
     "prompts": Option(list, [SEED_PROMPT], "prompts, used in turn to fill each batch"),
-    "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)"),
+    "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path=True),
     "seed": Option(int, 0, "random seed of the first iteration (iteration i uses seed + i)", lo=0, hi=2**63 - 1),
-    "refiner": Option(str, "", "refiner model folder (source local) or hub id (source hub); empty: none"),
+    "refiner": Option(str, "", "SDXL refiner: a model folder (source local), hub id (source hub) or built-in "
+                      "config (source random); empty: none. Needs an SDXL base.", path=True),
     "refiner_source": Option(str, "", "source of the refiner (default: the case's source)",
                              choices=("", "local", "hub", "random")),
     "denoising_end": Option(float, 0.8, "fraction of steps the base runs before the refiner takes over",
@@ -36,27 +39,40 @@ OPTIONS: dict[str, Option] = {
 }
 
 
-def _quiet_libraries() -> None:
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+SDXL = "StableDiffusionXLPipeline"
+REFINER = "StableDiffusionXLImg2ImgPipeline"
 
 
 class TextToImage(Workload):
     task = "text-to-image"
     unit = "image"
+    OPTIONS = OPTIONS
 
     @classmethod
-    def prepare(cls, case) -> None:
-        from energy_hpc.workloads.models import model_folder
+    def prepare(cls, case: Case) -> None:
+        """Besides the model: a refiner needs an SDXL base (only SDXL stops at ``denoising_end`` and
+        hands over latents) and must itself be an SDXL img2img pipeline; both are checked from the
+        configs before any weights are built or loaded."""
+        from energy_hpc.workloads.models import architecture, check_random_task, model_folder
 
+        check_random_task(case.task, case.source, case.model_path)
+        refiner = case.options.get("refiner")
+        if refiner:
+            rsrc = case.options.get("refiner_source") or case.source
+            check_random_task(case.task, rsrc, refiner)
+            base = architecture(case.source, case.model_path)
+            if base != SDXL:
+                raise ModelSourceError(
+                    f"options.refiner is set but the base model {case.model!r} is a {base or 'pipeline of unknown class'}"
+                    f", not a {SDXL}: only SDXL bases stop at denoising_end and hand latents to a refiner; "
+                    f"remove the refiner from this case or use an SDXL base")
+            kind = architecture(rsrc, refiner)
+            if kind != REFINER:
+                raise ModelSourceError(f"options.refiner {refiner!r} is a {kind or 'pipeline of unknown class'}, "
+                                       f"not an SDXL refiner ({REFINER}); point it at e.g. "
+                                       "stabilityai/stable-diffusion-xl-refiner-1.0")
+            model_folder(rsrc, refiner)
         model_folder(case.source, case.model_path)
-        if case.options.get("refiner"):
-            model_folder(case.options.get("refiner_source") or case.source, case.options["refiner"])
 
     def _prompts(self) -> list[str]:
         o = self.case.options
@@ -71,21 +87,22 @@ class TextToImage(Workload):
 
         from diffusers import DiffusionPipeline
 
+        from energy_hpc.workloads.hf import quiet_libraries
         from energy_hpc.workloads.models import model_folder
 
-        _quiet_libraries()
-        self.device.check_dtype(self.case.dtype)
+        self.device.check_dtype(self.case.dtype)  # before anything loads
+        quiet_libraries()
         dtype = self.device.dtype(self.case.dtype)
-        folder = model_folder(self.case.source, self.case.model_path)
+        folder = self.model_folder()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(self.device.torch)
+            self.pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype).to(self.device.torch)
             self.pipe.set_progress_bar_config(disable=True)
             self.refiner = None
             if self.case.options.get("refiner"):
                 rsrc = self.case.options.get("refiner_source") or self.case.source
                 rfolder = model_folder(rsrc, self.case.options["refiner"])
-                self.refiner = DiffusionPipeline.from_pretrained(rfolder, torch_dtype=dtype).to(self.device.torch)
+                self.refiner = DiffusionPipeline.from_pretrained(rfolder, dtype=dtype).to(self.device.torch)
                 self.refiner.set_progress_bar_config(disable=True)
         self.prompts = self._prompts()
 
@@ -99,6 +116,8 @@ class TextToImage(Workload):
         return {k: o[k] for k in ("height", "width") if o.get(k)}
 
     def run(self, iteration: int, stage: StageFn) -> Units:
+        import warnings
+
         import torch
 
         o = self.case.options
@@ -106,6 +125,12 @@ class TextToImage(Workload):
         gen = torch.Generator(device="cpu").manual_seed(int(o["seed"]) + max(iteration, 0))
         common = dict(prompt=prompts, num_inference_steps=int(o["steps"]), guidance_scale=float(o["guidance"]),
                       generator=gen)
+        with warnings.catch_warnings():  # diffusers' deprecation notices are not for our users
+            warnings.simplefilter("ignore", FutureWarning)
+            return self._run(prompts, common, stage)
+
+    def _run(self, prompts: list[str], common: dict[str, Any], stage: StageFn) -> Units:
+        o = self.case.options
         if self.refiner is None:
             with stage("base", self.unit) as w:
                 out = self.pipe(**common, **self._size(), output_type="np")

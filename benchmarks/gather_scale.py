@@ -1,0 +1,138 @@
+"""Gather at scale: rank 0's peak memory and write speed when N ranks send large traces.
+
+Every rank fabricates one channel of ``--samples`` samples (synthetic ChannelTrace objects, no
+sensors, no inference) and calls :func:`energy_hpc.gather.gather_and_write` under mpi4py, exactly as
+``energy-hpc run`` does at the end of a run. Rank 0 then writes the same bytes with plain h5py from
+one process (same layout, same chunks: the baseline), and reports:
+
+- ``peak_rss_MB``: rank 0's peak resident memory over the whole run (getrusage), and the part the
+  gather added on top of what rank 0 held before it (its own trace);
+- ``gather_s`` / ``gather_MBps``: wall time from entering the gather to the file in place;
+- ``h5py_s`` / ``h5py_MBps``: the baseline; ``ratio`` = gather_MBps / h5py_MBps (target >= 0.5).
+
+Targets (docs/performance.md, "Gather at scale"): with 32 ranks x 1,000,000 samples, rank 0's peak
+under 512 MB and ratio >= 0.5. Files are deleted afterwards.
+
+    .venv/bin/mpiexec -n 32 .venv/bin/python benchmarks/gather_scale.py --samples 1000000 --out /tmp/gs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fabricate(rank: int, n: int):
+    import numpy as np
+
+    from energy_hpc.telemetry.base import ChannelInfo, Scope
+    from energy_hpc.telemetry.sampler import ChannelTrace
+
+    info = ChannelInfo(name=f"synthetic:bench{rank}", scope=Scope.GPU, device=f"bench{rank}", backend="synthetic",
+                       has_power=True, has_energy=True, synthetic=True, label="SYNTHETIC benchmark trace")
+    t = np.arange(n, dtype=np.float64) * 0.01 + rank
+    power = 100.0 + 50.0 * np.sin(t)
+    return ChannelTrace(info, t, power, np.cumsum(power) * 0.01, np.full(n, np.nan))
+
+
+def h5py_baseline(path: Path, traces_like, n_ranks: int, n: int) -> float:
+    """The same bytes, same layout and chunks as the run file's /traces, from one process."""
+    import h5py
+    import numpy as np
+
+    t0 = time.perf_counter()
+    with h5py.File(path, "w") as f:
+        chunk = (1, int(min(max(n, 1), 262_144)))
+        ds = {k: f.create_dataset(k, (n_ranks, n), dtype=dt, chunks=chunk, fillvalue=np.nan)
+              for k, dt in (("time", "f8"), ("power", "f4"), ("energy", "f8"), ("sensor_time", "f8"))}
+        tr = traces_like
+        for i in range(n_ranks):
+            ds["time"][i, :] = tr.time
+            ds["power"][i, :] = tr.power
+            ds["energy"][i, :] = tr.energy
+            ds["sensor_time"][i, :] = tr.sensor_time
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=1_000_000)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/energy-hpc-gather-scale"))
+    ap.add_argument("--piece", type=int, default=None, help="samples per message (default: the gather's)")
+    ap.add_argument("--keep", action="store_true", help="keep the files")
+    args = ap.parse_args()
+
+    from energy_hpc.context import MpiComm
+
+    comm = MpiComm()
+    from energy_hpc.gather import PIECE_SAMPLES, gather_and_write
+    from energy_hpc.store import RunHeader
+
+    trace = fabricate(comm.rank, args.samples)
+    root = comm.rank == 0
+    if root:
+        args.out.mkdir(parents=True, exist_ok=True)
+    comm.barrier()
+    before = rss_mb()
+    header = RunHeader(job_name="gather-scale", job_text="", job_path="", epoch_unix=time.time(),
+                       n_ranks=comm.size, n_nodes=1, launcher="mpi", interval_s=0.01) if root else None
+    record = {"host": "h", "node": 0, "local_rank": comm.rank, "device_kind": "cpu", "device_name": "",
+              "device_uuid": "", "device_bus_id": "", "visible_devices": "", "status": "ok", "error": "",
+              "sensors": "synthetic", "sensors_skipped": "{}"}
+    from energy_hpc.windows import WINDOW_DTYPE
+
+    import numpy as np
+
+    t0 = time.perf_counter()
+    path, status = gather_and_write(
+        comm, traces=[trace], time_offset=0.0, windows=np.zeros(0, WINDOW_DTYPE), rank_record=record, node=0,
+        host="h", header=header, cases=[], out=args.out if root else None, stem="gather-scale" if root else None,
+        piece=args.piece or PIECE_SAMPLES)
+    gather_s = time.perf_counter() - t0
+    # wait for rank 0 without spinning: MPICH's blocking barrier busy-polls, and 31 spinning ranks on
+    # an oversubscribed node would starve the one rank that is sending (the run itself never spins)
+    req = comm.comm.Ibarrier()
+    while not req.Test():
+        time.sleep(0.01)
+    if root:
+        gather_peak = peak_mb()
+        nbytes = comm.size * args.samples * (8 + 4 + 8 + 8)
+        file_bytes = path.stat().st_size
+        base = args.out / "baseline.h5"
+        h5_s = h5py_baseline(base, trace, comm.size, args.samples)
+        row = {"ranks": comm.size, "samples": args.samples, "payload_MB": round(nbytes / 1e6, 1),
+               "file_MB": round(file_bytes / 1e6, 1), "gather_s": round(gather_s, 2),
+               "gather_MBps": round(nbytes / 1e6 / gather_s, 1), "h5py_s": round(h5_s, 2),
+               "h5py_MBps": round(nbytes / 1e6 / h5_s, 1), "ratio": round(h5_s / gather_s, 2),
+               "rss_before_gather_MB": round(before, 1), "peak_rss_MB": round(gather_peak, 1),
+               "piece_samples": args.piece or PIECE_SAMPLES, "status": status}
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            path.unlink()
+            base.unlink()
+            shutil.rmtree(args.out, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

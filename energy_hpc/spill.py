@@ -1,0 +1,465 @@
+"""Spill files: each rank keeps what it has measured on disk while the run lasts, so a crash of the
+whole job loses at most one spill interval.
+
+Every rank writes ``<out>/.<run-stem>.spill/rank-NNNNN.h5`` (plain HDF5 through h5py):
+
+- root attributes: the run (job text, epoch, stem, rank count, ...) and this rank's record as JSON;
+  ``finished`` is 1 once the rank stopped sampling and wrote its last spill;
+- ``/traces/<j>``: one (4, n) float64 dataset per channel (time in run seconds, power W, energy J,
+  sensor time s), chunked and resizable; each spill appends the samples taken since the last one;
+- ``/windows``: every window so far (WINDOW_DTYPE records); windows still open have status ``open``.
+
+A :class:`Spiller` thread appends every ``spill_seconds`` and flushes the file, so what is on disk is a
+consistent HDF5 file between spills (a process killed *during* the few milliseconds of a spill can
+leave it unreadable: that rank then loses what it measured, and the merge says so). Each spill also
+changes the file's modification time, which is how other ranks tell a slow rank from a dead one
+(:class:`Liveness`). ``energy-hpc merge`` rebuilds a run file from the spill folder of a run that never
+finished (:func:`rebuild`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from energy_hpc.store import (
+    RunHeader,
+    RunWriter,
+    channel_record,
+    place,
+    temp_path,
+)
+from energy_hpc.windows import WINDOW_DTYPE
+
+log = logging.getLogger(__name__)
+
+SPILL_FORMAT = "energy-hpc spill"
+SPILL_VERSION = "1"
+_CHUNK = 8192  # samples per chunk in a spill file (256 KiB of float64 x 4 rows)
+
+
+def rank_spill_path(folder: Path, rank: int) -> Path:
+    return folder / f"rank-{rank:05d}.h5"
+
+
+def grace_seconds(spill_seconds: float) -> float:
+    """How long a peer's spill file may stay unchanged before the peer is taken for dead."""
+    return max(3.0 * spill_seconds, 10.0)
+
+
+def pack(t: Any, offset: float) -> np.ndarray:
+    """A ChannelTrace as a (4, n) float64 array in run time (time - offset)."""
+    if not len(t.time):
+        return np.empty((4, 0))
+    return np.stack([t.time - offset, t.power, t.energy, t.sensor_time])
+
+
+def windows_snapshot(windows: np.ndarray) -> np.ndarray:
+    """Windows as spilled: a window not yet closed (end NaN) is marked ``open``."""
+    w = windows.copy()
+    if len(w):
+        w["status"][np.isnan(w["end"])] = b"open"
+    return w
+
+
+class SpillWriter:
+    """Appends one rank's traces and windows to its spill file."""
+
+    def __init__(self, path: Path, run_attrs: dict[str, Any], rank_record: dict[str, Any]) -> None:
+        import h5py
+
+        self.path = path
+        self.f = h5py.File(path, "w")
+        self.f.attrs.update({"format": SPILL_FORMAT, "spill_version": SPILL_VERSION, "finished": 0,
+                             "last_spill": math.nan, "rank_json": json.dumps(rank_record),
+                             "channels_json": "[]"})
+        self.f.attrs.update({k: v for k, v in run_attrs.items() if v is not None})
+        self.traces = self.f.create_group("traces")
+        self.f.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW_DTYPE, chunks=(256,))
+        self.n_spilled = 0  # samples per channel already on disk
+        self.f.flush()
+
+    def append(self, traces: Sequence[Any], offset: float, windows: np.ndarray, *, rank: int, host: str,
+               node: int, last_time: float) -> None:
+        """Add the samples ``traces`` hold (those taken since the last spill) and rewrite the windows."""
+        records = []
+        for j, t in enumerate(traces):
+            data = pack(t, offset)
+            name = str(j)
+            if name not in self.traces:
+                self.traces.create_dataset(name, shape=(4, 0), maxshape=(4, None), dtype="f8",
+                                           chunks=(4, _CHUNK))
+            ds = self.traces[name]
+            n0 = ds.shape[1]
+            if data.shape[1]:
+                ds.resize(n0 + data.shape[1], axis=1)
+                ds[:, n0:] = data
+            rec = channel_record(t, rank, host, node)
+            rec["n_samples"] = n0 + data.shape[1]
+            records.append(rec)
+        if traces:
+            self.n_spilled += len(traces[0].time)
+        w = self.f["windows"]
+        snap = windows_snapshot(windows)
+        w.resize((len(snap),))
+        if len(snap):
+            w[:] = snap
+        self.f.attrs["channels_json"] = json.dumps(records)
+        self.f.attrs["last_spill"] = last_time
+        self.f.flush()
+        os.utime(self.path)  # the heartbeat other ranks watch, even when a spill had nothing new
+
+    def finish(self, rank_record: dict[str, Any]) -> None:
+        self.f.attrs["rank_json"] = json.dumps(rank_record)
+        self.f.attrs["finished"] = 1
+        self.close()
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+
+class Spiller:
+    """Background thread that spills every ``interval_s`` seconds.
+
+    It copies samples out through ``traces_since(start)`` (the sampler's :meth:`traces`, which holds
+    the sampler's lock only for the copy), so the sampler thread is kept waiting at most for a copy,
+    never for the disk. A spill that fails (disk full, quota) is logged once and spilling stops; the
+    measurement goes on and is still gathered at the end.
+    """
+
+    def __init__(self, writer: SpillWriter, interval_s: float, traces_since: Callable[[int], Sequence[Any]],
+                 windows: Callable[[], np.ndarray], offset: float, clock: Callable[[], float],
+                 rank: int, host: str, node: int) -> None:
+        self.writer, self.interval_s = writer, interval_s
+        self.traces_since, self.windows, self.offset, self.clock = traces_since, windows, offset, clock
+        self.rank, self.host, self.node = rank, host, node
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.failed = ""
+        self.spills = 0
+        self.seconds = 0.0  # time spent spilling, all spills
+
+    def spill_now(self) -> None:
+        with self._lock:
+            if self.failed or not self.writer.f.id.valid:
+                return
+            t0 = time.perf_counter()
+            try:
+                self.writer.append(self.traces_since(self.writer.n_spilled), self.offset, self.windows(),
+                                   rank=self.rank, host=self.host, node=self.node,
+                                   last_time=self.clock() - self.offset)
+            except (OSError, ValueError, RuntimeError) as exc:  # h5py raises these for I/O failures
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.warning("spill to %s failed (%s); spilling stops, the measurement goes on",
+                            self.writer.path, self.failed)
+                return
+            self.spills += 1
+            self.seconds += time.perf_counter() - t0
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.spill_now()
+
+    def start(self) -> "Spiller":
+        self.spill_now()
+        self._thread = threading.Thread(target=self._loop, name="energy-hpc-spill", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, rank_record: dict[str, Any]) -> None:
+        """Stop the thread, write the last spill (everything up to now) and mark the file finished."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.spill_now()
+        with self._lock:
+            try:
+                if not self.failed:
+                    self.writer.finish(rank_record)
+            except (OSError, ValueError, RuntimeError) as exc:
+                log.warning("spill %s: could not mark finished: %s", self.writer.path, exc)
+            finally:
+                self.writer.close()
+        if self.spills:
+            log.debug("spilled %d times, %.3f s in all (%.1f ms each)", self.spills, self.seconds,
+                      1000 * self.seconds / self.spills)
+
+
+class Liveness:
+    """Whether a peer is still alive, judged from its spill file changing.
+
+    Skew-proof: it compares the file's modification time with the one seen before, never with this
+    node's clock. A peer whose file has not changed for ``grace_s`` is taken for dead. Where there is
+    no file to look at (a node-local output folder), the peer gets ``fallback_s`` from the start of the
+    wait.
+    """
+
+    def __init__(self, path: Path, grace_s: float, fallback_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.grace_s, self.fallback_s, self.clock = path, grace_s, fallback_s, clock
+        self.t0 = self.last_change = clock()
+        self.last_mtime: int | None = None
+
+    def why_dead(self) -> str:
+        now = self.clock()
+        try:
+            m = os.stat(self.path).st_mtime_ns
+        except OSError:
+            if now - self.t0 > self.fallback_s:
+                return f"no answer within {self.fallback_s:.0f} s (and no spill file to show it alive)"
+            return ""
+        if m != self.last_mtime:
+            self.last_mtime, self.last_change = m, now
+            return ""
+        if now - self.last_change > self.grace_s:
+            return f"no answer, and its spill file unchanged for {self.grace_s:.0f} s"
+        return ""
+
+
+class Heartbeat:
+    """Touches a file every ``period_s`` seconds while a long step runs (rank 0 during the gather),
+    so that ranks waiting for it can see it is alive."""
+
+    def __init__(self, path: Path, period_s: float) -> None:
+        self.path, self.period_s = path, period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="energy-hpc-heartbeat", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class SpillPlan:
+    """Where this run's spill files are and how long to wait for a silent peer."""
+
+    folder: Path
+    spill_seconds: float
+    fallback_s: float = float(os.environ.get("ENERGY_HPC_GATHER_TIMEOUT", "600"))
+
+    @property
+    def grace_s(self) -> float:
+        return grace_seconds(self.spill_seconds)
+
+    def path(self, rank: int) -> Path:
+        return rank_spill_path(self.folder, rank)
+
+    def liveness(self, rank: int) -> Liveness:
+        return Liveness(self.path(rank), self.grace_s, self.fallback_s)
+
+    def read(self, rank: int) -> tuple["RankSpill | None", str]:
+        """The spill of ``rank``, or None and why not."""
+        p = self.path(rank)
+        if not p.exists():
+            return None, "no spill file"
+        try:
+            return RankSpill.open(p), ""
+        except SpillError as exc:
+            return None, str(exc)
+
+
+class SpillError(Exception):
+    """A spill file cannot be read (killed mid-write, truncated, not a spill)."""
+
+
+@dataclass
+class RankSpill:
+    """One rank's spill file, read back."""
+
+    path: Path
+    attrs: dict[str, Any]
+    rank_record: dict[str, Any]
+    channels: list[dict[str, Any]]
+    windows: np.ndarray
+    finished: bool
+    last_spill: float
+    _file: Any = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, path: Path) -> "RankSpill":
+        import h5py
+
+        try:
+            # no file lock: the writer may be a hung rank that still holds the file open
+            f = h5py.File(path, "r", locking=False)
+        except OSError as exc:
+            raise SpillError(f"spill file {path.name} is unreadable ({exc}): the rank was probably "
+                             "killed while writing it") from None
+        try:
+            a = dict(f.attrs)
+            if a.get("format") != SPILL_FORMAT:
+                raise SpillError(f"{path} is not an energy-hpc spill file")
+            channels = json.loads(a.get("channels_json", "[]"))
+            windows = np.asarray(f["windows"][:], dtype=WINDOW_DTYPE)
+            # a channel's dataset may hold more than channels_json says if a spill broke off between
+            # the two; trust the smaller
+            for j, c in enumerate(channels):
+                c["n_samples"] = min(int(c["n_samples"]), f["traces"][str(j)].shape[1]) \
+                    if str(j) in f["traces"] else 0
+        except (OSError, KeyError, ValueError) as exc:
+            f.close()
+            raise SpillError(f"spill file {path.name} is damaged ({type(exc).__name__}: {exc})") from None
+        except SpillError:
+            f.close()
+            raise
+        return cls(path=path, attrs=a, rank_record=json.loads(a.get("rank_json", "{}")), channels=channels,
+                   windows=windows, finished=bool(a.get("finished", 0)),
+                   last_spill=float(a.get("last_spill", math.nan)), _file=f)
+
+    @property
+    def rank(self) -> int:
+        return int(self.attrs["rank"])
+
+    def pieces(self, j: int, piece: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Channel ``j`` as (start, (4, n) array) pieces of at most ``piece`` samples."""
+        n = int(self.channels[j]["n_samples"])
+        ds = self._file["traces"][str(j)]
+        for lo in range(0, n, piece):
+            yield lo, ds[:, lo:min(n, lo + piece)]
+
+    def windows_closed(self) -> np.ndarray:
+        """Windows as they go into a run file: one still open when the rank stopped spilling is
+        closed at its last spill and marked interrupted."""
+        w = self.windows.copy()
+        if len(w):
+            still_open = w["status"] == b"open"
+            w["end"][still_open] = self.last_spill
+            w["status"][still_open] = b"interrupted"
+        return w
+
+    def close(self) -> None:
+        if self._file is not None and self._file.id.valid:
+            self._file.close()
+
+
+def header_from_spill(attrs: dict[str, Any]) -> RunHeader:
+    return RunHeader(job_name=str(attrs.get("job_name", "")), job_text=str(attrs.get("job_text", "")),
+                     job_path=str(attrs.get("job_path", "")), epoch_unix=float(attrs.get("epoch_unix", 0.0)),
+                     n_ranks=int(attrs.get("n_ranks", 1)), n_nodes=int(attrs.get("n_nodes", 1)),
+                     launcher=str(attrs.get("launcher", "")), slurm=json.loads(attrs.get("slurm_json", "{}")),
+                     interval_s=float(attrs.get("interval_s", 0.0)))
+
+
+def missing_rank_record(rank: int, why: str, spill: RankSpill | None) -> dict[str, Any]:
+    """The ``/ranks`` row of a rank whose data came from its spill file (or not at all)."""
+    base = {"host": "", "node": -1, "local_rank": -1, "device_kind": "", "device_name": "", "device_uuid": "",
+            "device_bus_id": "", "visible_devices": "", "sensors": "", "sensors_skipped": "{}"}
+    if spill is not None:
+        base.update({k: v for k, v in spill.rank_record.items() if k in base})
+        if spill.finished:
+            kept = "all it measured recovered from its spill file"
+        else:
+            kept = (f"what it measured up to its last spill (t={spill.last_spill:.1f} s) recovered from its "
+                    "spill file")
+        earlier = spill.rank_record.get("error", "")
+        error = f"{why}; {kept}" + (f"; it had reported: {earlier}" if earlier else "")
+    else:
+        error = f"{why}; nothing recovered"
+    base.update(status="missing", error=error)
+    return base
+
+
+def rebuild(folders: Sequence[Path], out: Path, compression: str = "none",
+            piece: int = 1 << 20) -> tuple[Path, str]:
+    """Write a run file from the spill folders of one run that never finished.
+
+    The run is marked partial ("rebuilt from spills"); every rank that has no finished spill is named
+    with what was recovered. Returns (path, status reason).
+    """
+    from energy_hpc.errors import OutputError, RunFileError
+    from energy_hpc.store import check_output_dir
+
+    files = sorted({p for d in folders for p in Path(d).glob("rank-*.h5")})
+    if not files:
+        raise RunFileError(f"no spill files (rank-*.h5) in {', '.join(map(str, folders))}; give the "
+                           "run's .<name>.spill folder")
+    spills: dict[int, RankSpill] = {}
+    broken: dict[int, str] = {}
+    for p in files:
+        try:
+            s = RankSpill.open(p)
+        except SpillError as exc:
+            try:
+                broken[int(p.stem.split("-")[1])] = str(exc)
+            except (IndexError, ValueError):
+                log.warning("skipping %s: %s", p, exc)
+            continue
+        spills[s.rank] = s
+    if not spills:
+        raise RunFileError(f"none of the {len(files)} spill files can be read: " + "; ".join(broken.values()))
+    first = spills[min(spills)]
+    stems = {s.attrs.get("stem") for s in spills.values()}
+    if len(stems) > 1:
+        raise RunFileError(f"the spill folders are from different runs ({', '.join(map(str, stems))}); "
+                           "merge one run at a time")
+    header = header_from_spill(first.attrs)
+    n_ranks = header.n_ranks
+    check_output_dir(out)
+    ranks, problems = [], []
+    for r in range(n_ranks):
+        s = spills.get(r)
+        if s is not None and s.finished:
+            rec = dict(s.rank_record)
+            if rec.get("status", "ok") != "ok":
+                problems.append(f"rank {r}: {rec['status']}: {rec.get('error', '')}")
+        else:
+            why = broken.get(r, "no spill file" if s is None else "did not finish")
+            rec = missing_rank_record(r, why, s)
+            problems.append(f"rank {r}: {rec['error']}")
+        rec["rank"] = r
+        ranks.append(rec)
+    reason = "rebuilt from spills" + (": " + "; ".join(problems) if problems else "")
+    header.status, header.status_reason = "partial", reason[:4000]
+    channels = [c for r in sorted(spills) for c in spills[r].channels]
+    header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
+    header.contains_estimate = any(c["method"] == "estimate" for c in channels)
+    header.extra = {"rebuilt_from_spills": 1}
+    stem = str(first.attrs.get("stem") or f"{header.job_name}-rebuilt")
+    cases = json.loads(first.attrs.get("cases_json", "[]"))
+    try:
+        tmp = temp_path(out, stem)
+        writer = RunWriter(tmp, header, channels, max((c["n_samples"] for c in channels), default=0),
+                           compression)
+        try:
+            i = 0
+            for r in sorted(spills):
+                for j in range(len(spills[r].channels)):
+                    for lo, data in spills[r].pieces(j, piece):
+                        writer.write_piece(i, data, lo)
+                    i += 1
+            windows = [spills[r].windows_closed() for r in sorted(spills)]
+            writer.write_tables(ranks, np.concatenate(windows) if windows else np.zeros(0, WINDOW_DTYPE),
+                                cases)
+        finally:
+            writer.close()
+        path = place(tmp, out, stem)
+    except OSError as exc:
+        raise OutputError(f"cannot write the rebuilt run file into {str(out)!r}: {exc}") from None
+    finally:
+        for s in spills.values():
+            s.close()
+    log.info("rebuilt %s from %d spill file(s) of %d rank(s)", path, len(spills), n_ranks)
+    return path, reason

@@ -1,0 +1,93 @@
+"""What the transformers-based workloads share: quiet libraries, loading onto the device in the case's
+dtype, and the hook that splits one ``generate()`` call into prefill and decode stage windows."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from energy_hpc.workloads.base import StageFn, StageSequence
+
+
+def quiet_libraries() -> None:
+    """Model libraries print progress bars and advice on stdout/stderr; energy-hpc's log says what is
+    happening instead (stdout carries only what a command was asked to print)."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        import diffusers
+    except ImportError:
+        return
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def load_model(auto_cls: Any, folder: Path, device: Any, dtype: str, **kwargs: Any) -> Any:
+    """``auto_cls.from_pretrained(folder)`` in ``dtype`` on ``device``, in eval mode."""
+    quiet_libraries()
+    device.check_dtype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = auto_cls.from_pretrained(folder, dtype=device.dtype(dtype), **kwargs)
+    return model.to(device.torch).eval()
+
+
+def load_processor(auto_cls: Any, folder: Path, **kwargs: Any) -> Any:
+    quiet_libraries()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return auto_cls.from_pretrained(folder, **kwargs)
+
+
+class PrefillDecode:
+    """A streamer for ``generate(streamer=...)`` that splits the call into two stage windows.
+
+    ``generate`` hands the streamer the prompt first, then each new token as soon as it is chosen.
+    The "prefill" window runs from the call to the first new token (time to first token: the prompt's
+    forward pass, which fills the KV cache, and the first token's selection); "decode" runs from there
+    to the end (one forward pass per further token). The window log synchronises the device at each
+    edge. Use it as a context manager around the ``generate`` call.
+    """
+
+    def __init__(self, stage: StageFn, unit: str) -> None:
+        self._stages = StageSequence(stage, "prefill", unit)
+        self._puts = 0
+
+    def __enter__(self) -> "PrefillDecode":
+        self._stages.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stages.__exit__(*exc)
+
+    @property
+    def prefill(self) -> Any:
+        return self._stages.windows["prefill"]
+
+    @property
+    def decode(self) -> Any:
+        return self._stages.windows.get("decode")
+
+    # the streamer protocol (transformers.generation.streamers.BaseStreamer)
+    def put(self, value: Any) -> None:
+        self._puts += 1
+        if self._puts == 2:  # the first put is the prompt, the second the first generated token
+            self._stages.switch("decode")
+
+    def end(self) -> None:
+        if self._puts < 2:  # nothing was generated: an empty decode window keeps the layout regular
+            self._stages.switch("decode")
+
+
+def free(device: Any) -> None:
+    """Give the memory of the unloaded model back before the next case loads."""
+    import gc
+
+    gc.collect()
+    if device.kind == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()

@@ -1,0 +1,169 @@
+"""Spills, merge and sensor faults, in-process (one rank, SingleComm): fast, no launcher."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.errors import RunFileError
+from energy_hpc.run import run_job
+from energy_hpc.spec import parse_job
+from energy_hpc.spill import Liveness, RankSpill, SpillWriter, rebuild
+from energy_hpc.windows import WINDOW_DTYPE
+from reliability import testkit
+
+from conftest import run_cli
+
+CTX = RankContext(rank=0, size=1, local_rank=0, local_size=1, node_index=0, n_nodes=1, hostname="h",
+                  launcher="single", visible_env="", visible_devices=())
+
+
+@pytest.fixture(autouse=True)
+def kit(monkeypatch: pytest.MonkeyPatch) -> None:
+    testkit.install(monkeypatch)
+
+
+def _run(tmp_path: Path, body: str, **kw):
+    job = parse_job(body, tmp_path / "job.toml")
+    return run_job(job, tmp_path / "out", CTX, SingleComm(), **kw)
+
+
+def test_spills_are_removed_after_a_successful_write(tmp_path: Path) -> None:
+    r = _run(tmp_path, testkit.sleep_job(iterations=2, seconds=0.05))
+    assert r.status == "complete" and r.path.exists()
+    assert not list((tmp_path / "out").glob(".*.spill"))
+
+
+def test_kept_spills_hold_what_the_run_file_holds(tmp_path: Path) -> None:
+    r = _run(tmp_path, testkit.sleep_job(iterations=8, seconds=0.2), keep_spills=True)
+    [folder] = (tmp_path / "out").glob(".*.spill")
+    s = RankSpill.open(folder / "rank-00000.h5")
+    try:
+        assert s.finished and s.rank_record["status"] == "ok"
+        tr = xr.open_dataset(r.path, group="traces", engine="h5netcdf")
+        n = int(tr["n_samples"].values[0])
+        assert s.channels[0]["n_samples"] == n
+        spilled = np.concatenate([d for _, d in s.pieces(0, 100)], axis=1)
+        np.testing.assert_array_equal(spilled[0], tr["time"].values[0, :n])
+        np.testing.assert_allclose(spilled[1], tr["power"].values[0, :n], rtol=1e-6)
+        w = xr.open_dataset(r.path, group="windows", engine="h5netcdf")
+        assert len(s.windows) == w.sizes["window"]
+        assert json.loads(s.attrs["cases_json"])[0]["task"] == "sleep"
+    finally:
+        s.close()
+    # and a run file rebuilt from them matches, marked partial
+    path, reason = rebuild([folder], tmp_path / "merged")
+    t2 = xr.open_datatree(path, engine="h5netcdf")
+    assert t2.attrs["run_status"] == "partial" and reason == "rebuilt from spills"
+    np.testing.assert_array_equal(xr.open_dataset(path, group="traces", engine="h5netcdf")["time"].values,
+                                  xr.open_dataset(r.path, group="traces", engine="h5netcdf")["time"].values)
+
+
+def test_a_sensor_that_vanishes_leaves_a_gap_and_a_note_and_the_run_goes_on(tmp_path: Path) -> None:
+    body = testkit.sleep_job(iterations=4, seconds=0.1, sensors='["synthetic", "faulty"]',
+                             extra_measure="[measure.sensor_options.faulty]\nfail_after = 20\nvanish = true")
+    r = _run(tmp_path, body)
+    assert r.path is not None and r.status == "complete"
+    tr = xr.open_dataset(r.path, group="traces", engine="h5netcdf")
+    j = list(tr["backend"].values).index("faulty")
+    n = int(tr["n_samples"].values[j])
+    power = tr["power"].values[j, :n]
+    assert np.all(power[:20] == 100.0) and np.isnan(power[20:]).all()
+    assert int(tr["read_errors"].values[j]) == n - 20
+    synthetic = list(tr["backend"].values).index("synthetic")
+    assert int(tr["read_errors"].values[synthetic]) == 0 and not np.isnan(tr["power"].values[synthetic, :n]).any()
+    ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
+    assert "faulty:gpu0" in ranks["error"].values[0] and "stopped answering" in ranks["error"].values[0]
+
+
+def test_intermittent_read_errors_are_counted_gaps(tmp_path: Path) -> None:
+    body = testkit.sleep_job(iterations=3, seconds=0.1, sensors='["faulty"]',
+                             extra_measure="[measure.sensor_options.faulty]\nfail_after = 5\nvanish = false\n"
+                                           "every = 3")
+    r = _run(tmp_path, body)
+    tr = xr.open_dataset(r.path, group="traces", engine="h5netcdf")
+    n = int(tr["n_samples"].values[0])
+    gaps = int(np.isnan(tr["power"].values[0, :n]).sum())
+    assert gaps == int(tr["read_errors"].values[0]) > 0
+    assert gaps < n / 2
+
+
+def test_a_channel_is_gathered_in_bounded_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from energy_hpc import gather
+
+    pieces = []
+    real = gather.RunWriter.write_channel
+
+    def spy(self, i, time, power, energy, sensor_time, start=0):
+        pieces.append(len(time))
+        real(self, i, time, power, energy, sensor_time, start)
+
+    monkeypatch.setattr(gather, "PIECE_SAMPLES", 64)
+    monkeypatch.setattr(gather.gather_and_write, "__kwdefaults__",
+                        dict(gather.gather_and_write.__kwdefaults__, piece=64))
+    monkeypatch.setattr(gather.RunWriter, "write_channel", spy)
+    r = _run(tmp_path, testkit.sleep_job(iterations=3, seconds=0.2))
+    n = int(xr.open_dataset(r.path, group="traces", engine="h5netcdf")["n_samples"].values[0])
+    assert n > 64 and max(pieces) == 64 and sum(pieces) == n
+
+
+def test_merge_names_ranks_whose_spill_is_missing_or_damaged(tmp_path: Path) -> None:
+    r = _run(tmp_path, testkit.sleep_job(iterations=2, seconds=0.05), keep_spills=True)
+    [folder] = (tmp_path / "out").glob(".*.spill")
+    with h5py.File(folder / "rank-00000.h5", "a") as f:  # pretend the run had 3 ranks
+        f.attrs["n_ranks"] = 3
+    (folder / "rank-00002.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    path, reason = rebuild([folder], tmp_path / "merged")
+    ranks = xr.open_dataset(path, group="ranks", engine="h5netcdf")
+    assert ranks["status"].values.tolist() == ["ok", "missing", "missing"]
+    assert "no spill file" in ranks["error"].values[1] and "unreadable" in ranks["error"].values[2]
+    assert "rank 2" in reason and r.path.exists()
+
+
+def test_merge_command_rejects_a_folder_without_spills(tmp_path: Path) -> None:
+    r = run_cli("merge", str(tmp_path), "-o", str(tmp_path / "o"))
+    assert r.returncode == 2 and "no spill files" in r.stderr
+    with pytest.raises(RunFileError):
+        rebuild([tmp_path], tmp_path / "o")
+
+
+def test_spill_of_an_open_window_is_closed_as_interrupted_on_rebuild(tmp_path: Path) -> None:
+    w = SpillWriter(tmp_path / "rank-00000.h5", {"rank": 0, "n_ranks": 1, "stem": "x", "job_name": "x"},
+                    {"status": "running"})
+    win = np.zeros(2, WINDOW_DTYPE)
+    win["start"], win["end"], win["status"] = [0.0, 1.0], [0.5, np.nan], b"ok"
+    w.append([], 0.0, win, rank=0, host="h", node=0, last_time=2.5)
+    w.close()
+    s = RankSpill.open(tmp_path / "rank-00000.h5")
+    closed = s.windows_closed()
+    s.close()
+    assert closed["status"].tolist() == [b"ok", b"interrupted"] and closed["end"][1] == 2.5
+
+
+def test_liveness_follows_the_spill_file_not_the_clock(tmp_path: Path) -> None:
+    t = [0.0]
+    f = tmp_path / "rank-00001.h5"
+    f.write_bytes(b"x")
+    live = Liveness(f, grace_s=10, fallback_s=100, clock=lambda: t[0])
+    assert live.why_dead() == ""
+    t[0] = 9.0
+    assert live.why_dead() == ""
+    f.write_bytes(b"xy")
+    import os
+    os.utime(f, ns=(time.time_ns(), time.time_ns() + 10**9))
+    t[0] = 15.0
+    assert live.why_dead() == ""  # it changed: alive
+    t[0] = 26.0
+    assert "unchanged for 10 s" in live.why_dead()
+    gone = Liveness(tmp_path / "none.h5", grace_s=10, fallback_s=100, clock=lambda: t[0])
+    t[0] = 100.0
+    assert gone.why_dead() == ""
+    t[0] = 127.0
+    assert "no spill file" in gone.why_dead()

@@ -1,0 +1,124 @@
+"""Test-only additions, installed in-process (monkeypatch) or in a subprocess (fault_entry.py):
+
+- a ``sleep`` task: each iteration sleeps (no CPU burnt on a shared machine), one unit per second;
+- a ``faulty`` sensor: a synthetic channel whose reads raise SensorReadError after ``fail_after``
+  reads, every read from then on (``vanish = true``) or every ``every``-th read;
+- fault injection from the environment (ENERGY_HPC_TEST_FAULT), e.g. ``outside:1``: rank 1 raises
+  outside the case loop (in its cool-down).
+
+Nothing here is imported by the package.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from energy_hpc.errors import SensorReadError
+from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
+from energy_hpc.workloads.base import Units, Workload
+from energy_hpc.workloads.options import Option
+
+
+OPTIONS = {"seconds": Option(float, 0.1, "seconds per iteration", lo=0.0, hi=3600.0)}
+
+
+class SleepWorkload(Workload):
+    task = "sleep"
+    unit = "second"
+    OPTIONS = OPTIONS
+
+    @classmethod
+    def prepare(cls, case) -> None:  # nothing to materialise
+        pass
+
+    def load(self) -> None:
+        piddir = os.environ.get("ENERGY_HPC_TEST_PIDDIR")
+        if piddir:
+            rank = os.environ.get("PMI_RANK", "0")
+            Path(piddir, f"rank-{rank}.pid").write_text(str(os.getpid()))
+
+    def run(self, iteration: int, stage) -> Units:
+        s = float(self.case.options.get("seconds", 0.1))
+        time.sleep(s)
+        return Units(units=s)
+
+
+class FaultySensor(Sensor):
+    backend = "faulty"
+
+    def __init__(self, fail_after: int = 10, vanish: bool = True, every: int = 2) -> None:
+        self.fail_after, self.vanish, self.every = int(fail_after), bool(vanish), max(int(every), 1)
+        self.reads = 0
+        self.t0 = time.monotonic()
+        self._info = ChannelInfo(name="faulty:gpu0", scope=Scope.GPU, device="faulty-gpu0", backend="faulty",
+                                 has_power=True, has_energy=False, synthetic=True,
+                                 label="SYNTHETIC faulty sensor", note="test sensor that fails")
+
+    def channels(self) -> Sequence[ChannelInfo]:
+        return [self._info]
+
+    def read(self) -> Reading:
+        self.reads += 1
+        if self.reads > self.fail_after and (self.vanish or self.reads % self.every == 0):
+            raise SensorReadError("device fell off the bus (injected)")
+        return Reading(power=[100.0], energy=[float("nan")])
+
+
+def open_sensor(ctx: SensorContext) -> Sensor:
+    return FaultySensor(**dict(ctx.options.get("faulty", {})))
+
+
+def install(patch=None) -> None:
+    """Register the sleep task and the faulty sensor; ``patch`` is pytest's monkeypatch (in-process) or
+    None (a subprocess: set the attributes for good)."""
+    from energy_hpc import spec
+    from energy_hpc.telemetry import registry
+    from energy_hpc.workloads import registry as tasks
+
+    setitem = patch.setitem if patch else (lambda d, k, v: d.__setitem__(k, v))
+    setattr_ = patch.setattr if patch else setattr
+    setitem(tasks.TASKS, "sleep", tasks.Task("sleep", __name__, "SleepWorkload", "second", "sleeps (test)"))
+    setitem(registry.BACKENDS, "faulty", registry.Backend("faulty", __name__, False, "faulty test sensor"))
+    choices = (*registry.SENSOR_CHOICES, "faulty")
+    setattr_(registry, "SENSOR_CHOICES", choices)
+    setattr_(spec, "SENSOR_CHOICES", choices)
+
+    fault = os.environ.get("ENERGY_HPC_TEST_FAULT", "")
+    if fault.startswith("outside:") and os.environ.get("PMI_RANK", "0") == fault.split(":")[1]:
+        from energy_hpc import run
+
+        real_sleep, calls = run._sleep, [0]
+
+        def sleep_then_fail(seconds: float) -> None:
+            calls[0] += 1
+            if calls[0] == 2:  # the first is the idle baseline, the second the cool-down
+                raise RuntimeError("injected fault outside the cases")
+            real_sleep(seconds)
+
+        setattr_(run, "_sleep", sleep_then_fail)
+
+
+def sleep_job(name: str = "fault", *, iterations: int = 10, seconds: float = 0.2, spill_seconds: float = 1,
+              sensors: str = '["synthetic"]', interval_ms: float = 5, extra_measure: str = "") -> str:
+    return f"""
+[job]
+name = "{name}"
+[measure]
+interval_ms = {interval_ms}
+idle_seconds = 0.2
+cooldown_seconds = 0.2
+warmup = 0
+iterations = {iterations}
+spill_seconds = {spill_seconds}
+sensors = {sensors}
+{extra_measure}
+[[case]]
+task = "sleep"
+model = "none"
+source = "hub"
+[case.options]
+seconds = {seconds}
+"""

@@ -156,6 +156,7 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
     sctx = SensorContext(hostname=ctx.hostname, local_rank=ctx.local_rank, node_leader=ctx.node_leader,
                          visible_devices=_bound_entries(ctx, device),
                          visible_env=ctx.visible_env, device_uuid=device.uuid, device_bus_id=device.bus_id,
+                         node_devices=_node_devices(comm, ctx.node_index, device.bus_id),
                          options=dict(measure.sensor_options))
     opened = collective(comm, "sensors", lambda: open_sensors(sensors or measure.sensors, sctx))
     for name, why in opened.skipped.items():
@@ -297,6 +298,20 @@ def _expected_seconds(job: Job) -> float:
     return m.idle_seconds + m.cooldown_seconds + sum(per_case)
 
 
+def _node_devices(comm: Comm, node: int, bus_id: str) -> tuple[str, ...]:
+    """Bus ids of the devices every rank of this node is bound to (sorted; empty if none known).
+
+    amdsmi needs them: the rank on an MI250X secondary GCD records the package itself only when no
+    rank of the node holds the primary."""
+    pairs = comm.gather((node, bus_id), root=0)
+    by_node: dict[int, list[str]] = {}
+    for n, b in pairs or []:
+        if b:
+            by_node.setdefault(n, []).append(b)
+    by_node = comm.bcast(by_node if comm.rank == 0 else None, root=0)
+    return tuple(sorted(set(by_node.get(node, ()))))
+
+
 def _bound_entries(ctx: RankContext, device: Any) -> tuple[str, ...]:
     """The visible-devices entry of the device this rank runs on (what sensors must map to)."""
     if device.kind == "cuda" and device.index is not None and device.index < len(ctx.visible_devices):
@@ -312,7 +327,18 @@ def _json(obj: Any) -> str:
 
 def _case_row(c: Case) -> dict[str, Any]:
     return {"task": c.task, "model": c.model, "source": c.source, "dtype": c.dtype, "batch_size": c.batch_size,
-            "label": c.label, "unit": c.unit, "params": case_json(c)}
+            "label": c.label, "unit": c.unit, "params": case_json(c), "provenance": _provenance(c)}
+
+
+def _provenance(c: Case) -> str:
+    """Where the model was loaded from (folder, hub revision, random weights), as JSON."""
+    from energy_hpc.errors import ModelSourceError
+    from energy_hpc.workloads.models import provenance
+
+    try:
+        return _json(provenance(c.source, c.model_path))
+    except (ModelSourceError, OSError) as exc:
+        return _json({"source": c.source, "model": c.model_path, "error": str(exc)})
 
 
 def _resolve_device(want: str, ctx: RankContext):

@@ -71,8 +71,9 @@ class Case:
 
     def params(self) -> dict[str, Any]:
         """The parameters that identify the case in tables (JSON-serialisable)."""
+        label = {"label": self.label} if self.label else {}
         return {"task": self.task, "model": self.model, "source": self.source, "dtype": self.dtype,
-                "batch_size": self.batch_size, **dict(self.options)}
+                "batch_size": self.batch_size, **label, **dict(self.options)}
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,19 @@ def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
     return model  # hub id: resolved (offline) when the case loads
 
 
+def _resolve_path_option(opt: Option, value: Any, base: Path) -> Any:
+    """A path-typed option (prompt file, refiner folder, input folder) that exists relative to the job
+    file's folder is taken from there, as model folders are; anything else (a hub id, a config name,
+    an absolute path) is left as written."""
+    if not getattr(opt, "path", False) or not isinstance(value, str) or not value:
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return value
+    candidate = base / p
+    return str(candidate.resolve()) if candidate.exists() else value
+
+
 def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -> list[Case]:
     where = f"[[case]] #{n + 1}"
     if not isinstance(raw, dict):
@@ -250,7 +264,19 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
         if not axes[k]:
             raise SpecError(f"{where}: {k} is an empty list; give at least one value")
 
+    for k, v in list(fixed.items()):
+        fixed[k] = _resolve_path_option(schema[k], v, base)
+    for k in [a for a in axes if a.startswith("options.")]:
+        axes[k] = [_resolve_path_option(schema[k.split(".", 1)[1]], v, base) for v in axes[k]]
     resolved = {m: _resolve_model(m, source, base, where) for m in axes["model"]}
+    from energy_hpc.errors import ModelSourceError
+    from energy_hpc.workloads.models import check_random_task
+
+    for m in axes["model"]:
+        try:
+            check_random_task(task, source, resolved[m])
+        except ModelSourceError as exc:
+            raise SpecError(f"{where}: {exc}") from None
     names = list(axes)
     combos = list(itertools.product(*(axes[k] for k in names)))
     if start_index + len(combos) > MAX_CASES:

@@ -33,7 +33,7 @@ from energy_hpc.errors import OutputError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 RUN_FILE_SUFFIX = ".h5"
 MIN_FREE_BYTES = 64 * 2**20
 
@@ -57,6 +57,9 @@ CHANNEL_FIELDS: dict[str, tuple[str, str, str]] = {
     "note": ("str", "1", "what to know about this channel"),
     "n_samples": ("i8", "1", "valid samples (the rest of the row is NaN padding)"),
     "read_errors": ("i8", "1", "reads that failed on this channel (recorded as gaps)"),
+    "included_in": ("str", "1", "name of a channel whose reading already includes this one (never add both)"),
+    "view_of": ("str", "1", "name of the channel this one reads another way (e.g. 1 s average power); never added"),
+    "counter_fault": ("str", "1", "why the energy counter is distrusted (backwards, stuck, disagrees); '' if trusted"),
 }
 TRACE_FIELDS: dict[str, tuple[str, str, str]] = {
     "time": ("f8", "s", "time since the run's epoch (root attribute epoch_unix)"),
@@ -101,6 +104,7 @@ CASE_FIELDS: dict[str, tuple[str, str, str]] = {
     "label": ("str", "1", "label from the job file"),
     "unit": ("str", "1", "unit of work"),
     "params": ("str", "1", "JSON of every case parameter, task options included"),
+    "provenance": ("str", "1", "JSON: where the model came from (folder, hub revision, random weights)"),
 }
 
 
@@ -108,6 +112,10 @@ def _h5type(kind: str) -> Any:
     import h5py
 
     return h5py.string_dtype() if kind == "str" else kind
+
+
+# what a field added in a later schema minor version reads as in rows made by older code (spills)
+_MISSING = {"str": "", "i1": 0, "i4": -1, "i8": -1, "f8": float("nan")}
 
 
 def _column(values: Sequence[Any], kind: str) -> np.ndarray:
@@ -122,7 +130,7 @@ def _write_table(group: Any, dim: str, fields: dict[str, tuple[str, str, str]],
     for name, (kind, units, long_name) in fields.items():
         var = group.create_variable(name, (dim,), dtype=_h5type(kind))
         if rows:
-            var[:] = _column([r[name] for r in rows], kind)
+            var[:] = _column([r.get(name, _MISSING[kind]) for r in rows], kind)
         var.attrs["units"] = units
         var.attrs["long_name"] = long_name
 
@@ -248,6 +256,7 @@ def channel_record(t: Any, rank: int, host: str, node: int) -> dict[str, Any]:
         "node_level": int(c.node_level), "has_energy": int(c.has_energy), "update_period": c.update_period_s,
         "energy_resolution": c.energy_resolution_J, "power_kind": c.power_kind, "label": c.label,
         "note": c.note, "n_samples": len(t.time), "read_errors": t.errors,
+        "included_in": c.included_in, "view_of": c.view_of, "counter_fault": c.counter_fault,
     }
 
 

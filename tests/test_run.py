@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import REPO, run_cli, write_job
+from helpers import REPO, run_cli, write_job
 
 JOB = """
 [job]
@@ -59,7 +59,7 @@ def test_file_opens_as_a_datatree_with_units_everywhere(single_run: Path) -> Non
             assert "units" in var.attrs, f"/{group}/{name} has no units"
             assert "long_name" in var.attrs
     attrs = tree.attrs
-    assert attrs["schema_version"] == "1.0" and attrs["package_version"]
+    assert attrs["schema_version"] == "1.1" and attrs["package_version"]
     assert 'name = "itest"' in attrs["job_text"]
     assert attrs["run_status"] == "complete" and int(attrs["contains_synthetic"]) == 1
     assert "SYNTHETIC" in attrs["WARNING"]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from energy_hpc.errors import SpecError
 from energy_hpc.spec import load_job, parse_job
 
-from conftest import run_cli, write_job
+from helpers import run_cli, write_job
 
 BASE = """
 [job]
@@ -132,3 +132,16 @@ def test_any_structure_gives_a_job_or_a_spec_error(measure: dict, case: dict) ->
         parse_job(text)
     except SpecError:
         pass
+
+
+def test_random_config_of_another_task_is_rejected_at_validation() -> None:
+    with pytest.raises(SpecError, match="is a text-generation model"):
+        parse_job(BASE.replace('model = "tiny-sd"', 'model = "tiny-llama"'))
+
+
+def test_path_options_resolve_against_the_job_file_folder(tmp_path: Path) -> None:
+    (tmp_path / "prompts.txt").write_text("a prompt\n")
+    job = write_job(tmp_path, BASE + '[case.options]\nprompt_file = "prompts.txt"\nrefiner = "tiny-sdxl-refiner"\n')
+    opts = load_job(job).cases[0].options
+    assert opts["prompt_file"] == str((tmp_path / "prompts.txt").resolve())
+    assert opts["refiner"] == "tiny-sdxl-refiner"  # not a path here: left as written (a config name)

@@ -57,6 +57,8 @@ class _Acc:
     n_windows: int = 0
     units: float = 0.0
     iter_units: float = 0.0  # units of the whole iterations of the case (stage rows without units)
+    aux_units: float = 0.0  # the task's second count (prompt tokens, audio seconds), where it has one
+    aux_unit: str = ""
     rank_seconds: float = 0.0
     s: dict = field(default_factory=lambda: defaultdict(float))  # named sums
     has: set = field(default_factory=set)
@@ -76,7 +78,8 @@ class _Acc:
     def merge(self, o: "_Acc") -> None:
         self.n_ranks |= o.n_ranks
         self.files += o.files
-        for k in ("rank_runs", "wall_seconds", "n_windows", "units", "iter_units", "rank_seconds", "short",
+        self.aux_unit = self.aux_unit or o.aux_unit
+        for k in ("rank_runs", "wall_seconds", "n_windows", "units", "iter_units", "aux_units", "rank_seconds", "short",
                   "no_data", "interrupted", "failed", "idle_missing"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         for k, v in o.s.items():
@@ -121,6 +124,9 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
             a.n_windows = int(sel.sum())
             a.units = float(w["units"][sel].sum())
             a.iter_units = float(w["units"][whole].sum())
+            if "aux_units" in w:
+                a.aux_units = float(w["aux_units"][sel].sum())
+                a.aux_unit = next((str(u) for u in w["aux_unit"][sel] if str(u)), "")
             a.rank_seconds = float((w["end"][sel] - w["start"][sel]).sum())
             a.wall_seconds = a.rank_seconds / len(ranks) if ranks else 0.0
             a.interrupted = int((measure & (w["case"] == c) & (w["stage"] == st) & (w["status"] == "interrupted")).sum())
@@ -299,6 +305,8 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "batch_size": a.params.get("batch_size"), "label": a.params.get("label", ""),
         "n_ranks": n_ranks, "n_nodes": a.n_nodes, "n_files": len(a.files), "iterations": a.n_windows,
         "units": units, "unit": a.unit, "seconds": seconds,
+        "aux_units": a.aux_units, "aux_unit": a.aux_unit,
+        "energy_per_aux_unit_J": _nan_div(energy, a.aux_units) if a.aux_unit else math.nan,
         "throughput_per_s": _nan_div(units, seconds),
         "energy_J": energy, "energy_uncertainty_J": unc,
         "energy_per_unit_J": _nan_div(energy, units),
@@ -456,6 +464,10 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     cols = list(_COLUMNS)
     if any(r.get("stage") for r in rows):
         cols.insert(4, _STAGE_COLUMN)
+    if any(r.get("label") for r in rows):
+        cols.insert(1, ("label", "label"))
+    if any(r.get("aux_unit") for r in rows):
+        cols.insert(cols.index(("wh_per_1000_units", "Wh/1000")), ("energy_per_aux_unit_J", "J/aux unit"))
     if any(isinstance(r.get("node_energy_J"), float) and math.isfinite(r["node_energy_J"]) for r in rows):
         cols[-1:-1] = _NODE_COLUMNS
     return cols
@@ -467,6 +479,8 @@ def _cells(row: dict[str, Any], cols: list[tuple[str, str]]) -> list[str]:
         v = row.get(key)
         if key == "units":
             v = f"{_fmt(v)} {row['unit']}"
+        elif key == "energy_per_aux_unit_J" and row.get("aux_unit"):
+            v = f"{_fmt(v)} per {row['aux_unit']}"
         cells.append(_fmt(v))
     return cells
 

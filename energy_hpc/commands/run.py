@@ -16,6 +16,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sensors", help="comma-separated sensor backends, overriding the job file "
                                      "(auto, nvml, amdsmi, pm_counters, rapl, estimate, synthetic)")
     p.add_argument("--interval-ms", type=float, help="sampling interval, overriding the job file")
+    p.add_argument("--keep-spills", action="store_true", default=None,
+                   help="keep the per-rank spill files after the run file is written (default: removed; "
+                        "also ENERGY_HPC_KEEP_SPILLS=1)")
     mpi = p.add_mutually_exclusive_group()
     mpi.add_argument("--mpi", dest="mpi", action="store_true", default=None,
                      help="initialise MPI even if no launcher variables are seen")
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         for s in sensors:
             if s not in SENSOR_CHOICES:
                 raise SpecError(f"--sensors: unknown sensor {s!r}; choose from {', '.join(SENSOR_CHOICES)}")
-    result = run_job(job, Path(args.output), ctx, comm, sensors=sensors, interval_ms=args.interval_ms)
+    result = run_job(job, Path(args.output), ctx, comm, sensors=sensors, interval_ms=args.interval_ms,
+                     keep_spills=args.keep_spills)
     if result.path is not None:
         print(result.path)
         sys.stdout.flush()

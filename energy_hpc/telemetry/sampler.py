@@ -80,11 +80,17 @@ class _SensorBuffer:
         return 0 if not self.blocks else (len(self.blocks) - 1) * _BLOCK + self.fill
 
     def columns(self, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Samples ``start`` to now, copied. Touches only the blocks from ``start`` on, so periodic
+        spills cost what they add, not what the run has collected so far."""
         n = len(self)
-        if not self.blocks:
+        start = min(max(start, 0), n)
+        if not self.blocks or start == n:
             c = self.n_channels
             return np.empty(0), np.empty((0, c)), np.empty((0, c)), np.empty((0, c))
-        cols = [np.concatenate([b[k] for b in self.blocks])[start:n] for k in range(4)]
+        first = start // _BLOCK
+        lo, hi = start - first * _BLOCK, n - first * _BLOCK
+        blocks = self.blocks[first:]
+        cols = [np.concatenate([b[k] for b in blocks])[lo:hi] for k in range(4)]
         return cols[0], cols[1], cols[2], cols[3]
 
 
@@ -121,17 +127,23 @@ class Sampler:
                 try:
                     r = buf.sensor.read()
                 except (SensorReadError, OSError) as exc:
-                    buf.failed_reads += 1
-                    buf.errors += 1
-                    if buf.failed_reads == 1:
-                        log.warning("%s: read failed (%s); recording a gap and going on",
-                                    buf.sensor.backend, exc)
-                    buf.append((t0 + self.clock()) / 2, None, None, None)
+                    self._failed(buf, t0, exc, unexpected=False)
+                    continue
+                except Exception as exc:  # a backend bug must not stop sampling: logged, counted, a gap
+                    self._failed(buf, t0, exc, unexpected=True)
                     continue
                 t1 = self.clock()
                 if r.errors is not None:
                     buf.errors += np.asarray(r.errors, dtype=bool)
                 buf.append((t0 + t1) / 2, r.power, r.energy, r.sensor_time)
+
+    def _failed(self, buf: _SensorBuffer, t0: float, exc: BaseException, unexpected: bool) -> None:
+        buf.failed_reads += 1
+        buf.errors += 1
+        if buf.failed_reads == 1:
+            log.warning("%s: read failed (%s%s); recording a gap and going on", buf.sensor.backend,
+                        f"{type(exc).__name__}: " if unexpected else "", exc, exc_info=unexpected)
+        buf.append((t0 + self.clock()) / 2, None, None, None)
 
     def _loop(self) -> None:
         k = 1
@@ -184,10 +196,20 @@ class Sampler:
         with self._lock:
             for buf in self._buffers:
                 t, p, e, s = buf.columns(start or 0)
-                for j, info in enumerate(buf.infos):
+                for j, info in enumerate(self._current_infos(buf)):
                     out.append(ChannelTrace(info, t, p[:, j].copy(), e[:, j].copy(), s[:, j].copy(),
                                             int(buf.errors[j])))
         return out
+
+    @staticmethod
+    def _current_infos(buf: _SensorBuffer) -> list[ChannelInfo]:
+        """The sensor's channel metadata now: flags raised while running (a distrusted counter)
+        reach the file. Falls back to what it said at start if it cannot answer any more."""
+        try:
+            infos = list(buf.sensor.channels())
+        except Exception:  # noqa: BLE001 - a closed or broken backend keeps its start-up metadata
+            return buf.infos
+        return infos if len(infos) == buf.n_channels else buf.infos
 
     def close_sensors(self) -> None:
         for buf in self._buffers:

@@ -96,13 +96,13 @@ class TextToImage(Workload):
         folder = self.model_folder()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype).to(self.device.torch)
+            self.pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype).to(self.device.torch, dtype)
             self.pipe.set_progress_bar_config(disable=True)
             self.refiner = None
             if self.case.options.get("refiner"):
                 rsrc = self.case.options.get("refiner_source") or self.case.source
                 rfolder = model_folder(rsrc, self.case.options["refiner"])
-                self.refiner = DiffusionPipeline.from_pretrained(rfolder, dtype=dtype).to(self.device.torch)
+                self.refiner = DiffusionPipeline.from_pretrained(rfolder, dtype=dtype).to(self.device.torch, dtype)
                 self.refiner.set_progress_bar_config(disable=True)
         self.prompts = self._prompts()
 

@@ -37,9 +37,10 @@ def channel(rank: int = 0, *, power: Callable[[np.ndarray], np.ndarray] | float 
 
 
 def window(rank: int, case: int, phase: str, start: float, end: float, units: float = 0.0, iteration: int = 0,
-           stage: str = "", unit: str = "image", status: str = "ok") -> tuple:
-    return (rank, case, phase.encode(), iteration, start, end, stage.encode(), units, unit.encode(), 0.0, b"",
-            status.encode())
+           stage: str = "", unit: str = "image", status: str = "ok", aux_units: float = 0.0,
+           aux_unit: str = "") -> tuple:
+    return (rank, case, phase.encode(), iteration, start, end, stage.encode(), units, unit.encode(), aux_units,
+            aux_unit.encode(), status.encode())
 
 
 def rank_row(host: str = "h0", node: int = 0, local_rank: int = 0, bus: str = "", status: str = "ok",

@@ -218,3 +218,20 @@ def test_uncertainty_covers_a_slow_counter(tmp_path: Path) -> None:
     truth = sum(50 * (b - a) + 10 * (b * b - a * a) for a, b in [(2.03, 4.07), (5.01, 9.55)])
     assert abs(row["energy_J"] - truth) < 4 * row["energy_uncertainty_J"]
     assert not math.isnan(row["energy_uncertainty_J"])
+
+
+def test_aux_units_and_labels_reach_the_table(tmp_path: Path) -> None:
+    """Text generation: J per generated token and per prompt token; labelled cases stay apart."""
+    wins = [window(0, 0, "idle", 0.0, 1.0)]
+    wins += [window(0, c, "measure", 2.0 + 4 * c, 4.0 + 4 * c, units=50, unit="token", aux_units=200,
+                    aux_unit="prompt-token") for c in (0, 1)]
+    cases = [case_row(task="text-generation", unit="token", label=lab) for lab in ("short", "long")]
+    path = build(tmp_path / "r.h5", [channel(0, power=100.0)], wins, cases=cases)
+    rows = energy_table([path])
+    assert sorted(r["label"] for r in rows) == ["long", "short"]
+    for r in rows:
+        assert r["aux_unit"] == "prompt-token" and r["aux_units"] == 200
+        assert r["energy_per_unit_J"] == pytest.approx(200.0 / 50, rel=1e-3)  # 100 W x 2 s / 50 tokens
+        assert r["energy_per_aux_unit_J"] == pytest.approx(200.0 / 200, rel=1e-3)
+    md = format_rows(rows, "markdown")
+    assert "| label" in md and "per prompt-token" in md

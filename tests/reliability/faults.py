@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mpiexec
+from helpers import mpiexec
 
 HERE = Path(__file__).resolve().parent
 ENTRY = HERE / "fault_entry.py"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from energy_hpc.errors import SpecError
 from energy_hpc.spec import parse_job
 
-from conftest import run_cli, write_job
+from helpers import run_cli, write_job
 
 VALID = {
     "job": {"name": "t"},

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import run_cli
+from helpers import run_cli
 from reliability.faults import finish, start, wait_for
 from reliability.testkit import sleep_job
 

@@ -19,7 +19,7 @@ from energy_hpc.spill import Liveness, RankSpill, SpillWriter, rebuild
 from energy_hpc.windows import WINDOW_DTYPE
 from reliability import testkit
 
-from conftest import run_cli
+from helpers import run_cli
 
 CTX = RankContext(rank=0, size=1, local_rank=0, local_size=1, node_index=0, n_nodes=1, hostname="h",
                   launcher="single", visible_env="", visible_devices=())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 from energy_hpc.cli import main
 from energy_hpc.commands.stage import folder_name
 from energy_hpc.spec import load_job

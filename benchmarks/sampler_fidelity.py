@@ -10,6 +10,7 @@ request, p99 below 20 ms, inference slowdown below 1 %.
 
     .venv/bin/python benchmarks/sampler_fidelity.py                 # fake NVML sensor, 10 ms
     .venv/bin/python benchmarks/sampler_fidelity.py --sensor synthetic --pairs 8 --block-s 1.5
+    .venv/bin/python benchmarks/sampler_fidelity.py --sensor synthetic --mode process   # what `run` uses
 """
 
 from __future__ import annotations
@@ -84,8 +85,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--null", action="store_true",
                     help="A/A control: no sampler in either block (measures the noise floor of the slowdown)")
+    ap.add_argument("--mode", choices=("thread", "process"), default="thread",
+                    help="thread: a Sampler thread in this process; process: the sampling child process "
+                         "energy-hpc run uses by default (synthetic sensor only: fakes cannot cross processes)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.mode == "process" and args.sensor != "synthetic":
+        ap.error("--mode process needs --sensor synthetic (a fake library cannot be handed to the child)")
 
     import torch
 
@@ -101,8 +107,13 @@ def main(argv=None) -> int:
         pair = {}
         for cond in order:
             if cond == "on" and not args.null:
-                sensor = make_sensor(args.sensor)
-                sampler = Sampler([sensor], args.interval).start()
+                if args.mode == "process":
+                    from energy_hpc.telemetry.base import SensorContext
+                    from energy_hpc.telemetry.sampler_proc import ProcessSampler
+
+                    sampler = ProcessSampler().open([args.sensor], SensorContext(), args.interval).start()
+                else:
+                    sampler = Sampler([make_sensor(args.sensor)], args.interval).start()
                 pair[cond], _ = run_block(model, x, args.block_s)
                 sampler.stop()
                 t = sampler.traces()[0].time
@@ -115,7 +126,7 @@ def main(argv=None) -> int:
         ratios.append(pair["on"] / pair["off"])
     iv = np.concatenate(intervals) * 1e3 if intervals else np.full(1, np.nan)
     result = {
-        "sensor": args.sensor, "interval_ms": args.interval * 1e3, "pairs": args.pairs, "block_s": args.block_s,
+        "mode": args.mode, "sensor": args.sensor, "interval_ms": args.interval * 1e3, "pairs": args.pairs, "block_s": args.block_s,
         "torch_threads": torch.get_num_threads(), "model": f"TransformerEncoder d={args.d_model} "
         f"L={args.layers} x[{args.batch},{args.seq}]", "samples": int(n_samples),
         "median_interval_ms": float(np.median(iv)), "p99_interval_ms": float(np.percentile(iv, 99)),

@@ -49,6 +49,9 @@ class Measure:
     device: str = "auto"
     spill_seconds: float = 60.0
     compression: str = "none"
+    # "process": a sampling child process (no GIL contention; best when inference runs on a GPU);
+    # "thread": in this process (best when inference keeps every CPU core busy); "auto": by device
+    sampler: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ def _as_list(v: Any) -> list[Any]:
 
 _JOB_KEYS = ("name", "description")
 _MEASURE_KEYS = ("interval_ms", "idle_seconds", "warmup", "iterations", "cooldown_seconds", "sensors",
-                 "sensor_options", "device", "spill_seconds", "compression")
+                 "sensor_options", "device", "spill_seconds", "compression", "sampler")
 _CASE_KEYS = ("task", "model", "source", "dtype", "batch_size", "options", "label", "warmup", "iterations")
 _TOP_KEYS = ("job", "measure", "case")
 
@@ -170,6 +173,7 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
         spill_seconds=float(_number(t.get("spill_seconds", d.spill_seconds), "[measure] spill_seconds",
                                     lo=1, hi=86_400)),
         compression=_string(t.get("compression", d.compression), "[measure] compression", ("none", "gzip", "lzf")),
+        sampler=_string(t.get("sampler", d.sampler), "[measure] sampler", ("auto", "process", "thread")),
     )
 
 

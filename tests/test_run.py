@@ -164,3 +164,22 @@ def test_two_ranks_bad_job_fails_once_with_status_2(tmp_path: Path) -> None:
     r = run_cli("run", str(job), "-o", str(tmp_path / "o"), mpi=2)
     assert r.returncode == 2
     assert r.stderr.count("does not exist") == 1
+
+
+@pytest.mark.mpi
+def test_sampling_child_process_under_mpiexec(tmp_path: Path, tiny_sd: Path) -> None:
+    """The sampler GPU ranks use (a child process per rank), forced here on CPU."""
+    job = write_job(tmp_path, JOB.format(model="tiny-sd", source="random").replace("batch_size = [1, 2]",
+                                                                                  "batch_size = 1"))
+    r = run_cli("run", str(job), "-o", str(tmp_path / "out"), mpi=2, env={"ENERGY_HPC_SAMPLER": "process"})
+    assert r.returncode == 0, r.stderr
+    path = _one_file(tmp_path / "out")
+    tr = xr.open_dataset(path, group="traces", engine="h5netcdf")
+    w = xr.open_dataset(path, group="windows", engine="h5netcdf")
+    assert sorted(tr["rank"].values) == [0, 1]
+    for ch in range(tr.sizes["channel"]):
+        n = int(tr["n_samples"].values[ch])
+        t = tr["time"].values[ch, :n]
+        mine = w["rank"].values == tr["rank"].values[ch]
+        assert n > 50 and np.all(np.diff(t) > 0)
+        assert t[0] <= w["start"].values[mine].min() and t[-1] >= w["end"].values[mine].max()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from energy_hpc.errors import ModelSourceError
+from energy_hpc.errors import ModelSourceError, SpecError
 
 from .conftest import job, run_case
 
@@ -55,7 +55,7 @@ def test_refiner_that_is_not_an_sdxl_refiner_is_refused(tiny) -> None:
         run_case(job(body))
 
 
-def test_random_config_of_another_task_is_refused() -> None:
+def test_random_config_of_another_task_is_refused_at_validation() -> None:
     body = SDXL.format(model="tiny-llama", source="random", refiner="", rsource="")
-    with pytest.raises(ModelSourceError, match="'tiny-llama' is a text-generation model.*tiny-sdxl"):
-        run_case(job(body))
+    with pytest.raises(SpecError, match="'tiny-llama' is a text-generation model.*tiny-sdxl"):
+        job(body)

@@ -22,6 +22,7 @@ Every message is point to point; there is no collective here a dead rank could h
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = ["gather_and_write", "channel_record", "GatherOutcome", "PIECE_SAMPLES
 _TAG_META = 21
 _TAG_REQ = 22
 _TAG_DATA = 23
+GATHER_AHEAD = 2
 PIECE_SAMPLES = 1 << 20  # samples per message: 4 float64 rows x 2^20 = 32 MiB
 _ANSWER_S = 60.0  # a rank that is serving requests answers each within this (else it is gone)
 
@@ -159,7 +161,7 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
                                      t.sensor_time[lo:hi], lo)
         writer.write_windows(0, windows0.astype(WINDOW_DTYPE))
         live = [r for r in range(1, comm.size) if r in metas]
-        failed = _pull_all(comm, live, metas, writer, first_channel, first_window, piece)
+        failed = _pull_all(comm, live, metas, writer, first_channel, first_window, piece, _ahead())
         for r, why in failed.items():
             missing[r] = f"stopped answering during the gather ({why})"
             log.error("rank %d: %s", r, missing[r])
@@ -237,6 +239,13 @@ def _wait_for_reports(comm: Comm, metas: dict[int, dict], missing: dict[int, str
         else:  # a rank taken for missing reported after all: too late for its data to be waited for
             log.warning("rank %d reported after it was taken for missing", src)
             missing.pop(src, None)
+
+
+def _ahead() -> int:
+    """Requests rank 0 keeps in flight (ENERGY_HPC_GATHER_AHEAD). Large pieces travel by rendezvous,
+    so a request in flight costs rank 0 no memory; more of them hide each sender's wake-up and packing."""
+    raw = os.environ.get("ENERGY_HPC_GATHER_AHEAD", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else GATHER_AHEAD
 
 
 def _pull_all(comm: Comm, live: list[int], metas: dict[int, dict], writer: RunWriter, first_channel: Any,

@@ -40,6 +40,7 @@ period and the nominal sample spacing: its figure is dominated by edge effects.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -130,8 +131,8 @@ class _Stream:
             self._carry = (float(t[0]), float(y[0]), c0, v0)
             return
         dy = np.diff(y)
-        if math.isnan(self.nominal):
-            self.nominal = float(np.median(dt))
+        if math.isnan(self.nominal):  # the first 65536 intervals tell the sampling period as well as all
+            self.nominal = float(np.median(dt[:65536]))
         if self.integrate:
             seg = y[1:] + y[:-1]
             seg *= 0.5  # mean power of each interval
@@ -199,11 +200,19 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     x = np.concatenate([starts, ends])
     ps = _Stream(x, starts, ends, integrate=True)
     es = _Stream(x, starts, ends, integrate=False)
-    for t, p, e in chunks:
-        t = np.asarray(t, float)
-        ps.feed(t, np.asarray(p, float))
-        if counter_ok:
-            es.feed(t, np.asarray(e, float))
+    # The counter stream runs in a second thread beside the power stream: they share nothing, and
+    # numpy releases the GIL inside its array loops, so on two or more cores the two overlap.
+    pool = ThreadPoolExecutor(1) if counter_ok else None
+    try:
+        for t, p, e in chunks:
+            t = np.asarray(t, float)
+            pending = pool.submit(es.feed, t, np.asarray(e, float)) if pool else None
+            ps.feed(t, np.asarray(p, float))
+            if pending is not None:
+                pending.result()
+    finally:
+        if pool:
+            pool.shutdown()
 
     tau = max(float(update_period), 0.0)
     pa, pb = ps.val[:n], ps.val[n:]

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from energy_hpc.errors import SystemProfileError
+from energy_hpc.errors import SlurmError, SystemProfileError
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "systems"
 
@@ -234,14 +234,14 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
         if value:
             try:
                 check_slurm_value(key, value)
-            except Exception as exc:
+            except SlurmError as exc:
                 raise SystemProfileError(f"{path}: slurm.{key}: {exc}") from None
     account_required = slurm.get("account_required", bool, False)
     account_suffix = slurm.get("account_suffix", str, "")
     time = slurm.get("time", str, "00:30:00")
     try:
         check_time(time)
-    except Exception as exc:
+    except SlurmError as exc:
         raise SystemProfileError(f"{path}: slurm.time: {exc}") from None
     directives = _check_directives(slurm.strings("directives", ()), "slurm.directives", path)
     slurm.done()

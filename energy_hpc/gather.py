@@ -43,7 +43,7 @@ __all__ = ["gather_and_write", "channel_record", "GatherOutcome", "PIECE_SAMPLES
 _TAG_META = 21
 _TAG_REQ = 22
 _TAG_DATA = 23
-GATHER_AHEAD = 2
+GATHER_AHEAD = 4
 PIECE_SAMPLES = 1 << 20  # samples per message: 4 float64 rows x 2^20 = 32 MiB
 _ANSWER_S = 60.0  # a rank that is serving requests answers each within this (else it is gone)
 

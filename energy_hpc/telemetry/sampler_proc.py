@@ -177,8 +177,12 @@ def _child() -> int:
     for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing a library prints may corrupt the pipe
+    # The replies go on a private copy of the pipe; fd 1 itself now points at stderr, so nothing a
+    # library prints (Python or C: vendor libraries do print) can corrupt the protocol.
+    stdin = sys.stdin.buffer
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     from energy_hpc.cli import setup_logging
     from energy_hpc.telemetry import registry
     from energy_hpc.telemetry.sampler import Sampler

@@ -76,3 +76,29 @@ def test_child_exits_when_the_parent_closes_the_pipe() -> None:
     s = _open().start()
     s.proc.stdin.close()
     assert s.proc.wait(timeout=10) == 0
+
+
+def test_output_printed_in_the_child_does_not_break_the_protocol(tmp_path) -> None:
+    """Vendor libraries print to fd 1; in the child that must land on stderr, not in the pipe."""
+    import sys
+
+    mod = tmp_path / "noisy_backend.py"
+    mod.write_text(
+        "import os\n"
+        "from energy_hpc.telemetry.synthetic import SyntheticSensor\n"
+        "def open_sensor(ctx):\n"
+        "    os.write(1, b'C library chatter on fd 1\\n')\n"
+        "    print('python chatter on stdout')\n"
+        "    return SyntheticSensor()\n")
+    from energy_hpc.telemetry import registry
+
+    sys.path.insert(0, str(tmp_path))
+    registry.BACKENDS["noisy"] = registry.Backend("noisy", "noisy_backend", False, "test")
+    try:
+        s = _open(names=("noisy",)).start()
+        time.sleep(0.05)
+        s.stop()
+        assert len(s.traces()[0].time) > 2
+    finally:
+        del registry.BACKENDS["noisy"]
+        sys.path.remove(str(tmp_path))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -44,6 +44,8 @@ _TAG_META = 21
 _TAG_REQ = 22
 _TAG_DATA = 23
 GATHER_AHEAD = 4
+# after a signal, how long rank 0 still waits for ranks to report (Slurm's KillWait is 30 s by default)
+SIGNAL_GRACE_S = float(os.environ.get("ENERGY_HPC_SIGNAL_GRACE_S", "10"))
 PIECE_SAMPLES = 1 << 20  # samples per message: 4 float64 rows x 2^20 = 32 MiB
 _ANSWER_S = 60.0  # a rank that is serving requests answers each within this (else it is gone)
 
@@ -53,6 +55,7 @@ class GatherOutcome:
     path: Path | None
     status: str  # "complete" / "partial" on rank 0, "" elsewhere
     missing: dict[int, str]  # rank -> why (rank 0)
+    keep_spills: set[int] = field(default_factory=set)  # ranks whose spill holds what the file lacks
 
 
 def gather_and_write(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset: float,
@@ -63,8 +66,8 @@ def gather_and_write(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset:
                      ) -> tuple[Path | None, str]:
     """Collective over the live ranks: every rank calls it. Returns (run file path, run status) on
     rank 0, (None, "") elsewhere. The run is ``complete`` when every rank finished every case, else
-    ``partial`` with the reason. ``interrupted`` returns the name of a signal rank 0 got (then it stops
-    waiting for ranks that have not reported)."""
+    ``partial`` with the reason. ``interrupted`` returns the name of a signal rank 0 got (then it waits at
+    most SIGNAL_GRACE_S more for ranks that have not reported)."""
     o = gather(comm, traces=traces, time_offset=time_offset, windows=windows, rank_record=rank_record,
                node=node, host=host, header=header, cases=cases, out=out, stem=stem, compression=compression,
                spills=spills, interrupted=interrupted, piece=piece)
@@ -197,7 +200,8 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
         comm.abandon()  # MPI_Finalize would wait for the missing ranks forever
     log.info("wrote %s (%d ranks, %d channels, %d windows%s)", path, comm.size, len(channels),
              int(first_window[-1]), f", {len(missing)} rank(s) missing" if missing else "")
-    return GatherOutcome(path, header.status, missing)
+    keep = set(missing) | {r for r, rec in enumerate(ranks) if rec.get("spill_only")}
+    return GatherOutcome(path, header.status, missing, keep)
 
 
 def _wait_for_reports(comm: Comm, metas: dict[int, dict], missing: dict[int, str], spills: SpillPlan | None,
@@ -208,15 +212,21 @@ def _wait_for_reports(comm: Comm, metas: dict[int, dict], missing: dict[int, str
     t0 = time.monotonic()
     check_every = max(1.0, (spills.grace_s / 4) if spills else 1.0)
     next_check = [0.0]
+    sig_at: list[float | None] = [None]
 
     def give_up() -> str:
+        # A signal reaches every rank at once, and each needs a moment (its torch call in progress,
+        # stopping its sampler, its last spill) before it reports: wait for them a bounded time, well
+        # inside Slurm's KillWait, rather than taking them all for missing at the first check.
         sig = interrupted()
-        if sig:
-            for r in pending:
-                missing[r] = f"had not reported when rank 0 got {sig} and stopped waiting"
-            pending.clear()
-            return sig
         now = time.monotonic()
+        if sig:
+            sig_at[0] = now if sig_at[0] is None else sig_at[0]
+            if now - sig_at[0] >= SIGNAL_GRACE_S:
+                for r in pending:
+                    missing[r] = f"had not reported {SIGNAL_GRACE_S:.0f} s after rank 0 got {sig}"
+                pending.clear()
+                return sig
         if now < next_check[0]:
             return ""
         next_check[0] = now + check_every

@@ -55,12 +55,19 @@ class CollectiveUserError(UserError):
 
 
 def collective(comm: Comm, what: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on every rank; if it raised a UserError anywhere, raise it everywhere."""
+    """Run ``fn`` on every rank; if it raised anywhere, raise it everywhere (only rank 0 prints it).
+
+    Anything else than a UserError (a full quota while building a model, a CUDA error, a backend bug)
+    is passed on too, with its type and its traceback logged where it happened: a rank that left
+    alone would leave every other rank waiting in this gather until the job's time limit."""
     result, message = None, ""
     try:
         result = fn()
     except UserError as exc:
         message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - must reach every rank; the traceback is logged here
+        log.error("rank %d: %s failed:\n%s", comm.rank, what, traceback.format_exc())
+        message = f"{what}: {type(exc).__name__}: {exc}"
     messages = comm.gather(message, root=0)
     first = ""
     if comm.rank == 0 and messages:
@@ -131,7 +138,7 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
 
     Spills go to ``<out>/.<stem>.spill/`` every ``[measure] spill_seconds`` and are removed once the run
     file is in place, unless ``keep_spills`` (default: environment ENERGY_HPC_KEEP_SPILLS=1)."""
-    from energy_hpc.gather import gather_and_write
+    from energy_hpc.gather import gather
     from energy_hpc.spill import SpillPlan, Spiller, SpillWriter, rank_spill_path
     from energy_hpc.telemetry.registry import open_sensors
     from energy_hpc.telemetry.sampler import Sampler
@@ -248,6 +255,11 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
         if signals.received and not interrupted:
             interrupted = signals.received
         traces = sampler.traces()
+        lost = getattr(sampler, "lost", "")
+        if lost:  # the sampling child died: its samples since the last spill exist only in the spill
+            failures.append(f"{lost}; this rank's samples are in its spill file in {plan.folder}: rebuild "
+                            "the run with energy-hpc merge")
+            rank_record["spill_only"] = True
         status = "interrupted" if interrupted else ("failed" if failures else "ok")
         error = "; ".join(([f"interrupted by {interrupted}"] if interrupted else []) + failures
                           + _sensor_notes(traces, offset))
@@ -262,17 +274,26 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
                                n_ranks=ctx.size, n_nodes=ctx.n_nodes, launcher=ctx.launcher, slurm=ctx.slurm,
                                interval_s=interval_s)
             cases = [_case_row(c) for c in job.cases]
-        path, run_status = gather_and_write(
+        outcome = gather(
             comm, traces=traces, time_offset=offset, windows=to_array(windows.windows, offset),
             rank_record=rank_record, node=ctx.node_index, host=ctx.hostname, header=header, cases=cases,
             out=out, stem=stem, compression=measure.compression, spills=plan,
             interrupted=lambda: signals.received)
+        path, run_status = outcome.path, outcome.status
         if root and path is not None:
             if signals.received_at is not None:
                 log.warning("run file written %.2f s after %s", time.monotonic() - signals.received_at,
                             signals.received)
             if keep_spills:
                 log.info("spill files kept in %s", plan.folder)
+            elif outcome.keep_spills:
+                # what a missing rank, or one whose sampler died, measured is only in its spill: keep those
+                for r in range(ctx.size):
+                    if r not in outcome.keep_spills:
+                        rank_spill_path(plan.folder, r).unlink(missing_ok=True)
+                log.warning("spill files of rank(s) %s kept in %s: they hold data the run file lacks "
+                            "(energy-hpc merge rebuilds the run from them)",
+                            ",".join(map(str, sorted(outcome.keep_spills))), plan.folder)
             else:
                 shutil.rmtree(plan.folder, ignore_errors=True)
     finally:

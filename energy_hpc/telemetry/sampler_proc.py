@@ -143,15 +143,21 @@ class ProcessSampler:
     def traces(self, start: int | None = None) -> list[ChannelTrace]:
         """Samples from index ``start`` on, one ChannelTrace per channel (after stop: all of them)."""
         if self.proc.poll() is not None or self._dead:
-            if start:
-                return [ChannelTrace(t.info, t.time[start:], t.power[start:], t.energy[start:],
-                                     t.sensor_time[start:], t.errors) for t in self._last]
-            return self._last or self._empty()
+            # after stop (or a crash): what the child handed over; with no samples, still every
+            # channel (a spill must keep its channel records even when no samples come any more)
+            k = start or 0
+            return [ChannelTrace(t.info, t.time[k:], t.power[k:], t.energy[k:], t.sensor_time[k:], t.errors)
+                    for t in (self._last or self._empty())]
         try:
             return self._ask(("traces", start or 0))
         except SamplerProcessError as exc:
             log.error("%s", exc)
             return self._empty()
+
+    @property
+    def lost(self) -> str:
+        """Why the child's samples were lost (it died before handing them over), or ''."""
+        return self._dead if not self._last else ""
 
     def _empty(self) -> list[ChannelTrace]:
         import numpy as np

@@ -167,3 +167,36 @@ def test_liveness_follows_the_spill_file_not_the_clock(tmp_path: Path) -> None:
     assert gone.why_dead() == ""
     t[0] = 127.0
     assert "no spill file" in gone.why_dead()
+
+
+def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU ranks sample in a child process; if it dies, the rank says so and its spill is kept,
+    with its channels, for energy-hpc merge."""
+    import threading
+
+    from energy_hpc.telemetry.sampler_proc import ProcessSampler
+
+    real_start = ProcessSampler.start
+
+    def start_then_die(self):
+        real_start(self)
+        threading.Timer(1.3, self.proc.kill).start()  # after the first spill (spill_seconds = 1)
+        return self
+
+    monkeypatch.setattr(ProcessSampler, "start", start_then_die)
+    monkeypatch.setenv("ENERGY_HPC_SAMPLER", "process")
+    r = _run(tmp_path, testkit.sleep_job(iterations=12, seconds=0.2))
+    assert r.status == "partial"
+    ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
+    assert ranks["status"].values[0] == "failed"
+    assert "sampler process ended" in ranks["error"].values[0] and "energy-hpc merge" in ranks["error"].values[0]
+    [folder] = (tmp_path / "out").glob(".*.spill")
+    s = RankSpill.open(folder / "rank-00000.h5")
+    try:
+        assert s.channels and s.channels[0]["n_samples"] > 100  # what was spilled before the death
+    finally:
+        s.close()
+    path, _ = rebuild([folder], tmp_path / "merged")
+    tr = xr.open_dataset(path, group="traces", engine="h5netcdf")
+    assert int(tr["n_samples"].values[0]) > 100

@@ -7,8 +7,9 @@ Which windows each channel is reduced over:
 - a node-level channel (recorded by the node leader): the node windows of its node and the leader's idle
   window(s).
 
-A *node window* spans the concurrent windows of every rank on a node for one (case, stage, iteration):
-from the earliest start to the latest end. Ranks on a node work at the same time, but only the leader
+A *node window* is a piece of the union of the windows of every rank on a node for one (case, stage),
+merged so that no two overlap (ranks drift apart between iterations; overlapping spans would count the
+node's energy twice). Ranks on a node work at the same time, but only the leader
 records the node's channels, so node energy is taken over the span of the node's work and set against
 the units every rank of the node produced; device channels are reduced over the same spans so that the
 node's rest (CPU, memory, network, fans: node minus devices) compares like with like.
@@ -91,21 +92,38 @@ def _str(a: np.ndarray) -> np.ndarray:
 
 
 def _node_windows(w: dict[str, np.ndarray], counted: np.ndarray) -> dict[str, np.ndarray]:
-    keys: dict[tuple, list[int]] = {}
+    """The spans over which a node's channels count, per (node, case, stage): the union of that node's
+    rank windows, merged into intervals that do not overlap. Ranks are not kept in step between
+    iterations, so once they drift, iteration i of one rank overlaps iteration i+1 of another; spans
+    taken per iteration would then overlap and count the node's energy twice. Each merged interval
+    carries the units of the rank windows inside it."""
+    groups: dict[tuple, list[int]] = {}
     for i in np.flatnonzero(counted):
-        keys.setdefault((int(w["node"][i]), int(w["case"][i]), str(w["stage"][i]), int(w["iteration"][i])),
-                        []).append(i)
+        groups.setdefault((int(w["node"][i]), int(w["case"][i]), str(w["stage"][i])), []).append(i)
     cols: dict[str, list] = {k: [] for k in ("node", "case", "stage", "iteration", "start", "end", "units",
                                              "n_ranks")}
-    for (node, case, stage, it), idx in sorted(keys.items()):
-        cols["node"].append(node)
-        cols["case"].append(case)
-        cols["stage"].append(stage)
-        cols["iteration"].append(it)
-        cols["start"].append(float(w["start"][idx].min()))
-        cols["end"].append(float(w["end"][idx].max()))
-        cols["units"].append(float(w["units"][idx].sum()))
-        cols["n_ranks"].append(len(set(int(r) for r in w["rank"][idx])))
+
+    def flush(key: tuple, first_it: int, a: float, b: float, units: float, ranks: set) -> None:
+        node, case, stage = key
+        for k, v in (("node", node), ("case", case), ("stage", stage), ("iteration", first_it), ("start", a),
+                     ("end", b), ("units", units), ("n_ranks", len(ranks))):
+            cols[k].append(v)
+
+    for key, idx in sorted(groups.items()):
+        idx = sorted(idx, key=lambda i: (float(w["start"][i]), float(w["end"][i])))
+        cur = None
+        for i in idx:
+            a, b = float(w["start"][i]), float(w["end"][i])
+            if cur is not None and a <= cur[2]:
+                cur[2] = max(cur[2], b)
+                cur[3] += float(w["units"][i])
+                cur[4].add(int(w["rank"][i]))
+            else:
+                if cur is not None:
+                    flush(key, *cur)
+                cur = [int(w["iteration"][i]), a, b, float(w["units"][i]), {int(w["rank"][i])}]
+        if cur is not None:
+            flush(key, *cur)
     return {k: np.asarray(v, dtype=object if k == "stage" else float if k in ("start", "end", "units")
                           else int) for k, v in cols.items()}
 

@@ -235,3 +235,18 @@ def test_aux_units_and_labels_reach_the_table(tmp_path: Path) -> None:
         assert r["energy_per_aux_unit_J"] == pytest.approx(200.0 / 200, rel=1e-3)
     md = format_rows(rows, "markdown")
     assert "| label" in md and "per prompt-token" in md
+
+
+def test_node_energy_is_not_counted_twice_when_ranks_drift_apart(tmp_path: Path) -> None:
+    """Rank 1 is 10 % slower: its iteration i overlaps rank 0's iteration i+1. The node channel must
+    be counted over the union of the node's work, once."""
+    chans = [channel(0, power=300.0), channel(1, power=300.0, name="ch1b", device="dev1"),
+             channel(0, power=1000.0, scope="node", node_level=1, name="pm:node", device="node", t_end=30.0)]
+    ranks = [rank_row(local_rank=0), rank_row(local_rank=1)]
+    fast = [(2.0 + k, 3.0 + k) for k in range(10)]  # 2 .. 12 s
+    slow = [(2.0 + 1.1 * k, 3.1 + 1.1 * k) for k in range(10)]  # 2 .. 13 s
+    wins = _measure(0, fast) + _measure(1, slow)
+    (row,) = energy_table([build(tmp_path / "drift.h5", chans, wins, ranks=ranks)])
+    union = 13.0 - 2.0  # the node worked from 2 s to 13 s without a break
+    assert row["node_energy_J"] == pytest.approx(1000.0 * union, rel=1e-6)
+    assert row["node_energy_per_unit_J"] == pytest.approx(1000.0 * union / row["units"], rel=1e-6)

@@ -410,10 +410,14 @@ def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict
                         continue
                     j = np.flatnonzero((w["case"][cr.own_idx] == c) & (w["stage"][cr.own_idx] == st))
                     e = cr.own.energy_J[j]
-                    E, var = float(np.nansum(e)), float(np.nansum(cr.own.uncertainty_J[j] ** 2))
+                    # a window with no data is not 0 J: the cell becomes NaN and says how many
+                    no_data = int((~np.isfinite(e)).sum())
+                    E = float(e.sum()) if not no_data else math.nan
+                    var = float(np.nansum(cr.own.uncertainty_J[j] ** 2))
                     for r, share in shares.items():
                         cell = cells.setdefault((c, st, r), {"energy_J": 0.0, "var": 0.0, "channels": [],
-                                                             "attribution": set()})
+                                                             "attribution": set(), "no_data": 0})
+                        cell["no_data"] += no_data
                         cell["energy_J"] += share * E
                         cell["var"] += (share ** 2) * var
                         cell["channels"].append(str(m.get("name", "")))
@@ -430,7 +434,7 @@ def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict
                 "energy_uncertainty_J": unc, "energy_per_unit_J": _nan_div(cell["energy_J"], units),
                 "energy_per_unit_uncertainty_J": _nan_div(unc, units),
                 "channels": sorted(set(cell["channels"])), "attribution": sorted(cell["attribution"]),
-                "data": red.label,
+                "data": red.label, "no_data_windows": cell["no_data"],
             })
     return out
 

@@ -250,3 +250,14 @@ def test_node_energy_is_not_counted_twice_when_ranks_drift_apart(tmp_path: Path)
     union = 13.0 - 2.0  # the node worked from 2 s to 13 s without a break
     assert row["node_energy_J"] == pytest.approx(1000.0 * union, rel=1e-6)
     assert row["node_energy_per_unit_J"] == pytest.approx(1000.0 * union / row["units"], rel=1e-6)
+
+
+def test_device_rows_do_not_turn_missing_windows_into_zero_joules(tmp_path: Path) -> None:
+    """A channel that has no samples in a window: the device row is NaN and says so, not 0 J."""
+    chans = [channel(0, power=100.0, t_end=5.0)]  # samples stop at 5 s
+    wins = _measure(0, [(2.0, 3.0), (6.0, 7.0)])  # the second window has no data
+    (d,) = device_rows(reduce_files([build(tmp_path / "gap.h5", chans, wins)]))
+    assert math.isnan(d["energy_J"]) and d["no_data_windows"] == 1
+    (ok,) = device_rows(reduce_files([build(tmp_path / "ok.h5", [channel(0, power=100.0)],
+                                            _measure(0, [(2.0, 3.0)]))]))
+    assert ok["energy_J"] == pytest.approx(100.0, rel=1e-6) and ok["no_data_windows"] == 0

@@ -106,8 +106,7 @@ def test_a_channel_is_gathered_in_bounded_pieces(tmp_path: Path, monkeypatch: py
         real(self, i, time, power, energy, sensor_time, start)
 
     monkeypatch.setattr(gather, "PIECE_SAMPLES", 64)
-    monkeypatch.setattr(gather.gather_and_write, "__kwdefaults__",
-                        dict(gather.gather_and_write.__kwdefaults__, piece=64))
+    monkeypatch.setattr(gather.gather, "__kwdefaults__", dict(gather.gather.__kwdefaults__, piece=64))
     monkeypatch.setattr(gather.RunWriter, "write_channel", spy)
     r = _run(tmp_path, testkit.sleep_job(iterations=3, seconds=0.2))
     n = int(xr.open_dataset(r.path, group="traces", engine="h5netcdf")["n_samples"].values[0])

@@ -14,14 +14,19 @@ Targets (docs/performance.md, "Gather at scale"): with 32 ranks x 1,000,000 samp
 under 512 MB and ratio >= 0.5. Files are deleted afterwards.
 
     .venv/bin/mpiexec -n 32 .venv/bin/python benchmarks/gather_scale.py --samples 1000000 --out /tmp/gs
+
+Each of ``--repeats`` pairs starts from a clean page cache (``os.sync``) and alternates which side
+goes first; the medians are reported, with every pair's ratio beside them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -74,62 +79,94 @@ def h5py_baseline(path: Path, traces_like, n_ranks: int, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def quiet_wait(comm) -> None:
+    """Wait for every rank without spinning: MPICH's blocking barrier busy-polls, and 31 spinning
+    ranks on an oversubscribed node would starve the one rank that works (the run never spins)."""
+    req = comm.comm.Ibarrier()
+    while not req.Test():
+        time.sleep(0.01)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, default=Path("/tmp/energy-hpc-gather-scale"))
     ap.add_argument("--piece", type=int, default=None, help="samples per message (default: the gather's)")
-    ap.add_argument("--keep", action="store_true", help="keep the files")
+    ap.add_argument("--repeats", type=int, default=3, help="paired measurements; medians are reported")
+    ap.add_argument("--keep", action="store_true", help="keep the files of the last repeat")
     args = ap.parse_args()
 
     from energy_hpc.context import MpiComm
 
     comm = MpiComm()
+    import numpy as np
+
     from energy_hpc.gather import PIECE_SAMPLES, gather_and_write
     from energy_hpc.store import RunHeader
+    from energy_hpc.windows import WINDOW_DTYPE
 
     trace = fabricate(comm.rank, args.samples)
     root = comm.rank == 0
     if root:
         args.out.mkdir(parents=True, exist_ok=True)
-    comm.barrier()
+    quiet_wait(comm)
     before = rss_mb()
-    header = RunHeader(job_name="gather-scale", job_text="", job_path="", epoch_unix=time.time(),
-                       n_ranks=comm.size, n_nodes=1, launcher="mpi", interval_s=0.01) if root else None
     record = {"host": "h", "node": 0, "local_rank": comm.rank, "device_kind": "cpu", "device_name": "",
               "device_uuid": "", "device_bus_id": "", "visible_devices": "", "status": "ok", "error": "",
               "sensors": "synthetic", "sensors_skipped": "{}"}
-    from energy_hpc.windows import WINDOW_DTYPE
+    gather_times, h5_times, status, file_bytes = [], [], "", 0
 
-    import numpy as np
+    def run_gather(k: int):
+        header = RunHeader(job_name="gather-scale", job_text="", job_path="", epoch_unix=time.time(),
+                           n_ranks=comm.size, n_nodes=1, launcher="mpi", interval_s=0.01) if root else None
+        t0 = time.perf_counter()
+        path, st = gather_and_write(
+            comm, traces=[trace], time_offset=0.0, windows=np.zeros(0, WINDOW_DTYPE), rank_record=record,
+            node=0, host="h", header=header, cases=[], out=args.out if root else None,
+            stem=f"gather-scale-{k}" if root else None, piece=args.piece or PIECE_SAMPLES)
+        return time.perf_counter() - t0, path, st
 
-    t0 = time.perf_counter()
-    path, status = gather_and_write(
-        comm, traces=[trace], time_offset=0.0, windows=np.zeros(0, WINDOW_DTYPE), rank_record=record, node=0,
-        host="h", header=header, cases=[], out=args.out if root else None, stem="gather-scale" if root else None,
-        piece=args.piece or PIECE_SAMPLES)
-    gather_s = time.perf_counter() - t0
-    # wait for rank 0 without spinning: MPICH's blocking barrier busy-polls, and 31 spinning ranks on
-    # an oversubscribed node would starve the one rank that is sending (the run itself never spins)
-    req = comm.comm.Ibarrier()
-    while not req.Test():
-        time.sleep(0.01)
+    def run_baseline(k: int):
+        if not root:
+            return 0.0, None
+        base = args.out / f"baseline-{k}.h5"
+        return h5py_baseline(base, trace, comm.size, args.samples), base
+
+    # Each measurement starts from the same disk state: nothing dirty in the page cache (os.sync) and
+    # the previous file deleted. On this VM's disk, a second 1 GB file written while the first still
+    # exists took 2-4x longer than the first, whichever side wrote it. The order alternates too.
+    for k in range(args.repeats):
+        for what in (("gather", "h5py") if k % 2 == 0 else ("h5py", "gather")):
+            if root:
+                os.sync()
+            quiet_wait(comm)
+            if what == "gather":
+                dt, path, status = run_gather(k)
+                if root:
+                    gather_times.append(dt)
+                    file_bytes = path.stat().st_size
+            else:
+                dt, path = run_baseline(k)
+                if root:
+                    h5_times.append(dt)
+            quiet_wait(comm)
+            if root and not (args.keep and k == args.repeats - 1):
+                os.sync()
+                path.unlink()
     if root:
         gather_peak = peak_mb()
         nbytes = comm.size * args.samples * (8 + 4 + 8 + 8)
-        file_bytes = path.stat().st_size
-        base = args.out / "baseline.h5"
-        h5_s = h5py_baseline(base, trace, comm.size, args.samples)
+        g, h = statistics.median(gather_times), statistics.median(h5_times)
         row = {"ranks": comm.size, "samples": args.samples, "payload_MB": round(nbytes / 1e6, 1),
-               "file_MB": round(file_bytes / 1e6, 1), "gather_s": round(gather_s, 2),
-               "gather_MBps": round(nbytes / 1e6 / gather_s, 1), "h5py_s": round(h5_s, 2),
-               "h5py_MBps": round(nbytes / 1e6 / h5_s, 1), "ratio": round(h5_s / gather_s, 2),
+               "file_MB": round(file_bytes / 1e6, 1), "repeats": args.repeats,
+               "gather_s": round(g, 2), "gather_s_all": [round(x, 2) for x in gather_times],
+               "gather_MBps": round(nbytes / 1e6 / g, 1), "h5py_s": round(h, 2),
+               "h5py_s_all": [round(x, 2) for x in h5_times], "h5py_MBps": round(nbytes / 1e6 / h, 1),
+               "ratio": round(h / g, 2), "ratios_paired": [round(b / a, 2) for a, b in zip(gather_times, h5_times)],
                "rss_before_gather_MB": round(before, 1), "peak_rss_MB": round(gather_peak, 1),
                "piece_samples": args.piece or PIECE_SAMPLES, "status": status}
         print(json.dumps(row), flush=True)
         if not args.keep:
-            path.unlink()
-            base.unlink()
             shutil.rmtree(args.out, ignore_errors=True)
     return 0
 

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -106,12 +106,6 @@ class Comm:
     def allreduce_max(self, value: float) -> float:
         return value
 
-    def send_array(self, arr: np.ndarray, dest: int, tag: int = 0) -> None:
-        raise RuntimeError("send_array needs more than one rank")
-
-    def recv_array(self, source: int, tag: int = 0) -> np.ndarray:
-        raise RuntimeError("recv_array needs more than one rank")
-
     def split_shared(self) -> tuple[int, int, int, int]:
         """(local_rank, local_size, node_index, n_nodes)."""
         return 0, 1, 0, 1
@@ -129,8 +123,17 @@ class Comm:
     def recv_obj(self, source: int, tag: int) -> Any:
         raise RuntimeError("recv_obj needs more than one rank")
 
-    def recv_array_until(self, source: int, tag: int, give_up: Callable[[], str]) -> np.ndarray:
-        raise RuntimeError("recv_array_until needs more than one rank")
+    def send_arrays(self, arrays: Sequence[np.ndarray], dest: int, tag: int,
+                    give_up: Callable[[], str] = lambda: "") -> None:
+        """Send several arrays (structured records too) as raw bytes, never pickled; gives up when
+        ``give_up`` returns a reason (checked about once a second), raised as :class:`PeerTimeout`."""
+        raise RuntimeError("send_arrays needs more than one rank")
+
+    def recv_arrays_until(self, source: int, tag: int, give_up: Callable[[], str],
+                          alloc: Callable[[int], np.ndarray] | None = None) -> list[np.ndarray]:
+        """Receive the arrays of one :meth:`send_arrays`. They land in one uint8 buffer from
+        ``alloc(nbytes)`` (at least ``nbytes`` long: buffers are reused), else in a new one."""
+        raise RuntimeError("recv_arrays_until needs more than one rank")
 
     def abandon(self) -> None:
         """A peer is gone: MPI_Finalize would wait for it forever, so end the job with MPI_Abort at
@@ -203,25 +206,45 @@ class MpiComm(Comm):
     def recv_obj(self, source: int, tag: int) -> Any:
         return self.comm.recv(source=source, tag=tag)
 
-    def recv_array_until(self, source: int, tag: int, give_up: Callable[[], str]) -> np.ndarray:
-        """:meth:`recv_array` that gives up (header and payload) when ``give_up`` says so. The
-        answer was asked for, so it polls at most every millisecond."""
+    def send_arrays(self, arrays: Sequence[np.ndarray], dest: int, tag: int,
+                    give_up: Callable[[], str] = lambda: "") -> None:
+        """Several arrays in one exchange, each sent straight from its own memory (no packing copy):
+        a header with every dtype and shape, then one raw-byte message per array. Not a blocking
+        Send: MPICH's busy-polls until the receiver takes the payload, and a few senders spinning on
+        an oversubscribed node starve the one rank that receives and writes."""
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        self.comm.send([(a.dtype.descr if a.dtype.names else a.dtype.str, a.shape) for a in arrays],
+                       dest=dest, tag=tag)
+        self._wait_all([self.comm.Isend([a.reshape(-1).view(np.uint8), self.MPI.BYTE], dest=dest, tag=tag)
+                        for a in arrays if a.size], give_up)
+
+    def recv_arrays_until(self, source: int, tag: int, give_up: Callable[[], str],
+                          alloc: Callable[[int], np.ndarray] | None = None) -> list[np.ndarray]:
         self.wait_message(source, tag, give_up, max_pause=0.001)
-        dtype, shape = self.comm.recv(source=source, tag=tag)
-        out = np.empty(shape, dtype=np.dtype(dtype))
-        if out.size:
-            req = self.comm.Irecv([out.reshape(-1).view(np.uint8), self.MPI.BYTE], source=source, tag=tag)
-            # the sender is mid-transfer: poll tightly (each Test drives the transfer) but yield the CPU
-            next_check = time.monotonic() + 1.0
-            while not req.Test():
-                if time.monotonic() >= next_check:
-                    why = give_up()
-                    if why:
-                        req.Cancel()
-                        raise PeerTimeout(why)
-                    next_check = time.monotonic() + 1.0
-                time.sleep(_SPIN_S)
+        header = self.comm.recv(source=source, tag=tag)
+        dtypes = [np.dtype(dt if isinstance(dt, str) else [tuple(f) for f in dt]) for dt, _ in header]
+        sizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for dt, (_, shape) in zip(dtypes, header)]
+        starts = np.cumsum([0] + [-(-n // 8) * 8 for n in sizes])  # 8-byte aligned slots
+        buf = alloc(int(starts[-1])) if alloc else np.empty(int(starts[-1]), np.uint8)
+        out = [buf[a:a + n].view(dt).reshape(shape) for dt, (_, shape), a, n in zip(dtypes, header, starts, sizes)]
+        reqs = [self.comm.Irecv([buf[a:a + n], self.MPI.BYTE], source=source, tag=tag)
+                for a, n in zip(starts, sizes) if n]
+        self._wait_all(reqs, give_up)
         return out
+
+    def _wait_all(self, reqs: list, give_up: Callable[[], str]) -> None:
+        """A transfer is under way: poll tightly (each Test drives it) but yield the CPU."""
+        next_check = time.monotonic() + 1.0
+        while reqs and not self.MPI.Request.Testall(reqs):
+            if time.monotonic() >= next_check:
+                why = give_up()
+                if why:
+                    for r in reqs:
+                        if r != self.MPI.REQUEST_NULL:
+                            r.Cancel()
+                    raise PeerTimeout(why)
+                next_check = time.monotonic() + 1.0
+            time.sleep(_SPIN_S)
 
     def barrier(self) -> None:
         self.comm.Barrier()
@@ -234,20 +257,6 @@ class MpiComm(Comm):
 
     def allreduce_max(self, value: float) -> float:
         return float(self.comm.allreduce(value, op=self.MPI.MAX))
-
-    def send_array(self, arr: np.ndarray, dest: int, tag: int = 0) -> None:
-        arr = np.ascontiguousarray(arr)
-        dtype = arr.dtype.descr if arr.dtype.names else arr.dtype.str
-        self.comm.send((dtype, arr.shape), dest=dest, tag=tag)  # header: a few bytes
-        if arr.size:  # the payload as raw bytes: works for structured records too
-            self.comm.Send([arr.reshape(-1).view(np.uint8), self.MPI.BYTE], dest=dest, tag=tag)
-
-    def recv_array(self, source: int, tag: int = 0) -> np.ndarray:
-        dtype, shape = self.comm.recv(source=source, tag=tag)
-        out = np.empty(shape, dtype=np.dtype(dtype))
-        if out.size:
-            self.comm.Recv([out.reshape(-1).view(np.uint8), self.MPI.BYTE], source=source, tag=tag)
-        return out
 
     def split_shared(self) -> tuple[int, int, int, int]:
         node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)

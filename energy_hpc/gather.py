@@ -1,7 +1,7 @@
 """Rank 0 collects every rank's traces and windows and writes the run file.
 
 The gather never blocks forever on a rank that died, and rank 0 never holds more than its own traces
-plus two pieces of one channel:
+plus a few pieces of one channel (the write-behind pool: 4 buffers of at most 28 MiB each):
 
 1. every other rank sends rank 0 a small description of itself (rank record, channel list with
    sample counts, number of windows) and then serves rank 0's requests;
@@ -9,10 +9,12 @@ plus two pieces of one channel:
    spill file keeps changing (it spills every ``spill_seconds`` while it measures); once the file has
    not changed for the grace time (3 x spill_seconds, at least 10 s), or rank 0 itself got a signal,
    the rank is taken for missing and what it spilled is read from its spill file instead;
-3. rank 0 creates the file and pulls each live rank's data: windows, then each channel in pieces of
-   at most ``piece`` samples (default 2^20: 32 MiB), asking for the next piece before writing the
-   current one so that transfer and disk overlap. A rank that stops answering mid-way is handled like
-   a missing one;
+3. rank 0 tells the first few live ranks to start (more as it goes: ``ENERGY_HPC_GATHER_AHEAD``,
+   default 4), creates the file, and receives each rank's windows and then each channel in pieces of
+   at most ``piece`` samples (default 2^20). A rank sends straight from its trace's memory, no
+   packing copy, and never spins while it waits. Rank 0 writes each piece on a second thread while
+   it receives the next (h5py releases the GIL; MPI stays on the main thread), into a small pool of
+   reused buffers. A rank that stops answering mid-way is handled like a missing one;
 4. ranks that wait for rank 0's requests watch rank 0's spill file the same way (a heartbeat thread
    keeps touching it while rank 0 gathers) and give up, keeping their spill files, if rank 0 is gone.
 
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +84,7 @@ def gather(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset: float, wi
            spills: SpillPlan | None = None, interrupted: Callable[[], str] = lambda: "",
            piece: int = PIECE_SAMPLES) -> GatherOutcome:
     meta = {"rank": rank_record, "channels": [channel_record(t, comm.rank, host, node) for t in traces],
-            "n_windows": len(windows)}
+            "n_windows": len(windows), "time_offset": float(time_offset)}
     if comm.rank != 0:
         _serve(comm, meta, traces, time_offset, windows, spills, piece)
         return GatherOutcome(None, "", {})
@@ -98,29 +102,29 @@ def gather(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset: float, wi
 
 def _serve(comm: Comm, meta: dict, traces: Sequence[ChannelTrace], offset: float, windows: np.ndarray,
            spills: SpillPlan | None, piece: int) -> None:
-    """A rank other than 0: report, then answer rank 0's requests until it says done."""
+    """A rank other than 0: report, wait for rank 0's go, then send everything in order: the
+    windows, then each channel in pieces, each straight from the trace's memory (rank 0 subtracts
+    the time offset). Each send completes only when rank 0 receives it, so nothing piles up."""
     sent = comm.isend_obj(meta, 0, _TAG_META)
     root = spills.liveness(0) if spills else None
     give_up = root.why_dead if root else (lambda: "")
-    while True:
-        try:
-            comm.wait_message(0, _TAG_REQ, give_up)
-        except PeerTimeout as exc:
-            where = f"; its spill file stays in {spills.folder}: rebuild the run with `energy-hpc merge`" \
-                if spills else ""
-            log.error("rank %d: rank 0 is gone (%s): nobody will write the run file%s", comm.rank, exc, where)
-            comm.abandon()
-            return
+    try:
+        comm.wait_message(0, _TAG_REQ, give_up)
         req = comm.recv_obj(0, _TAG_REQ)
-        if req[0] == "done":
-            break
-        if req[0] == "windows":
-            comm.send_array(windows, 0, _TAG_DATA)
-        elif req[0] == "piece":
-            j, lo, hi = req[1:]
-            t = traces[j]  # pack only the piece asked for: no copy of the whole channel
-            comm.send_array(np.stack([t.time[lo:hi] - offset, t.power[lo:hi], t.energy[lo:hi],
-                                      t.sensor_time[lo:hi]]), 0, _TAG_DATA)
+        if req[0] == "send":
+            piece = int(req[1])
+            comm.send_arrays([windows], 0, _TAG_DATA, give_up)
+            for t in traces:
+                for lo in range(0, len(t.time), piece):
+                    hi = lo + piece
+                    comm.send_arrays([t.time[lo:hi], t.power[lo:hi].astype(np.float32), t.energy[lo:hi],
+                                      t.sensor_time[lo:hi]], 0, _TAG_DATA, give_up)
+    except PeerTimeout as exc:
+        where = f"; its spill file stays in {spills.folder}: rebuild the run with `energy-hpc merge`" \
+            if spills else ""
+        log.error("rank %d: rank 0 is gone (%s): nobody will write the run file%s", comm.rank, exc, where)
+        comm.abandon()
+        return
     sent.wait()
 
 
@@ -153,18 +157,22 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
     max_samples = max((c["n_samples"] for c in channels), default=0)
     header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
     header.contains_estimate = any(c["method"] == "estimate" for c in channels)
+    live = [r for r in range(1, comm.size) if r in metas]
+    pull = _Pull(comm, live, metas, piece, _ahead())
+    pull.tell_ahead(0)  # the first ranks wake and offer their first piece while the file is created
     tmp = temp_path(out, stem)
     writer = RunWriter(tmp, header, channels, max_samples, compression)
     try:
         writer.begin_windows(int(first_window[-1]))
-        for i, t in enumerate(traces):
-            for lo in range(0, len(t.time), piece):
-                hi = lo + piece
-                writer.write_channel(i, t.time[lo:hi] - offset, t.power[lo:hi], t.energy[lo:hi],
-                                     t.sensor_time[lo:hi], lo)
-        writer.write_windows(0, windows0.astype(WINDOW_DTYPE))
-        live = [r for r in range(1, comm.size) if r in metas]
-        failed = _pull_all(comm, live, metas, writer, first_channel, first_window, piece, _ahead())
+        behind = _WriteBehind()
+        try:
+            for i, t in enumerate(traces):  # rank 0's own traces, written while the others arrive
+                for lo in range(0, len(t.time), piece):
+                    behind.put(_write_own, writer, i, t, lo, lo + piece, offset)
+            behind.put(writer.write_windows, 0, windows0.astype(WINDOW_DTYPE))
+            failed = pull.run(writer, behind, first_channel, first_window)
+        finally:
+            behind.close()
         for r, why in failed.items():
             missing[r] = f"stopped answering during the gather ({why})"
             log.error("rank %d: %s", r, missing[r])
@@ -258,55 +266,146 @@ def _ahead() -> int:
     return int(raw) if raw.isdigit() and int(raw) > 0 else GATHER_AHEAD
 
 
-def _pull_all(comm: Comm, live: list[int], metas: dict[int, dict], writer: RunWriter, first_channel: Any,
-              first_window: Any, piece: int, ahead: int = 2) -> dict[int, str]:
-    """Pull every live rank's windows and channels, rank after rank, keeping ``ahead`` requests in
-    flight (across ranks too) so that the next sender is already packing while rank 0 writes.
-    Large pieces travel by rendezvous, so a request in flight holds no memory on rank 0 until it
-    is received. Returns the ranks that stopped answering, with why."""
-    work: list[tuple[int, tuple]] = []
-    for r in live:
-        work.append((r, ("windows",)))
-        for j, c in enumerate(metas[r]["channels"]):
-            n = int(c["n_samples"])
-            work += [(r, ("piece", j, lo, min(n, lo + piece))) for lo in range(0, n, piece)]
-        work.append((r, ("done",)))
-    failed: dict[int, str] = {}
-    sends: list[Any] = []
-    asked: dict[int, float] = {}
-    nxt = 0  # next request to send
+class _WriteBehind:
+    """Writes on a second thread while the main thread receives the next piece: h5py releases the
+    GIL while it writes, and the transfer needs the receiving side's CPU (MPI progress, the copy
+    out of shared memory). MPI stays on the main thread, so MPI_THREAD_FUNNELED is enough (Cray
+    MPICH gives SERIALIZED unless asked). Receive buffers are reused from a pool of ``depth + 2``:
+    rank 0 holds at most that many pieces, and a fresh 32 MiB array per piece would cost its page
+    faults every time."""
 
-    def ask_ahead(k: int) -> None:
-        nonlocal nxt
-        while nxt < len(work) and nxt <= k + ahead:
-            r, req = work[nxt]
-            if r not in failed:
-                sends.append(comm.isend_obj(req, r, _TAG_REQ))
-                asked.setdefault(r, time.monotonic())
-            nxt += 1
+    def __init__(self, depth: int = 2) -> None:
+        self._todo: queue.Queue = queue.Queue(maxsize=depth)
+        self._free: queue.Queue = queue.Queue()
+        self._made = 0
+        self._limit = depth + 2
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="energy-hpc-gather-writer", daemon=True)
+        self._thread.start()
 
-    for k, (r, req) in enumerate(work):
-        ask_ahead(k)
-        if r in failed or req[0] == "done":
-            continue
+    def _work(self) -> None:
+        while True:
+            item = self._todo.get()
+            if item is None:
+                return
+            fn, args, buf = item
+            try:
+                if self.error is None:
+                    fn(*args)
+            except BaseException as exc:  # handed to the main thread at its next put/close
+                self.error = exc
+            finally:
+                if buf is not None:
+                    self._free.put(buf)
 
-        def give_up(r: int = r) -> str:
-            return f"no answer in {_ANSWER_S:.0f} s" if time.monotonic() - asked[r] > _ANSWER_S else ""
+    def buffer(self, nbytes: int) -> np.ndarray:
+        """A uint8 buffer of at least ``nbytes``: a free one, a new one while fewer than the limit
+        exist, else the next one the writer frees."""
+        while True:
+            self._raise()
+            try:
+                buf = self._free.get_nowait()
+            except queue.Empty:
+                if self._made < self._limit:
+                    self._made += 1
+                    return np.empty(nbytes, np.uint8)
+                try:
+                    buf = self._free.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+            if len(buf) >= nbytes:
+                return buf
+            return np.empty(nbytes, np.uint8)  # a bigger piece than before: the small buffer is dropped
 
-        try:
-            data = comm.recv_array_until(r, _TAG_DATA, give_up)
-        except PeerTimeout as exc:
-            failed[r] = str(exc)
-            continue
-        asked[r] = time.monotonic()
-        if req[0] == "windows":
-            writer.write_windows(int(first_window[r]), data.astype(WINDOW_DTYPE))
-        else:
-            writer.write_piece(int(first_channel[r]) + req[1], data, req[2])
-    for s in sends:
-        if not s.Test():
-            s.Cancel() if failed else s.wait()
-    return failed
+    def give_back(self, buf: np.ndarray) -> None:
+        self._free.put(buf)
+
+    def put(self, fn: Callable, *args: Any, buf: np.ndarray | None = None) -> None:
+        while True:
+            self._raise()
+            try:
+                self._todo.put((fn, args, buf), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait for every queued write; raise what the writer thread raised."""
+        self._todo.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _write_own(writer: RunWriter, i: int, t: ChannelTrace, lo: int, hi: int, offset: float) -> None:
+    writer.write_channel(i, t.time[lo:hi] - offset, t.power[lo:hi], t.energy[lo:hi], t.sensor_time[lo:hi], lo)
+
+
+class _Pull:
+    """Receive every live rank's windows and channels, rank after rank. The next ``ahead`` ranks
+    are told to start before their turn, so each is awake with its first piece offered when rank 0
+    gets to it, and each piece is written on the write-behind thread while the next is received.
+    Large pieces travel by rendezvous: an offered piece holds no memory on rank 0 until it is
+    received."""
+
+    def __init__(self, comm: Comm, live: list[int], metas: dict[int, dict], piece: int, ahead: int) -> None:
+        self.comm, self.live, self.metas, self.piece, self.ahead = comm, live, metas, piece, ahead
+        self.sends: list[Any] = []
+        self.told = 0
+
+    def tell_ahead(self, i: int) -> None:
+        while self.told < len(self.live) and self.told <= i + self.ahead:
+            self.sends.append(self.comm.isend_obj(("send", self.piece), self.live[self.told], _TAG_REQ))
+            self.told += 1
+
+    def run(self, writer: RunWriter, behind: _WriteBehind, first_channel: Any, first_window: Any
+            ) -> dict[int, str]:
+        """Returns the ranks that stopped answering, with why."""
+        comm, failed = self.comm, {}
+        lent: list[np.ndarray] = []  # the buffer the piece being received lands in
+
+        def alloc(nbytes: int) -> np.ndarray:
+            lent.append(behind.buffer(nbytes))
+            return lent[-1]
+
+        for i, r in enumerate(self.live):
+            self.tell_ahead(i)
+            last = [time.monotonic()]
+
+            def give_up() -> str:
+                return f"no answer in {_ANSWER_S:.0f} s" if time.monotonic() - last[0] > _ANSWER_S else ""
+
+            try:
+                (win,) = comm.recv_arrays_until(r, _TAG_DATA, give_up)
+                behind.put(_write_windows, writer, int(first_window[r]), win)
+                for j, c in enumerate(self.metas[r]["channels"]):
+                    for lo in range(0, int(c["n_samples"]), self.piece):
+                        last[0] = time.monotonic()
+                        rows = comm.recv_arrays_until(r, _TAG_DATA, give_up, alloc=alloc)
+                        behind.put(_write_rows, writer, int(first_channel[r]) + j, rows, lo,
+                                   self.metas[r]["time_offset"], buf=lent.pop())
+            except PeerTimeout as exc:
+                failed[r] = str(exc)
+                while lent:
+                    behind.give_back(lent.pop())
+        for s in self.sends:
+            if not s.Test():
+                s.Cancel() if failed else s.wait()
+        return failed
+
+
+def _write_windows(writer: RunWriter, start: int, data: np.ndarray) -> None:
+    writer.write_windows(start, data.astype(WINDOW_DTYPE))
+
+
+def _write_rows(writer: RunWriter, i: int, rows: list[np.ndarray], start: int, offset: float) -> None:
+    time_, power, energy, sensor_time = rows
+    if offset:
+        time_ -= offset  # in rank 0's receive buffer: the sender sent its trace as it is
+    writer.write_channel(i, time_, power, energy, sensor_time, start)
 
 
 def _write_from_spill(s: RankSpill, writer: RunWriter, first_channel: int, first_window: int, n_channels: int,

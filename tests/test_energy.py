@@ -90,3 +90,92 @@ def test_peak_is_the_highest_power_in_the_window() -> None:
     t, p, e = _trace()
     we = channel_window_energy(t, p, e, [0.0], [1.0])
     assert we.peak_W[0] == pytest.approx(BASE + AMP, rel=1e-3)
+
+
+# --- the chunked reduction against a brute force, on messy traces ----------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from energy_hpc.analysis.energy import reduce_channel  # noqa: E402
+
+
+def _messy(seed: int, n: int):
+    """Jittered sampling with gaps, repeated stamps and missing values; power and a counter.
+
+    The nominal spacing is estimated from the first chunk, so the jitter (0.8-1.2 dt) and the gaps
+    (at least 4 dt) are chosen to be told apart whatever that estimate, and the tests use an update
+    period (0.02 s) above any estimate: then chunking cannot change which windows are short or
+    which intervals are gaps."""
+    rng = np.random.default_rng(seed)
+    dt = 0.01
+    step = rng.uniform(0.8, 1.2, n) * dt
+    step[rng.random(n) < 0.01] *= rng.uniform(5, 40)  # gaps: at least 4 dt
+    t = np.cumsum(step)
+    rep = np.flatnonzero(rng.random(n - 1) < 0.02)
+    t[rep + 1] = t[rep]  # a repeated time stamp
+    p = 100 + 50 * np.sin(3 * t) + rng.normal(0, 3, n)
+    e = np.cumsum(p) * dt + 1e5
+    p[rng.random(n) < 0.03] = np.nan
+    e[rng.random(n) < 0.03] = np.nan
+    nw = int(rng.integers(1, 30))
+    a = rng.uniform(t[0] - 0.2, t[-1], nw)
+    b = a + rng.uniform(0, (t[-1] - t[0]) / 2, nw)
+    return t, p, e, a, b
+
+
+def _clean(t: np.ndarray, y: np.ndarray):
+    ok = np.isfinite(t) & np.isfinite(y)
+    t, y = t[ok], y[ok]
+    keep = np.concatenate([[True], np.diff(t) > 0])
+    return t[keep], y[keep]
+
+
+def _brute_integral(t: np.ndarray, y: np.ndarray, a: float, b: float) -> float:
+    inside = (t > a) & (t < b)
+    x = np.concatenate([[a], t[inside], [b]])
+    v = np.interp(x, t, y)
+    return float(np.sum((v[1:] + v[:-1]) * np.diff(x)) / 2)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 3000), chunk=st.integers(1, 3500),
+       overlap=st.sampled_from([0, 1]))
+def test_chunked_reduction_of_messy_traces_matches_one_shot_and_brute_force(seed, n, chunk, overlap) -> None:
+    t, p, e, a, b = _messy(seed, n)
+    one = reduce_channel([(t, p, e)], a, b, update_period=0.02, resolution=1e-3)
+    chunks = [(t[max(i - overlap, 0):i + chunk], p[max(i - overlap, 0):i + chunk],
+               e[max(i - overlap, 0):i + chunk]) for i in range(0, n, chunk)]
+    many = reduce_channel(chunks, a, b, update_period=0.02, resolution=1e-3)
+    for field in one.__dataclass_fields__:
+        x, y = getattr(one, field), getattr(many, field)
+        if x.dtype == object:
+            assert list(x) == list(y), field
+        else:
+            np.testing.assert_allclose(y, x, rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=field)
+    tp, yp = _clean(t, p)
+    te, ye = _clean(t, e)
+    for i, (lo, hi) in enumerate(zip(a, b)):
+        if tp[0] <= lo and hi <= tp[-1]:
+            assert many.integral_J[i] == pytest.approx(_brute_integral(tp, yp, lo, hi), rel=1e-9, abs=1e-9)
+            inside = yp[(tp >= lo) & (tp <= hi)]
+            edges = np.interp([lo, hi], tp, yp)
+            assert many.peak_W[i] == pytest.approx(max(inside.max(initial=-np.inf), *edges))
+        else:
+            assert np.isnan(many.integral_J[i])
+        if te[0] <= lo and hi <= te[-1]:
+            assert many.counter_J[i] == pytest.approx(float(np.diff(np.interp([lo, hi], te, ye))[0]), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_many_edges_path_gives_the_same_sums(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks with more edges than FEW_EDGES take reduceat over per-interval arrays instead."""
+    import energy_hpc.analysis.energy as energy
+
+    t, p, e, a, b = _messy(seed, 2000)
+    chunks = [(t[i:i + 300], p[i:i + 300], e[i:i + 300]) for i in range(0, 2000, 300)]
+    few = reduce_channel(chunks, a, b, update_period=0.01)
+    monkeypatch.setattr(energy, "FEW_EDGES", 0)
+    many = reduce_channel(chunks, a, b, update_period=0.01)
+    for field in ("integral_J", "uncertainty_J", "counter_J", "peak_W", "max_gap_s"):
+        np.testing.assert_allclose(getattr(many, field), getattr(few, field), rtol=1e-9, equal_nan=True)

@@ -54,6 +54,7 @@ STUCK_MIN_POWER_W = 5.0
 DISAGREE_RATIO = 3.0
 DISAGREE_SIGMA = 5.0
 DISAGREE_MIN_J = 1.0
+FEW_EDGES = 1024  # edges in one chunk up to which stretch sums are taken one by one
 
 
 class CounterFault:
@@ -107,23 +108,32 @@ class _Stream:
         self.nominal = math.nan  # median sample spacing, from the first chunk
         self._carry: tuple[float, float, float, float] | None = None  # t, y, cum, var at the last sample
 
-    def feed(self, t: np.ndarray, y: np.ndarray) -> None:
+    def feed(self, t: np.ndarray, y: np.ndarray, dt: np.ndarray | None = None) -> None:
+        """The next samples, in time order. A chunk may start with the last valid sample of the one
+        before (readers overlap chunks by one sample so that nothing is copied to join them).
+        ``dt``, when given, is ``diff(t)`` for a ``t`` already known finite and increasing (the
+        power and the counter stream share it)."""
         if self._carry is not None:
             ct, cy, c0, v0 = self._carry
-            t, y = np.concatenate([[ct], t]), np.concatenate([[cy], y])
+            if not (len(t) and t[0] == ct and y[0] == cy):
+                t, y, dt = np.concatenate([[ct], t]), np.concatenate([[cy], y]), None
         else:
             c0 = v0 = 0.0
-        ok = np.isfinite(t)
-        ok &= np.isfinite(y)
-        if not ok.all():
-            t, y = t[ok], y[ok]
+        # read-only sums tell whether every value is finite (the common case); only if not is the
+        # mask built
+        if not ((dt is not None or math.isfinite(float(np.add.reduce(t))))
+                and math.isfinite(float(np.add.reduce(y)))):
+            ok = np.isfinite(t)
+            ok &= np.isfinite(y)
+            t, y, dt = t[ok], y[ok], None
         if len(t) == 0:
             return
-        dt = np.diff(t)
-        if len(dt) and not (dt > 0).all():  # keep strictly increasing time (a repeated stamp is one reading)
-            keep = np.concatenate([[True], dt > 0])
-            t, y = t[keep], y[keep]
+        if dt is None:
             dt = np.diff(t)
+            if len(dt) and not dt.min() > 0:  # keep strictly increasing time (a repeated stamp is one reading)
+                keep = np.concatenate([[True], dt > 0])
+                t, y = t[keep], y[keep]
+                dt = np.diff(t)
         if math.isnan(self.first_t):
             self.first_t = float(t[0])
         self.last_t = float(t[-1])
@@ -133,56 +143,93 @@ class _Stream:
         dy = np.diff(y)
         if math.isnan(self.nominal):  # the first 65536 intervals tell the sampling period as well as all
             self.nominal = float(np.median(dt[:65536]))
-        if self.integrate:
-            seg = y[1:] + y[:-1]
-            seg *= 0.5  # mean power of each interval
-            spread = np.abs(dy)
-            gap = dt > GAP_FACTOR * self.nominal
-            if gap.any():
-                spread[gap] = np.maximum(spread[gap], np.abs(seg[gap]))
-            seg *= dt
-            c = np.empty(len(t))
-            c[0] = c0
-            seg[0] += c0  # the running total rides in the first interval: no extra pass
-            np.cumsum(seg, out=c[1:])
-            spread *= dt
-            spread *= spread
-            spread *= 1.0 / 12.0  # (dt * spread / (2 sqrt 3)) ** 2
-            sig2 = spread
-            v = np.empty(len(t))
-            v[0] = v0
-            sig0 = float(sig2[0])
-            sig2[0] += v0
-            np.cumsum(sig2, out=v[1:])
-            sig2[0] = sig0
-        # edge points inside this segment
+        # edge points inside this segment, and the interval each falls in
         m = np.flatnonzero((self.x >= t[0]) & (self.x <= t[-1]) & np.isnan(self.val))
+        k = np.clip(np.searchsorted(t, self.x[m], side="right") - 1, 0, len(t) - 2) if len(m) else m
+        if self.integrate:
+            cum_k, var_k, sig2_k, c_end, v_end = self._integrate(t, y, dt, dy, k, c0, v0)
         if len(m):
             xm = self.x[m]
-            k = np.clip(np.searchsorted(t, xm, side="right") - 1, 0, len(t) - 2)
             f = (xm - t[k]) / dt[k]
             val = y[k] + f * dy[k]
             self.val[m] = val
             self.spacing[m] = dt[k]
             self.slope_mean[m] = dy[k] / dt[k]
             if self.integrate:
-                self.cum[m] = c[k] + (xm - t[k]) * (y[k] + val) / 2.0
-                self.var[m] = v[k] + f * sig2[k]
+                self.cum[m] = cum_k + (xm - t[k]) * (y[k] + val) / 2.0
+                self.var[m] = var_k + f * sig2_k
         # windows touching this segment: power keeps peak and longest gap, the counter its lowest step
-        for w in np.flatnonzero((self.starts <= t[-1]) & (self.ends >= t[0])):
+        w = np.flatnonzero((self.starts <= t[-1]) & (self.ends >= t[0]))
+        if len(w):
             a, b = self.starts[w], self.ends[w]
-            jlo = max(int(np.searchsorted(t, a, side="right")) - 1, 0)
-            jhi = min(int(np.searchsorted(t, b, side="left")), len(dt))
+            jlo = np.maximum(np.searchsorted(t, a, side="right") - 1, 0)
+            jhi = np.minimum(np.searchsorted(t, b, side="left"), len(dt))
             if self.integrate:
                 lo, hi = np.searchsorted(t, a, side="left"), np.searchsorted(t, b, side="right")
-                if hi > lo:
-                    self.wmax[w] = max(self.wmax[w], float(y[lo:hi].max()))
-                if jhi > jlo:
-                    self.wgap[w] = max(self.wgap[w], float(dt[jlo:jhi].max()))
-            elif jhi > jlo:
-                self.wmin_step[w] = min(self.wmin_step[w], float(dy[jlo:jhi].min()))
-        self._carry = (float(t[-1]), float(y[-1]), float(c[-1]) if self.integrate else 0.0,
-                       float(v[-1]) if self.integrate else 0.0)
+                self.wmax[w] = np.fmax(self.wmax[w], _range_reduce(np.maximum, y, lo, hi, -np.inf))
+                self.wgap[w] = np.fmax(self.wgap[w], _range_reduce(np.maximum, dt, jlo, jhi, 0.0))
+            else:
+                self.wmin_step[w] = np.fmin(self.wmin_step[w], _range_reduce(np.minimum, dy, jlo, jhi, np.inf))
+        self._carry = (float(t[-1]), float(y[-1]), c_end if self.integrate else 0.0,
+                       v_end if self.integrate else 0.0)
+
+    def _integrate(self, t: np.ndarray, y: np.ndarray, dt: np.ndarray, dy: np.ndarray, k: np.ndarray,
+                   c0: float, v0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+        """The trapezoid integral and the interior variance, cumulative from the run's first sample,
+        at the start of each interval ``k`` and at the last sample; and each interval ``k``'s own
+        variance. Interval ``i`` adds ``dt * (y[i] + y[i+1]) / 2`` and ``(dt * spread)**2 / 12``,
+        where spread is ``|dy|``, or over a gap the larger of ``|dy|`` and the mean power.
+
+        Only the sums over the stretches between consecutive edges are needed, never a cumulative
+        array of the whole chunk: with few edges (the usual case) each stretch is three
+        sum-of-products calls that write nothing; with many, one ``reduceat`` per quantity over
+        per-interval arrays. (``einsum``, not ``dot``: OpenBLAS would start threads that spin on
+        the cores the reader and the counter stream need.)"""
+        w = dt * dy  # dt * spread, sign aside (it is squared)
+        if dt.max() > GAP_FACTOR * self.nominal:
+            gap = np.flatnonzero(dt > GAP_FACTOR * self.nominal)
+            mean = (y[gap] + y[gap + 1]) * 0.5
+            w[gap] = dt[gap] * np.maximum(np.abs(dy[gap]), np.abs(mean))
+        idx = np.unique(np.append(k, 0))  # sorted stretch starts, all < len(dt)
+        ends = np.append(idx[1:], len(dt))
+        if len(idx) <= FEW_EDGES:
+            part_c, part_v = np.empty(len(idx)), np.empty(len(idx))
+            for i, (lo, hi) in enumerate(zip(idx.tolist(), ends.tolist())):
+                d, ww = dt[lo:hi], w[lo:hi]
+                part_c[i] = 0.5 * (np.einsum("i,i->", y[lo:hi], d) + np.einsum("i,i->", y[lo + 1:hi + 1], d))
+                part_v[i] = np.einsum("i,i->", ww, ww) / 12.0
+            sig2_k = w[k] ** 2 / 12.0
+        else:
+            w *= w
+            w *= 1.0 / 12.0  # each interval's variance
+            seg = y[1:] + y[:-1]
+            seg *= 0.5
+            seg *= dt  # each interval's energy
+            part_c, part_v = np.add.reduceat(seg, idx), np.add.reduceat(w, idx)
+            sig2_k = w[k]
+        cum = np.concatenate([[0.0], np.cumsum(part_c)]) + c0  # at each stretch start, then the end
+        var = np.concatenate([[0.0], np.cumsum(part_v)]) + v0
+        pos = np.searchsorted(idx, k)
+        return cum[pos], var[pos], sig2_k, float(cum[-1]), float(var[-1])
+
+
+def _range_reduce(op: np.ufunc, arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, empty: float) -> np.ndarray:
+    """``op.reduce(arr[lo[i]:hi[i]])`` for every i (``empty`` where the range is empty), in one
+    ``reduceat`` call: the ranges may overlap and come in any order."""
+    out = np.full(len(lo), empty)
+    ok = hi > lo
+    if not ok.any():
+        return out
+    lo, hi, n = lo[ok], hi[ok], len(arr)
+    idx = np.empty(2 * len(lo), dtype=np.intp)
+    idx[0::2] = lo
+    idx[1::2] = np.minimum(hi, n - 1)  # reduceat's indices must be < n; the last element is added below
+    r = op.reduceat(arr, idx)[0::2]
+    tail = hi == n
+    if tail.any():
+        r[tail] = op(r[tail], arr[n - 1])
+    out[ok] = r
+    return out
 
 
 def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], starts: np.ndarray,
@@ -206,8 +253,12 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     try:
         for t, p, e in chunks:
             t = np.asarray(t, float)
-            pending = pool.submit(es.feed, t, np.asarray(e, float)) if pool else None
-            ps.feed(t, np.asarray(p, float))
+            # the time axis's passes are shared when it is clean (finite, increasing): the usual case
+            dt = np.diff(t) if len(t) > 1 and math.isfinite(float(np.add.reduce(t))) else None
+            if dt is not None and not dt.min() > 0:
+                dt = None
+            pending = pool.submit(es.feed, t, np.asarray(e, float), dt) if pool else None
+            ps.feed(t, np.asarray(p, float), dt)
             if pending is not None:
                 pending.result()
     finally:

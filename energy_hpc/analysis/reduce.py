@@ -173,7 +173,7 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
                 if len(nw["node"]) else np.concatenate([w["start"][own_idx], w["start"][idle_idx]])
             ends = np.concatenate([w["end"][own_idx], w["end"][idle_idx], nw["end"][node_idx]]) \
                 if len(nw["node"]) else np.concatenate([w["end"][own_idx], w["end"][idle_idx]])
-            we = reduce_channel(rf.chunks(int(meta["index"]), chunk), starts, ends,
+            we = reduce_channel(rf.chunks(int(meta["index"]), chunk, overlap=1), starts, ends,
                                 update_period=float(meta.get("update_period", 0.0) or 0.0),
                                 resolution=float(meta.get("energy_resolution", 0.0) or 0.0),
                                 method_hint=str(meta.get("method", "counter")), counter_ok=counter_ok(meta))

@@ -165,8 +165,10 @@ class RunFile:
 
     # ------------------------------------------------------------------ traces
     def chunks(self, i: int, chunk: int = CHUNK_SAMPLES, columns: tuple[str, ...] = TRACE_COLUMNS,
-               prefetch: bool = True) -> Iterator[tuple[np.ndarray, ...]]:
-        """Channel ``i``'s valid samples in consecutive blocks of at most ``chunk`` samples.
+               prefetch: bool = True, overlap: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
+        """Channel ``i``'s valid samples in consecutive blocks of at most ``chunk`` samples; with
+        ``overlap``, every block after the first starts with the last ``overlap`` samples of the one
+        before (a reduction then needs no copy to join them).
 
         With ``prefetch`` the next block is read in a background thread while the caller works on this
         one (HDF5 reads and numpy both release the GIL for most of their time), so a reduction runs at
@@ -174,7 +176,7 @@ class RunFile:
         are in memory.
         """
         n = int(self.channel_meta[i]["n_samples"])
-        spans = [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
+        spans = [(max(s - overlap, 0), min(n, s + chunk)) for s in range(0, n, chunk)]
 
         def read(span: tuple[int, int]) -> tuple[np.ndarray, ...]:
             s, e = span

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from energy_hpc.analysis.attribution import NEVER_ADDED, channel_role, normalize_device
-from energy_hpc.analysis.energy import WindowEnergy, reduce_channel
+from energy_hpc.analysis.energy import Scratch, WindowEnergy, reduce_channel
 from energy_hpc.analysis.runfile import CHUNK_SAMPLES, RunFile
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
         counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
         idle = (w["phase"] == "idle") & (w["status"] == "ok") & (w["end"] > w["start"])
         nw = red.node_windows = _node_windows(w, counted)
+        scratch = Scratch()  # work arrays shared by every channel's reduction
         for meta in rf.channel_meta:
             role = channel_role(meta)
             if role in NEVER_ADDED:
@@ -173,10 +174,11 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
                 if len(nw["node"]) else np.concatenate([w["start"][own_idx], w["start"][idle_idx]])
             ends = np.concatenate([w["end"][own_idx], w["end"][idle_idx], nw["end"][node_idx]]) \
                 if len(nw["node"]) else np.concatenate([w["end"][own_idx], w["end"][idle_idx]])
-            we = reduce_channel(rf.chunks(int(meta["index"]), chunk, overlap=1), starts, ends,
+            we = reduce_channel(rf.chunks(int(meta["index"]), chunk, overlap=1, reuse=True), starts, ends,
                                 update_period=float(meta.get("update_period", 0.0) or 0.0),
                                 resolution=float(meta.get("energy_resolution", 0.0) or 0.0),
-                                method_hint=str(meta.get("method", "counter")), counter_ok=counter_ok(meta))
+                                method_hint=str(meta.get("method", "counter")), counter_ok=counter_ok(meta),
+                                scratch=scratch)
             a, b = len(own_idx), len(own_idx) + len(idle_idx)
             idle_we = we.take(np.arange(a, b))
             idle_dur = float((w["end"][idle_idx] - w["start"][idle_idx]).sum())

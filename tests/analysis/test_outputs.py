@@ -151,6 +151,36 @@ def test_chunked_reduction_equals_the_one_shot_reduction() -> None:
         np.testing.assert_allclose(getattr(many, k), getattr(one, k), rtol=1e-9, err_msg=k)
 
 
+def test_run_file_reduced_in_small_overlapping_chunks_equals_one_chunk(run2: Path) -> None:
+    """The reader's chunk path (one-sample overlap, reused buffers, float32 power converted by the
+    reduction) against the whole channel in one piece, on a real run file."""
+    from energy_hpc.analysis.reduce import reduce_run
+
+    whole = reduce_run(run2, chunk=1 << 24)
+    small = reduce_run(run2, chunk=97)
+    with RunFile(run2) as rf:
+        assert max(int(m["n_samples"]) for m in rf.channel_meta) > 5 * 97  # really several chunks
+    assert len(whole.channels) == len(small.channels) > 0
+    for a, b in zip(whole.channels, small.channels):
+        for k in ("counter_J", "integral_J", "energy_J", "uncertainty_J", "peak_W", "max_gap_s"):
+            np.testing.assert_allclose(getattr(b.own, k), getattr(a.own, k), rtol=1e-9, equal_nan=True, err_msg=k)
+        assert b.idle_W == pytest.approx(a.idle_W, rel=1e-9)
+
+
+def test_reused_chunk_buffers_hold_each_block_until_the_one_after_next(run2: Path) -> None:
+    with RunFile(run2) as rf:
+        fresh = [tuple(c.copy() for c in block) for block in rf.chunks(0, 50, overlap=1, float64=False)]
+        seen = []
+        for block in rf.chunks(0, 50, overlap=1, reuse=True):
+            seen.append(block)
+            for col, want in zip(block, fresh[len(seen) - 1]):
+                np.testing.assert_array_equal(col, want)
+            if len(seen) >= 2:  # the block before is still intact
+                for col, want in zip(seen[-2], fresh[len(seen) - 2]):
+                    np.testing.assert_array_equal(col, want)
+        assert len(seen) == len(fresh) > 3
+
+
 def test_analysis_needs_neither_torch_nor_mpi(run2: Path) -> None:
     code = textwrap.dedent(f"""
         import sys

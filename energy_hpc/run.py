@@ -215,10 +215,11 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
     interrupted = ""
     signals.install()
     try:
-        sampler.start()
-        if spiller:
-            spiller.start()
         try:
+            # inside: a signal (or a failure) while sampling starts still reaches the gather
+            sampler.start()
+            if spiller:
+                spiller.start()
             if measure.idle_seconds > 0:
                 log.info("idle baseline: %.1f s", measure.idle_seconds)
                 with windows.window(-1, Phase.IDLE):
@@ -262,7 +263,7 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
             rank_record["spill_only"] = True
         status = "interrupted" if interrupted else ("failed" if failures else "ok")
         error = "; ".join(([f"interrupted by {interrupted}"] if interrupted else []) + failures
-                          + _sensor_notes(traces, offset))
+                          + list(getattr(sampler, "hung_notes", [])) + _sensor_notes(traces, offset))
         rank_record.update(status=status, error=error)
         if spiller:
             spiller.stop(rank_record)

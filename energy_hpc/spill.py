@@ -134,7 +134,8 @@ class Spiller:
     It copies samples out through ``traces_since(start)`` (the sampler's :meth:`traces`, which holds
     the sampler's lock only for the copy), so the sampler thread is kept waiting at most for a copy,
     never for the disk. A spill that fails (disk full, quota) is logged once and spilling stops; the
-    measurement goes on and is still gathered at the end.
+    measurement goes on and is still gathered at the end; the file is still touched every interval,
+    so that peers judging this rank's liveness by it do not take it for dead.
     """
 
     def __init__(self, writer: SpillWriter, interval_s: float, traces_since: Callable[[int], Sequence[Any]],
@@ -152,6 +153,14 @@ class Spiller:
 
     def spill_now(self) -> None:
         with self._lock:
+            if self.failed and self.writer.f.id.valid:
+                # no more data goes in, but the file still says this rank is alive: rank 0 judges
+                # liveness by the file changing, and must not take a rank still measuring for dead
+                try:
+                    os.utime(self.writer.path)
+                except OSError:
+                    pass
+                return
             if self.failed or not self.writer.f.id.valid:
                 return
             t0 = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -94,24 +95,49 @@ class _SensorBuffer:
         return cols[0], cols[1], cols[2], cols[3]
 
 
+def _read_timeout() -> float:
+    raw = os.environ.get("ENERGY_HPC_SENSOR_TIMEOUT_S", "")
+    try:
+        return max(float(raw), 0.05) if raw else READ_TIMEOUT_S
+    except ValueError:
+        return READ_TIMEOUT_S
+
+
+# A sensor read that has not returned after this long is taken for hung (ENERGY_HPC_SENSOR_TIMEOUT_S).
+READ_TIMEOUT_S = 10.0
+
+
 class Sampler:
     """Samples a list of opened sensors every ``interval_s`` seconds in a background thread.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``start`` takes the first sample
-    before it returns and ``stop`` takes a last one after the thread ends, so a window opened after
+    before it returns and the thread takes a last one when told to stop, so a window opened after
     ``start`` and closed before ``stop`` is always bracketed by samples.
+
+    A read that hangs (a driver call or a sysfs read that never returns) must not stop the others
+    or the run: a watchdog thread notices a read older than ``read_timeout_s``, gives that sensor
+    up (its channels end there; :attr:`hung` says why) and starts a fresh sampling thread for the
+    rest on the same schedule. The stuck thread is left blocked (a daemon); should its read ever
+    return, what it read is dropped. ``stop`` never waits longer than the timeout either.
     """
 
     def __init__(self, sensors: Sequence[Sensor], interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, read_timeout_s: float | None = None) -> None:
         if not interval_s > 0:
             raise ValueError(f"sampling interval must be positive, got {interval_s}")
         self.interval_s = float(interval_s)
         self.clock = clock
+        self.read_timeout_s = _read_timeout() if read_timeout_s is None else float(read_timeout_s)
         self._buffers = [_SensorBuffer(s) for s in sensors]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self._lock = threading.Lock()  # the buffers; never held during a sensor read
+        self._read_lock = threading.Lock()  # one reader at a time; replaced when a read hangs
+        self._gen = 0  # the sampling thread whose reads count; a replaced one's are dropped
+        self._reading: tuple[int, int, float] | None = None  # (generation, buffer, monotonic start)
+        self.hung: dict[int, str] = {}  # buffer index -> why that sensor was given up
+        self._first = threading.Event()
         self.started_at = math.nan
         self.stopped_at = math.nan
 
@@ -119,63 +145,123 @@ class Sampler:
     def channels(self) -> list[ChannelInfo]:
         return [info for b in self._buffers for info in b.infos]
 
-    def sample_once(self) -> None:
-        """Read every sensor once, now."""
-        with self._lock:
-            for buf in self._buffers:
-                t0 = self.clock()
-                try:
-                    r = buf.sensor.read()
-                except (SensorReadError, OSError) as exc:
-                    self._failed(buf, t0, exc, unexpected=False)
-                    continue
-                except Exception as exc:  # a backend bug must not stop sampling: logged, counted, a gap
-                    self._failed(buf, t0, exc, unexpected=True)
-                    continue
-                t1 = self.clock()
+    def sample_once(self, gen: int | None = None) -> None:
+        """Read every sensor once, now (sensors given up as hung are skipped). Calls are serialised,
+        so rows stay in read order; a hung read holds only its own generation's lock."""
+        gen = self._gen if gen is None else gen
+        with self._read_lock:
+            self._sample(gen)
+
+    def _sample(self, gen: int) -> None:
+        for i, buf in enumerate(self._buffers):
+            if i in self.hung:
+                continue
+            t0 = self.clock()
+            self._reading = (gen, i, time.monotonic())
+            try:
+                r = buf.sensor.read()
+            except (SensorReadError, OSError) as exc:
+                self._failed(gen, buf, t0, exc, unexpected=False)
+                continue
+            except Exception as exc:  # a backend bug must not stop sampling: logged, counted, a gap
+                self._failed(gen, buf, t0, exc, unexpected=True)
+                continue
+            finally:
+                if self._reading is not None and self._reading[0] == gen:
+                    self._reading = None
+            t1 = self.clock()
+            with self._lock:
+                if gen != self._gen:  # this thread was replaced while it waited on a hung read
+                    return
                 if r.errors is not None:
                     buf.errors += np.asarray(r.errors, dtype=bool)
                 buf.append((t0 + t1) / 2, r.power, r.energy, r.sensor_time)
 
-    def _failed(self, buf: _SensorBuffer, t0: float, exc: BaseException, unexpected: bool) -> None:
-        buf.failed_reads += 1
-        buf.errors += 1
-        if buf.failed_reads == 1:
-            log.warning("%s: read failed (%s%s); recording a gap and going on", buf.sensor.backend,
-                        f"{type(exc).__name__}: " if unexpected else "", exc, exc_info=unexpected)
-        buf.append((t0 + self.clock()) / 2, None, None, None)
+    def _failed(self, gen: int, buf: _SensorBuffer, t0: float, exc: BaseException, unexpected: bool) -> None:
+        with self._lock:
+            if gen != self._gen:
+                return
+            buf.failed_reads += 1
+            buf.errors += 1
+            if buf.failed_reads == 1:
+                log.warning("%s: read failed (%s%s); recording a gap and going on", buf.sensor.backend,
+                            f"{type(exc).__name__}: " if unexpected else "", exc, exc_info=unexpected)
+            buf.append((t0 + self.clock()) / 2, None, None, None)
 
-    def _loop(self) -> None:
-        k = 1
+    def _loop(self, gen: int) -> None:
         t0 = self.started_at
-        while True:
+        self.sample_once(gen)  # the first sample (start() waits for it), or a replacement's catch-up
+        self._first.set()
+        k = max(int((self.clock() - t0) / self.interval_s) + 1, 1)
+        while gen == self._gen:
             due = t0 + k * self.interval_s
             delay = due - self.clock()
-            if delay > 0 and self._stop.wait(delay):
+            if (delay > 0 and self._stop.wait(delay)) or self._stop.is_set():
+                if gen == self._gen:
+                    self.sample_once(gen)  # the last sample, on this thread: stop() never reads
                 return
-            if self._stop.is_set():
-                return
-            self.sample_once()
+            self.sample_once(gen)
             k += 1
             now = self.clock()
             if now > t0 + (k + 1) * self.interval_s:  # fell behind by more than a tick: skip, don't burst
                 k = int((now - t0) / self.interval_s) + 1
 
+    def _spawn(self) -> None:
+        self._thread = threading.Thread(target=self._loop, args=(self._gen,), name="energy-hpc-sampler",
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        period = min(1.0, self.read_timeout_s / 4)
+        while not self._stop.wait(period):
+            reading = self._reading
+            if reading is not None and reading[0] == self._gen \
+                    and time.monotonic() - reading[2] >= self.read_timeout_s:
+                self._give_up(reading[0], reading[1])
+
+    def _give_up(self, gen: int, i: int | None) -> None:
+        """Sensor ``i``'s read (on sampling thread ``gen``) hangs: note it, drop that thread, and
+        (unless stopping) start a fresh one for the other sensors."""
+        with self._lock:
+            if gen != self._gen:
+                return
+            if i is None:
+                self.hung[-1] = f"the sampling thread stopped answering for {self.read_timeout_s:.0f} s"
+                log.error("%s", self.hung[-1])
+            else:
+                buf = self._buffers[i]
+                names = ", ".join(c.name for c in buf.infos)
+                self.hung[i] = (f"sensor {buf.sensor.backend} ({names}): a read did not return within "
+                                f"{self.read_timeout_s:.0f} s; its sampling ended there, the other sensors "
+                                "went on")
+                log.error("%s", self.hung[i])
+            self._gen += 1
+            self._read_lock = threading.Lock()  # the stuck thread keeps the old one
+            if not self._stop.is_set():
+                self._spawn()
+
     def start(self) -> "Sampler":
         if self._thread is not None:
             raise RuntimeError("sampler already started")
         self.started_at = self.clock()
-        self.sample_once()
-        self._thread = threading.Thread(target=self._loop, name="energy-hpc-sampler", daemon=True)
-        self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="energy-hpc-sampler-watchdog", daemon=True)
+        self._watchdog.start()
+        self._spawn()
+        # the first sample is taken before start returns (bounded: a hung first read is given up)
+        self._first.wait(2 * self.read_timeout_s + 1.0)
         return self
 
     def stop(self) -> None:
         if self._thread is None or self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join()
-        self.sample_once()
+        thread = self._thread
+        thread.join(self.read_timeout_s + 1.0)
+        if thread.is_alive():  # its last read hangs: that sensor is given up, the rest is kept
+            reading = self._reading
+            self._give_up(self._gen, reading[1] if reading and reading[0] == self._gen else None)
+        if self._watchdog is not None:
+            self._watchdog.join(2.0)
         self.stopped_at = self.clock()
 
     def __enter__(self) -> "Sampler":
@@ -183,6 +269,11 @@ class Sampler:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def hung_notes(self) -> list[str]:
+        """Why sensors were given up as hung (see the class docstring); empty when none was."""
+        return list(self.hung.values())
 
     def n_samples(self) -> list[int]:
         return [len(b) for b in self._buffers]
@@ -212,7 +303,9 @@ class Sampler:
         return infos if len(infos) == buf.n_channels else buf.infos
 
     def close_sensors(self) -> None:
-        for buf in self._buffers:
+        for i, buf in enumerate(self._buffers):
+            if i in self.hung:  # closing a device whose read hangs would hang too
+                continue
             try:
                 buf.sensor.close()
             except Exception as exc:  # closing must never lose the data already sampled

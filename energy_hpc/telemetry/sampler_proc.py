@@ -73,6 +73,7 @@ class ProcessSampler:
         self._last: list[ChannelTrace] = []
         self.backends: list[str] = []
         self.skipped: dict[str, str] = {}
+        self.hung_notes: list[str] = []  # sensors the child gave up as hung (see Sampler)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen([sys.executable, "-m", "energy_hpc.telemetry.sampler_proc"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
@@ -135,7 +136,7 @@ class ProcessSampler:
         if self.proc.poll() is not None and not self._dead:
             self._dead = f"sampler process ended (exit status {self.proc.returncode})"
         try:
-            _, self._last = self._ask(("stop",))
+            _, self._last, self.hung_notes = self._ask(("stop",))
         except SamplerProcessError as exc:
             log.error("%s; the samples it held are lost (the spill files keep what was spilled)", exc)
         self._finish()
@@ -229,7 +230,7 @@ def _child() -> int:
             if started:
                 sampler.stop()
             sampler.close_sensors()
-            _send(stdout, ("stopped", sampler.traces()))
+            _send(stdout, ("stopped", sampler.traces(), sampler.hung_notes))
             return 0
     if started:
         sampler.stop()

@@ -199,3 +199,58 @@ def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(tmp_path:
     path, _ = rebuild([folder], tmp_path / "merged")
     tr = xr.open_dataset(path, group="traces", engine="h5netcdf")
     assert int(tr["n_samples"].values[0]) > 100
+
+
+def test_a_sensor_whose_read_hangs_is_given_up_and_the_run_goes_on(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENERGY_HPC_SENSOR_TIMEOUT_S", "0.4")
+    testkit.HANG.clear()
+    body = testkit.sleep_job(iterations=6, seconds=0.2, sensors='["synthetic", "faulty"]',
+                             extra_measure="[measure.sensor_options.faulty]\nhang_after = 20")
+    try:
+        r = _run(tmp_path, body)
+    finally:
+        testkit.HANG.set()  # let the stuck read return (what it read is dropped)
+    assert r.path is not None and r.status == "complete"
+    tr = xr.open_dataset(r.path, group="traces", engine="h5netcdf")
+    backends = list(tr["backend"].values)
+    j, s = backends.index("faulty"), backends.index("synthetic")
+    n_f, n_s = int(tr["n_samples"].values[j]), int(tr["n_samples"].values[s])
+    assert n_f == 19  # reads 1-19; the 20th never returned
+    t_f, t_s = tr["time"].values[j, n_f - 1], tr["time"].values[s, :n_s]
+    assert t_s[-1] > t_f + 0.8 and np.all(np.diff(t_s) > 0)  # the other sensor went on, in order
+    ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
+    assert "faulty:gpu0" in ranks["error"].values[0] and "did not return within" in ranks["error"].values[0]
+
+
+def test_a_signal_while_sampling_starts_still_writes_the_run(tmp_path: Path) -> None:
+    body = testkit.sleep_job(iterations=3, seconds=0.2, sensors='["synthetic", "faulty"]',
+                             extra_measure="[measure.sensor_options.faulty]\nsigterm_on_read = 1")
+    r = _run(tmp_path, body)
+    assert r.path is not None and r.status == "partial"
+    ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
+    assert ranks["status"].values[0] == "interrupted" and "SIGTERM" in ranks["error"].values[0]
+
+
+def test_a_rank_whose_spilling_failed_still_looks_alive(tmp_path: Path) -> None:
+    from energy_hpc.spill import Spiller
+
+    w = SpillWriter(tmp_path / "rank-00000.h5", {"rank": 0, "n_ranks": 1, "stem": "x", "job_name": "x"},
+                    {"status": "running"})
+
+    def disk_full(start: int):
+        raise OSError(28, "No space left on device")
+
+    sp = Spiller(w, 0.05, disk_full, lambda: np.zeros(0, WINDOW_DTYPE), 0.0, time.monotonic, 0, "h", 0)
+    sp.spill_now()
+    assert "No space left" in sp.failed
+    before = w.path.stat().st_mtime_ns
+    time.sleep(0.02)
+    sp.spill_now()
+    assert w.path.stat().st_mtime_ns > before  # peers judging liveness by the file see it change
+    live = Liveness(w.path, grace_s=0.2, fallback_s=0.2)
+    for _ in range(5):
+        time.sleep(0.06)
+        sp.spill_now()
+        assert live.why_dead() == ""
+    w.close()

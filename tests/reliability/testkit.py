@@ -2,7 +2,8 @@
 
 - a ``sleep`` task: each iteration sleeps (no CPU burnt on a shared machine), one unit per second;
 - a ``faulty`` sensor: a synthetic channel whose reads raise SensorReadError after ``fail_after``
-  reads, every read from then on (``vanish = true``) or every ``every``-th read;
+  reads, every read from then on (``vanish = true``) or every ``every``-th read; or that hangs from
+  read ``hang_after`` on; or that sends its own process SIGTERM on read ``sigterm_on_read``;
 - fault injection from the environment (ENERGY_HPC_TEST_FAULT), e.g. ``outside:1``: rank 1 raises
   outside the case loop (in its cool-down).
 
@@ -12,6 +13,8 @@ Nothing here is imported by the package.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -46,11 +49,17 @@ class SleepWorkload(Workload):
         return Units(units=s)
 
 
+HANG = threading.Event()
+
+
 class FaultySensor(Sensor):
     backend = "faulty"
 
-    def __init__(self, fail_after: int = 10, vanish: bool = True, every: int = 2) -> None:
+    def __init__(self, fail_after: int = 10, vanish: bool = True, every: int = 2, hang_after: int = 0,
+                 sigterm_on_read: int = 0) -> None:
         self.fail_after, self.vanish, self.every = int(fail_after), bool(vanish), max(int(every), 1)
+        self.hang_after = int(hang_after)  # read number from which a read blocks (0: never)
+        self.sigterm_on_read = int(sigterm_on_read)  # read number that sends this process SIGTERM
         self.reads = 0
         self.t0 = time.monotonic()
         self._info = ChannelInfo(name="faulty:gpu0", scope=Scope.GPU, device="faulty-gpu0", backend="faulty",
@@ -62,6 +71,11 @@ class FaultySensor(Sensor):
 
     def read(self) -> Reading:
         self.reads += 1
+        if self.sigterm_on_read and self.reads == self.sigterm_on_read:
+            os.kill(os.getpid(), signal.SIGTERM)
+        if self.hang_after and self.reads >= self.hang_after:
+            HANG.wait(120)  # a driver call that never returns (released after 2 min so no test leaks it)
+            raise SensorReadError("hung read released (test)")
         if self.reads > self.fail_after and (self.vanish or self.reads % self.every == 0):
             raise SensorReadError("device fell off the bus (injected)")
         return Reading(power=[100.0], energy=[float("nan")])

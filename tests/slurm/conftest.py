@@ -64,7 +64,9 @@ def wait_for_job(job_id: str, timeout: float = 300) -> str:
         r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
                            capture_output=True, text=True)
         state = r.stdout.strip()
-        if state and state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+        # SIGNALING (a --signal being delivered) and the others are passing states, not an end
+        if state and state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SIGNALING",
+                                   "STAGE_OUT", "SUSPENDED", "RESIZING"):
             return state
         time.sleep(1)
     subprocess.run(["scancel", job_id])

@@ -119,3 +119,75 @@ def test_a_read_error_does_not_stop_the_thread():
     tr = sampler.traces()[0]
     assert tr.errors == 3 and np.isfinite(tr.power[4:]).sum() >= 3
     assert math.isfinite(tr.power[0])
+
+
+# --- a read that never returns --------------------------------------------------------------------
+
+class HangingSensor(ScriptedSensor):
+    """Reads normally until read ``hang_on`` (0-based), which blocks until released."""
+
+    backend = "hanging"
+
+    def __init__(self, hang_on: int) -> None:
+        super().__init__()
+        self.hang_on = hang_on
+        self.release = threading.Event()
+
+    def read(self) -> Reading:
+        with self.lock:
+            k = self.reads
+        if k == self.hang_on:
+            self.reads += 1
+            self.release.wait(60)
+            raise SensorReadError("released")
+        return super().read()
+
+
+def _stop_bounded(sampler: Sampler, limit: float = 10.0) -> float:
+    t0 = time.monotonic()
+    th = threading.Thread(target=sampler.stop, daemon=True)
+    th.start()
+    th.join(limit)
+    assert not th.is_alive(), "stop() did not return"
+    return time.monotonic() - t0
+
+
+def test_a_hung_read_is_given_up_and_the_other_sensors_go_on():
+    good, bad = ScriptedSensor(), HangingSensor(hang_on=5)
+    sampler = Sampler([good, bad], 0.01, read_timeout_s=0.3).start()
+    try:
+        time.sleep(1.2)
+        _stop_bounded(sampler)
+        t_good, t_bad = sampler.traces()[0].time, sampler.traces()[1].time
+        assert len(t_bad) == 5  # reads 0-4; the 6th never came back
+        assert t_good[-1] > t_bad[-1] + 0.5 and len(t_good) > 30  # sampling went on without it
+        assert np.all(np.diff(t_good) > 0)  # the replaced thread added nothing out of order
+        (note,) = sampler.hung_notes
+        assert "hanging" in note and "did not return within" in note
+    finally:
+        bad.release.set()
+    time.sleep(0.05)  # the stuck read returns now: what it read must be dropped
+    assert len(sampler.traces()[1].time) == 5
+
+
+def test_a_read_that_hangs_at_stop_does_not_hang_stop():
+    bad = HangingSensor(hang_on=1)  # read 0 at start, read 1 is the last one, at stop
+    sampler = Sampler([bad], 10.0, read_timeout_s=0.3).start()
+    try:
+        assert _stop_bounded(sampler) < 5
+        assert len(sampler.traces()[0].time) == 1 and len(sampler.hung_notes) == 1
+    finally:
+        bad.release.set()
+
+
+def test_a_first_read_that_hangs_does_not_hang_start():
+    good, bad = ScriptedSensor(), HangingSensor(hang_on=0)
+    t0 = time.monotonic()
+    sampler = Sampler([good, bad], 0.01, read_timeout_s=0.3).start()
+    try:
+        assert time.monotonic() - t0 < 5
+        time.sleep(0.3)
+        _stop_bounded(sampler)
+        assert len(sampler.traces()[0].time) > 5 and len(sampler.traces()[1].time) == 0
+    finally:
+        bad.release.set()

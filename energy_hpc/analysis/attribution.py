@@ -9,6 +9,10 @@ Roles (from the channel metadata only; the file says what each channel measures)
   the device total once.
 - ``placeholder``: a device whose consumption is inside another channel (an MI250X secondary GCD: scope
   ``gpu`` with ``shared_with`` set, or ``included_in`` set). Never added.
+- MIG: NVML has no counter per MIG instance, so every rank on a slice of one GPU records the whole
+  GPU (scope ``gpu``, ``shared_with`` = the GPU's MIG instances). :func:`channel_roles` counts the
+  lowest such rank's copy once, as a ``package`` shared by the ranks that recorded it (its
+  ``sharers``), and makes the other copies placeholders.
 - ``view``: the same quantity read another way (``view_of`` set, e.g. NVML's 1 s average). Never added.
 - ``node`` / ``node_cpu`` / ``node_memory`` / ``node_accel`` / ``node_other``: node-level channels
   (``node_level`` = 1, recorded by the node leader). Whole-node energy goes to its own column; cpu
@@ -65,6 +69,31 @@ def channel_role(meta: dict[str, Any]) -> str:
     return "device"
 
 
+def is_mig_gpu(meta: dict[str, Any]) -> bool:
+    """A whole-GPU channel recorded for a rank bound to a MIG instance of it."""
+    shared = shared_devices(meta)
+    return str(meta.get("scope", "")) == "gpu" and not int(meta.get("node_level", 0) or 0) \
+        and not str(meta.get("included_in", "") or "") and bool(shared) and all(d.startswith("mig-") for d in shared)
+
+
+def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
+    """:func:`channel_role` of every channel of one run, with what needs the others: of the copies of
+    one MIG GPU (same host and device) the lowest rank's becomes the ``package`` and gets
+    ``meta["sharers"]`` (the recording ranks, comma-separated); the other copies are placeholders."""
+    roles = [channel_role(m) for m in metas]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, m in enumerate(metas):
+        if is_mig_gpu(m):
+            groups.setdefault((str(m.get("host", "")), str(m.get("device", ""))), []).append(i)
+    for idxs in groups.values():
+        idxs.sort(key=lambda i: int(metas[i].get("rank", 0)))
+        for i in idxs:
+            roles[i] = "placeholder"
+        roles[idxs[0]] = "package"
+        metas[idxs[0]]["sharers"] = ",".join(str(int(metas[i].get("rank", 0))) for i in idxs)
+    return roles
+
+
 def package_shares(meta: dict[str, Any], bus_to_rank: dict[str, int], recording_rank: int,
                    ranks_in_case: Sequence[int] | None = None) -> tuple[dict[int, float], str]:
     """Ranks that get a share of a package channel, with the share, and the label of the rule.
@@ -72,6 +101,8 @@ def package_shares(meta: dict[str, Any], bus_to_rank: dict[str, int], recording_
     ``bus_to_rank`` maps the normalised bus ids of the devices bound to ranks on the channel's host.
     ``ranks_in_case`` restricts the sharers to ranks that ran the case.
     """
+    if str(meta.get("sharers", "")):  # a MIG GPU (see channel_roles)
+        return _mig_shares(meta, recording_rank, ranks_in_case)
     shared = shared_devices(meta)
     users = [bus_to_rank[d] for d in shared if d in bus_to_rank]
     if ranks_in_case is not None:
@@ -83,3 +114,17 @@ def package_shares(meta: dict[str, Any], bus_to_rank: dict[str, int], recording_
         label = "includes idle partner GCD" if len(shared) > 1 else "whole package"
         return {users[0]: 1.0}, label
     return {recording_rank: 1.0}, "whole package (devices not matched to ranks)"
+
+
+def _mig_shares(meta: dict[str, Any], recording_rank: int,
+                ranks_in_case: Sequence[int] | None) -> tuple[dict[int, float], str]:
+    """A MIG GPU's energy split equally among the ranks on its instances that ran the case: the same
+    reasoning as for a package (the hardware gives only the sum). When the GPU has instances no rank
+    of this run used, what they drew (another job's work, or idle slices) is inside the figure: said."""
+    sharers = [int(x) for x in str(meta["sharers"]).split(",") if x.strip()]
+    users = [r for r in sharers if ranks_in_case is None or r in set(ranks_in_case)] or [recording_rank]
+    n_instances = len(shared_devices(meta))
+    label = f"equal split of GPU among {len(users)} MIG instances" if len(users) > 1 else "whole GPU (MIG)"
+    if n_instances > len(sharers):
+        label += f"; includes {n_instances - len(sharers)} MIG instance(s) this run did not use"
+    return {r: 1.0 / len(users) for r in users}, label

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from energy_hpc.analysis.attribution import NEVER_ADDED, channel_role
+from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles
 from energy_hpc.analysis.runfile import RunFile
 
 MAX_POINTS = 4000  # envelope bins per channel in a power figure
@@ -97,7 +97,8 @@ def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Any
         status = np.array([str(x) for x in w["status"]])
         rank, case = w["rank"].astype(int), w["case"].astype(int)
         rank_node = {r: int(n) for r, n in enumerate(rf.ranks["node"].values)} if "node" in rf.ranks else {}
-        metas = [m for m in rf.channel_meta if channel_role(m) not in NEVER_ADDED and int(m["n_samples"]) > 1]
+        metas = [m for m, role in zip(rf.channel_meta, channel_roles(rf.channel_meta))
+                 if role not in NEVER_ADDED and int(m["n_samples"]) > 1]
         if channels is not None:
             metas = [m for m in metas if int(m["index"]) in set(channels)]
         fig = _figure(10, 1.0 + 2.0 * max(len(metas), 1))

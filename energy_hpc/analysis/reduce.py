@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from energy_hpc.analysis.attribution import NEVER_ADDED, channel_role, normalize_device
+from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles, normalize_device
 from energy_hpc.analysis.energy import Scratch, WindowEnergy, reduce_channel
 from energy_hpc.analysis.runfile import CHUNK_SAMPLES, RunFile
 
@@ -159,8 +159,7 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
         idle = (w["phase"] == "idle") & (w["status"] == "ok") & (w["end"] > w["start"])
         nw = red.node_windows = _node_windows(w, counted)
         scratch = Scratch()  # work arrays shared by every channel's reduction
-        for meta in rf.channel_meta:
-            role = channel_role(meta)
+        for meta, role in zip(rf.channel_meta, channel_roles(rf.channel_meta)):
             if role in NEVER_ADDED:
                 continue
             r, node = int(meta.get("rank", -1)), int(meta.get("node", rank_node.get(int(meta.get("rank", -1)), 0)))

@@ -261,3 +261,36 @@ def test_device_rows_do_not_turn_missing_windows_into_zero_joules(tmp_path: Path
     (ok,) = device_rows(reduce_files([build(tmp_path / "ok.h5", [channel(0, power=100.0)],
                                             _measure(0, [(2.0, 3.0)]))]))
     assert ok["energy_J"] == pytest.approx(100.0, rel=1e-6) and ok["no_data_windows"] == 0
+
+
+def _mig(tmp_path: Path, n_instances: int = 2) -> Path:
+    """Ranks 0 and 1 on two MIG instances of one GPU (NVML reads the whole GPU: each records it),
+    rank 2 on a whole GPU of its own."""
+    migs = ",".join(f"MIG-{k:08d}-0000-0000-0000-000000000000" for k in range(n_instances))
+    gpu = dict(scope="gpu", name="nvml:GPU-aaaa", device="GPU-aaaa", backend="nvml", shared_with=migs)
+    chans = [channel(0, power=300.0, **gpu), channel(1, power=300.0, **gpu),
+             channel(2, power=100.0, name="nvml:GPU-bbbb", device="GPU-bbbb", backend="nvml")]
+    ranks = [rank_row(local_rank=0, bus="0000:17:00.0"), rank_row(local_rank=1, bus="0000:17:00.0"),
+             rank_row(local_rank=2, bus="0000:65:00.0")]
+    wins = _measure(0, [(2.0, 4.0)], units=1) + _measure(1, [(2.01, 4.01)], units=1) \
+        + _measure(2, [(2.0, 4.0)], units=1)
+    return build(tmp_path / "mig.h5", chans, wins, ranks=ranks)
+
+
+def test_mig_gpu_recorded_by_every_instance_is_counted_once_and_split(tmp_path: Path) -> None:
+    f = _mig(tmp_path)
+    (row,) = energy_table([f])
+    assert row["energy_J"] == pytest.approx(300.0 * 2 + 100.0 * 2, rel=1e-6)  # the MIG GPU once, not twice
+    devs = {d["rank"]: d for d in device_rows(reduce_files([f]))}
+    assert sorted(devs) == [0, 1, 2]
+    assert devs[0]["energy_J"] == pytest.approx(300.0, rel=1e-6)
+    assert devs[1]["energy_J"] == pytest.approx(300.0, rel=1e-6)
+    assert devs[2]["energy_J"] == pytest.approx(200.0, rel=1e-6)
+    assert devs[0]["attribution"] == ["equal split of GPU among 2 MIG instances"]
+    assert sum(d["energy_J"] for d in devs.values()) == pytest.approx(row["energy_J"], rel=1e-9)
+
+
+def test_mig_gpu_with_instances_outside_the_run_says_its_figure_includes_them(tmp_path: Path) -> None:
+    devs = {d["rank"]: d for d in device_rows(reduce_files([_mig(tmp_path, n_instances=3)]))}
+    assert devs[0]["attribution"] == ["equal split of GPU among 2 MIG instances; includes 1 MIG instance(s) "
+                                      "this run did not use"]

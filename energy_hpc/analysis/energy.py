@@ -54,7 +54,6 @@ STUCK_MIN_POWER_W = 5.0
 DISAGREE_RATIO = 3.0
 DISAGREE_SIGMA = 5.0
 DISAGREE_MIN_J = 1.0
-FEW_EDGES = 1024  # edges in one chunk up to which stretch sums are taken one by one
 
 
 class CounterFault:
@@ -211,37 +210,24 @@ class _Stream:
         variance. Interval ``i`` adds ``dt * (y[i] + y[i+1]) / 2`` and ``(dt * spread)**2 / 12``,
         where spread is ``|dy|``, or over a gap the larger of ``|dy|`` and the mean power.
 
-        Only the sums over the stretches between consecutive edges are needed, never a cumulative
-        array of the whole chunk: with few edges (the usual case) each stretch is three
-        sum-of-products calls that write nothing; with many, one ``reduceat`` per quantity over
-        per-interval arrays. (``einsum``, not ``dot``: OpenBLAS would start threads that spin on
-        the cores the reader and the counter stream need.)"""
+        Only the sums over the stretches between consecutive edges are needed: one ``reduceat`` per
+        quantity, never a cumulative array of the whole chunk."""
         w = np.multiply(dt, dy, out=self._buf("w", len(dt)))  # dt * spread, sign aside (it is squared)
         if dt.max() > GAP_FACTOR * self.nominal:
             gap = np.flatnonzero(dt > GAP_FACTOR * self.nominal)
             mean = (y[gap] + y[gap + 1]) * 0.5
             w[gap] = dt[gap] * np.maximum(np.abs(dy[gap]), np.abs(mean))
+        w *= w
+        w *= 1.0 / 12.0  # each interval's variance
+        seg = np.add(y[1:], y[:-1], out=self._buf("seg", len(dt)))
+        seg *= 0.5
+        seg *= dt  # each interval's energy
         idx = np.unique(np.append(k, 0))  # sorted stretch starts, all < len(dt)
-        ends = np.append(idx[1:], len(dt))
-        if len(idx) <= FEW_EDGES:
-            part_c, part_v = np.empty(len(idx)), np.empty(len(idx))
-            for i, (lo, hi) in enumerate(zip(idx.tolist(), ends.tolist())):
-                d, ww = dt[lo:hi], w[lo:hi]
-                part_c[i] = 0.5 * (np.einsum("i,i->", y[lo:hi], d) + np.einsum("i,i->", y[lo + 1:hi + 1], d))
-                part_v[i] = np.einsum("i,i->", ww, ww) / 12.0
-            sig2_k = w[k] ** 2 / 12.0
-        else:
-            w *= w
-            w *= 1.0 / 12.0  # each interval's variance
-            seg = np.add(y[1:], y[:-1], out=self._buf("seg", len(dt)))
-            seg *= 0.5
-            seg *= dt  # each interval's energy
-            part_c, part_v = np.add.reduceat(seg, idx), np.add.reduceat(w, idx)
-            sig2_k = w[k]
+        part_c, part_v = np.add.reduceat(seg, idx), np.add.reduceat(w, idx)
         cum = np.concatenate([[0.0], np.cumsum(part_c)]) + c0  # at each stretch start, then the end
         var = np.concatenate([[0.0], np.cumsum(part_v)]) + v0
         pos = np.searchsorted(idx, k)
-        return cum[pos], var[pos], sig2_k, float(cum[-1]), float(var[-1])
+        return cum[pos], var[pos], w[k], float(cum[-1]), float(var[-1])
 
 
 def _range_reduce(op: np.ufunc, arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, empty: float) -> np.ndarray:

@@ -167,16 +167,15 @@ class RunFile:
 
     # ------------------------------------------------------------------ traces
     def chunks(self, i: int, chunk: int = CHUNK_SAMPLES, columns: tuple[str, ...] = TRACE_COLUMNS,
-               prefetch: bool = True, overlap: int = 0, float64: bool = True,
-               reuse: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
-        """Channel ``i``'s valid samples in consecutive blocks of at most ``chunk`` samples; with
-        ``overlap``, every block after the first starts with the last ``overlap`` samples of the one
-        before (a reduction then needs no copy to join them). ``float64=False`` leaves each column in
-        its stored type (power is float32) for a caller that converts into arrays of its own.
-        ``reuse`` reads into three sets of buffers in turn (no fresh pages to fault in per block; with
-        prefetch at most two blocks are live): a block is then valid only until the caller asks for
-        the block after next, and only one such iteration may be under way per file. It implies
-        ``float64=False``.
+               prefetch: bool = True, overlap: int = 0, reuse: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
+        """Channel ``i``'s valid samples in consecutive blocks of at most ``chunk`` samples, as float64;
+        with ``overlap``, every block after the first starts with the last ``overlap`` samples of the
+        one before (a reduction then needs no copy to join them).
+
+        ``reuse`` reads each column in its stored type (power is float32) into three sets of buffers
+        used in turn and kept by the file from channel to channel (no fresh pages to fault in per
+        block). A block is then valid only until the caller asks for the block after next, and only
+        one such iteration may be under way per file.
 
         With ``prefetch`` the next block is read in a background thread while the caller works on this
         one (HDF5 reads and numpy both release the GIL for most of their time), so a reduction runs at
@@ -185,37 +184,27 @@ class RunFile:
         """
         n = int(self.channel_meta[i]["n_samples"])
         spans = [(max(s - overlap, 0), min(n, s + chunk)) for s in range(0, n, chunk)]
-
-        turn = [0]
         if reuse and spans:
             longest = max(b - a for a, b in spans)
             dtypes = tuple(self._tr[k].dtype if k in self._tr else np.dtype(np.float64) for k in columns)
-            key = (dtypes, longest)
-            if self._ring_key != key:  # kept from channel to channel: the same pages every time
+            if self._ring_key != (dtypes, longest):
                 self._ring = [[np.empty(longest, dt) for dt in dtypes] for _ in range(3)]
-                self._ring_key = key
-        ring = self._ring
+                self._ring_key = (dtypes, longest)
+        turn = [0]
 
-        def read_into(span: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        def read(span: tuple[int, int]) -> tuple[np.ndarray, ...]:
             s, e = span
-            bufs = ring[turn[0] % 3]
+            if not reuse:
+                return tuple(self._tr[k][i, s:e].astype(np.float64, copy=False) if k in self._tr
+                             else np.full(e - s, np.nan) for k in columns)
+            bufs = [b[:e - s] for b in self._ring[turn[0] % 3]]
             turn[0] += 1
-            out = []
-            for k, buf in zip(columns, bufs):
-                b = buf[:e - s]
+            for k, b in zip(columns, bufs):
                 if k in self._tr:
                     self._tr[k].read_direct(b, np.s_[i, s:e])
                 else:
                     b.fill(np.nan)
-                out.append(b)
-            return tuple(out)
-
-        def read(span: tuple[int, int]) -> tuple[np.ndarray, ...]:
-            s, e = span
-            if reuse:
-                return read_into(span)
-            return tuple((self._tr[k][i, s:e].astype(np.float64, copy=False) if float64 else self._tr[k][i, s:e])
-                         if k in self._tr else np.full(e - s, np.nan) for k in columns)
+            return tuple(bufs)
 
         try:
             if not prefetch or len(spans) < 2:

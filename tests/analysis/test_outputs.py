@@ -169,7 +169,7 @@ def test_run_file_reduced_in_small_overlapping_chunks_equals_one_chunk(run2: Pat
 
 def test_reused_chunk_buffers_hold_each_block_until_the_one_after_next(run2: Path) -> None:
     with RunFile(run2) as rf:
-        fresh = [tuple(c.copy() for c in block) for block in rf.chunks(0, 50, overlap=1, float64=False)]
+        fresh = [tuple(c.copy() for c in block) for block in rf.chunks(0, 50, overlap=1)]
         seen = []
         for block in rf.chunks(0, 50, overlap=1, reuse=True):
             seen.append(block)

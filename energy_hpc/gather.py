@@ -271,14 +271,16 @@ class _WriteBehind:
     GIL while it writes, and the transfer needs the receiving side's CPU (MPI progress, the copy
     out of shared memory). MPI stays on the main thread, so MPI_THREAD_FUNNELED is enough (Cray
     MPICH gives SERIALIZED unless asked). Receive buffers are reused from a pool of ``depth + 2``:
-    rank 0 holds at most that many pieces, and a fresh 32 MiB array per piece would cost its page
-    faults every time."""
+    rank 0 holds at most that many pieces, and a fresh array per piece (up to 28 MiB) would cost
+    its page faults every time."""
 
     def __init__(self, depth: int = 2) -> None:
         self._todo: queue.Queue = queue.Queue(maxsize=depth)
-        self._free: queue.Queue = queue.Queue()
-        self._made = 0
-        self._limit = depth + 2
+        # the pool: depth + 2 places, each empty until first needed; last in, first out, so a freed
+        # buffer is taken again before a new one is made
+        self._free: queue.LifoQueue = queue.LifoQueue()
+        for _ in range(depth + 2):
+            self._free.put(np.empty(0, np.uint8))
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="energy-hpc-gather-writer", daemon=True)
         self._thread.start()
@@ -299,23 +301,14 @@ class _WriteBehind:
                     self._free.put(buf)
 
     def buffer(self, nbytes: int) -> np.ndarray:
-        """A uint8 buffer of at least ``nbytes``: a free one, a new one while fewer than the limit
-        exist, else the next one the writer frees."""
+        """A uint8 buffer of at least ``nbytes`` from the pool, waiting for the writer to free one."""
         while True:
             self._raise()
             try:
-                buf = self._free.get_nowait()
+                buf = self._free.get(timeout=0.5)
             except queue.Empty:
-                if self._made < self._limit:
-                    self._made += 1
-                    return np.empty(nbytes, np.uint8)
-                try:
-                    buf = self._free.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-            if len(buf) >= nbytes:
-                return buf
-            return np.empty(nbytes, np.uint8)  # a bigger piece than before: the small buffer is dropped
+                continue
+            return buf if len(buf) >= nbytes else np.empty(nbytes, np.uint8)
 
     def give_back(self, buf: np.ndarray) -> None:
         self._free.put(buf)

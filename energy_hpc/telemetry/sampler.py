@@ -95,16 +95,12 @@ class _SensorBuffer:
         return cols[0], cols[1], cols[2], cols[3]
 
 
-def _read_timeout() -> float:
-    raw = os.environ.get("ENERGY_HPC_SENSOR_TIMEOUT_S", "")
-    try:
-        return max(float(raw), 0.05) if raw else READ_TIMEOUT_S
-    except ValueError:
-        return READ_TIMEOUT_S
-
-
-# A sensor read that has not returned after this long is taken for hung (ENERGY_HPC_SENSOR_TIMEOUT_S).
+# A sensor read that has not returned after this long is taken for hung; read when a Sampler is made.
 READ_TIMEOUT_S = 10.0
+
+
+def _read_timeout() -> float:
+    return float(os.environ.get("ENERGY_HPC_SENSOR_TIMEOUT_S", READ_TIMEOUT_S))
 
 
 class Sampler:

@@ -50,7 +50,7 @@ _TAG_DATA = 23
 GATHER_AHEAD = 4
 # after a signal, how long rank 0 still waits for ranks to report (Slurm's KillWait is 30 s by default)
 SIGNAL_GRACE_S = float(os.environ.get("ENERGY_HPC_SIGNAL_GRACE_S", "10"))
-PIECE_SAMPLES = 1 << 20  # samples per message: 4 float64 rows x 2^20 = 32 MiB
+PIECE_SAMPLES = 1 << 20  # samples per piece: time, energy, sensor_time float64 + power float32 = 28 MiB
 _ANSWER_S = 60.0  # a rank that is serving requests answers each within this (else it is gone)
 
 
@@ -158,8 +158,8 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
     header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
     header.contains_estimate = any(c["method"] == "estimate" for c in channels)
     live = [r for r in range(1, comm.size) if r in metas]
-    pull = _Pull(comm, live, metas, piece, _ahead())
-    pull.tell_ahead(0)  # the first ranks wake and offer their first piece while the file is created
+    receiver = _Receiver(comm, live, metas, piece, _ahead())
+    receiver.tell_ahead(0)  # the first ranks wake and offer their first piece while the file is created
     tmp = temp_path(out, stem)
     writer = RunWriter(tmp, header, channels, max_samples, compression)
     try:
@@ -170,7 +170,7 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
                 for lo in range(0, len(t.time), piece):
                     behind.put(_write_own, writer, i, t, lo, lo + piece, offset)
             behind.put(writer.write_windows, 0, windows0.astype(WINDOW_DTYPE))
-            failed = pull.run(writer, behind, first_channel, first_window)
+            failed = receiver.run(writer, behind, first_channel, first_window)
         finally:
             behind.close()
         for r, why in failed.items():
@@ -337,7 +337,7 @@ def _write_own(writer: RunWriter, i: int, t: ChannelTrace, lo: int, hi: int, off
     writer.write_channel(i, t.time[lo:hi] - offset, t.power[lo:hi], t.energy[lo:hi], t.sensor_time[lo:hi], lo)
 
 
-class _Pull:
+class _Receiver:
     """Receive every live rank's windows and channels, rank after rank. The next ``ahead`` ranks
     are told to start before their turn, so each is awake with its first piece offered when rank 0
     gets to it, and each piece is written on the write-behind thread while the next is received.

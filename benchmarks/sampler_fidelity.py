@@ -37,7 +37,7 @@ def make_sensor(kind: str):
         return SyntheticSensor(n_channels=1, update_period_s=0.0)
     if kind == "fake-nvml":
         from energy_hpc.telemetry import nvml
-        from tests.fakes.fake_pynvml import h100_node, make_pynvml
+        from energy_hpc.telemetry.emulated.pynvml_api import h100_node, make_pynvml
 
         return nvml.open_sensor(SensorContext(options={"nvml": {"probe_reads": 0}}),
                                 library=make_pynvml(h100_node(1)))

@@ -20,13 +20,32 @@ What one rank records for its GPU:
   ``nvmlDeviceGetPowerUsage`` and says so in its note.
 
 Which GPU: NVML enumerates every GPU of the node in PCI order and ignores CUDA_VISIBLE_DEVICES, so
-the rank's device is found by, in order: ``SensorContext.device_bus_id``; ``device_uuid``; its entry
-in the visible-devices list (an index is taken as NVML's PCI-order index; ``GPU-...`` is matched as
-a UUID prefix, as CUDA does; ``MIG-...`` names a MIG instance); else ``local_rank``. A MIG instance
-has no counter of its own: the channel measures the whole parent GPU, ``shared_with`` lists the MIG
-instances on it, and the analysis counts a (host, device) once however many ranks recorded it.
+the rank's device is found by, in order: ``SensorContext.device_bus_id`` (looked up directly with
+``nvmlDeviceGetHandleByPciBusId``); ``device_uuid`` (``nvmlDeviceGetHandleByUUID``); its entry in the
+visible-devices list (an index is taken in PCI order among the GPUs this job may open, which is how
+CUDA numbers them; ``GPU-...`` is matched as a UUID prefix, as CUDA does; ``MIG-...`` names a MIG
+instance, as does the pre-R470 ``MIG-GPU-<uuid>/<gi>/<ci>``); else ``local_rank``. On nodes whose job
+cgroup hides the other GPUs (Slurm ``ConstrainDevices=yes``) ``nvmlDeviceGetCount`` still counts them
+all while their handles answer NO_PERMISSION: direct lookups never touch them, and listing skips them.
 
-All NVML error codes are turned into our exceptions in :func:`nvml_error` and nowhere else.
+A MIG instance has no counter of its own: the channel measures the whole parent GPU and
+``shared_with`` lists the MIG instances on it -- asked of the GPU itself, so a rank known only by its
+bus id (torch gives the parent's) is still marked shared -- and the analysis counts a (host, device)
+once however many ranks recorded it.
+
+GH200 (Grace Hopper): ``nvmlDeviceGetTotalEnergyConsumption`` and ``nvmlDeviceGetPowerUsage`` cover the
+module (Grace CPU + memory + GPU). A part whose field values answer at ``NVML_POWER_SCOPE_MODULE``
+is read at ``NVML_POWER_SCOPE_GPU`` (power fields, energy from ``NVML_FI_DEV_ENERGY``); when only the
+module scope answers the channel is ``nvml:<bus id>:module``, scope ``other``, labelled as the module,
+and says it must stay out of GPU-only totals.
+
+A GPU with an energy counter and no power reading is measured by the counter (``has_power`` False).
+
+NVMLError instances are unhashable in pynvml (``__eq__`` without ``__hash__``): never put one in a set
+or a dict key here.
+
+All NVML error codes are turned into our exceptions in :func:`nvml_error`, except NO_PERMISSION while
+looking a device up or listing, which says which device the job may not open and why.
 """
 
 from __future__ import annotations
@@ -122,87 +141,224 @@ class _Gpu:
         self.index, self.handle, self.uuid, self.bus_id, self.name = index, handle, uuid, bus_id, name
 
 
-def _enumerate(nvml: Any) -> list[_Gpu]:
-    gpus = []
+def _describe(nvml: Any, index: int, handle: Any) -> _Gpu:
+    return _Gpu(index, handle, str(nvml.nvmlDeviceGetUUID(handle)),
+                normalize_bus_id(str(nvml.nvmlDeviceGetPciInfo(handle).busId)), str(nvml.nvmlDeviceGetName(handle)))
+
+
+class _Listing:
+    """The GPUs this job may use, in NVML (PCI) order, and how many others NVML counts but refuses
+    (NO_PERMISSION: outside the job's device cgroup, Slurm ``ConstrainDevices=yes``)."""
+
+    def __init__(self, gpus: list[_Gpu], hidden: int) -> None:
+        self.gpus, self.hidden = gpus, hidden
+
+    def where(self) -> str:
+        seen = f"NVML sees {[g.bus_id for g in self.gpus]}"
+        return seen + (f" ({self.hidden} more hidden by the job's device cgroup)" if self.hidden else "")
+
+
+def _enumerate(nvml: Any) -> _Listing:
+    gpus, hidden = [], 0
     try:
         for i in range(nvml.nvmlDeviceGetCount()):
-            h = nvml.nvmlDeviceGetHandleByIndex(i)
-            gpus.append(_Gpu(i, h, str(nvml.nvmlDeviceGetUUID(h)),
-                             normalize_bus_id(str(nvml.nvmlDeviceGetPciInfo(h).busId)),
-                             str(nvml.nvmlDeviceGetName(h))))
+            try:
+                gpus.append(_describe(nvml, i, nvml.nvmlDeviceGetHandleByIndex(i)))
+            except nvml.NVMLError as exc:
+                if not _is(nvml, exc, "NVML_ERROR_NO_PERMISSION"):
+                    raise
+                hidden += 1  # counted by nvmlDeviceGetCount, but not this job's to open
     except nvml.NVMLError as exc:
         raise nvml_error(nvml, exc, "listing GPUs") from None
-    return gpus
+    if not gpus:
+        if hidden:
+            raise SensorUnavailable(f"nvml: NVML counts {hidden} GPU(s) on this node but refuses every one "
+                                    "[NVML_ERROR_NO_PERMISSION]: none is in this job's device cgroup (did the job "
+                                    "ask for a GPU?), or power queries need a permission users lack")
+        raise SensorUnavailable("nvml: NVML works but reports no GPU on this node")
+    return _Listing(gpus, hidden)
 
 
-def _mig_uuids(nvml: Any, gpu: _Gpu) -> list[str]:
-    """UUIDs of the MIG instances on a GPU (empty when MIG is off or unsupported)."""
+def _lookup(nvml: Any, names: Sequence[str], key: str, what: str) -> Any:
+    """A device handle straight from NVML by bus id or UUID (no listing, so GPUs hidden from the job
+    do not matter). None when NVML has no such call or no such device."""
+    for name in names:
+        fn = getattr(nvml, name, None)
+        if fn is None:
+            continue
+        try:
+            return fn(key)
+        except nvml.NVMLError as exc:
+            if _is(nvml, exc, "NVML_ERROR_FUNCTION_NOT_FOUND"):
+                continue  # driver older than this entry point: try the next one
+            if _is(nvml, exc, "NVML_ERROR_NOT_FOUND") or _is(nvml, exc, "NVML_ERROR_INVALID_ARGUMENT"):
+                return None
+            if _is(nvml, exc, "NVML_ERROR_NO_PERMISSION"):
+                raise SensorUnavailable(f"nvml: the GPU with {what} {key} refuses this job "
+                                        "[NVML_ERROR_NO_PERMISSION]: it is not in the job's device cgroup, or "
+                                        "NVML queries need a permission users lack") from None
+            raise nvml_error(nvml, exc, f"looking up the GPU with {what} {key}") from None
+    return None
+
+
+_BY_BUS = ("nvmlDeviceGetHandleByPciBusId_v2", "nvmlDeviceGetHandleByPciBusId")
+_BY_UUID = ("nvmlDeviceGetHandleByUUID",)
+
+
+def _mig_handles(nvml: Any, gpu: _Gpu) -> list[Any]:
+    """Handles of the MIG instances on a GPU (empty when MIG is off or unsupported: the library then
+    reports a maximum of 0)."""
     out = []
     try:
-        n = nvml.nvmlDeviceGetMaxMigDeviceCount(gpu.handle)
-    except nvml.NVMLError:
+        n = int(nvml.nvmlDeviceGetMaxMigDeviceCount(gpu.handle))
+    except nvml.NVMLError:  # drivers before MIG: no such call
         return out
     for k in range(n):
         try:
-            out.append(str(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu.handle, k))))
+            out.append(nvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu.handle, k))
         except nvml.NVMLError:  # NOT_FOUND: slot k is empty
             continue
     return out
 
 
+def _mig_uuids(nvml: Any, gpu: _Gpu) -> list[str]:
+    """UUIDs of the MIG instances on a GPU (empty when MIG is off or unsupported)."""
+    out = []
+    for h in _mig_handles(nvml, gpu):
+        try:
+            out.append(str(nvml.nvmlDeviceGetUUID(h)))
+        except nvml.NVMLError:
+            continue
+    return out
+
+
+def _legacy_mig(nvml: Any, gpu: _Gpu, legacy: str) -> str:
+    """The MIG instance UUID named by the pre-R470 form ``MIG-GPU-<uuid>/<gi>/<ci>``, found by its GPU
+    and compute instance ids; the legacy string itself when the driver cannot tell."""
+    try:
+        gi, ci = (int(x) for x in legacy.split("/")[1:3])
+    except ValueError:
+        return legacy
+    for h in _mig_handles(nvml, gpu):
+        try:
+            if (int(nvml.nvmlDeviceGetGpuInstanceId(h)), int(nvml.nvmlDeviceGetComputeInstanceId(h))) == (gi, ci):
+                return str(nvml.nvmlDeviceGetUUID(h))
+        except (nvml.NVMLError, AttributeError):
+            return legacy
+    return legacy
+
+
+def _rank_entry(ctx: SensorContext) -> str:
+    """The rank's entry of the visible-devices list ("" when there is none)."""
+    entries = ctx.visible_devices
+    if not entries:
+        return ""
+    return entries[0] if len(entries) == 1 else entries[ctx.local_rank % len(entries)]
+
+
 def select_gpu(nvml: Any, ctx: SensorContext) -> tuple[_Gpu, str, str]:
-    """The rank's GPU, the MIG instance UUID when it is one ("" otherwise), and how it was found."""
-    gpus = _enumerate(nvml)
-    if not gpus:
-        raise SensorUnavailable("nvml: NVML works but reports no GPU on this node")
+    """The rank's GPU, the MIG instance UUID when the rank is known to use one ("" otherwise), and how
+    it was found. Whether the GPU is shared by MIG instances is asked of the GPU itself (see
+    :class:`NvmlSensor`), so a GPU found by its bus id alone is still marked shared."""
     if ctx.device_bus_id:
         want = normalize_bus_id(ctx.device_bus_id)
-        for g in gpus:
-            if g.bus_id == want:
-                return g, "", f"bus id {want}"
-        raise SensorUnavailable(f"nvml: no GPU with bus id {want}; NVML sees {[g.bus_id for g in gpus]}")
+        h = _lookup(nvml, _BY_BUS, want, "bus id")
+        if h is not None:
+            try:
+                gpu = _describe(nvml, -1, h)
+            except nvml.NVMLError as exc:
+                raise nvml_error(nvml, exc, f"reading the GPU with bus id {want}") from None
+        else:
+            listing = _enumerate(nvml)
+            hits = [g for g in listing.gpus if g.bus_id == want]
+            if not hits:
+                raise SensorUnavailable(f"nvml: no GPU with bus id {want}; {listing.where()}")
+            gpu = hits[0]
+        # torch gives the parent's bus id for a MIG instance: the instance itself, when the context
+        # names one, is in device_uuid or the visible-devices entry
+        mig = ""
+        for u in (ctx.device_uuid.strip(), _rank_entry(ctx).strip()):
+            if u.startswith("MIG-GPU-"):
+                mig = _legacy_mig(nvml, gpu, u)
+            elif u.startswith("MIG-"):
+                mig = u if u in _mig_uuids(nvml, gpu) else ""
+            if mig:
+                break
+        return gpu, mig, f"bus id {want}"
     if ctx.device_uuid:
-        return _by_uuid(nvml, gpus, ctx.device_uuid, "device_uuid")
+        return _by_uuid(nvml, ctx.device_uuid, "device_uuid")
     if ctx.visible_devices:
-        entries = ctx.visible_devices
-        entry = entries[0] if len(entries) == 1 else entries[ctx.local_rank % len(entries)]
+        entry = _rank_entry(ctx)
         var = ctx.visible_env or "visible devices"
         if entry.isdigit():
-            k = int(entry)
+            listing = _enumerate(nvml)
+            gpus, k = listing.gpus, int(entry)
+            # CUDA numbers the GPUs it can open: with a device cgroup (Slurm ConstrainDevices) the
+            # job's GPUs are 0..n-1 whatever NVML's index of them; without one the two agree
             if k >= len(gpus):
-                raise SensorUnavailable(f"nvml: {var} entry {entry} but the node has {len(gpus)} GPUs")
+                raise SensorUnavailable(f"nvml: {var} entry {entry} but the node has {len(gpus)} GPUs "
+                                        f"this job may use; {listing.where()}")
             if len({g.name for g in gpus}) > 1:
                 log.warning("nvml: mixed GPU models on this node: %s index %s is taken in PCI bus order, "
                             "which CUDA follows only with CUDA_DEVICE_ORDER=PCI_BUS_ID; bind by UUID to "
                             "be sure", var, entry)
-            return gpus[k], "", f"{var} index {entry} (PCI order)"
-        return _by_uuid(nvml, gpus, entry, var)
-    g = gpus[ctx.local_rank % len(gpus)]
+            among = f" among the {len(gpus)} GPUs this job may use" if listing.hidden else ""
+            return gpus[k], "", f"{var} index {entry} (PCI order{among})"
+        return _by_uuid(nvml, entry, var)
+    listing = _enumerate(nvml)
+    g = listing.gpus[ctx.local_rank % len(listing.gpus)]
     return g, "", f"local rank {ctx.local_rank}"
 
 
-def _by_uuid(nvml: Any, gpus: list[_Gpu], uuid: str, source: str) -> tuple[_Gpu, str, str]:
+def _by_uuid(nvml: Any, uuid: str, source: str) -> tuple[_Gpu, str, str]:
     u = uuid.strip()
+    legacy = ""
     if u.startswith("MIG-GPU-"):  # pre-R470 MIG form: MIG-GPU-<gpu uuid>/<gi>/<ci>
-        u = u[len("MIG-"):].split("/", 1)[0]
+        legacy, u = u, u[len("MIG-"):].split("/", 1)[0]
     if u.startswith("MIG-"):
-        for g in gpus:
+        h = _lookup(nvml, _BY_UUID, u, "MIG instance")
+        if h is not None:
+            try:
+                parent = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(h)
+                return _describe(nvml, -1, parent), u, f"{source} MIG instance {u}"
+            except nvml.NVMLError as exc:
+                log.debug("nvml: parent of %s: %s; searching the GPUs", u, exc)
+        listing = _enumerate(nvml)
+        for g in listing.gpus:
             if u in _mig_uuids(nvml, g):
                 return g, u, f"{source} MIG instance {u}"
-        raise SensorUnavailable(f"nvml: no MIG instance {u} on this node ({source})")
+        raise SensorUnavailable(f"nvml: no MIG instance {u} on this node ({source}); {listing.where()}")
     if not u.startswith("GPU-"):
         u = "GPU-" + u  # torch reports UUIDs without the prefix
-    hits = [g for g in gpus if g.uuid.startswith(u)]  # CUDA accepts unique prefixes
-    if len(hits) != 1:
-        raise SensorUnavailable(f"nvml: {source} {uuid!r} matches {len(hits)} GPUs on this node; "
-                                f"NVML sees {[g.uuid for g in gpus]}")
-    return hits[0], "", f"{source} {hits[0].uuid}"
+    gpu = None
+    h = _lookup(nvml, _BY_UUID, u, "UUID")
+    if h is not None:
+        try:
+            gpu = _describe(nvml, -1, h)
+        except nvml.NVMLError as exc:
+            raise nvml_error(nvml, exc, f"reading the GPU with UUID {u}") from None
+    else:
+        listing = _enumerate(nvml)
+        hits = [g for g in listing.gpus if g.uuid.startswith(u)]  # CUDA accepts unique prefixes
+        if len(hits) != 1:
+            raise SensorUnavailable(f"nvml: {source} {uuid!r} matches {len(hits)} GPUs on this node; "
+                                    f"NVML sees {[g.uuid for g in listing.gpus]}"
+                                    + (f" and {listing.hidden} hidden by the job's device cgroup"
+                                       if listing.hidden else ""))
+        gpu = hits[0]
+    if legacy:
+        mig = _legacy_mig(nvml, gpu, legacy)
+        return gpu, mig, f"{source} MIG instance {legacy}"
+    return gpu, "", f"{source} {gpu.uuid}"
 
 
 def _field(fv: Any) -> float:
     """The numeric value of an nvmlFieldValue_t, whatever its valueType."""
     member = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")[int(fv.valueType)]
     return float(getattr(fv.value, member))
+
+
+MODULE_LABEL = "module (Grace CPU + memory + GPU)"
 
 
 class NvmlSensor(Sensor):
@@ -212,49 +368,114 @@ class NvmlSensor(Sensor):
                  clock: Callable[[], float] = time.monotonic, hygiene: HygieneConfig | None = None) -> None:
         self.nvml, self.gpu, self.clock = nvml, gpu, clock
         h = gpu.handle
-        self.has_energy = self._supported(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h),
-                                          "reading the energy counter")
-        ids = [getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None), getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None)]
-        self.field_ids: list[int] = []
-        self.field_ok = [False, False]
-        if None not in ids:
-            try:
-                vals = nvml.nvmlDeviceGetFieldValues(h, ids)
-                self.field_ok = [int(v.nvmlReturn) == nvml.NVML_SUCCESS for v in vals]
-                self.field_ids = ids
-            except nvml.NVMLError as exc:
-                if _is(nvml, exc, "NVML_ERROR_NO_PERMISSION") or _code_name(nvml, exc.value) in _FATAL:
-                    raise nvml_error(nvml, exc, "reading power field values") from None
-        self.use_usage = not self.field_ok[0]
-        if self.use_usage and not self._supported(lambda: nvml.nvmlDeviceGetPowerUsage(h), "reading power"):
-            if not self.has_energy:
-                raise SensorUnavailable(f"nvml: {gpu.name} ({gpu.bus_id}) reports neither power nor energy")
-        main = f"nvml:{gpu.bus_id}"
-        shared: tuple[str, ...] = ()
         note = [f"mapped by {how}"] if how else []
+        inst, avg = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None), getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None)
+        fi_energy = getattr(nvml, "NVML_FI_DEV_ENERGY", None)
+        gpu_scope = getattr(nvml, "NVML_POWER_SCOPE_GPU", None)
+        mod_scope = getattr(nvml, "NVML_POWER_SCOPE_MODULE", None)
+
+        # GH200 (Grace Hopper): the plain counter and power cover the module (Grace CPU + memory +
+        # GPU). A part is a module when the module scope answers with something other than the GPU
+        # scope (a driver that ignores scopeId answers both alike).
+        self.module = False
+        gpu_scope_power = False
+        if None not in (inst, gpu_scope, mod_scope):
+            got = self._fields([(inst, mod_scope), (inst, gpu_scope)])
+            if got is not None and got[0][0]:
+                gpu_scope_power = got[1][0]
+                self.module = not gpu_scope_power or got[0][1] != got[1][1]
+        self.scope_out = self.module and not gpu_scope_power  # only the module answers
+
+        # power: the field ids (instant, average), else nvmlDeviceGetPowerUsage, else none
+        if self.module:
+            s = mod_scope if self.scope_out else gpu_scope
+            specs: list[Any] = [(inst, s), (avg, s)] if avg is not None else [(inst, s)]
+        else:
+            specs = [i for i in (inst, avg) if i is not None] if inst is not None else []
+        got = self._fields(specs) if specs else None
+        ok = [bool(g[0]) for g in got] if got is not None else []
+        self.power_specs: list[Any] = specs if ok and ok[0] else []
+        self.with_avg = len(ok) > 1 and ok[0] and ok[1]
+        self.use_usage = False
+        if not self.power_specs and not self.module:  # GetPowerUsage is the module's on GH200
+            self.use_usage = self._supported(lambda: nvml.nvmlDeviceGetPowerUsage(h), "reading power")
+        self.has_power = bool(self.power_specs) or self.use_usage
+
+        # energy: the counter (the module's on GH200), or on GH200 the GPU-scope energy field
+        self.energy_spec: Any = None
+        if self.module and not self.scope_out:
+            if fi_energy is not None:
+                got = self._fields([(fi_energy, gpu_scope)])
+                if got is not None and got[0][0]:
+                    self.energy_spec = (fi_energy, gpu_scope)
+            self.has_energy = self.energy_spec is not None
+        else:
+            self.has_energy = self._supported(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h),
+                                              "reading the energy counter")
+        if not self.has_power and not self.has_energy:
+            raise SensorUnavailable(f"nvml: {gpu.name} ({gpu.bus_id}) reports neither power nor energy")
+        self.read_specs = self.power_specs[: 2 if self.with_avg else 1] + \
+            ([self.energy_spec] if self.energy_spec is not None else [])
+
+        main = f"nvml:{gpu.bus_id}" + (":module" if self.scope_out else "")
+        shared: tuple[str, ...] = tuple(_mig_uuids(nvml, gpu))
         if mig_uuid:
-            shared = tuple(_mig_uuids(nvml, gpu)) or (mig_uuid,)
+            shared = shared or (mig_uuid,)
             note.append(f"rank uses MIG instance {mig_uuid}; NVML counts the whole GPU, all MIG instances")
+        elif shared:
+            note.append(f"MIG is on for this GPU ({len(shared)} instance(s)) and the rank's instance is not "
+                        "known; NVML counts the whole GPU, all MIG instances, recorded once per GPU")
+        scope, label = Scope.GPU, gpu.name
+        if self.scope_out:
+            scope, label = Scope.OTHER, f"{gpu.name} {MODULE_LABEL}"
+            note.append("GH200 module scope: NVML answers only for the whole module (Grace CPU + memory + GPU), "
+                        "not for the GPU alone (NVML_POWER_SCOPE_GPU not supported); recorded as scope 'other', "
+                        "not GPU energy: keep it out of GPU-only totals")
+        elif self.module:
+            note.append("GH200: power" + (" and energy" if self.has_energy else "") + " read at GPU scope "
+                        "(NVML_POWER_SCOPE_GPU); nvmlDeviceGetTotalEnergyConsumption and the module scope "
+                        "cover the whole module (Grace CPU + memory + GPU) and are not recorded")
+            if not self.has_energy:
+                note.append("no GPU-scope energy counter (NVML_FI_DEV_ENERGY at GPU scope): windows use the "
+                            "power integral")
         if self.use_usage:
             note.append("power from nvmlDeviceGetPowerUsage (1 s average on Ampere except GA100 and newer, "
                         "instantaneous on older GPUs): NVML_FI_DEV_POWER_INSTANT is not supported here")
-        if not self.has_energy:
+        if not self.has_power:
+            note.append("no power reading on this GPU (neither NVML_FI_DEV_POWER_INSTANT nor "
+                        "nvmlDeviceGetPowerUsage): energy from the counter only")
+        if not self.has_energy and not self.module:
             note.append("no energy counter on this GPU: windows use the power integral")
         infos = [ChannelInfo(
-            name=main, scope=Scope.GPU, device=gpu.bus_id, backend=self.backend, has_power=True,
+            name=main, scope=scope, device=gpu.bus_id, backend=self.backend, has_power=self.has_power,
             has_energy=self.has_energy, update_period_s=UPDATE_PERIOD_S, energy_resolution_J=1e-3,
-            power_kind="average" if self.use_usage else "instant", shared_with=shared, label=gpu.name,
+            power_kind="average" if self.use_usage else "instant", shared_with=shared, label=label,
             note="; ".join(note))]
-        self.with_avg = self.field_ok[0] and self.field_ok[1]
         if self.with_avg:
             infos.append(ChannelInfo(
-                name=f"{main}:avg", scope=Scope.GPU, device=gpu.bus_id, backend=self.backend, has_power=True,
+                name=f"{main}:avg", scope=scope, device=gpu.bus_id, backend=self.backend, has_power=True,
                 has_energy=False, update_period_s=UPDATE_PERIOD_S, power_kind="average", shared_with=shared,
-                label=gpu.name, view_of=main,
+                label=label, view_of=main,
                 note="NVML_FI_DEV_POWER_AVERAGE (1 s average), recorded beside the instant power to show the "
-                     "averaging lag; a view of the same GPU, never added to totals"))
+                     "averaging lag; a view of the same " + ("module" if self.scope_out else "GPU")
+                     + ", never added to totals"))
         self._infos = infos
         self.guard = CounterGuard(infos, hygiene)
+
+    def _fields(self, specs: list[Any]) -> list[tuple[bool, float]] | None:
+        """(answered, value) per field spec, or None when the call itself is refused (old driver, or
+        a pynvml that does not take (fieldId, scopeId) pairs). Fatal codes and NO_PERMISSION raise."""
+        nvml = self.nvml
+        try:
+            vals = nvml.nvmlDeviceGetFieldValues(self.gpu.handle, specs)
+        except TypeError:  # pynvml before scopeId support cannot set a (fieldId, scopeId) pair
+            return None
+        except nvml.NVMLError as exc:
+            if _is(nvml, exc, "NVML_ERROR_NO_PERMISSION") or _code_name(nvml, exc.value) in _FATAL:
+                raise nvml_error(nvml, exc, "reading power field values") from None
+            return None
+        return [(int(v.nvmlReturn) == nvml.NVML_SUCCESS,
+                 _field(v) if int(v.nvmlReturn) == nvml.NVML_SUCCESS else NAN) for v in vals]
 
     def _supported(self, call: Callable[[], Any], doing: str) -> bool:
         try:
@@ -271,22 +492,28 @@ class NvmlSensor(Sensor):
     def read(self) -> Reading:
         nvml, h = self.nvml, self.gpu.handle
         n = len(self._infos)
-        power, stamp, errors = [NAN] * n, [NAN] * n, [False] * n
+        power, energy, stamp, errors = [NAN] * n, [NAN] * n, [NAN] * n, [False] * n
         t = self.clock()
         try:
             if self.use_usage:
                 power[0] = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
-            else:
-                vals = nvml.nvmlDeviceGetFieldValues(h, self.field_ids)
-                for j in range(n):  # channel 0 <- instant, channel 1 <- average
+            if self.read_specs:
+                vals = nvml.nvmlDeviceGetFieldValues(h, self.read_specs)
+                n_power = n if self.power_specs else 0
+                for j in range(n_power):  # channel 0 <- instant, channel 1 <- average
                     fv = vals[j]
                     if int(fv.nvmlReturn) == nvml.NVML_SUCCESS:
                         power[j] = _field(fv) / 1000.0  # mW -> W
                         stamp[j] = fv.timestamp * 1e-6  # us since the epoch -> s
                     else:
                         errors[j] = True
-            energy = [NAN] * n
-            if self.has_energy:
+                if self.energy_spec is not None:
+                    fv = vals[n_power]
+                    if int(fv.nvmlReturn) == nvml.NVML_SUCCESS:
+                        energy[0] = _field(fv) / 1000.0  # mJ -> J
+                    else:
+                        errors[0] = True
+            if self.has_energy and self.energy_spec is None:
                 energy[0] = nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0  # mJ -> J
         except nvml.NVMLError as exc:
             raise nvml_error(nvml, exc, f"reading {self.gpu.bus_id}", reading=True) from None

@@ -3,11 +3,27 @@
 It follows nvidia-ml-py 12.x/13.x (pynvml.py as shipped, checked against the copy installed in this
 project's venv): the same function names and parameter names, return codes and their values
 (nvml.h), the ``NVMLError`` class whose ``__new__`` hands out one subclass per code
-(``NVMLError_NotSupported`` ...) with the code in ``.value``, field ids 185/186
-(NVML_FI_DEV_POWER_AVERAGE / NVML_FI_DEV_POWER_INSTANT), ``c_nvmlFieldValue_t`` with the same
-ctypes layout (per-field ``nvmlReturn``, ``timestamp`` in us since the epoch, a value union chosen
-by ``valueType``), bus ids in NVML's 8-digit-domain upper-case form. ``tests/telemetry/test_fakes.py``
+(``NVMLError_NotSupported`` ...) with the code in ``.value`` and, like the real one, ``__eq__``
+without ``__hash__`` (instances are unhashable), field ids 185/186/191
+(NVML_FI_DEV_POWER_AVERAGE / NVML_FI_DEV_POWER_INSTANT / NVML_FI_DEV_ENERGY) with their ``scopeId``
+(NVML_POWER_SCOPE_GPU / _MODULE / _MEMORY), ``c_nvmlFieldValue_t`` with the same ctypes layout
+(per-field ``nvmlReturn``, ``timestamp`` in us since the epoch, a value union chosen by
+``valueType``), bus ids in NVML's 8-digit-domain upper-case form. ``tests/telemetry/test_fakes.py``
 compares names, values and signatures with the real package when it is importable.
+
+Behaviours of the real driver it reproduces:
+
+* **cgroup-hidden GPUs** (Slurm ``ConstrainDevices=yes``): ``nvmlDeviceGetCount`` still counts every
+  GPU of the node, while ``nvmlDeviceGetHandleByIndex`` / ``...ByUUID`` / ``...ByPciBusId`` answer
+  NVML_ERROR_NO_PERMISSION for the hidden ones (``FakeGpu.hidden`` or ``make_pynvml(hidden=...)``).
+* **MIG**: ``nvmlDeviceGetMaxMigDeviceCount`` returns 0 when MIG is off or unsupported (never an
+  error), 7 when it is on; MIG device handles answer NOT_SUPPORTED for energy and power.
+* **GH200 (Grace Hopper)**: when any ``module_*`` attribute is set the part is a module (Grace CPU +
+  memory + GPU). ``nvmlDeviceGetTotalEnergyConsumption`` and ``nvmlDeviceGetPowerUsage`` then report
+  the module; field values give the module with ``scopeId=NVML_POWER_SCOPE_MODULE`` and the GPU alone
+  with ``NVML_POWER_SCOPE_GPU`` (0, also what a bare field id asks for) only when
+  ``gpu_scope_supported``; otherwise the GPU-scope fields answer NOT_SUPPORTED. On other parts the
+  module scope answers NOT_SUPPORTED.
 
 Build one with :func:`make_pynvml` and hand it to ``energy_hpc.telemetry.nvml.open_sensor(ctx,
 library=...)``. Tests drive the GPUs by setting attributes of :class:`FakeGpu` between reads.
@@ -20,6 +36,7 @@ import sys
 import types
 from ctypes import Structure, Union, c_double, c_int, c_int64, c_longlong, c_uint, c_uint32, c_ulong, c_ulonglong, c_ushort
 from dataclasses import dataclass, field
+from typing import Iterable
 
 # nvml.h return codes (pynvml NVML_ERROR_*), same values as the library.
 CODES = {
@@ -32,7 +49,10 @@ CODES = {
     "NVML_ERROR_LIB_RM_VERSION_MISMATCH": 18, "NVML_ERROR_IN_USE": 19, "NVML_ERROR_MEMORY": 20,
     "NVML_ERROR_NO_DATA": 21, "NVML_ERROR_UNKNOWN": 999,
 }
-FIELDS = {"NVML_FI_DEV_POWER_AVERAGE": 185, "NVML_FI_DEV_POWER_INSTANT": 186}
+FIELDS = {"NVML_FI_DEV_POWER_AVERAGE": 185, "NVML_FI_DEV_POWER_INSTANT": 186, "NVML_FI_DEV_ENERGY": 191}
+# scopeId of the power/energy field values (nvml.h nvmlPowerScopeType_t)
+SCOPES = {"NVML_POWER_SCOPE_GPU": 0, "NVML_POWER_SCOPE_MODULE": 1, "NVML_POWER_SCOPE_MEMORY": 2}
+MIG_MODES = {"NVML_DEVICE_MIG_DISABLE": 0, "NVML_DEVICE_MIG_ENABLE": 1}
 VALUE_TYPES = {"NVML_VALUE_TYPE_DOUBLE": 0, "NVML_VALUE_TYPE_UNSIGNED_INT": 1, "NVML_VALUE_TYPE_UNSIGNED_LONG": 2,
                "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG": 3, "NVML_VALUE_TYPE_SIGNED_LONG_LONG": 4,
                "NVML_VALUE_TYPE_SIGNED_INT": 5, "NVML_VALUE_TYPE_UNSIGNED_SHORT": 6}
@@ -71,8 +91,27 @@ class FakeGpu:
     timestamp_us: int = 1_700_000_000_000_000
     energy_supported: bool = True  # False: pre-Volta, NOT_SUPPORTED
     fields_supported: bool = True  # False: driver older than the power field ids (per-field NOT_SUPPORTED)
-    mig: list[str] = field(default_factory=list)  # MIG instance UUIDs ("MIG-...")
+    power_supported: bool = True  # False: no power reading at all (nvmlDeviceGetPowerUsage and fields NOT_SUPPORTED)
+    mig: list[str] = field(default_factory=list)  # MIG instance UUIDs ("MIG-..."); non-empty = MIG mode on
+    # (GPU instance id, compute instance id) of each MIG instance, as in the pre-R470 form
+    # MIG-GPU-<uuid>/<gi>/<ci>; default (k + 1, 0) for the k-th instance
+    mig_ids: list[tuple[int, int]] = field(default_factory=list)
+    mig_capable: bool = True  # False: pre-Ampere, nvmlDeviceGetMigMode answers NOT_SUPPORTED
     lost: bool = False  # every call raises GPU_IS_LOST
+    hidden: bool = False  # outside the job's device cgroup: handle lookups answer NO_PERMISSION
+    # GH200: module scope (Grace CPU + memory + GPU). None on parts without a module scope.
+    module_energy_mJ: int | None = None
+    module_power_instant_mW: int | None = None
+    module_power_average_mW: int | None = None
+    gpu_scope_supported: bool = True  # GH200: False when the GPU-only scope does not answer
+
+    @property
+    def is_module(self) -> bool:
+        return any(v is not None for v in (self.module_energy_mJ, self.module_power_instant_mW,
+                                           self.module_power_average_mW))
+
+    def mig_gi_ci(self, k: int) -> tuple[int, int]:
+        return self.mig_ids[k] if k < len(self.mig_ids) else (k + 1, 0)
 
 
 class _Handle:
@@ -99,10 +138,8 @@ def _make_errors(mod: types.ModuleType) -> None:
                     return name.replace("NVML_ERROR_", "").replace("_", " ").title()
             return "NVML Error with code %d" % self.value
 
-        def __eq__(self, other):
+        def __eq__(self, other):  # as pynvml: no __hash__ with it, so instances are unhashable
             return self.value == other.value
-
-        __hash__ = Exception.__hash__
 
     NVMLError.__module__ = "pynvml"
     mod.NVMLError = NVMLError
@@ -123,10 +160,17 @@ def _make_errors(mod: types.ModuleType) -> None:
 
 
 def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loaded: bool = True,
-                no_permission: bool = False) -> types.ModuleType:
-    """A module object that behaves like ``pynvml`` on a node with ``gpus``."""
+                no_permission: bool = False, hidden: Iterable[int | str] = ()) -> types.ModuleType:
+    """A module object that behaves like ``pynvml`` on a node with ``gpus``.
+
+    ``no_permission``: the energy counter answers NO_PERMISSION. ``hidden``: GPUs outside the job's
+    device cgroup, by NVML index, UUID or bus id (sets ``FakeGpu.hidden``)."""
+    for h in hidden:
+        for k, g in enumerate(gpus):
+            if h == k or (isinstance(h, str) and h.lower() in (g.uuid.lower(), g.bus_id.lower())):
+                g.hidden = True
     mod = types.ModuleType("pynvml")
-    for table in (CODES, FIELDS, VALUE_TYPES):
+    for table in (CODES, FIELDS, SCOPES, MIG_MODES, VALUE_TYPES):
         for k, v in table.items():
             setattr(mod, k, v)
     mod.c_nvmlFieldValue_t = c_nvmlFieldValue_t
@@ -168,26 +212,48 @@ def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loade
         need_init()
         return len(gpus)
 
+    def attach(g, mig=""):
+        if g.hidden:  # the device node is outside the job's cgroup
+            raise err("NVML_ERROR_NO_PERMISSION")
+        return _Handle(g, mig)
+
     def nvmlDeviceGetHandleByIndex(index):
         need_init()
         if not 0 <= index < len(gpus):
             raise err("NVML_ERROR_INVALID_ARGUMENT")
-        return _Handle(gpus[index])
+        return attach(gpus[index])
 
     def nvmlDeviceGetHandleByUUID(uuid):
         need_init()
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
         for g in gpus:
             if g.uuid == uuid:
-                return _Handle(g)
+                return attach(g)
             if uuid in g.mig:
-                return _Handle(g, uuid)
+                return attach(g, uuid)
         raise err("NVML_ERROR_NOT_FOUND")
+
+    def _bus_key(bus_id):
+        """domain:bus:device.function or bus:device.function, any case, any domain width."""
+        parts = bus_id.strip().lower().split(":")
+        if len(parts) == 2:
+            parts = ["0", *parts]
+        if len(parts) != 3 or "." not in parts[2]:
+            return None
+        dev, fn = parts[2].split(".", 1)
+        try:
+            return int(parts[0], 16), int(parts[1], 16), int(dev, 16), int(fn, 16)
+        except ValueError:
+            return None
 
     def nvmlDeviceGetHandleByPciBusId(pciBusId):
         need_init()
+        key = _bus_key(pciBusId.decode() if isinstance(pciBusId, bytes) else pciBusId)
+        if key is None:
+            raise err("NVML_ERROR_INVALID_ARGUMENT")
         for g in gpus:
-            if g.bus_id.lower().endswith(pciBusId.lower()[-12:]):
-                return _Handle(g)
+            if _bus_key(g.bus_id) == key:
+                return attach(g)
         raise err("NVML_ERROR_NOT_FOUND")
 
     def nvmlDeviceGetUUID(handle):
@@ -206,13 +272,49 @@ def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loade
             raise err("NVML_ERROR_NOT_SUPPORTED")
         if no_permission:
             raise err("NVML_ERROR_NO_PERMISSION")
+        if g.is_module:  # GH200: the plain counter covers the whole module
+            if g.module_energy_mJ is None:
+                raise err("NVML_ERROR_NOT_SUPPORTED")
+            return int(g.module_energy_mJ)
         return int(g.energy_mJ)
 
     def nvmlDeviceGetPowerUsage(handle):
         g = gpu_of(handle)
-        if handle.mig:
+        if handle.mig or not g.power_supported:
             raise err("NVML_ERROR_NOT_SUPPORTED")
+        if g.is_module:
+            if g.module_power_average_mW is None:
+                raise err("NVML_ERROR_NOT_SUPPORTED")
+            return int(g.module_power_average_mW)
         return int(g.power_average_mW)
+
+    def field_value(g, fid, scope):
+        """(nvmlReturn name, value, valueType name) of one field at one scope."""
+        if not g.fields_supported or fid not in FIELDS.values():
+            return "NVML_ERROR_NOT_SUPPORTED", None, ""
+        energy = fid == FIELDS["NVML_FI_DEV_ENERGY"]
+        if not energy and not g.power_supported:
+            return "NVML_ERROR_NOT_SUPPORTED", None, ""
+        if energy and not g.energy_supported:
+            return "NVML_ERROR_NOT_SUPPORTED", None, ""
+        if scope == SCOPES["NVML_POWER_SCOPE_MODULE"]:
+            if not g.is_module:
+                return "NVML_ERROR_NOT_SUPPORTED", None, ""
+            v = {FIELDS["NVML_FI_DEV_POWER_INSTANT"]: g.module_power_instant_mW,
+                 FIELDS["NVML_FI_DEV_POWER_AVERAGE"]: g.module_power_average_mW,
+                 FIELDS["NVML_FI_DEV_ENERGY"]: g.module_energy_mJ}[fid]
+        elif scope == SCOPES["NVML_POWER_SCOPE_GPU"]:
+            if g.is_module and not g.gpu_scope_supported:
+                return "NVML_ERROR_NOT_SUPPORTED", None, ""
+            v = {FIELDS["NVML_FI_DEV_POWER_INSTANT"]: g.power_instant_mW,
+                 FIELDS["NVML_FI_DEV_POWER_AVERAGE"]: g.power_average_mW,
+                 FIELDS["NVML_FI_DEV_ENERGY"]: g.energy_mJ}[fid]
+        else:  # memory scope: not modelled
+            return "NVML_ERROR_NOT_SUPPORTED", None, ""
+        if v is None:
+            return "NVML_ERROR_NOT_SUPPORTED", None, ""
+        vtype = "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG" if energy else "NVML_VALUE_TYPE_UNSIGNED_INT"
+        return "NVML_SUCCESS", int(v), vtype
 
     def nvmlDeviceGetFieldValues(handle, fieldIds):
         g = gpu_of(handle)
@@ -222,28 +324,53 @@ def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loade
                 values[i].fieldId, values[i].scopeId = fid
             except TypeError:
                 values[i].fieldId = fid
-            values[i].timestamp = g.timestamp_us
-            values[i].valueType = VALUE_TYPES["NVML_VALUE_TYPE_UNSIGNED_INT"]
-            known = {FIELDS["NVML_FI_DEV_POWER_INSTANT"]: g.power_instant_mW,
-                     FIELDS["NVML_FI_DEV_POWER_AVERAGE"]: g.power_average_mW}
-            if not g.fields_supported or values[i].fieldId not in known:
-                values[i].nvmlReturn = CODES["NVML_ERROR_NOT_SUPPORTED"]
+            if handle.mig:
+                ret, v, vtype = "NVML_ERROR_NOT_SUPPORTED", None, ""
             else:
-                values[i].nvmlReturn = CODES["NVML_SUCCESS"]
-                values[i].value.uiVal = int(known[values[i].fieldId])
+                ret, v, vtype = field_value(g, int(values[i].fieldId), int(values[i].scopeId))
+            values[i].nvmlReturn = CODES[ret]
+            if v is not None:
+                values[i].timestamp = g.timestamp_us
+                values[i].valueType = VALUE_TYPES[vtype]
+                if vtype == "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG":
+                    values[i].value.ullVal = v
+                else:
+                    values[i].value.uiVal = v
         return values
+
+    def mig_on(g):
+        return g.mig_capable and bool(g.mig)
+
+    def nvmlDeviceGetMigMode(device):
+        g = gpu_of(device)
+        if device.mig or not g.mig_capable:
+            raise err("NVML_ERROR_NOT_SUPPORTED")
+        mode = MIG_MODES["NVML_DEVICE_MIG_ENABLE" if mig_on(g) else "NVML_DEVICE_MIG_DISABLE"]
+        return [mode, mode]
 
     def nvmlDeviceGetMaxMigDeviceCount(device):
         g = gpu_of(device)
-        if not g.mig:
-            raise err("NVML_ERROR_NOT_SUPPORTED")
-        return 7
+        return 7 if mig_on(g) else 0  # "Returns zero if MIG is not supported or enabled"
 
     def nvmlDeviceGetMigDeviceHandleByIndex(device, index):
         g = gpu_of(device)
+        if index >= nvmlDeviceGetMaxMigDeviceCount(device):
+            raise err("NVML_ERROR_INVALID_ARGUMENT")
         if index >= len(g.mig):
             raise err("NVML_ERROR_NOT_FOUND")
         return _Handle(g, g.mig[index])
+
+    def nvmlDeviceGetGpuInstanceId(device):
+        g = gpu_of(device)
+        if not device.mig:
+            raise err("NVML_ERROR_NOT_SUPPORTED")
+        return g.mig_gi_ci(g.mig.index(device.mig))[0]
+
+    def nvmlDeviceGetComputeInstanceId(device):
+        g = gpu_of(device)
+        if not device.mig:
+            raise err("NVML_ERROR_NOT_SUPPORTED")
+        return g.mig_gi_ci(g.mig.index(device.mig))[1]
 
     def nvmlDeviceIsMigDeviceHandle(device):
         gpu_of(device)
@@ -255,8 +382,10 @@ def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loade
     for fn in (nvmlInit, nvmlInitWithFlags, nvmlShutdown, nvmlDeviceGetCount, nvmlDeviceGetHandleByIndex,
                nvmlDeviceGetHandleByUUID, nvmlDeviceGetHandleByPciBusId, nvmlDeviceGetUUID, nvmlDeviceGetName,
                nvmlDeviceGetPciInfo, nvmlDeviceGetTotalEnergyConsumption, nvmlDeviceGetPowerUsage,
-               nvmlDeviceGetFieldValues, nvmlDeviceGetMaxMigDeviceCount, nvmlDeviceGetMigDeviceHandleByIndex,
-               nvmlDeviceIsMigDeviceHandle, nvmlDeviceGetDeviceHandleFromMigDeviceHandle):
+               nvmlDeviceGetFieldValues, nvmlDeviceGetMigMode, nvmlDeviceGetMaxMigDeviceCount,
+               nvmlDeviceGetMigDeviceHandleByIndex, nvmlDeviceIsMigDeviceHandle,
+               nvmlDeviceGetDeviceHandleFromMigDeviceHandle, nvmlDeviceGetGpuInstanceId,
+               nvmlDeviceGetComputeInstanceId):
         fn.__module__ = "pynvml"
         setattr(mod, fn.__name__, fn)
     return mod

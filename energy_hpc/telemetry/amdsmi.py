@@ -3,14 +3,20 @@
 What is read for the rank's device (the primary's handle when it is an MI250X package):
 
 * **energy** -- ``amdsmi_get_energy_count``: an accumulator times ``counter_resolution`` (uJ per
-  tick, 15.26 uJ on MI200/MI300) = uJ since driver load, stored in J. The key is
-  ``energy_accumulator`` from ROCm 6.4, both ``energy_accumulator`` and the deprecated ``power`` in
-  6.3, only ``power`` up to 6.2 (amdsmi Python API reference, "Deprecated in ROCm 6.4").
-* **power** -- ``amdsmi_get_power_info`` in W: ``average_socket_power`` on MI200 and older,
-  ``current_socket_power`` on MI300 (ROCm 6.1+), ``socket_power`` from ROCm 7.0 ("matches current or
-  average socket power"); any of them may be the string ``"N/A"`` (amdsmi_power_info_t docs per
-  release, 5.7.1 to 7.1). The first numeric one of socket/current/average is used, and
-  ``power_kind`` says which (``instant`` when ``current_socket_power`` is numeric, else ``average``).
+  tick) = uJ since driver load, stored in J. The library reports ``counter_resolution`` as the
+  hard-coded ``15.3F`` of rocm_smi.cc (15.300000190734863 in Python), for every part; the result's
+  ``timestamp`` is gpu_metrics ``system_clock_counter`` in ns (amdsmi.h: "Resolution: 1 ns"), not
+  used here. The key is ``energy_accumulator`` from ROCm 6.4, both ``energy_accumulator`` and the
+  deprecated ``power`` in 6.3, only ``power`` up to 6.2 (amdsmi Python API reference, "Deprecated
+  in ROCm 6.4").
+* **power** -- ``amdsmi_get_power_info`` in whole W. *What* it measures is decided by the part, not by
+  which key happens to hold a number: on MI200 (gfx90a: MI210/MI250/MI250X) the firmware reports only
+  ``average_socket_power``, a running average, and ROCm 6.0 copies it into ``current_socket_power``
+  (rocm_smi_gpu_metrics.cc, gpu_metrics 1.3, "Backwards compatibility"), so every MI200 reading is
+  ``average``. On MI300-class parts (gfx94x/gfx95x) ``current_socket_power`` is the instantaneous
+  socket power (``instant``) and ``average_socket_power`` is unavailable. ROCm 7.0's
+  ``socket_power`` is the one of the two the part has. Other parts are taken as ``average`` (said in
+  the note). Unavailable values are the sentinel 0xFFFF (raw up to 6.0) or ``"N/A"`` (from 6.2).
 
 The update period of the MI200 counters is not documented by AMD; it is of the order of a
 millisecond (McDaniel et al., "Fine-grained power and energy attribution on AMD GPU/APU-based
@@ -18,11 +24,16 @@ exascale nodes", arXiv:2604.06056, characterise it on Frontier). The default ``u
 1 ms can be set with ``[measure.sensor_options.amdsmi] update_period_s``.
 
 Which device: amdsmi sees every GPU of the node whatever ROCR_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES
-say. The rank's GCD is found by ``SensorContext.device_bus_id``; else ``device_uuid`` (amdsmi's
-device UUID); else its visible-devices entry (already resolved through ROCR -> HIP layering by
-:func:`energy_hpc.context.visible_devices`): an index is the position in PCI bus order, which is how
-ROCr numbers GCDs on Frontier (GCD i = i-th of c1, c6, c9, ce, d1, d6, d9, de), and ``GPU-<hex>`` is
-ROCr's UUID, the ASIC serial amdsmi reports as ``asic_serial``; else ``local_rank`` in bus order.
+say. The rank's GCD is found by ``SensorContext.device_bus_id``; else ``device_uuid`` in any of the
+forms it comes in: amdsmi's own UUID (``amdsmi_get_gpu_device_uuid``, built from the ASIC serial and
+device id), ROCr's ``GPU-<serial hex>``, or torch's ``get_device_properties(i).uuid`` on ROCm, which is
+the 16 ASCII characters of that serial printed as 8-4-4-4-12 hex (HIP copies ROCr's UUID string into
+``hipDeviceProp_t.uuid``; ``58580000-...`` is ROCr's "GPU-XX", no unique id). A UUID that matches no
+GCD is logged and the next way is tried: its visible-devices entry (already resolved through ROCR ->
+HIP layering by :func:`energy_hpc.context.visible_devices`): an index is the position in PCI bus
+order, which is how ROCr numbers GCDs on Frontier (GCD i = i-th of c1, c6, c9, ce, d1, d6, d9, de),
+and ``GPU-<hex>`` is ROCr's UUID, the ASIC serial amdsmi reports as ``asic_serial``; else
+``local_rank`` in bus order.
 
 MI250X packages. Each MI250X holds two GCDs; only the *primary* reports power and energy, for the
 whole package; the *secondary* reads 0, ``"N/A"`` or NOT_SUPPORTED (kernel patch "drm/amd/pm: Only
@@ -30,7 +41,8 @@ primary die supports power data", 2021; rocm-smi's ``checkIfSecondaryDie`` tests
 counter of 0). Pairs are found, in order, from ``[measure.sensor_options.amdsmi] packages`` (lists
 of bus ids), else from the xGMI bandwidth between GCDs -- the two GCDs of a package are joined by
 four links, twice or four times the bandwidth of any other pair (``rocm-smi --shownodesbw``:
-200 GB/s vs 50-100 GB/s; ``amdsmi_get_minmax_bandwidth_between_processors``), the partner must be
+200 GB/s vs 50-100 GB/s; ``amdsmi_get_minmax_bandwidth_between_processors``, spelled
+``..._bandwith_...`` in ROCm 5.7), the partner must be
 the unique and mutual best --, else from PCI bus order (pairs of neighbours), with a warning.
 
 Attribution rule (what the channels mean and how the analysis must use them):
@@ -59,6 +71,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 import time
 from types import ModuleType
 from typing import Any, Callable, Sequence
@@ -73,6 +86,10 @@ log = logging.getLogger(__name__)
 NAN = math.nan
 DEFAULT_UPDATE_PERIOD_S = 0.001
 MI200_DEVICE_IDS = (0x7408, 0x740C)  # MI250X, MI250 (MI210, 0x740f, has one GCD)
+MI200_ALL_IDS = (0x7408, 0x740C, 0x740F)
+MI300_DEVICE_IDS = frozenset(range(0x74A0, 0x74C0)) | frozenset(range(0x75A0, 0x75C0))  # MI300A/X, MI325X, MI35x
+# ROCm 5.7 spells it "bandwith"; 6.0 and later "bandwidth" (amdsmi_interface.py of each release)
+_BANDWIDTH_FNS = ("amdsmi_get_minmax_bandwidth_between_processors", "amdsmi_get_minmax_bandwith_between_processors")
 
 # amdsmi_status_t (amdsmi.h) -> (name, meaning). The numbers are those Zeus maps in
 # zeus/device/gpu/amd.py and the AmdSmiRetCode enum of py-interface/amdsmi_exception.py.
@@ -137,25 +154,49 @@ def energy_joules(d: dict) -> float:
     return float(acc) * float(res) * 1e-6
 
 
-def power_key(d: dict) -> tuple[str, str] | None:
-    """Which key of an ``amdsmi_get_power_info`` dict carries power here, and its kind."""
-    current = _number(d.get("current_socket_power"))
-    if not math.isnan(_number(d.get("socket_power"))):
-        return "socket_power", "instant" if not math.isnan(current) else "average"
-    if not math.isnan(current):
-        return "current_socket_power", "instant"
-    if not math.isnan(_number(d.get("average_socket_power"))):
-        return "average_socket_power", "average"
+def power_key(d: dict, part: str = "other") -> tuple[str, str, str] | None:
+    """(key, kind, why) of the ``amdsmi_get_power_info`` dict that carries power on this ``part``.
+
+    The kind comes from the part (see the module docstring), never from which key holds a number:
+    ROCm 6.0 fills ``current_socket_power`` with the average on MI200."""
+    def numeric(k: str) -> bool:
+        return not math.isnan(_number(d.get(k)))
+
+    if part == "mi300":
+        for k in ("current_socket_power", "socket_power"):
+            if numeric(k):
+                return k, "instant", f"power from {k}: instantaneous socket power (MI300-class)"
+        if numeric("average_socket_power"):
+            return "average_socket_power", "average", "power from average_socket_power (no current power here)"
+        return None
+    why = ("running average of socket power (MI200 firmware reports no instantaneous power)" if part == "mi200"
+           else "taken as an average: this part's power kind is not known")
+    for k in ("average_socket_power", "socket_power", "current_socket_power"):
+        if numeric(k):
+            return k, "average", f"power from {k}: {why}"
     return None
 
 
+def _part(device_id: int, market: str, gfx: str) -> str:
+    """"mi300" (gfx94x/gfx95x), "mi200" (gfx90a) or "other": what the power readings mean."""
+    gfx = gfx.lower()
+    if gfx.startswith(("gfx94", "gfx95")) or device_id in MI300_DEVICE_IDS or re.search(r"\bMI3\d\d", market):
+        return "mi300"
+    if gfx == "gfx90a" or device_id in MI200_ALL_IDS or re.search(r"\bMI2\d\d", market):
+        return "mi200"
+    return "other"
+
+
 class _Gcd:
-    def __init__(self, handle: Any, bdf: str, uuid: str, serial: str, market: str, device_id: int) -> None:
+    def __init__(self, handle: Any, bdf: str, uuid: str, serial: str, market: str, device_id: int,
+                 gfx: str = "") -> None:
         self.handle, self.bdf, self.uuid, self.serial = handle, bdf, uuid, serial
         self.market, self.device_id = market, device_id
+        self.part = _part(device_id, market, gfx)
 
     @property
     def mi200(self) -> bool:
+        """An MI250/MI250X GCD (two per package), the parts that are paired."""
         return self.device_id in MI200_DEVICE_IDS or "MI250" in self.market
 
 
@@ -169,9 +210,13 @@ def _enumerate(lib: Any) -> list[_Gcd]:
             except lib.AmdSmiException:
                 uuid = ""
             serial = str(asic.get("asic_serial", "")).lower().removeprefix("0x")
-            dev = asic.get("device_id", 0)
+            dev = asic.get("device_id", 0)  # int up to 6.0, hex() from 6.2, "N/A" when unknown
+            try:
+                dev_id = int(dev, 16) if isinstance(dev, str) else int(dev)
+            except ValueError:
+                dev_id = 0
             out.append(_Gcd(h, normalize_bus_id(lib.amdsmi_get_gpu_device_bdf(h)), uuid, serial,
-                            str(asic.get("market_name", "")), int(dev, 16) if isinstance(dev, str) else int(dev)))
+                            str(asic.get("market_name", "")), dev_id, str(asic.get("target_graphics_version", ""))))
     except lib.AmdSmiException as exc:
         raise amdsmi_error(exc, "listing GPUs") from None
     return sorted(out, key=lambda g: g.bdf)
@@ -186,11 +231,50 @@ def select_gcd(gcds: list[_Gcd], ctx: SensorContext) -> tuple[_Gcd, str]:
             if g.bdf == want:
                 return g, f"bus id {want}"
         raise SensorUnavailable(f"amdsmi: no GPU with bus id {want}; amdsmi sees {[g.bdf for g in gcds]}")
+    unmatched = ""
     if ctx.device_uuid:
-        for g in gcds:
-            if g.uuid and g.uuid.lower() == ctx.device_uuid.lower():
-                return g, f"uuid {g.uuid}"
-        raise SensorUnavailable(f"amdsmi: no GPU with uuid {ctx.device_uuid}")
+        g = match_uuid(gcds, ctx.device_uuid)
+        if g is not None:
+            return g, f"uuid {ctx.device_uuid}"
+        unmatched = f"uuid {ctx.device_uuid} matched no GPU; "
+        log.warning("amdsmi: device uuid %s matches no GPU (amdsmi uuids %s, serials %s); mapping by the next key",
+                    ctx.device_uuid, [x.uuid for x in gcds], [x.serial for x in gcds])
+    g, how = _select_without_uuid(gcds, ctx)
+    return g, unmatched + how
+
+
+def uuid_serial(uuid: str) -> str:
+    """The ASIC serial (lower-case hex, as ``asic_serial`` without 0x) a runtime UUID names, or "".
+
+    ``GPU-<hex>`` is ROCr's form; torch's ``get_device_properties(i).uuid`` on ROCm prints the bytes
+    of HIP's uuid, which are the ASCII characters after ``GPU-``: "63663131-3832-..." is "cf1182...".
+    """
+    u = uuid.strip().lower()
+    if u.startswith("gpu-"):
+        u = u[4:]
+    elif re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", u):
+        try:
+            u = bytes.fromhex(u.replace("-", "")).decode("ascii").rstrip("\0").lower()
+        except (UnicodeDecodeError, ValueError):
+            return ""
+    return u if re.fullmatch(r"[0-9a-f]{1,16}", u) else ""
+
+
+def match_uuid(gcds: list[_Gcd], uuid: str) -> _Gcd | None:
+    """The GCD a UUID of any form names (amdsmi's own, ROCr's, torch's on ROCm), or None."""
+    want = uuid.strip().lower()
+    for g in gcds:
+        if g.uuid and g.uuid.lower() == want:
+            return g
+    serial = uuid_serial(uuid)
+    if serial:
+        hits = [g for g in gcds if g.serial and g.serial.lstrip("0") == serial.lstrip("0")]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _select_without_uuid(gcds: list[_Gcd], ctx: SensorContext) -> tuple[_Gcd, str]:
     if ctx.visible_devices:
         entries = ctx.visible_devices
         entry = entries[0] if len(entries) == 1 else entries[ctx.local_rank % len(entries)]
@@ -261,7 +345,7 @@ def find_packages(lib: Any, gcds: list[_Gcd], explicit: Sequence[Sequence[str]] 
 def _pairs_by_bandwidth(lib: Any, gcds: list[_Gcd]) -> list[tuple[_Gcd, _Gcd]] | None:
     if len(gcds) < 2:
         return []
-    fn = getattr(lib, "amdsmi_get_minmax_bandwidth_between_processors", None)
+    fn = next((getattr(lib, n) for n in _BANDWIDTH_FNS if hasattr(lib, n)), None)
     if fn is None:
         return None
     best: dict[str, str] = {}
@@ -320,15 +404,15 @@ class AmdSmiSensor(Sensor):
             einfo = lib.amdsmi_get_energy_count(self.source.handle)
         except lib.AmdSmiLibraryException as exc:
             raise amdsmi_error(exc, f"reading {self.source.bdf}") from None
-        key = power_key(pinfo)
-        self.power_key, kind = key if key else ("", "instant")
+        key = power_key(pinfo, self.source.part)
+        self.power_key, kind, why = key if key else ("", "instant", "")
         self.has_energy = not math.isnan(energy_joules(einfo))
         if not key and not self.has_energy:
             raise SensorUnavailable(f"amdsmi: {self.source.bdf} reports neither power nor energy")
         res = einfo.get("counter_resolution", 0.0)
         resolution = float(res) * 1e-6 if isinstance(res, (int, float)) else 0.0
         if key:
-            note.append(f"power from {self.power_key}")
+            note.append(why)
         if role == "gpu":
             name, scope, device, shared = f"amdsmi:{gcd.bdf}", Scope.GPU, gcd.bdf, ()
         else:

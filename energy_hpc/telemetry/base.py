@@ -25,6 +25,9 @@ class Scope(str, Enum):
     CPU = "cpu"
     MEMORY = "memory"
     NODE = "node"  # the whole node (Cray pm_counters 'power'/'energy')
+    # a module of several parts read as one (GH200 at NVML module scope: Grace CPU + memory + GPU);
+    # never added to GPU-only totals
+    MODULE = "module"
     OTHER = "other"
 
 

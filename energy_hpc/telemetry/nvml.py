@@ -427,7 +427,7 @@ class NvmlSensor(Sensor):
                         "known; NVML counts the whole GPU, all MIG instances, recorded once per GPU")
         scope, label = Scope.GPU, gpu.name
         if self.scope_out:
-            scope, label = Scope.OTHER, f"{gpu.name} {MODULE_LABEL}"
+            scope, label = Scope.MODULE, f"{gpu.name} {MODULE_LABEL}"
             note.append("GH200 module scope: NVML answers only for the whole module (Grace CPU + memory + GPU), "
                         "not for the GPU alone (NVML_POWER_SCOPE_GPU not supported); recorded as scope 'other', "
                         "not GPU energy: keep it out of GPU-only totals")

@@ -11,7 +11,8 @@ from energy_hpc.context import visible_devices
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry import amdsmi
 from energy_hpc.telemetry.base import Scope, SensorContext
-from tests.fakes.fake_amdsmi import FRONTIER_BDFS, VERSIONS, FakeGcd, make_amdsmi, mi250x_node
+from tests.fakes.fake_amdsmi import (FRONTIER_BDFS, VERSIONS, FakeGcd, amdsmi_uuid, make_amdsmi, mi250x_node,
+                                     rocr_uuid, torch_uuid)
 
 NO_PROBE = {"amdsmi": {"probe_reads": 0}}
 
@@ -78,7 +79,9 @@ def test_primary_with_the_higher_bus_id_is_found_from_power_not_position():
     assert pkg.scope is Scope.PACKAGE and pkg.shared_with == (FRONTIER_BDFS[1], FRONTIER_BDFS[0])
 
 
-def test_pairs_follow_xgmi_bandwidth_not_bus_order():
+@pytest.mark.parametrize("version", VERSIONS)
+def test_pairs_follow_xgmi_bandwidth_not_bus_order(version, caplog):
+    # ROCm 5.7 spells the call amdsmi_get_minmax_bandwith_between_processors: it must be used too
     gcds = mi250x_node()
     # swap the roles of GCDs 1 and 2 in the topology: package (0,2) and (1,3)
     for g in gcds:
@@ -88,8 +91,9 @@ def test_pairs_follow_xgmi_bandwidth_not_bus_order():
         gcds[a].link_bw[gcds[b].bdf] = bw
         gcds[b].link_bw[gcds[a].bdf] = bw
     gcds[1].silent, gcds[2].silent = False, True
-    ch = open_(gcds, device_bus_id=FRONTIER_BDFS[2]).channels()[0]
+    ch = open_(gcds, version, device_bus_id=FRONTIER_BDFS[2]).channels()[0]
     assert ch.included_in == f"amdsmi:pkg:{FRONTIER_BDFS[0]}"
+    assert "PCI bus order" not in caplog.text
 
 
 def test_without_bandwidth_information_pairs_fall_back_to_bus_neighbours_with_a_warning(caplog):
@@ -133,7 +137,7 @@ def test_every_rocm_release_gives_package_power_and_energy_in_si_units(version):
     r = s.read()
     assert r.power == [123.0]
     assert r.energy[0] == pytest.approx(1_000_000 * 15.259e-6)
-    assert s.channels()[0].power_kind == "average"  # MI200: current_socket_power is "N/A"
+    assert s.channels()[0].power_kind == "average"  # MI200: the socket power is a running average
 
 
 @pytest.mark.parametrize("version", ["6.0", "6.4", "7.0"])
@@ -146,10 +150,92 @@ def test_mi300_reads_current_socket_power_as_instant(version):
     assert s.read().power == [650.0]
 
 
-def test_rocm5_init_flag_name_is_handled():
-    lib = make_amdsmi(mi250x_node(), "5.7")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_init_flag_is_the_releases_own_enum_member(version):
+    lib = make_amdsmi(mi250x_node(), version)
     open_(lib=lib, device_bus_id=FRONTIER_BDFS[0])
-    assert lib._state["flags"].name == "AMD_GPUS"
+    assert lib._state["flags"] is lib.AmdSmiInitFlags.INIT_AMD_GPUS  # 5.7 too (AMD_GPUS was 5.5/5.6)
+
+
+@pytest.mark.parametrize("version", ["6.0", "6.2", "7.0"])
+def test_mi200_power_is_average_even_where_current_socket_power_is_a_number(version):
+    # ROCm 6.0 copies average_socket_power into current_socket_power on MI200 (gpu_metrics 1.3):
+    # the key being numeric says nothing about what it measures; the part does.
+    gcds = mi250x_node()
+    lib = make_amdsmi(gcds, version)
+    lib.amdsmi_init()
+    info = lib.amdsmi_get_power_info(lib.amdsmi_get_processor_handles()[0])
+    lib.amdsmi_shut_down()
+    if version == "6.0":
+        assert info["current_socket_power"] == info["average_socket_power"] == 90
+    s = open_(lib=lib, device_bus_id=FRONTIER_BDFS[0])
+    (ch,) = s.channels()
+    assert ch.power_kind == "average" and "average" in ch.note
+    assert s.read().power == [90.0]
+
+
+@pytest.mark.parametrize("version", VERSIONS[1:])
+def test_mi300_is_instant_by_part_whatever_the_release_sentinel(version):
+    # 6.0 returns the raw 0xFFFF sentinel for average_socket_power, 6.2+ "N/A"; no `instant` flag here:
+    # the device id says MI300X.
+    gcds = [FakeGcd(bdf="0000:05:00.0", market_name="AMD Instinct MI300X", device_id=0x74A1, power_W=612.7)]
+    s = open_(gcds, version)
+    (ch,) = s.channels()
+    assert ch.power_kind == "instant"
+    assert s.read().power == [612.0]  # the library returns whole watts
+
+
+@pytest.mark.parametrize("form", ["torch", "rocr", "amdsmi"])
+def test_device_uuid_in_each_form_finds_the_gcd(form):
+    gcds = mi250x_node()
+    g = gcds[5]
+    uuid = {"torch": torch_uuid(g.serial_int), "rocr": rocr_uuid(g.serial_int),
+            "amdsmi": amdsmi_uuid(g.serial_int, g.device_id)}[form]
+    ch = open_(gcds, device_uuid=uuid).channels()[0]
+    assert ch.device == g.bdf and "uuid" in ch.note
+
+
+def test_torch_uuid_on_rocm_is_what_amdsmi_never_prints():
+    g = mi250x_node()[0]
+    assert torch_uuid(g.serial_int) == "63663131-3832-6632-3938-386330613430"  # "cf1182f2988c0a40" in ASCII
+    assert amdsmi_uuid(g.serial_int, g.device_id) == "cfff7408-0000-1000-8011-82f2988c0a40"
+
+
+@pytest.mark.parametrize("uuid", ["58580000-0000-0000-0000-000000000000",  # ROCr "GPU-XX": no unique id
+                                  "00000000-1111-2222-3333-444444444444"])
+def test_unmatched_device_uuid_falls_through_to_the_visible_devices_entry(uuid, caplog):
+    ch = open_(device_uuid=uuid, **from_env({"ROCR_VISIBLE_DEVICES": "4"})).channels()[0]
+    assert ch.device == FRONTIER_BDFS[4]
+    assert "ROCR_VISIBLE_DEVICES index 4" in ch.note and uuid in caplog.text
+
+
+def test_unmatched_device_uuid_falls_through_to_the_local_rank():
+    ch = open_(device_uuid="58580000-0000-0000-0000-000000000000", local_rank=2).channels()[0]
+    assert ch.device == FRONTIER_BDFS[2] and "local rank 2" in ch.note
+
+
+def test_stuck_counters_of_rocm_6_0_are_caught_by_hygiene(clock):
+    gcds = mi250x_node()
+    lib = make_amdsmi(gcds, "6.0", quirks=("stuck",))
+    s = amdsmi.open_sensor(SensorContext(device_bus_id=FRONTIER_BDFS[0], options=NO_PROBE), library=lib,
+                           clock=clock)
+    for _ in range(30):
+        gcds[0].energy_ticks += 1_000_000  # the hardware moves, the library's cache does not
+        s.read()
+        clock.advance(0.1)
+    assert s.channels()[0].counter_fault == "stuck"
+
+
+def test_a_counter_running_backwards_now_and_then_is_distrusted(clock):
+    gcds = mi250x_node()
+    lib = make_amdsmi(gcds, "6.4", quirks=("backwards",), backwards_every=5)
+    s = amdsmi.open_sensor(SensorContext(device_bus_id=FRONTIER_BDFS[0], options=NO_PROBE), library=lib,
+                           clock=clock)
+    for _ in range(6):
+        gcds[0].energy_ticks += 10_000
+        s.read()
+        clock.advance(0.01)
+    assert s.channels()[0].counter_fault == "backwards"
 
 
 def test_missing_driver_is_unavailable_with_the_reason():

@@ -85,3 +85,40 @@ def test_root_only_counters_are_reported_plainly_with_the_fix(tmp_path, monkeypa
 def test_no_powercap_tree_is_unavailable(tmp_path):
     with pytest.raises(SensorUnavailable, match="no RAPL zones"):
         open_(tmp_path)
+
+
+def laptop_with_psys(root: Path) -> Path:
+    # the usual Intel client layout: intel-rapl:1 is the platform (psys) domain, which contains package-0
+    zone(root, "intel-rapl:0", "package-0", 1_000_000)
+    zone(root, "intel-rapl:0:0", "core", 500_000)
+    zone(root, "intel-rapl:0:1", "uncore", 100_000)
+    zone(root, "intel-rapl:0:2", "dram", 200_000)
+    zone(root, "intel-rapl:1", "psys", 9_000_000)
+    return root
+
+
+def test_psys_is_never_taken_for_a_cpu_package(tmp_path):
+    s = open_(laptop_with_psys(tmp_path))
+    assert [(c.name, c.scope) for c in s.channels()] == [("rapl:package-0", Scope.CPU), ("rapl:dram-0", Scope.MEMORY)]
+    assert "psys" in s.channels()[0].note
+    assert s.read().energy == [pytest.approx(1.0), pytest.approx(0.2)]
+
+
+def test_packages_are_named_by_their_zone_name_not_their_position(tmp_path):
+    # a server whose psys zone sits between the packages: intel-rapl:2 is package-1
+    zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000)
+    zone(tmp_path, "intel-rapl:1", "psys", 9_000_000)
+    zone(tmp_path, "intel-rapl:2", "package-1", 3_000_000)
+    zone(tmp_path, "intel-rapl:2:0", "dram", 400_000)
+    s = open_(tmp_path)
+    assert [c.name for c in s.channels()] == ["rapl:package-0", "rapl:package-1", "rapl:dram-1"]
+    assert s.read().energy == [pytest.approx(1.0), pytest.approx(3.0), pytest.approx(0.4)]
+
+
+def test_subzones_are_found_inside_their_package_folder_once(tmp_path):
+    # the kernel's device tree nests intel-rapl:0:0 inside intel-rapl:0; /sys/class/powercap also lists it
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000)
+    zone(pkg, "intel-rapl:0:0", "dram", 200_000)
+    assert [c.name for c in open_(tmp_path).channels()] == ["rapl:package-0", "rapl:dram-0"]
+    (tmp_path / "intel-rapl:0:0").symlink_to(pkg / "intel-rapl:0:0")
+    assert [c.name for c in open_(tmp_path).channels()] == ["rapl:package-0", "rapl:dram-0"]

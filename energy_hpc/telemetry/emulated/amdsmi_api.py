@@ -1,30 +1,63 @@
 """A stand-in for ROCm's ``amdsmi`` Python package, release by release.
 
-Sources for what it returns (ROCm/amdsmi py-interface and its docs):
+What each release's ``amdsmi_interface.py`` does (read from the pip wheels amdsmi 5.7.0, 6.0.0, 6.2.0,
+6.3.0, 6.4.0 and 7.0.0) and what the C library behind it fills in (ROCm/amdsmi tags rocm-5.7.0 ...
+rocm-6.2.0, ``src/amd_smi/amd_smi.cc`` and ``rocm_smi/src/rocm_smi_gpu_metrics.cc``):
 
-* ``amdsmi_get_power_info`` -- amdsmi_power_info_t per release (rocm.docs.amd.com, docs-5.7.1 ...
-  docs-7.1.1) and ``amdsmi_interface.py``: 5.7 ``average_socket_power, gfx_voltage, soc_voltage,
-  mem_voltage, power_limit``; 6.0-6.4 adds ``current_socket_power`` ("N/A" on MI200 and older,
-  ``average_socket_power`` "N/A" on MI300); 7.x adds ``socket_power`` ("matches current or average").
-* ``amdsmi_get_energy_count`` -- ``power, counter_resolution, timestamp`` up to 6.2;
-  ``power`` and ``energy_accumulator`` in 6.3; ``energy_accumulator`` only from 6.4 (``power``
-  "Deprecated in ROCm 6.4" in amdsmi-py-api.md). counter_resolution 15.259 uJ/tick on MI200.
-* ``AmdSmiLibraryException(err_code)`` with ``get_error_code()``, ``err_code``, ``err_info``
-  (py-interface/amdsmi_exception.py), status values of amdsmi.h (NOT_SUPPORTED = 2).
-* ``AmdSmiInitFlags.INIT_AMD_GPUS`` (6.x and later; ``AMD_GPUS`` in 5.x).
-* ``amdsmi_get_gpu_device_bdf`` -> "0000:c1:00.0" (lower case, _format_bdf);
-  ``amdsmi_get_minmax_bandwidth_between_processors`` -> {"min_bandwidth", "max_bandwidth"} in MB/s.
-* MI250X node topology (Frontier/LUMI, ``rocm-smi --shownodesbw`` as printed in Hugging Face's
-  optimum-amd "AMD Instinct GPU connectivity"): GCD pairs (0,1) (2,3) (4,5) (6,7) at 50000-200000,
-  other links 50000-50000 or 50000-100000, or not connected (0-0). Secondary dies read 0 power and a
-  0 energy counter ("drm/amd/pm: Only primary die supports power data"), or "N/A", or raise
-  NOT_SUPPORTED depending on the stack.
+* ``AmdSmiInitFlags``: ``INIT_ALL_PROCESSORS, INIT_AMD_CPUS, INIT_AMD_GPUS, INIT_NON_AMD_CPUS,
+  INIT_NON_AMD_GPUS`` in every release (5.7 included: the ``AMD_GPUS`` spelling is 5.5/5.6);
+  ``INIT_ALL_PROCESSORS`` is 0 in 5.7/6.0 and 0xFFFFFFFF from 6.2; ``INIT_AMD_APUS`` (3) from 6.2.
+  ``amdsmi_init(flag=INIT_AMD_GPUS)`` raises AmdSmiParameterException for anything but the enum.
+* xGMI bandwidth: ``amdsmi_get_minmax_bandwith_between_processors`` (sic) in 5.7,
+  ``amdsmi_get_minmax_bandwidth_between_processors`` from 6.0; both return
+  ``{"min_bandwidth", "max_bandwidth"}`` (MB/s).
+* ``amdsmi_get_power_info``: 5.7 ``average_socket_power, gfx_voltage, soc_voltage, mem_voltage,
+  power_limit``; 6.0-6.4 add ``current_socket_power``; 7.0 adds ``socket_power``. Values are ints (W);
+  an unavailable value is the C sentinel 0xFFFF, returned raw by 5.7/6.0 and as the string ``"N/A"``
+  from 6.2. 6.4 alone takes ``sensor_ind=0``. On MI200 (gpu_metrics 1.3) ROCm 6.0 copies
+  ``average_socket_power`` into ``current_socket_power`` ("Backwards compatibility" in
+  GpuMetricsBase_v13_t::copy_internal_to_external_metrics, rocm-6.0.0 and rocm-6.0.2); from 6.1 the
+  copy is commented out and ``current_socket_power`` is the sentinel. On MI300 (gpu_metrics 1.4/1.5)
+  ``average_socket_power`` is the sentinel and ``current_socket_power`` the instantaneous socket power.
+  7.0's ``socket_power`` is the current power where the part has one, else the average.
+* ``amdsmi_get_energy_count``: ``power, counter_resolution, timestamp`` up to 6.2; ``power`` and
+  ``energy_accumulator`` in 6.3; ``energy_accumulator`` only from 6.4. ``counter_resolution`` is the
+  hard-coded ``kEnergyCounterResolution = 15.3F`` of rocm_smi.cc, a C float: Python sees
+  15.300000190734863. ``timestamp`` is gpu_metrics ``system_clock_counter``, in ns ("Resolution: 1 ns",
+  amdsmi.h).
+* ``amdsmi_get_gpu_asic_info``: 5.7/6.0 return ``device_id`` etc. as ints and ``asic_serial`` as the raw
+  sysfs ``unique_id`` (16 lower-case hex digits); from 6.2 ``device_id`` is ``hex()`` and ``asic_serial``
+  ``"0x%016X"``; ``oam_id`` from 6.2, ``num_compute_units`` and ``target_graphics_version`` from 6.3,
+  ``subsystem_id`` in 7.0.
+* ``amdsmi_get_gpu_device_uuid``: ``amdsmi_uuid_gen(serial, device_id, 0xff)`` of amd_smi_uuid.cc, e.g.
+  serial 0xCF1182F2988C0A40 on 0x7408 -> ``cfff7408-0000-1000-8011-82f2988c0a40``. It is *not* what
+  HIP/torch report: ROCr's UUID is ``GPU-<unique_id in hex>`` and HIP's ``hipDeviceProp_t.uuid`` holds
+  the 16 ASCII characters after ``GPU-`` (clr rocdevice.cpp), which torch prints as 8-4-4-4-12 hex of
+  those bytes (see :func:`torch_uuid`).
+* ``AmdSmiLibraryException(err_code)`` with ``get_error_code()``, ``err_code``, ``err_info``; status
+  values of amdsmi.h (NOT_SUPPORTED = 2). ``AMDSMI_STATUS_DRIVER_NOT_LOADED`` (34) exists from 6.0;
+  5.7 answers a missing driver with INIT_ERROR (18).
+* MI250X (Frontier/LUMI, ``rocm-smi --shownodesbw`` in Hugging Face optimum-amd "AMD Instinct GPU
+  connectivity"): GCD pairs (0,1) (2,3) (4,5) (6,7) at 50000-200000, other links 50000-50000 or
+  50000-100000, or not connected (0-0). Secondary dies read 0 power and a 0 energy counter
+  ("drm/amd/pm: Only primary die supports power data"), or an unavailable power (the sentinel: raw
+  0xFFFF to 6.0, "N/A" from 6.2), or raise NOT_SUPPORTED, depending on the stack (``silent_mode``).
+
+Opt-in quirks (``make_amdsmi(..., quirks=...)``), only on the releases where they are documented:
+
+* ``"stuck"`` (6.0): gpu_metrics read once and then served from a cache, so power and energy never
+  change (ROCm/amdsmi#22 "Power info and energy counter APIs always return the same info", fixed in 6.1
+  by commit 78074d7 "forces rereading gpu metrics unconditionally"; AMDResearch/hpcfund#21 on 6.0.2).
+* ``"backwards"`` (5.7-6.4): now and then a read returns a smaller accumulator than the one before
+  (ROCm/amdsmi#115, reported as gone with 7.0); every ``backwards_every``-th read is
+  ``backwards_ticks`` low.
 
 Use :func:`mi250x_node` for the 8-GCD Frontier node and :func:`make_amdsmi` for the module object.
 """
 
 from __future__ import annotations
 
+import struct
 import sys
 import types
 from dataclasses import dataclass, field
@@ -32,11 +65,58 @@ from enum import IntEnum
 
 VERSIONS = ("5.7", "6.0", "6.2", "6.3", "6.4", "7.0")
 NA = "N/A"
+SENTINEL = 0xFFFF  # amd_smi.cc fills amdsmi_power_info_t with 0xFFFF before reading gpu_metrics
 
 STATUS = {"AMDSMI_STATUS_SUCCESS": 0, "AMDSMI_STATUS_INVAL": 1, "AMDSMI_STATUS_NOT_SUPPORTED": 2,
           "AMDSMI_STATUS_NOT_YET_IMPLEMENTED": 3, "AMDSMI_STATUS_TIMEOUT": 8, "AMDSMI_STATUS_RETRY": 9,
           "AMDSMI_STATUS_NO_PERM": 10, "AMDSMI_STATUS_INIT_ERROR": 18, "AMDSMI_STATUS_NOT_FOUND": 31,
           "AMDSMI_STATUS_NOT_INIT": 32, "AMDSMI_STATUS_DRIVER_NOT_LOADED": 34}
+
+# Quirk -> releases whose sources/issues document it (see the module docstring).
+QUIRKS = {"stuck": ("6.0",), "backwards": ("5.7", "6.0", "6.2", "6.3", "6.4")}
+
+# amdsmi_wrapper.AMDSMI_INIT_* per release
+_INIT_FLAGS = {
+    "5.7": {"INIT_ALL_PROCESSORS": 0, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2, "INIT_NON_AMD_CPUS": 4,
+            "INIT_NON_AMD_GPUS": 8},
+    "6.0": {"INIT_ALL_PROCESSORS": 0, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2, "INIT_NON_AMD_CPUS": 4,
+            "INIT_NON_AMD_GPUS": 8},
+}
+for _v in ("6.2", "6.3", "6.4", "7.0"):
+    _INIT_FLAGS[_v] = {"INIT_ALL_PROCESSORS": 0xFFFFFFFF, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2,
+                       "INIT_AMD_APUS": 3, "INIT_NON_AMD_CPUS": 4, "INIT_NON_AMD_GPUS": 8}
+
+BANDWIDTH_FN = {"5.7": "amdsmi_get_minmax_bandwith_between_processors"}  # sic, 5.7 only
+for _v in VERSIONS[1:]:
+    BANDWIDTH_FN[_v] = "amdsmi_get_minmax_bandwidth_between_processors"
+
+MI300_DEVICE_IDS = frozenset(range(0x74A0, 0x74C0)) | frozenset(range(0x75A0, 0x75C0))  # MI300A/X, MI325X, MI35x
+
+
+def c_float(x: float) -> float:
+    """What ctypes.c_float(x).value gives back: the nearest IEEE single."""
+    return struct.unpack("f", struct.pack("f", float(x)))[0]
+
+
+def amdsmi_uuid(serial: int, device_id: int, fcn: int = 0xFF) -> str:
+    """amd_smi_uuid.cc ``amdsmi_uuid_gen``: a version-1 UUID laid out from the ASIC serial and device id."""
+    time_low = (device_id & 0xFFFF) | (fcn & 0xFF) << 16 | ((serial >> 56) & 0xFF) << 24
+    clk_seq_low = (serial >> 48) & 0xFF  # shares its byte with asic_6
+    asic_4 = (serial >> 32) & 0xFFFF
+    asic_0 = serial & 0xFFFFFFFF
+    return f"{time_low:08x}-0000-1000-{0x80:02x}{clk_seq_low:02x}-{asic_4:04x}{asic_0:08x}"
+
+
+def rocr_uuid(serial: int) -> str:
+    """ROCr's HSA_AMD_AGENT_INFO_UUID (``rocminfo`` "Uuid", what ROCR_VISIBLE_DEVICES accepts)."""
+    return f"GPU-{serial:016x}"
+
+
+def torch_uuid(serial: int) -> str:
+    """``str(torch.cuda.get_device_properties(i).uuid)`` on ROCm: HIP's uuid holds the 16 characters
+    after ``GPU-`` of ROCr's UUID as bytes; torch prints the bytes as 8-4-4-4-12 hex."""
+    b = rocr_uuid(serial)[4:].encode("ascii").hex()
+    return f"{b[:8]}-{b[8:12]}-{b[12:16]}-{b[16:20]}-{b[20:]}"
 
 
 class AmdSmiException(Exception):
@@ -52,7 +132,7 @@ class AmdSmiLibraryException(AmdSmiException):
         self.err_info = names.get(err_code, "AMDSMI_STATUS_UNKNOWN_ERROR - An unknown error occurred")
 
     def __str__(self):
-        return f"An error occured with code: {self.err_code}({self.err_info})"
+        return f"Error code:\n\t{self.err_code} | {self.err_info}"
 
     def get_error_code(self):
         return self.err_code
@@ -67,20 +147,33 @@ class AmdSmiParameterException(AmdSmiException):
 
 @dataclass
 class FakeGcd:
-    """One GPU/GCD. ``silent`` makes it an MI250X secondary; ``silent_mode`` says how it shows."""
+    """One GPU/GCD. ``silent`` makes it an MI250X secondary; ``silent_mode`` says how it shows.
+
+    ``power_W`` may be set to a float (an emulator's average); the library returns whole watts, so the
+    fake returns ``int(power_W)``. ``energy_ticks`` is the accumulator, ``counter_resolution`` the
+    µJ per tick that the library reports (15.3, returned as a C float)."""
 
     bdf: str  # "0000:c1:00.0"
     market_name: str = "AMD Instinct MI250X"
     device_id: int = 0x7408
     serial: str = "0x0000000000000000"
-    uuid: str = ""
-    power_W: int = 90
+    uuid: str = ""  # overrides the amdsmi UUID computed from serial and device id
+    power_W: float = 90
     energy_ticks: int = 2_000_000_000
-    counter_resolution: float = 15.259
+    counter_resolution: float = 15.3
+    timestamp_ns: int = 1_700_000_000_000_000_000
     silent: bool = False
-    silent_mode: str = "zero"  # "zero" (0 W, 0 J), "na" ("N/A" power, 0 J) or "raise" (NOT_SUPPORTED)
-    instant: bool = False  # MI300-class: current_socket_power numeric, average_socket_power "N/A"
+    silent_mode: str = "zero"  # "zero" (0 W, 0 J), "na" (power unavailable, 0 J) or "raise" (NOT_SUPPORTED)
+    instant: bool = False  # MI300-class: current_socket_power numeric, average_socket_power unavailable
     link_bw: dict = field(default_factory=dict)  # other bdf -> max bandwidth (MB/s)
+
+    @property
+    def mi300(self) -> bool:
+        return self.instant or self.device_id in MI300_DEVICE_IDS
+
+    @property
+    def serial_int(self) -> int:
+        return int(self.serial, 16)
 
 
 class ProcessorHandle:
@@ -91,27 +184,32 @@ class ProcessorHandle:
 
 
 def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: bool = True,
-                bandwidth_supported: bool = True) -> types.ModuleType:
+                bandwidth_supported: bool = True, quirks: tuple[str, ...] = (), backwards_every: int = 50,
+                backwards_ticks: int = 10_000_000) -> types.ModuleType:
     """A module object that behaves like ``amdsmi`` of ROCm ``version`` on a node with ``gcds``."""
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}")
-    major_minor = tuple(int(x) for x in version.split("."))
+    for q in quirks:
+        if q not in QUIRKS:
+            raise ValueError(f"unknown quirk {q!r}; known: {sorted(QUIRKS)}")
+        if version not in QUIRKS[q]:
+            raise ValueError(f"quirk {q!r} is documented for ROCm {QUIRKS[q]} only, not {version}")
+    v = tuple(int(x) for x in version.split("."))
+    na = NA if v >= (6, 2) else SENTINEL  # 6.2 added the 0xFFFF -> "N/A" loop to amdsmi_get_power_info
     mod = types.ModuleType("amdsmi")
     mod.__version__ = version
     mod.AmdSmiException = AmdSmiException
     mod.AmdSmiLibraryException = AmdSmiLibraryException
     mod.AmdSmiParameterException = AmdSmiParameterException
-    if major_minor < (6, 0):
-        mod.AmdSmiInitFlags = IntEnum("AmdSmiInitFlags", {"ALL_DEVICES": 0xFFFFFFFF, "AMD_CPUS": 1, "AMD_GPUS": 2})
-    else:
-        mod.AmdSmiInitFlags = IntEnum("AmdSmiInitFlags", {"INIT_ALL_PROCESSORS": 0xFFFFFFFF, "INIT_AMD_CPUS": 1,
-                                                          "INIT_AMD_GPUS": 2, "INIT_NON_AMD_CPUS": 4,
-                                                          "INIT_NON_AMD_GPUS": 8, "INIT_AMD_APUS": 3})
-    state = {"init": 0, "flags": None}
+    flags = IntEnum("AmdSmiInitFlags", _INIT_FLAGS[version])
+    mod.AmdSmiInitFlags = flags
+    state = {"init": 0, "flags": None, "reads": {}, "cache": {}}
     mod._state = state
     handles = [ProcessorHandle(g) for g in gcds]
 
     def fail(name):
+        if name == "AMDSMI_STATUS_DRIVER_NOT_LOADED" and v < (6, 0):
+            name = "AMDSMI_STATUS_INIT_ERROR"  # no DRIVER_NOT_LOADED status in 5.7
         raise AmdSmiLibraryException(STATUS[name])
 
     def check(h):
@@ -121,7 +219,16 @@ def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: boo
             raise AmdSmiParameterException(h)
         return h.gcd
 
-    def amdsmi_init(flag=mod.AmdSmiInitFlags(2)):
+    def metrics(g):
+        """(power W, accumulator ticks, timestamp ns) as gpu_metrics gives them now (or cached)."""
+        now = (int(g.power_W), int(g.energy_ticks), int(g.timestamp_ns))
+        if "stuck" in quirks:
+            return state["cache"].setdefault(id(g), now)
+        return now
+
+    def amdsmi_init(flag=flags.INIT_AMD_GPUS):
+        if not isinstance(flag, flags):
+            raise AmdSmiParameterException(flag)
         if not driver_loaded:
             fail("AMDSMI_STATUS_DRIVER_NOT_LOADED")
         state["init"] += 1
@@ -142,47 +249,74 @@ def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: boo
 
     def amdsmi_get_gpu_device_uuid(processor_handle):
         g = check(processor_handle)
-        return g.uuid or f"{g.device_id:04x}ff74-0000-1000-80{g.bdf[5:7]}-{g.serial[-12:]}"
+        return g.uuid or amdsmi_uuid(g.serial_int, g.device_id)
 
     def amdsmi_get_gpu_asic_info(processor_handle):
         g = check(processor_handle)
-        return {"market_name": g.market_name, "vendor_id": "0x1002", "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]",
-                "subvendor_id": "0x1002", "device_id": hex(g.device_id), "rev_id": "0x01", "asic_serial": g.serial,
-                "oam_id": NA, "num_compute_units": 110, "target_graphics_version": "gfx90a"}
+        if v < (6, 2):
+            d = {"market_name": g.market_name, "vendor_id": 0x1002, "subvendor_id": 0x1002,
+                 "device_id": g.device_id, "rev_id": 1, "asic_serial": f"{g.serial_int:016x}"}
+            if v >= (6, 0):
+                d = {**d, "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]", "xgmi_physical_id": 0}
+            return d
+        d = {"market_name": g.market_name, "vendor_id": hex(0x1002),
+             "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]", "subvendor_id": hex(0x1002),
+             "device_id": hex(g.device_id), "rev_id": "0x01", "asic_serial": f"0x{g.serial_int:016X}",
+             "oam_id": NA}
+        if v >= (6, 3):
+            d["num_compute_units"] = 304 if g.mi300 else 110
+            d["target_graphics_version"] = "gfx942" if g.mi300 else "gfx90a"
+        if v >= (7, 0):
+            d["subvendor_id"], d["subsystem_id"] = "0x1002", "0x0c34"
+        return d
 
-    def amdsmi_get_power_info(processor_handle, *args):
+    def _power_info(processor_handle):
         g = check(processor_handle)
         if g.silent and g.silent_mode == "raise":
             fail("AMDSMI_STATUS_NOT_SUPPORTED")
+        watts = metrics(g)[0]
         if g.silent:
-            p = 0 if g.silent_mode == "zero" else NA
-            avg, cur = p, NA
-        elif g.instant:
-            avg, cur = NA, g.power_W
+            avg = 0 if g.silent_mode == "zero" else na
+            cur = avg if version == "6.0" else na
+        elif g.mi300:
+            avg, cur = na, watts  # gpu_metrics 1.4/1.5: average_socket_power is the sentinel
         else:
-            avg, cur = g.power_W, NA
-        d = {"average_socket_power": avg, "gfx_voltage": 800, "soc_voltage": 900, "mem_voltage": 1200,
-             "power_limit": 0 if g.silent else 560}
-        if major_minor >= (6, 0):
-            d = {"current_socket_power": cur, **d}
-        if major_minor >= (7, 0):
-            sp = cur if cur != NA else avg
-            d = {"socket_power": sp, **d}
+            avg = watts
+            cur = watts if version == "6.0" else na  # 6.0: v1.3 copies the average into current
+        d = {"current_socket_power": cur, "average_socket_power": avg, "gfx_voltage": 800, "soc_voltage": 900,
+             "mem_voltage": 1200, "power_limit": na if g.silent else 560}
+        if v < (6, 0):
+            del d["current_socket_power"]
+        if v >= (7, 0):
+            d = {"socket_power": cur if g.mi300 else avg, **d}
         return d
+
+    if version == "6.4":
+        def amdsmi_get_power_info(processor_handle, sensor_ind=0):
+            return _power_info(processor_handle)
+    else:
+        def amdsmi_get_power_info(processor_handle):
+            return _power_info(processor_handle)
 
     def amdsmi_get_energy_count(processor_handle):
         g = check(processor_handle)
         if g.silent and g.silent_mode == "raise":
             fail("AMDSMI_STATUS_NOT_SUPPORTED")
-        ticks = 0 if g.silent else g.energy_ticks
-        d = {"counter_resolution": g.counter_resolution, "timestamp": 1_700_000_000_000_000_000}
-        if major_minor <= (6, 2):
+        _, ticks, ts = metrics(g)
+        if g.silent:
+            ticks = 0
+        elif "backwards" in quirks:
+            n = state["reads"][id(g)] = state["reads"].get(id(g), 0) + 1
+            if n % backwards_every == 0:
+                ticks = max(0, ticks - backwards_ticks)
+        d = {"counter_resolution": c_float(g.counter_resolution), "timestamp": ts}
+        if v <= (6, 2):
             return {"power": ticks, **d}
-        if major_minor == (6, 3):
+        if v == (6, 3):
             return {"power": ticks, "energy_accumulator": ticks, **d}
         return {"energy_accumulator": ticks, **d}
 
-    def amdsmi_get_minmax_bandwidth_between_processors(processor_handle_src, processor_handle_dst):
+    def minmax_bandwidth(processor_handle_src, processor_handle_dst):
         a, b = check(processor_handle_src), check(processor_handle_dst)
         if not bandwidth_supported:
             fail("AMDSMI_STATUS_NOT_SUPPORTED")
@@ -191,8 +325,10 @@ def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: boo
 
     for fn in (amdsmi_init, amdsmi_shut_down, amdsmi_get_processor_handles, amdsmi_get_gpu_device_bdf,
                amdsmi_get_gpu_device_uuid, amdsmi_get_gpu_asic_info, amdsmi_get_power_info,
-               amdsmi_get_energy_count, amdsmi_get_minmax_bandwidth_between_processors):
+               amdsmi_get_energy_count):
         setattr(mod, fn.__name__, fn)
+    minmax_bandwidth.__name__ = BANDWIDTH_FN[version]
+    setattr(mod, BANDWIDTH_FN[version], minmax_bandwidth)
     return mod
 
 

@@ -5,7 +5,16 @@ Which windows each channel is reduced over:
 - a rank-level channel (device, package, estimate): the measured windows of its rank (whole iterations
   and stages, status ``ok``), the rank's idle window(s), and the *node windows* of its node;
 - a node-level channel (recorded by the node leader): the node windows of its node and the leader's idle
-  window(s).
+  window(s);
+- a device recorded by several ranks (ranks bound to one GPU, MIG instances of one GPU: the lowest
+  rank's copy, see :func:`~energy_hpc.analysis.attribution.channel_roles`): its *shared windows*, the
+  union of the sharing ranks' measured windows for each (case, stage), merged so that no two overlap,
+  and the union of their idle windows. Counting one rank's copy over that rank's windows alone would
+  lose the energy of the others' windows when they do not coincide (ranks taking turns); counting
+  every copy over its own rank's windows would count the GPU twice where they overlap. The shared
+  windows are appended to the run's window table with phase ``shared`` (no units, never counted as
+  measured windows: the units stay on the ranks' own windows); where the lowest rank's copy has no
+  samples in one (its sampler died), the next rank's copy stands in.
 
 A *node window* is a piece of the union of the windows of every rank on a node for one (case, stage),
 merged so that no two overlap (ranks drift apart between iterations; overlapping spans would count the
@@ -27,13 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles, normalize_device
+from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles, normalize_device, role_notes
 from energy_hpc.analysis.energy import Scratch, WindowEnergy, reduce_channel
 from energy_hpc.analysis.runfile import CHUNK_SAMPLES, RunFile
 
 log = logging.getLogger(__name__)
 
 COUNTER_FAULT_PREFIX = "counter-fault"
+SHARED_PHASE = "shared"  # phase of the appended windows of a device recorded by several ranks
 
 
 def counter_ok(meta: dict[str, Any]) -> bool:
@@ -70,10 +80,13 @@ class RunReduction:
     n_nodes: int
     params: list[dict[str, Any]]
     units_name: list[str]
-    windows: dict[str, np.ndarray]  # the file's windows plus 'node' (node of the window's rank)
+    # the file's windows plus 'node' (node of the window's rank), then the shared windows (phase
+    # SHARED_PHASE) of devices recorded by several ranks
+    windows: dict[str, np.ndarray]
     node_windows: dict[str, np.ndarray]  # node, case, stage, iteration, start, end, units, n_ranks
     ranks: dict[str, np.ndarray]
     channels: list[ChannelResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # channels left out of every total, and why
 
     @property
     def label(self) -> str:
@@ -91,41 +104,90 @@ def _str(a: np.ndarray) -> np.ndarray:
     return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a], dtype=object)
 
 
+def _union_spans(w: dict[str, np.ndarray], idx: np.ndarray, key_of) -> list[tuple]:
+    """The windows ``idx`` grouped by ``key_of(i)`` and merged, group by group, into intervals that do
+    not overlap: ``(key, first iteration, start, end, units, ranks, first window)`` in key and time
+    order. Ranks are not kept in step between iterations, so once they drift, iteration i of one rank
+    overlaps iteration i+1 of another; spans taken per iteration would then overlap and count the same
+    energy twice. Each merged interval carries the units of the windows inside it."""
+    groups: dict[tuple, list[int]] = {}
+    for i in idx:
+        groups.setdefault(key_of(i), []).append(int(i))
+    out: list[tuple] = []
+    for key, ii in sorted(groups.items()):
+        ii = sorted(ii, key=lambda i: (float(w["start"][i]), float(w["end"][i])))
+        cur = None
+        for i in ii:
+            a, b = float(w["start"][i]), float(w["end"][i])
+            if cur is not None and a <= cur[3]:
+                cur[3] = max(cur[3], b)
+                cur[4] += float(w["units"][i])
+                cur[5].add(int(w["rank"][i]))
+            else:
+                if cur is not None:
+                    out.append(tuple(cur))
+                cur = [key, int(w["iteration"][i]), a, b, float(w["units"][i]), {int(w["rank"][i])}, i]
+        if cur is not None:
+            out.append(tuple(cur))
+    return out
+
+
 def _node_windows(w: dict[str, np.ndarray], counted: np.ndarray) -> dict[str, np.ndarray]:
     """The spans over which a node's channels count, per (node, case, stage): the union of that node's
-    rank windows, merged into intervals that do not overlap. Ranks are not kept in step between
-    iterations, so once they drift, iteration i of one rank overlaps iteration i+1 of another; spans
-    taken per iteration would then overlap and count the node's energy twice. Each merged interval
-    carries the units of the rank windows inside it."""
-    groups: dict[tuple, list[int]] = {}
-    for i in np.flatnonzero(counted):
-        groups.setdefault((int(w["node"][i]), int(w["case"][i]), str(w["stage"][i])), []).append(i)
+    rank windows (:func:`_union_spans`)."""
     cols: dict[str, list] = {k: [] for k in ("node", "case", "stage", "iteration", "start", "end", "units",
                                              "n_ranks")}
-
-    def flush(key: tuple, first_it: int, a: float, b: float, units: float, ranks: set) -> None:
-        node, case, stage = key
+    spans = _union_spans(w, np.flatnonzero(counted),
+                         lambda i: (int(w["node"][i]), int(w["case"][i]), str(w["stage"][i])))
+    for (node, case, stage), first_it, a, b, units, ranks, _ in spans:
         for k, v in (("node", node), ("case", case), ("stage", stage), ("iteration", first_it), ("start", a),
                      ("end", b), ("units", units), ("n_ranks", len(ranks))):
             cols[k].append(v)
-
-    for key, idx in sorted(groups.items()):
-        idx = sorted(idx, key=lambda i: (float(w["start"][i]), float(w["end"][i])))
-        cur = None
-        for i in idx:
-            a, b = float(w["start"][i]), float(w["end"][i])
-            if cur is not None and a <= cur[2]:
-                cur[2] = max(cur[2], b)
-                cur[3] += float(w["units"][i])
-                cur[4].add(int(w["rank"][i]))
-            else:
-                if cur is not None:
-                    flush(key, *cur)
-                cur = [int(w["iteration"][i]), a, b, float(w["units"][i]), {int(w["rank"][i])}]
-        if cur is not None:
-            flush(key, *cur)
     return {k: np.asarray(v, dtype=object if k == "stage" else float if k in ("start", "end", "units")
                           else int) for k, v in cols.items()}
+
+
+def _sharers(meta: dict[str, Any]) -> list[int]:
+    return [int(x) for x in str(meta.get("sharers", "") or "").split(",") if x.strip()]
+
+
+def _append_shared_windows(w: dict[str, np.ndarray], counted: np.ndarray, meta: dict[str, Any],
+                           node: int) -> np.ndarray:
+    """Append the shared windows of a device recorded by the ranks ``meta["sharers"]`` (the union of
+    their counted windows, per (case, stage)) to the window table; returns their indices."""
+    spans = _union_spans(w, np.flatnonzero(counted & np.isin(w["rank"], _sharers(meta))),
+                         lambda i: (int(w["case"][i]), str(w["stage"][i])))
+    n0 = len(w["rank"])
+    if not spans:
+        return np.zeros(0, dtype=int)
+    src = np.array([s[-1] for s in spans], dtype=int)
+    for k in list(w):
+        w[k] = np.concatenate([w[k], w[k][src]])
+    new = np.arange(n0, n0 + len(spans))
+    w["phase"][new] = SHARED_PHASE
+    w["status"][new] = "ok"
+    w["start"][new] = [s[2] for s in spans]
+    w["end"][new] = [s[3] for s in spans]
+    w["iteration"][new] = [s[1] for s in spans]
+    w["rank"][new] = int(meta.get("rank", 0))
+    w["node"][new] = node
+    w["units"][new] = 0.0
+    if "aux_units" in w:
+        w["aux_units"][new] = 0.0
+    return new
+
+
+def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(starts, kind="stable")
+    out_a: list[float] = []
+    out_b: list[float] = []
+    for a, b in zip(starts[order], ends[order]):
+        if out_b and a <= out_b[-1]:
+            out_b[-1] = max(out_b[-1], float(b))
+        else:
+            out_a.append(float(a))
+            out_b.append(float(b))
+    return np.asarray(out_a, float), np.asarray(out_b, float)
 
 
 def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
@@ -158,29 +220,70 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
         counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
         idle = (w["phase"] == "idle") & (w["status"] == "ok") & (w["end"] > w["start"])
         nw = red.node_windows = _node_windows(w, counted)
+        metas = rf.channel_meta
+        roles = channel_roles(metas)
+        red.notes = role_notes(metas, roles)
+        for note in red.notes:
+            log.info("%s: %s", Path(path).name, note)
+        by_index = {int(m["index"]): m for m in metas}
+
+        def node_of(meta: dict[str, Any]) -> int:
+            return int(meta.get("node", rank_node.get(int(meta.get("rank", -1)), 0)))
+
+        # shared windows of the devices recorded by several ranks, appended before any channel is reduced
+        shared_own: dict[int, np.ndarray] = {}
+        for pos, (meta, role) in enumerate(zip(metas, roles)):
+            if role not in NEVER_ADDED and _sharers(meta):
+                shared_own[pos] = _append_shared_windows(w, counted, meta, node_of(meta))
+        extra = len(w["rank"]) - len(counted)
+        counted = np.concatenate([counted, np.zeros(extra, bool)])
+        idle = np.concatenate([idle, np.zeros(extra, bool)])
+        red.windows = w
+
         scratch = Scratch()  # work arrays shared by every channel's reduction
-        for meta, role in zip(rf.channel_meta, channel_roles(rf.channel_meta)):
+
+        def reduce_one(m: dict[str, Any], starts: np.ndarray, ends: np.ndarray) -> WindowEnergy:
+            return reduce_channel(rf.chunks(int(m["index"]), chunk, overlap=1, reuse=True), starts, ends,
+                                  update_period=float(m.get("update_period", 0.0) or 0.0),
+                                  resolution=float(m.get("energy_resolution", 0.0) or 0.0),
+                                  method_hint=str(m.get("method", "counter")), counter_ok=counter_ok(m),
+                                  scratch=scratch)
+
+        for pos, (meta, role) in enumerate(zip(metas, roles)):
             if role in NEVER_ADDED:
                 continue
-            r, node = int(meta.get("rank", -1)), int(meta.get("node", rank_node.get(int(meta.get("rank", -1)), 0)))
-            own_idx = np.flatnonzero(counted & (w["rank"] == r)) if not role.startswith("node") \
-                else np.zeros(0, dtype=int)
-            idle_idx = np.flatnonzero(idle & (w["rank"] == r))
+            r, node = int(meta.get("rank", -1)), node_of(meta)
+            sharers = _sharers(meta)
+            if pos in shared_own:
+                own_idx = shared_own[pos]
+            elif not role.startswith("node"):
+                own_idx = np.flatnonzero(counted & (w["rank"] == r))
+            else:
+                own_idx = np.zeros(0, dtype=int)
+            idle_idx = np.flatnonzero(idle & np.isin(w["rank"], sharers or [r]))
+            idle_a, idle_b = _merged(w["start"][idle_idx], w["end"][idle_idx])
             node_idx = np.flatnonzero(nw["node"] == node) if len(nw["node"]) else np.zeros(0, dtype=int)
             if not (len(own_idx) or len(node_idx)):
                 continue
-            starts = np.concatenate([w["start"][own_idx], w["start"][idle_idx], nw["start"][node_idx]]) \
-                if len(nw["node"]) else np.concatenate([w["start"][own_idx], w["start"][idle_idx]])
-            ends = np.concatenate([w["end"][own_idx], w["end"][idle_idx], nw["end"][node_idx]]) \
-                if len(nw["node"]) else np.concatenate([w["end"][own_idx], w["end"][idle_idx]])
-            we = reduce_channel(rf.chunks(int(meta["index"]), chunk, overlap=1, reuse=True), starts, ends,
-                                update_period=float(meta.get("update_period", 0.0) or 0.0),
-                                resolution=float(meta.get("energy_resolution", 0.0) or 0.0),
-                                method_hint=str(meta.get("method", "counter")), counter_ok=counter_ok(meta),
-                                scratch=scratch)
-            a, b = len(own_idx), len(own_idx) + len(idle_idx)
+            has_nw = len(nw["node"]) > 0
+            starts = np.concatenate([w["start"][own_idx], idle_a] + ([nw["start"][node_idx]] if has_nw else []))
+            ends = np.concatenate([w["end"][own_idx], idle_b] + ([nw["end"][node_idx]] if has_nw else []))
+            we = reduce_one(meta, starts, ends)
+            # a copy without samples somewhere (its rank's sampler died): the next rank's copy stands in
+            copies = [by_index[i] for i in meta.get("copies", []) if i in by_index and by_index[i] is not meta]
+            for other in copies:
+                gap = np.flatnonzero(~np.isfinite(we.energy_J))
+                if not len(gap):
+                    break
+                sub = reduce_one(other, starts[gap], ends[gap])
+                fill = np.isfinite(sub.energy_J)
+                for k in WindowEnergy.__dataclass_fields__:
+                    mine, theirs = getattr(we, k), getattr(sub, k)
+                    if mine is not None and theirs is not None:
+                        mine[gap[fill]] = theirs[fill]
+            a, b = len(own_idx), len(own_idx) + len(idle_a)
             idle_we = we.take(np.arange(a, b))
-            idle_dur = float((w["end"][idle_idx] - w["start"][idle_idx]).sum())
+            idle_dur = float((idle_b - idle_a).sum())
             ok = np.isfinite(idle_we.energy_J)
             if idle_dur > 0 and ok.all() and ok.any():
                 idle_W = float(idle_we.energy_J.sum()) / idle_dur

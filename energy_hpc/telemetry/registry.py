@@ -86,7 +86,23 @@ def open_sensors(names: Sequence[str], ctx: SensorContext) -> Opened:
     return out
 
 
+def _scopes(sensor: Sensor) -> set[str]:
+    """The scopes a sensor's channels measure (views of another channel left aside)."""
+    return {c.scope.value for c in sensor.channels() if not c.view_of}
+
+
 def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
+    """``auto``: the first device backend that sees this rank's device; the node-level backends on the
+    node leader, in the order of NODE_BACKENDS, leaving out one whose every scope a backend opened
+    before it measures already (RAPL on an HPE Cray EX node: pm_counters reads the node's CPU and
+    memory too, and its node figure includes them; recording both would tempt every reader to add
+    them twice); and the CPU-time estimate only when nothing measurable is there (saying so).
+
+    Why skip RAPL there rather than record it marked as not to be added: one source per scope and
+    node keeps every reader of the file right, not only this analysis; the node leader's sampler does
+    less work; and a user who wants both for a comparison names both (``sensors = ["pm_counters",
+    "rapl"]``), which the analysis then counts once per scope and host (attribution.channel_roles).
+    """
     measurable = False
     for name in DEVICE_BACKENDS:
         if name in already:
@@ -98,6 +114,12 @@ def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
             break
         except SensorUnavailable as exc:
             out.skipped[name] = str(exc)
+    # scope -> the node-level backend measuring it (named ones first), on every rank of the node alike
+    covered: dict[str, str] = {}
+    for s in out.sensors:
+        if s.backend in NODE_BACKENDS:
+            for scope in _scopes(s):
+                covered.setdefault(scope, s.backend)
     for name in NODE_BACKENDS:
         if name in already:
             measurable = True
@@ -108,6 +130,15 @@ def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
             out.skipped[name] = str(exc)
             continue
         measurable = True
+        scopes = _scopes(sensor)
+        by = sorted({covered[sc] for sc in scopes if sc in covered})
+        if scopes and all(sc in covered for sc in scopes):
+            sensor.close()
+            out.skipped[name] = (f"{' and '.join(by)} already measures this node's {', '.join(sorted(scopes))}; "
+                                 f"{name} beside it would count them twice")
+            continue
+        for scope in scopes:
+            covered.setdefault(scope, name)
         if ctx.node_leader:
             out.sensors.append(sensor)
         else:

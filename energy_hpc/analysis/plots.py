@@ -153,6 +153,14 @@ def _rows_label(rows: list[dict[str, Any]]) -> str:
     return "measured"
 
 
+def _total_or_meas(r: dict[str, Any]) -> float:
+    """The combined ± (measurement and spread between iterations); the measurement's alone where the
+    spread is undefined (one iteration)."""
+    total = r.get("energy_per_unit_unc_J", math.nan)
+    return total if isinstance(total, float) and math.isfinite(total) else r.get("energy_per_unit_uncertainty_J",
+                                                                                 math.nan)
+
+
 def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
     """Energy per unit by row (case, and stage where rows carry one) with 1-sigma bars."""
     fig = _figure(max(6.5, 0.8 * len(rows) + 2), 4.5)
@@ -161,6 +169,8 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
     ukey = "net_energy_per_unit_uncertainty_J" if net else "energy_per_unit_uncertainty_J"
     y = np.array([r.get(key, math.nan) for r in rows], float)
     err = np.array([r.get(ukey, math.nan) for r in rows], float)
+    if not net:  # bars show the combined figure where iterations give one (measurement and spread)
+        err = np.array([_total_or_meas(r) for r in rows], float)
     labels = [_case_label(r.get("case") or {}, r.get("stage", "")) + (f"\n{r['n_nodes']} node(s)"
                                                                      if len({x['n_nodes'] for x in rows}) > 1 else "")
               for r in rows]
@@ -174,7 +184,8 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
     units = sorted({r["unit"] for r in rows})
     ax.set_ylabel(f"{'net ' if net else ''}J per {'/'.join(units)}")
     methods = sorted({r["method"] for r in rows})
-    ax.set_title(f"Energy per unit - {_rows_label(rows)}\nmethod: {', '.join(methods)}; bars: 1 sigma",
+    bars = "1 sigma, measurement" if net else "1 sigma, measurement and spread between iterations"
+    ax.set_title(f"Energy per unit - {_rows_label(rows)}\nmethod: {', '.join(methods)}; bars: {bars}",
                  fontsize=9)
     for d, c in zip(dtypes, _CASE_COLOURS):
         ax.bar([], [], color=c, label=d)
@@ -194,7 +205,7 @@ def scaling_figure(srows: list[dict[str, Any]]) -> Any:
         rs = sorted(rs, key=lambda r: r["n_nodes"])
         n = np.array([r["n_nodes"] for r in rs], float)
         ax_e.errorbar(n, [r["energy_per_unit_J"] for r in rs],
-                      yerr=np.nan_to_num([r["energy_per_unit_uncertainty_J"] for r in rs]), marker="o",
+                      yerr=np.nan_to_num([_total_or_meas(r) for r in rs]), marker="o",
                       color=colour, label=name, capsize=3)
         ax_e.plot(n, [r["energy_per_unit_ideal_J"] for r in rs], ls="--", color=colour, alpha=0.6)
         ax_t.plot(n, [r["throughput_per_s"] for r in rs], marker="o", color=colour, label=name)

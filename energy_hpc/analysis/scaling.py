@@ -50,6 +50,10 @@ def scaling_rows(rows: list[dict[str, Any]], by: Sequence[str] | None = None) ->
                 "speedup": speedup, "ideal_speedup": ideal,
                 "parallel_efficiency": speedup / ideal if ideal and math.isfinite(speedup) else math.nan,
                 "energy_per_unit_J": e, "energy_per_unit_uncertainty_J": r["energy_per_unit_uncertainty_J"],
+                "energy_per_unit_meas_unc_J": r.get("energy_per_unit_meas_unc_J", r["energy_per_unit_uncertainty_J"]),
+                "energy_per_unit_sem_J": r.get("energy_per_unit_sem_J", math.nan),
+                "energy_per_unit_unc_J": r.get("energy_per_unit_unc_J", math.nan),
+                "n_iterations": r.get("n_iterations", 0),
                 "energy_per_unit_ideal_J": e0,
                 "energy_efficiency": e0 / e if e and math.isfinite(e) and e > 0 else math.nan,
                 "node_energy_per_unit_J": r.get("node_energy_per_unit_J", math.nan),
@@ -62,12 +66,13 @@ def scaling_rows(rows: list[dict[str, Any]], by: Sequence[str] | None = None) ->
 _COLUMNS = [("model", "model"), ("dtype", "dtype"), ("batch_size", "batch"), ("stage", "stage"),
             ("n_nodes", "nodes"), ("n_ranks", "ranks"), ("throughput_per_s", "units/s"),
             ("speedup", "speedup"), ("ideal_speedup", "ideal"), ("parallel_efficiency", "efficiency"),
-            ("energy_per_unit_J", "J/unit"), ("energy_per_unit_uncertainty_J", "± J/unit"),
+            ("energy_per_unit_J", "J/unit"), ("energy_per_unit_meas_unc_J", "±meas J/unit"),
+            ("energy_per_unit_sem_J", "±SEM J/unit"), ("energy_per_unit_unc_J", "±total J/unit"),
             ("energy_efficiency", "energy eff."), ("method", "method")]
 
 
 def format_scaling(rows: list[dict[str, Any]], fmt: str) -> str:
-    from energy_hpc.analysis.table import _fmt, _jsonable, data_banner
+    from energy_hpc.analysis.table import UNCERTAINTY_LEGEND, _fmt, _jsonable, data_banner
 
     if fmt == "json":
         return json.dumps([_jsonable(r) for r in rows], indent=2) + "\n"
@@ -88,11 +93,12 @@ def format_scaling(rows: list[dict[str, Any]], fmt: str) -> str:
         lines = [f"% {data_banner(rows)}", "\\begin{tabular}{" + "l" * 4 + "r" * (len(cols) - 5) + "l}",
                  "\\hline", " & ".join(h.replace("±", "$\\pm$") for h in headers) + " \\\\", "\\hline"]
         lines += [" & ".join(c.replace("_", "\\_") for c in b) + " \\\\" for b in body]
-        return "\n".join(lines + ["\\hline", "\\end{tabular}"]) + "\n"
+        return "\n".join(lines + ["\\hline", "\\end{tabular}", f"% {UNCERTAINTY_LEGEND}"]) + "\n"
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     out = [f"Data: {data_banner(rows)}", "",
            "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
            "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += ["| " + " | ".join(c.ljust(w) for c, w in zip(b, widths)) + " |" for b in body]
-    out += ["", "Efficiency against ideal (linear) scaling from the smallest node count of each series."]
+    out += ["", "Efficiency against ideal (linear) scaling from the smallest node count of each series.",
+            "", UNCERTAINTY_LEGEND]
     return "\n".join(out) + "\n"

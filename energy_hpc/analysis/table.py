@@ -17,6 +17,13 @@ Columns (JSON keys; all energies in J, powers in W):
   ``node_devices_energy_J``: device channels over the same spans; ``node_rest_energy_J``: the rest
   (CPU, memory, network, ...); ``node_cpu_energy_J``, ``node_memory_energy_J`` where measured.
 - A run with no rank-level channel (RAPL only) falls back to node-level CPU+memory (``energy_scope``).
+- Per unit, three uncertainties, each named for what it is: ``energy_per_unit_meas_unc_J`` (measurement,
+  1 sigma; ``energy_per_unit_uncertainty_J`` is its kept name), ``energy_per_unit_sem_J`` (standard
+  error of the mean from the spread between the ``n_iterations`` iterations, repeats pooled; NaN below
+  two) and ``energy_per_unit_unc_J`` (both in quadrature) (:func:`iteration_spread`).
+
+Files that hold the same measurements (one run in a run file and in a merge of its spills, or merged
+twice) are counted once (:func:`unique_runs`).
 """
 
 from __future__ import annotations
@@ -72,8 +79,15 @@ class _Acc:
     failed: int = 0
     idle_missing: int = 0
     partial: list = field(default_factory=list)
+    same_run: list = field(default_factory=list)  # duplicates of this file's run that were left out
     synthetic: bool = False
     estimate: bool = False
+    # per iteration, by kind (device, node, hostcpu): (file, iteration) -> [energy J, units, windows
+    # with energy, windows without data]; the spread between iterations comes from these
+    iters: dict = field(default_factory=lambda: defaultdict(dict))
+    # by kind: pairs of those cells that one window's energy spans (a merged span of a device shared
+    # by several ranks, a node window over drifting ranks): they count as one sample of the spread
+    iter_links: dict = field(default_factory=lambda: defaultdict(list))
 
     def merge(self, o: "_Acc") -> None:
         self.n_ranks |= o.n_ranks
@@ -91,8 +105,98 @@ class _Acc:
         self.attribution |= o.attribution
         self.peak_W = max(self.peak_W, o.peak_W)
         self.partial += o.partial
+        self.same_run += o.same_run
+        for kind, cells in o.iters.items():
+            self.iters[kind].update(cells)  # keys carry the file: repeats pool their iterations
+        for kind, links in o.iter_links.items():
+            self.iter_links[kind] += links
         self.synthetic |= o.synthetic
         self.estimate |= o.estimate
+
+
+# The CPU-time estimate's own assumption: watts per core is a round figure for a busy server core, not a
+# property of the CPU that ran (docs/analysis.md). Taken as uncertain by half of itself (1 sigma), a
+# systematic: one figure scales every window of the estimate, so it adds linearly over windows and
+# channels and does not average down; it is added in quadrature to the estimate's measurement terms.
+ESTIMATE_REL_UNC = 0.5
+
+
+def is_estimate(meta: dict[str, Any]) -> bool:
+    return str(meta.get("method", "")) == "estimate" or str(meta.get("backend", "")) == "estimate"
+
+
+def _iter_cell(a: _Acc, kind: str, fid: str, iteration: int) -> list:
+    """The per-iteration cell [energy J, units, windows with energy, windows without data]."""
+    cells = a.iters[kind]
+    cell = cells.get((fid, iteration))
+    if cell is None:
+        cell = cells[(fid, iteration)] = [0.0, 0.0, 0, 0]
+    return cell
+
+
+def _link_spanned(a: _Acc, kind: str, fid: str, first: int, spanned: Iterable[int]) -> None:
+    for it in spanned:
+        if it != first:
+            a.iter_links[kind].append(((fid, first), (fid, it)))
+
+
+class _Spans:
+    """The counted windows of one file by (node, case, stage), to find the iterations a span covers."""
+
+    def __init__(self, w: dict[str, np.ndarray], counted: np.ndarray) -> None:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i in np.flatnonzero(counted):
+            groups[(int(w["node"][i]), int(w["case"][i]), str(w["stage"][i]))].append(int(i))
+        self.g = {}
+        for key, idx in groups.items():
+            idx = np.array(sorted(idx, key=lambda i: float(w["start"][i])))
+            st, en = w["start"][idx].astype(float), w["end"][idx].astype(float)
+            self.g[key] = (st, en, w["iteration"][idx].astype(int), float((en - st).max()))
+
+    def iterations(self, node: int, case: int, stage: str, a: float, b: float) -> set[int]:
+        g = self.g.get((node, case, stage))
+        if g is None:
+            return set()
+        st, en, its, longest = g
+        lo, hi = np.searchsorted(st, a - longest, "left"), np.searchsorted(st, b, "left")
+        sel = en[lo:hi] > a
+        return set(int(x) for x in its[lo:hi][sel])
+
+
+def iteration_spread(cells: dict[tuple[str, int], list], links: Sequence[tuple] = ()) -> tuple[float, int]:
+    """Standard error of energy per unit from the spread between iterations, and how many iterations.
+
+    Each iteration ``i`` (of every file pooled) gives an energy ``E_i`` (all the case's ranks/devices,
+    as the total) and units ``u_i``; the row's figure is the ratio ``R = sum E / sum u``, whose
+    standard error is ``sqrt(sum (E_i - R u_i)^2 / (n (n - 1))) / mean(u)`` (the ratio estimator's;
+    with equal units per iteration it is the plain ``SD(E_i/u_i) / sqrt(n)``). Iterations one window's
+    energy spans (``links``) are one sample. Iterations with a window without data, or without units,
+    are left out. Fewer than two iterations: NaN (undefined)."""
+    if links:
+        parent = {k: k for k in cells}
+
+        def root(k: tuple) -> tuple:
+            while parent[k] != k:
+                parent[k] = parent[parent[k]]
+                k = parent[k]
+            return k
+
+        for x, y in links:
+            if x in parent and y in parent:
+                parent[root(y)] = root(x)
+        merged: dict[tuple, list] = {}
+        for k, c in cells.items():
+            m = merged.setdefault(root(k), [0.0, 0.0, 0, 0])
+            for q in range(4):
+                m[q] += c[q]
+        cells = merged
+    pts = np.array([(c[0], c[1]) for c in cells.values() if c[1] > 0 and c[2] > 0 and not c[3]], float)
+    n = len(pts)
+    if n < 2:
+        return math.nan, n
+    E, u = pts[:, 0], pts[:, 1]
+    R = E.sum() / u.sum()
+    return float(math.sqrt(((E - R * u) ** 2).sum() / (n * (n - 1))) / u.mean()), n
 
 
 def _method_label(methods: set[str]) -> str:
@@ -108,8 +212,10 @@ def _method_label(methods: set[str]) -> str:
 def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
     """Per (case, stage) sums for one reduced run file."""
     w, nw = red.windows, red.node_windows
+    fid = str(red.path)
     counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
     measure = w["phase"] == "measure"
+    spans = _Spans(w, counted)
     accs: dict[tuple[int, str], _Acc] = {}
     for c in range(len(red.params)):
         stages = sorted(set(w["stage"][measure & (w["case"] == c)]) | {""})
@@ -133,6 +239,11 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
             a.failed = int((measure & (w["case"] == c) & (w["stage"] == st) & (w["status"] == "failed")).sum())
             if red.missing:
                 a.partial.append(f"{red.path.name}: " + "; ".join(red.missing))
+            a.same_run = list(same_run_notes(red))
+            # units per iteration, summed over the case's ranks as the row's units are
+            per_unit_of = sel if a.units > 0 or not st else whole
+            for i in np.flatnonzero(per_unit_of):
+                _iter_cell(a, "device", fid, int(w["iteration"][i]))[1] += float(w["units"][i])
             accs[(c, st)] = a
 
     node_sets: dict[str, set[int]] = defaultdict(set)  # which nodes have node / hostcpu channels
@@ -147,6 +258,7 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
             bus = red.bus_to_rank(str(m.get("host", "")))
             shares, label = package_shares(m, bus, int(m.get("rank", 0)))
         if kind == "device":
+            estimate = is_estimate(m)
             per_acc_dur: dict[tuple[int, str], float] = defaultdict(float)
             we = cr.own
             for j, wi in enumerate(cr.own_idx):
@@ -156,16 +268,28 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
                     continue
                 a.has.add("device")
                 e = we.energy_J[j]
+                cell = _iter_cell(a, "device", fid, int(w["iteration"][wi]))
+                if w["phase"][wi] != "measure":  # a span over several ranks' windows (shared device)
+                    _link_spanned(a, "device", fid, int(w["iteration"][wi]),
+                                  spans.iterations(int(w["node"][wi]), key[0], key[1], float(w["start"][wi]),
+                                                   float(w["end"][wi])))
                 if not np.isfinite(e):
                     a.no_data += 1
                     a.methods["device"].add("")
+                    cell[3] += 1
                     continue
                 dur = float(w["end"][wi] - w["start"][wi])
                 a.s["device"] += float(e)
                 a.s["device_var"] += float(we.uncertainty_J[j]) ** 2
+                cell[0] += float(e)
+                cell[2] += 1
                 a.methods["device"].add(str(we.method[j]))
+                if estimate:  # the watts-per-core assumption: one systematic for every window
+                    a.s["device_sys"] += ESTIMATE_REL_UNC * float(e)
                 if math.isfinite(cr.idle_W):
                     a.s["device_idle"] += cr.idle_W * dur
+                    if estimate:
+                        a.s["device_idle_sys"] += ESTIMATE_REL_UNC * cr.idle_W * dur
                     per_acc_dur[key] += dur
                 else:
                     a.idle_missing += 1
@@ -203,9 +327,16 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
             targets = [col] + (["hostcpu"] if kind == "hostcpu" else [])
             for t in targets:
                 a.has.add(t)
+                cell = _iter_cell(a, t, fid, int(nw["iteration"][k]))
+                _link_spanned(a, t, fid, int(nw["iteration"][k]),
+                              spans.iterations(int(nw["node"][k]), key[0], key[1], float(nw["start"][k]),
+                                               float(nw["end"][k])))
                 if not np.isfinite(e):
                     a.methods[t].add("")
+                    cell[3] += 1
                     continue
+                cell[0] += float(e)
+                cell[2] += 1
                 a.s[t] += float(e)
                 a.s[t + "_var"] += float(cr.node.uncertainty_J[j]) ** 2
                 a.methods[t].add(str(cr.node.method[j]))
@@ -227,14 +358,18 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
         a = accs.get(key)
         if a is None:
             continue
+        it = int(nw["iteration"][k])
         if node in node_sets["node"]:
             a.s["node_units"] += float(nw["units"][k])
             a.s["node_devices"] += node_dev.get(k, 0.0)
             a.s["node_count"] += 1
+            _iter_cell(a, "node", fid, it)[1] += float(nw["units"][k])
         if node in node_sets["hostcpu"]:
             a.s["hostcpu_units"] += float(nw["units"][k])
+            _iter_cell(a, "hostcpu", fid, it)[1] += float(nw["units"][k])
     for a in accs.values():
         a.s["n_node_channels"] = float(len(node_sets["node"]))
+        a.attribution.update(red.notes)  # channels left out (attribution.channel_roles), and why
     return accs
 
 
@@ -257,10 +392,15 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
     elif kind == "node":
         units = s["node_units"]
     energy = s[kind] if kind in a.has else math.nan
-    var = s[kind + "_var"]
+    sys_ = s[kind + "_sys"]  # the estimate's watts-per-core assumption (0 for measurements)
+    var = s[kind + "_var"] + sys_ ** 2
     unc = math.sqrt(var) if kind in a.has else math.nan
     net = energy - s[kind + "_idle"]
-    net_unc = math.sqrt(var + s[kind + "_idle_var"]) if kind in a.has else math.nan
+    net_unc = math.sqrt(s[kind + "_var"] + s[kind + "_idle_var"] + (sys_ - s[kind + "_idle_sys"]) ** 2) \
+        if kind in a.has else math.nan
+    meas_pu = _nan_div(unc, units)
+    sem_pu, n_iter = iteration_spread(a.iters[kind], a.iter_links[kind]) if kind in a.has else (math.nan, 0)
+    total_pu = math.hypot(meas_pu, sem_pu) if math.isfinite(sem_pu) else math.nan
     seconds = a.wall_seconds if a.rank_runs else math.nan
     n_dev = max(a.rank_runs, 1)
     idle_W = (s["idle_W_sum"] / n_dev if kind == "device" else s[kind + "_idle_W_sum"]) if kind in a.has else math.nan
@@ -269,7 +409,14 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
     if a.synthetic:
         flags.append("SYNTHETIC data: not a measurement")
     if a.estimate or method == "estimate":
-        flags.append("ESTIMATE from CPU time: not a measurement")
+        flags.append("ESTIMATE from CPU time: not a measurement" + (
+            f"; its ± includes ±{ESTIMATE_REL_UNC:.0%} (1 sigma, systematic) for the watts-per-core figure"
+            if sys_ > 0 else "; its ± is the CPU-time reading alone: the watts-per-core figure is not in it"))
+    for note in dict.fromkeys(a.same_run):
+        flags.append(note)
+    if kind in a.has and n_iter < 2 and math.isfinite(energy):
+        flags.append(f"{n_iter} iteration(s) with data: the spread between iterations is unknown "
+                     "(SEM undefined, no total ±); only the measurement uncertainty is given")
     if a.partial:
         flags.append("partial run: " + " | ".join(dict.fromkeys(a.partial))[:400])
     if a.interrupted:
@@ -288,7 +435,7 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
     if a.idle_missing:
         flags.append("no idle window on some channel: net energy counts those windows as gross")
     for lab in sorted(a.attribution):
-        flags.append(f"MI250X package energy: {lab}")
+        flags.append(f"attribution: {lab}")
     if a.stage and a.units <= 0:
         flags.append("stage windows carry no units: per unit = per unit of the whole iteration")
     has_node = "node" in a.has
@@ -310,7 +457,11 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "throughput_per_s": _nan_div(units, seconds),
         "energy_J": energy, "energy_uncertainty_J": unc,
         "energy_per_unit_J": _nan_div(energy, units),
-        "energy_per_unit_uncertainty_J": _nan_div(unc, units),
+        "energy_per_unit_uncertainty_J": meas_pu,  # kept name: the measurement uncertainty, as before
+        "energy_per_unit_meas_unc_J": meas_pu,
+        "energy_per_unit_sem_J": sem_pu,
+        "energy_per_unit_unc_J": total_pu,
+        "n_iterations": n_iter,
         "wh_per_1000_units": _nan_div(energy, units) * 1000.0 / 3600.0,
         "mean_power_W": _nan_div(energy, a.rank_seconds) if kind == "device" else _nan_div(energy, seconds),
         "idle_power_W": idle_W,
@@ -350,14 +501,159 @@ def _key(a: _Acc, by: Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
     return k + (("stage", a.stage), ("unit", a.unit), ("data", a.data))
 
 
+# ---------------------------------------------------------------- one run, counted once
+
+_SAME_RUN_ATTR = "same_run_notes"
+
+
+def same_run_notes(red: RunReduction) -> list[str]:
+    """What :func:`unique_runs` said about this file: the copies of its run it left out."""
+    return list(getattr(red, _SAME_RUN_ATTR, []))
+
+
+def run_identity(red: RunReduction) -> tuple:
+    """What makes a run: job, epoch (Unix time rank 0 took at start and every rank, spill and merge
+    keeps), Slurm job, array task and step, geometry, and the kind of data. Two runs of one job differ
+    in epoch."""
+    a = red.attrs
+    try:
+        slurm = json.loads(str(a.get("slurm_json") or "{}"))
+    except ValueError:
+        slurm = {}
+    return (str(a.get("job_name", "")), repr(float(a.get("epoch_unix", math.nan))),
+            str(a.get("slurm_job_id", "")), str(slurm.get("array_task_id", "")), str(a.get("slurm_step_id", "")),
+            int(red.n_ranks), int(red.n_nodes), red.label)
+
+
+def _window_keys(red: RunReduction) -> dict[int, set]:
+    w = red.windows
+    out: dict[int, set] = defaultdict(set)
+    for r, c, ph, st, it, t0 in zip(w["rank"], w["case"], w["phase"], w["stage"], w["iteration"], w["start"]):
+        out[int(r)].add((int(c), str(ph), str(st), int(it), float(t0)))
+    return out
+
+
+def _measured_ranks(red: RunReduction) -> set[int]:
+    w = red.windows
+    counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
+    return {int(r) for r in w["rank"][counted]}
+
+
+def _shared_measurements(a: RunReduction, b: RunReduction) -> list[int]:
+    """Ranks whose measurements are in both files (same windows, same hosts, same first samples on
+    the channels both have); [] when the files share none."""
+    from energy_hpc.analysis.runfile import trace_heads
+
+    ka, kb = _window_keys(a), _window_keys(b)
+    shared = sorted(r for r in ka.keys() & kb.keys() if ka[r] & kb[r])
+    ha, hb = a.ranks.get("host", []), b.ranks.get("host", [])
+    shared = [r for r in shared if not (r < len(ha) and r < len(hb) and str(ha[r]) and str(hb[r])
+                                        and str(ha[r]) != str(hb[r]))]
+    if not shared:
+        return []
+    ca = {(int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"]) for c in a.channels
+          if int(c.meta.get("rank", -1)) in shared and int(c.meta.get("n_samples", 0) or 0)}
+    cb = {(int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"]) for c in b.channels
+          if int(c.meta.get("rank", -1)) in shared and int(c.meta.get("n_samples", 0) or 0)}
+    both = sorted(ca.keys() & cb.keys())
+    if both:
+        heads_a = trace_heads(a.path, [ca[k] for k in both])
+        heads_b = trace_heads(b.path, [cb[k] for k in both])
+        n = min(min(h.shape[1] for h in heads_a.values()), min(h.shape[1] for h in heads_b.values()))
+        for k in both:
+            if not np.array_equal(heads_a[ca[k]][:, :n], heads_b[cb[k]][:, :n], equal_nan=True):
+                return []  # same windows but other samples: not the same measurements
+    return shared
+
+
+def _completeness(red: RunReduction) -> tuple:
+    """Which copy of a run to keep: a complete run file first, then the one holding more ranks, more
+    windows, samples; a file written by the run before one rebuilt from its spills."""
+    w = red.windows
+    counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
+    return (red.status == "complete", len(_measured_ranks(red)), int(counted.sum()),
+            sum(int(c.meta.get("n_samples", 0) or 0) for c in red.channels),
+            not int(red.attrs.get("rebuilt_from_spills", 0) or 0))
+
+
+def _ranks_text(ranks: Iterable[int]) -> str:
+    ranks = sorted(ranks)
+    return ",".join(map(str, ranks[:12])) + (f",... ({len(ranks)})" if len(ranks) > 12 else "")
+
+
+def unique_runs(reds: Iterable[RunReduction]) -> list[RunReduction]:
+    """The reductions with every run once: files holding the same measurements (a run file and a merge
+    of the same run's kept spills, the same spills merged twice, one file given twice) are one run,
+    not repeats. Of such files the most complete is kept (:func:`_completeness`); each one left out is
+    named in one warning and in a flag on the rows of the one kept. Runs of the same job with other
+    epochs are repeats and all stay."""
+    reds = list(reds)
+    by_id: dict[tuple, list[int]] = defaultdict(list)
+    for i, red in enumerate(reds):
+        by_id[run_identity(red)].append(i)
+    parent = list(range(len(reds)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    shared: dict[tuple[int, int], list[int]] = {}
+    for idx in by_id.values():
+        for x, i in enumerate(idx):
+            for j in idx[x + 1:]:
+                ranks = _shared_measurements(reds[i], reds[j])
+                if ranks:
+                    shared[(i, j)] = shared[(j, i)] = ranks
+                    parent[root(j)] = root(i)
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(reds)):
+        clusters[root(i)].append(i)
+    dropped: set[int] = set()
+    for members in clusters.values():
+        if len(members) < 2:
+            continue
+        keep = max(members, key=lambda i: (_completeness(reds[i]), -i))
+        k = reds[keep]
+        k_ranks = _measured_ranks(k)
+        for i in members:
+            if i == keep:
+                continue
+            d = reds[i]
+            dropped.add(i)
+            ck, cd = _completeness(k), _completeness(d)
+            why = ("complete" if ck[0] and not cd[0] else "more ranks" if ck[1] > cd[1] else
+                   "more windows" if ck[2] > cd[2] else "more samples" if ck[3] > cd[3] else
+                   "written by the run" if ck[4] and not cd[4] else "given first")
+            same = shared.get((keep, i)) or sorted(_measured_ranks(d) & k_ranks)
+            lost = _measured_ranks(d) - k_ranks
+            if d.path.resolve() == k.path.resolve():
+                text = f"same run: {d.path.name} given twice; counted once"
+            else:
+                text = (f"same run in {k.path.name} and {d.path.name} (job {k.attrs.get('job_name', '')!r}, "
+                        f"epoch {k.attrs.get('epoch_unix', '?')}, the same measurements of rank(s) "
+                        f"{_ranks_text(same)}): counted once, from {k.path.name} ({why}); {d.path.name} "
+                        "left out")
+                if lost:
+                    text += (f", and with it rank(s) {_ranks_text(lost)} that only it holds: merge all of the "
+                             "run's spill folders into one file to count them")
+                text += "; move the extra file away to silence this"
+            log.warning("%s (%s, %s)", text, k.path, d.path)
+            setattr(k, _SAME_RUN_ATTR, same_run_notes(k) + [text])
+    return [red for i, red in enumerate(reds) if i not in dropped]
+
+
 def reduce_files(paths: Iterable[str | Path]) -> list[RunReduction]:
-    return [reduce_run(p) for p in paths]
+    """One reduction per run, in the order given: a run whose measurements arrive in several files is
+    reduced from every file but kept once (:func:`unique_runs`)."""
+    return unique_runs(reduce_run(p) for p in paths)
 
 
 def rows_from_reductions(reds: Iterable[RunReduction], by: Sequence[str] | None = None,
                          stages: bool = False) -> list[dict[str, Any]]:
     groups: dict[tuple, _Acc] = {}
-    for red in reds:
+    for red in unique_runs(reds):
         for (c, st), a in accumulate(red).items():
             if st and not stages:
                 continue
@@ -388,7 +684,7 @@ def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict
     """One row per (file, case, stage, device): a package's energy split among its GCDs
     (:func:`energy_hpc.analysis.attribution.package_shares`)."""
     out = []
-    for red in reds:
+    for red in unique_runs(reds):
         w = red.windows
         counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
         cells: dict[tuple[int, str, int], dict[str, Any]] = {}
@@ -456,7 +752,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
 _COLUMNS = [
     ("task", "task"), ("model", "model"), ("dtype", "dtype"), ("batch_size", "batch"), ("n_ranks", "ranks"),
     ("n_nodes", "nodes"), ("units", "units"), ("seconds", "s"), ("energy_J", "energy J"),
-    ("energy_per_unit_J", "J/unit"), ("energy_per_unit_uncertainty_J", "± J/unit"),
+    ("energy_per_unit_J", "J/unit"), ("energy_per_unit_meas_unc_J", "±meas J/unit"),
+    ("energy_per_unit_sem_J", "±SEM J/unit"), ("energy_per_unit_unc_J", "±total J/unit"), ("n_iterations", "n iter"),
     ("wh_per_1000_units", "Wh/1000"), ("mean_power_W", "W/device"), ("idle_power_W", "idle W"),
     ("net_energy_per_unit_J", "net J/unit"), ("counter_vs_integral_pct", "int-ctr %"), ("method", "method"),
 ]
@@ -487,6 +784,13 @@ def _cells(row: dict[str, Any], cols: list[tuple[str, str]]) -> list[str]:
             v = f"{_fmt(v)} per {row['aux_unit']}"
         cells.append(_fmt(v))
     return cells
+
+
+# what each ± is, under every table that shows them
+UNCERTAINTY_LEGEND = (
+    "±meas: measurement uncertainty, 1 sigma (sensor model, docs/analysis.md; for an ESTIMATE it includes "
+    "the watts-per-core assumption); ±SEM: standard error of the mean from the spread between the n iter "
+    "iterations (all repeats pooled; '-' when fewer than 2); ±total: both in quadrature")
 
 
 def _notes(rows: list[dict[str, Any]]) -> list[str]:
@@ -535,13 +839,14 @@ def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
                  " & ".join(esc(h) for h in headers) + " \\\\", "\\hline"]
         lines += [" & ".join(esc(c) for c in cells) + " \\\\" for cells in body]
         lines += ["\\hline", "\\end{tabular}"]
-        lines += [f"% {esc(n)}" for n in _notes(rows)]
+        lines += [f"% {esc(UNCERTAINTY_LEGEND)}"] + [f"% {esc(n)}" for n in _notes(rows)]
         return "\n".join(lines) + "\n"
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     out = [f"Data: {data_banner(rows)}", "",
            "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
            "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += ["| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |" for cells in body]
+    out += ["", UNCERTAINTY_LEGEND]
     notes = _notes(rows)
     if notes:
         out.append("")

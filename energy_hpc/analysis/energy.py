@@ -47,6 +47,10 @@ from typing import Iterable
 import numpy as np
 
 SQRT3 = math.sqrt(3.0)
+SQRT2 = math.sqrt(2.0)
+# Two quartz clocks (a sensor's and the host's) differ by up to about 50 parts per million: the
+# instants a sensor refreshes at slide past the sampler's ticks by that much of any span.
+CLOCK_PPM = 50e-6
 SHORT_WINDOW_PERIODS = 3.0
 GAP_FACTOR = 3.0
 STUCK_MIN_PERIODS = 3.0
@@ -78,9 +82,21 @@ class WindowEnergy:
     short: np.ndarray  # bool
     counter_fault: np.ndarray  # object: '' or a CounterFault value
     max_gap_s: np.ndarray  # longest interval between valid power samples touching the window
+    # the uncertainty of each method split into a part independent between windows (adds in
+    # quadrature over windows) and a one-sided part of the same sign in every window (adds linearly)
+    counter_random_J: np.ndarray | None = None
+    counter_systematic_J: np.ndarray | None = None
+    integral_random_J: np.ndarray | None = None
+    integral_systematic_J: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> "WindowEnergy":
         return WindowEnergy(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
+
+
+def combine_uncertainty(random_J: np.ndarray | float, systematic_J: np.ndarray | float) -> np.ndarray:
+    """One standard deviation from an independent part and a one-sided part. Over many windows the
+    caller first adds the random parts in quadrature and the systematic parts linearly."""
+    return np.hypot(random_J, systematic_J)
 
 
 class Scratch:
@@ -108,6 +124,95 @@ class Scratch:
         return out
 
 
+class _ReadClock:
+    """The sampler's own interval and one read's timestamp jitter, from the first ``N`` intervals
+    between reads (whatever the chunking)."""
+
+    N = 65536
+
+    def __init__(self) -> None:
+        self.last = math.nan
+        self.parts: list[np.ndarray] = []
+        self.count = 0
+
+    def feed(self, t: np.ndarray) -> None:
+        if self.count >= self.N or not len(t):
+            return
+        t = t[np.isfinite(t)]
+        if not len(t):
+            return
+        d = np.diff(np.concatenate([[self.last], t]) if math.isfinite(self.last) else t)
+        d = d[d > 0][: self.N - self.count]
+        self.parts.append(d)
+        self.count += len(d)
+        self.last = float(t[-1])
+
+    def spacing_and_jitter(self) -> tuple[float, float]:
+        d = np.concatenate(self.parts) if self.parts else np.zeros(0)
+        if not len(d):
+            return math.nan, 0.0
+        spacing = float(np.median(d))
+        # the spread of the intervals, gaps aside; each interval has two reads' jitter
+        return spacing, float(np.std(d[d < 1.5 * spacing])) / SQRT2
+
+
+class _Refreshes:
+    """Held readings turned into refresh points, chunk by chunk.
+
+    A sensor that refreshes a value every ``tau`` and is read more often shows each value several
+    times; the reading is as old as the refresh, not as the read. A value that differs from the read
+    before was refreshed in between: within ``min(spacing, tau)`` before the read that shows it, so it
+    is placed at the middle of that span. Repeated readings are dropped, except that a value held for
+    ``HELD_PERIODS`` refreshes or more is kept (placed ``tau/2`` before its read): a refresh that
+    changed nothing (no power, or a coarse counter) is still a refresh. Where ``tau`` is 0 (a sensor
+    that is exact at every read) nothing changes.
+    """
+
+    HELD_PERIODS = 2.0
+
+    def __init__(self, tau: float) -> None:
+        self.tau = max(float(tau), 0.0)
+        self.prev: tuple[float, float] | None = None  # last raw sample seen
+        self.t_change = math.nan  # read time of the last change
+
+    def __call__(self, t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.tau <= 0:
+            return t, y
+        ok = np.isfinite(t) & np.isfinite(y)
+        if not ok.all():
+            t, y = t[ok], y[ok]
+        first = self.prev is None
+        if not first:
+            pt, py = self.prev
+            if len(t) and t[0] == pt and y[0] == py:  # chunks overlap by one sample
+                t, y = t[1:], y[1:]
+            t, y = np.concatenate([[pt], t]), np.concatenate([[py], y])
+        if len(t) == 0:
+            return t, y
+        d = np.diff(t)
+        if len(d) and not d.min() > 0:
+            keep = np.concatenate([[True], d > 0])
+            t, y = t[keep], y[keep]
+            d = np.diff(t)
+        if first:
+            self.t_change = float(t[0])
+        tau = self.tau
+        changed = y[1:] != y[:-1]
+        idx = np.where(changed, np.arange(1, len(t)), 0)
+        np.maximum.accumulate(idx, out=idx)
+        t_last_change = np.where(idx > 0, t[idx], self.t_change)
+        held = ~changed & (t[1:] - t_last_change >= self.HELD_PERIODS * tau)
+        sel = changed | held
+        times = np.where(changed, t[1:] - np.minimum(d, tau) * 0.5, t[1:] - tau * 0.5)[sel]
+        vals = y[1:][sel]
+        if first:
+            times, vals = np.concatenate([[t[0] - tau * 0.5], times]), np.concatenate([[y[0]], vals])
+        self.prev = (float(t[-1]), float(y[-1]))
+        if len(idx) and idx[-1] > 0:
+            self.t_change = float(t[idx[-1]])
+        return times, vals
+
+
 class _Stream:
     """One (time, value) series met chunk by chunk.
 
@@ -119,6 +224,17 @@ class _Stream:
     def __init__(self, x: np.ndarray, starts: np.ndarray, ends: np.ndarray, integrate: bool,
                  scratch: Scratch | None = None, prefix: str = "") -> None:
         n, nw = len(x), len(starts)
+        self.n_starts = nw  # x is starts then ends
+        # per edge: the reading before (t, y) and after it, and the mean rate of the interval before
+        # the one holding the edge and of the interval after it (NaN where there is none)
+        self.lo_t, self.lo_y = np.full(n, np.nan), np.full(n, np.nan)
+        self.hi_t, self.hi_y = np.full(n, np.nan), np.full(n, np.nan)
+        self.prev_rate, self.next_rate = np.full(n, np.nan), np.full(n, np.nan)
+        self.prev_rate2, self.next_rate2 = np.full(n, np.nan), np.full(n, np.nan)
+        self._last_rates = (math.nan, math.nan)  # the last and the one before, of the chunk before
+        self._pending = np.zeros(0, dtype=np.intp)  # edges still waiting for the interval after theirs
+        self._pending2 = np.zeros(0, dtype=np.intp)  # ... for the second interval after theirs
+
         self.x, self.starts, self.ends, self.integrate = x, starts, ends, integrate
         self.val = np.full(n, np.nan)
         self.cum = np.full(n, np.nan)
@@ -128,6 +244,7 @@ class _Stream:
         self.wmax = np.full(nw, -np.inf)
         self.wmin_step = np.full(nw, np.inf)
         self.wgap = np.zeros(nw)
+        self.wmin_dt = np.full(nw, np.inf)  # shortest and longest interval inside each window
         self.first_t = math.nan
         self.last_t = math.nan
         self.nominal = math.nan  # median sample spacing, from the first chunk
@@ -173,9 +290,28 @@ class _Stream:
         dy = np.subtract(y[1:], y[:-1], out=self._buf("dy", len(y) - 1))
         if math.isnan(self.nominal):  # the first 65536 intervals tell the sampling period as well as all
             self.nominal = float(np.median(dt[:65536]))
+        rate = np.divide(dy, dt, out=self._buf("rate", len(dt)))
+        if len(self._pending2):
+            self.next_rate2[self._pending2] = rate[0]
+        self._pending2 = self._pending2[:0]
+        if len(self._pending):
+            self.next_rate[self._pending] = rate[0]
+            if len(rate) > 1:
+                self.next_rate2[self._pending] = rate[1]
+            else:  # a chunk of one interval: their second interval after is in the next chunk
+                self._pending2 = self._pending
+        self._pending = self._pending[:0]
+
         # edge points inside this segment, and the interval each falls in
         m = np.flatnonzero((self.x >= t[0]) & (self.x <= t[-1]) & np.isnan(self.val))
-        k = np.clip(np.searchsorted(t, self.x[m], side="right") - 1, 0, len(t) - 2) if len(m) else m
+        # a start edge's interval begins at or before it, an end edge's ends at or after it (an edge
+        # on a reading takes that reading on the window's side)
+        if len(m):
+            xm_ = self.x[m]
+            k = np.where(m < self.n_starts, np.searchsorted(t, xm_, side="right"), np.searchsorted(t, xm_, side="left")) - 1
+            k = np.clip(k, 0, len(t) - 2)
+        else:
+            k = m
         if self.integrate:
             cum_k, var_k, sig2_k, c_end, v_end = self._integrate(t, y, dt, dy, k, c0, v0)
         if len(m):
@@ -184,9 +320,25 @@ class _Stream:
             val = y[k] + f * dy[k]
             self.val[m] = val
             self.spacing[m] = dt[k]
-            self.slope_mean[m] = dy[k] / dt[k]
+            self.slope_mean[m] = rate[k]
+            self.lo_t[m], self.lo_y[m], self.hi_t[m], self.hi_y[m] = t[k], y[k], t[k + 1], y[k + 1]
+            l1, l2 = self._last_rates
+            self.prev_rate[m] = np.where(k >= 1, rate[np.maximum(k - 1, 0)], l1)
+            self.prev_rate2[m] = np.where(k >= 2, rate[np.maximum(k - 2, 0)], np.where(k == 1, l1, l2))
+            nd = len(dt)
+            self.next_rate[m] = np.where(k + 1 < nd, rate[np.minimum(k + 1, nd - 1)], np.nan)
+            self.next_rate2[m] = np.where(k + 2 < nd, rate[np.minimum(k + 2, nd - 1)], np.nan)
+            self._pending = m[k + 1 >= nd]
+            self._pending2 = np.concatenate([self._pending2, m[k + 2 == nd]])
             if self.integrate:
-                self.cum[m] = cum_k + (xm - t[k]) * (y[k] + val) / 2.0
+                # Each edge holds the reading on its window's side: a window's power steps at its
+                # edges (device-synchronised work starts and stops there), so the part of the interval
+                # inside a start edge is at the level read after it, inside an end edge at the level
+                # read before it (linear interpolation across the step would be biased every time).
+                start = m < self.n_starts
+                seg_k = dt[k] * (y[k] + y[k + 1]) * 0.5
+                self.cum[m] = np.where(start, cum_k + seg_k - (t[k + 1] - xm) * y[k + 1],
+                                       cum_k + (xm - t[k]) * y[k])
                 self.var[m] = var_k + f * sig2_k
         # windows touching this segment: power keeps peak and longest gap, the counter its lowest step
         w = np.flatnonzero((self.starts <= t[-1]) & (self.ends >= t[0]))
@@ -200,6 +352,9 @@ class _Stream:
                 self.wgap[w] = np.fmax(self.wgap[w], _range_reduce(np.maximum, dt, jlo, jhi, 0.0))
             else:
                 self.wmin_step[w] = np.fmin(self.wmin_step[w], _range_reduce(np.minimum, dy, jlo, jhi, np.inf))
+                self.wmin_dt[w] = np.fmin(self.wmin_dt[w], _range_reduce(np.minimum, dt, jlo, jhi, np.inf))
+                self.wgap[w] = np.fmax(self.wgap[w], _range_reduce(np.maximum, dt, jlo, jhi, 0.0))
+        self._last_rates = (float(rate[-1]), float(rate[-2]) if len(rate) > 1 else self._last_rates[0])
         self._carry = (float(t[-1]), float(y[-1]), c_end if self.integrate else 0.0,
                        v_end if self.integrate else 0.0)
 
@@ -249,10 +404,72 @@ def _range_reduce(op: np.ufunc, arr: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     return out
 
 
+def _counter_windows(es: _Stream, starts: np.ndarray, ends: np.ndarray, tau: float,
+                     raw_spacing: float, raw_jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's counter energy and its variance (resolution aside), from the refresh points
+    around its edges.
+
+    A window's power steps at its edges, so the energy between the reading before a start edge and
+    the edge is taken at the level of the interval before (``prev_rate``), and between an end edge
+    and the reading after it at the level of the interval after (``next_rate``): the window keeps
+    what the counter gained in between, less those two outside stretches. A step at the edge is then
+    exact; what remains is random:
+
+    - the refresh instants are known within ``w`` (the sampling interval, or the update period where
+      that is shorter). The sensor's clock and the sampler's drift apart by parts per million, so the
+      offset is the same at both edges of a window: it cancels where the outside levels are equal
+      and leaves ``|post - pre| * w / sqrt(12)``. Where the refresh instants slid past a sampler tick
+      inside the window, or a refresh or a sampler tick came late (the intervals between refreshes
+      inside the window then differ by more than ``w/2``), the two offsets are independent and as far
+      apart as those intervals differ: ``sqrt(pre**2 + post**2) * max(w, range) / sqrt(12)``;
+    - each read's own timestamp jitter (``raw_jitter``, 1 sigma) at each edge;
+    - the outside level may differ from the stretch it stands for by as much as the level changes
+      from one interval to the next next to the edge.
+    """
+    n = len(starts)
+    lo_t, lo_y, hi_t, hi_y = es.lo_t[:n], es.lo_y[:n], es.hi_t[n:], es.hi_y[n:]
+    own_a, own_b = es.slope_mean[:n], es.slope_mean[n:]
+    pre = np.maximum(np.where(np.isfinite(es.prev_rate[:n]), es.prev_rate[:n], own_a), 0.0)
+    post = np.maximum(np.where(np.isfinite(es.next_rate[n:]), es.next_rate[n:], own_b), 0.0)
+    out_a, out_b = starts - lo_t, hi_t - ends  # the outside stretches
+    counter = (hi_y - post * out_b) - (lo_y + pre * out_a)
+    w = min(raw_spacing, tau) if tau > 0 and math.isfinite(raw_spacing) else (tau if tau > 0 else 0.0)
+    # A reading placed within w/2 of an edge may in truth have been refreshed on the window's side
+    # of it: the counter then already holds (start) or still lacks (end) some of the window's energy
+    # beyond its level outside. Its expected size is removed; its spread is added below.
+    dur = np.maximum(ends - starts, 1e-12)
+    inside = np.maximum(counter / dur, 0.0)
+    if w > 0:
+        ha, hb = np.clip(w / 2 - out_a, 0.0, None), np.clip(w / 2 - out_b, 0.0, None)
+        step_a, step_b = inside - pre, inside - post
+        counter = counter + step_a * ha ** 2 / (2 * w) + step_b * hb ** 2 / (2 * w)
+        var_cross = step_a ** 2 * (ha ** 3 / (3 * w) - ha ** 4 / (4 * w * w)) \
+            + step_b ** 2 * (hb ** 3 / (3 * w) - hb ** 4 / (4 * w * w))
+    else:
+        var_cross = 0.0
+    counter = np.clip(counter, 0.0, np.maximum(hi_y - lo_y, 0.0))
+    # how much the level changes from one interval to the next, next to each edge
+    da = np.abs(es.prev_rate[:n] - es.prev_rate2[:n])
+    da = np.where(np.isfinite(da), da, np.abs(pre - own_a))
+    db = np.abs(es.next_rate[n:] - es.next_rate2[n:])
+    db = np.where(np.isfinite(db), db, np.abs(post - own_b))
+    # the refreshes slide against the sampler by up to CLOCK_PPM of the window's length between its
+    # edges (below the detection step w this is not seen in the data)
+    slide = np.minimum(CLOCK_PPM * (ends - starts), w)
+    spread = np.where(np.isfinite(es.wgap - es.wmin_dt), es.wgap - es.wmin_dt, 0.0)
+    slid = spread > 0.5 * w
+    timing = np.where(slid, (pre ** 2 + post ** 2) * np.maximum(w, spread) ** 2,
+                      (post - pre) ** 2 * w * w) / 12.0
+    var = timing + (np.maximum(pre, post) * slide) ** 2 / 3.0 + ((pre ** 2 + post ** 2) * raw_jitter ** 2) \
+        + (da * out_a) ** 2 + (db * out_b) ** 2 + var_cross
+    return counter, var
+
+
 def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], starts: np.ndarray,
                    ends: np.ndarray, *, update_period: float = 0.0, resolution: float = 0.0,
                    method_hint: str = "counter", counter_ok: bool = True,
-                   check_counter: bool = True, scratch: Scratch | None = None) -> WindowEnergy:
+                   check_counter: bool = True, scratch: Scratch | None = None,
+                   power_kind: str = "instant") -> WindowEnergy:
     """Energy of one channel over windows ``[starts[i], ends[i]]``.
 
     ``chunks`` yields consecutive ``(time s, power W, energy J)`` blocks of the channel in time order
@@ -269,9 +486,21 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     # The counter stream runs in a second thread beside the power stream: they share nothing, and
     # numpy releases the GIL inside its array loops, so on two or more cores the two overlap.
     pool = ThreadPoolExecutor(1) if counter_ok else None
+    tau = max(float(update_period), 0.0)
+    held_e, held_p = _Refreshes(tau), _Refreshes(tau)
+    raw = _ReadClock()
+
+    def feed_counter(t: np.ndarray, e: np.ndarray, dt: np.ndarray | None) -> None:
+        if tau > 0:
+            es.feed(*held_e(t, e))
+        else:
+            es.feed(t, e, dt)
+
     try:
         for t, p, e in chunks:
             t = scratch.float64("time", t)
+            if tau > 0:
+                raw.feed(t)
             # the time axis's passes are shared when it is clean (finite, increasing): the usual case
             dt = None
             if len(t) > 1 and math.isfinite(float(np.add.reduce(t))):
@@ -279,20 +508,27 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
                 dt = np.subtract(t[1:], t[:-1], out=scratch.get("dt", len(t) - 1))
                 if not dt.min() > 0:
                     dt = None
-            pending = pool.submit(es.feed, t, scratch.float64("energy", e), dt) if pool else None
-            ps.feed(t, scratch.float64("power", p), dt)
+            pending = pool.submit(feed_counter, t, scratch.float64("energy", e), dt) if pool else None
+            if tau > 0:
+                ps.feed(*held_p(t, scratch.float64("power", p)))
+            else:
+                ps.feed(t, scratch.float64("power", p), dt)
             if pending is not None:
                 pending.result()
     finally:
         if pool:
             pool.shutdown()
 
-    tau = max(float(update_period), 0.0)
+    raw_spacing, raw_jitter = raw.spacing_and_jitter()
     pa, pb = ps.val[:n], ps.val[n:]
     integral = ps.cum[n:] - ps.cum[:n]
     var_int = np.maximum(ps.var[n:] - ps.var[:n], 0.0)
-    counter = es.val[n:] - es.val[:n]  # NaN outside the counter's range
     dur = ends - starts
+    if tau > 0:
+        counter, var_counter_edges = _counter_windows(es, starts, ends, tau, raw_spacing, raw_jitter)
+    else:  # a counter exact at every read: linear interpolation between reads
+        counter = es.val[n:] - es.val[:n]
+        var_counter_edges = None
 
     # edge power: sampled where there is power, else the counter's mean power across the bracket
     pa = np.where(np.isfinite(pa), pa, es.slope_mean[:n])
@@ -304,7 +540,11 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     common = (np.abs(pb - pa) * tau / (2 * SQRT3)) ** 2
     wa_c = np.maximum(tau, np.where(np.isfinite(es.spacing[:n]), es.spacing[:n], 0.0))
     wb_c = np.maximum(tau, np.where(np.isfinite(es.spacing[n:]), es.spacing[n:], 0.0))
-    var_counter = ((pa * wa_c) ** 2 + (pb * wb_c) ** 2) / 12.0 + common + resolution ** 2 / 6.0
+    if var_counter_edges is None:
+        wa_c = np.where(np.isfinite(es.spacing[:n]), es.spacing[:n], 0.0)
+        wb_c = np.where(np.isfinite(es.spacing[n:]), es.spacing[n:], 0.0)
+        var_counter_edges = ((pa * wa_c) ** 2 + (pb * wb_c) ** 2) / 12.0 + common
+    var_counter = var_counter_edges + resolution ** 2 / 6.0
     var_integral = ((pa * tau) ** 2 + (pb * tau) ** 2) / 12.0 + common + var_int
 
     fault = np.full(n, "", dtype=object)
@@ -344,7 +584,9 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     peak[~np.isfinite(peak)] = np.nan
     scale = max(tau, ps.nominal if math.isfinite(ps.nominal) else 0.0, 1e-12)
     short = dur < SHORT_WINDOW_PERIODS * scale
-    return WindowEnergy(counter, integral, energy_J, unc, method, peak, short, fault, ps.wgap)
+    zero = np.zeros(n)
+    return WindowEnergy(counter, integral, energy_J, unc, method, peak, short, fault, ps.wgap,
+                        np.sqrt(var_counter), zero, np.sqrt(var_integral), zero.copy())
 
 
 def channel_window_energy(time: np.ndarray, power: np.ndarray, energy: np.ndarray, starts: np.ndarray,

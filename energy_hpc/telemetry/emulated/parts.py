@@ -1,0 +1,249 @@
+"""The emulated parts, opened through the real backends.
+
+``open_part(name, workload, ...)`` builds the vendor-library stand-in (or sysfs folder) for one part,
+drives it with a true power signal through a :mod:`hardware` model, opens the *real* backend module on
+top of it (``nvml.open_sensor(ctx, library=...)``, ``pm_counters`` on the folder, ...) and returns an
+:class:`EmulatedSensor`: the backend's sensor with every channel labelled EMULATED, plus the true
+signal behind each channel. In a run (``sensors = ["emulated:h100"]``) the clock is the real one and
+the workload a fixed duty cycle; the calibration benchmark drives a :class:`VirtualClock` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from energy_hpc.errors import SensorUnavailable
+from energy_hpc.telemetry.base import ChannelInfo, Reading, Sensor, SensorContext
+from energy_hpc.telemetry.emulated import amdsmi_api, hardware, pynvml_api
+from energy_hpc.telemetry.emulated.signals import Constant, Signal, Sum, Workload
+
+EMULATED = "EMULATED"
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    backend: str
+    what: str
+    idle_W: float
+    busy_W: float
+    ripple_W: float
+    drift_W: float = 5.0
+
+
+PARTS: dict[str, Part] = {p.name: p for p in (
+    Part("h100", "nvml", "NVIDIA H100 SXM through NVML: counter 100 ms, instant power 25 ms of every 100 ms",
+         80.0, 450.0, 40.0),
+    Part("a100", "nvml", "NVIDIA A100 through NVML: counter refreshed every 20 ms, instant power 25 ms of every "
+         "100 ms", 55.0, 300.0, 30.0),
+    Part("gh200", "nvml", "NVIDIA GH200 through NVML: module scope (Grace CPU + memory + GPU) unless GPU scope "
+         "answers", 90.0, 600.0, 50.0),
+    Part("mi250x", "amdsmi", "AMD MI250X package (two GCDs, one sensor) through amdsmi: 15.3 uJ ticks every 1 ms, "
+         "average_socket_power a 1 s trailing mean", 180.0, 500.0, 40.0),
+    Part("mi300x", "amdsmi", "AMD MI300X through amdsmi: 15.3 uJ ticks every 1 ms, current_socket_power per 1 ms",
+         150.0, 700.0, 50.0),
+    Part("cray-ex", "pm_counters", "HPE Cray EX node (4 MI250X) through /sys/cray/pm_counters: 10 Hz scans, "
+         "integer W and J", 1100.0, 2700.0, 120.0),
+    Part("rapl", "rapl", "Intel/AMD CPU package and DRAM through powercap RAPL: uJ counter every 1 ms, wrapping",
+         60.0, 190.0, 15.0),
+)}
+
+
+class VirtualClock:
+    """A clock the caller moves: ``clock()`` reads it, ``sleep(s)`` advances it."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += max(float(s), 0.0)
+
+
+class EmulatedSensor(Sensor):
+    """A real backend's sensor on emulated hardware: every read first brings the hardware to the
+    clock's time. Channels are labelled EMULATED (``synthetic``: never a measurement)."""
+
+    backend = "emulated"
+
+    def __init__(self, inner: Sensor, model: hardware.Model, clock: Callable[[], float], part: Part,
+                 t0: float = 0.0) -> None:
+        self.inner, self.model, self.clock, self.part, self.t0 = inner, model, clock, part, t0
+        self.truth: dict[str, Signal] = {}
+        infos = []
+        for c in inner.channels():
+            sig = _truth_for(c, model)
+            if sig is not None:
+                self.truth[c.name] = sig
+            infos.append(dataclasses.replace(
+                c, synthetic=True, label=f"{EMULATED} {part.name}: {c.label}".strip(),
+                note=f"{EMULATED} sensor (not a measurement): {part.what}" + (f"; {c.note}" if c.note else "")))
+        self._infos = infos
+
+    def sync(self) -> None:
+        self.model.sync(self.clock() - self.t0)
+
+    def channels(self) -> Sequence[ChannelInfo]:
+        inner = {c.name: c for c in self.inner.channels()}  # counter hygiene may have flagged some since
+        return [dataclasses.replace(c, counter_fault=inner[c.name].counter_fault) if c.name in inner else c
+                for c in self._infos]
+
+    def read(self) -> Reading:
+        self.sync()
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _truth_for(c: ChannelInfo, model: hardware.Model) -> Signal | None:
+    if c.view_of:
+        return None
+    name = c.name
+    if c.backend == "nvml":
+        scope_module = "module" in (c.label + c.note).lower() and "module" in model.truth \
+            and "gpu scope" not in c.note.lower()
+        return model.truth["module" if scope_module else "gpu"]
+    key = name.split(":", 1)[1] if c.backend in ("pm_counters", "rapl") else None
+    if key is not None:
+        return model.truth.get(key)
+    if c.backend == "amdsmi":
+        return next(iter(model.truth.values())) if c.has_power or c.has_energy else None
+    return None
+
+
+def part_signals(part: Part, workload: Workload) -> dict[str, Signal]:
+    """The true signals of a part's channels for a workload."""
+    p = part
+    dev = workload.signal(p.idle_W, p.busy_W, p.ripple_W, p.drift_W)
+    if part.name == "gh200":
+        grace = workload.signal(100.0, 160.0, 10.0, 2.0)
+        return {"gpu": dev, "module": Sum((dev, grace))}
+    if part.name == "cray-ex":
+        accels = {f"accel{i}": workload.signal(180.0, 500.0, 40.0, 5.0) for i in range(4)}
+        cpu = workload.signal(110.0, 180.0, 10.0, 3.0)
+        memory = workload.signal(35.0, 50.0, 3.0, 1.0)
+        rest = Constant(200.0)
+        node = Sum((*accels.values(), cpu, memory, rest))
+        return {"node": node, "cpu": cpu, "memory": memory, **accels}
+    if part.name == "rapl":
+        return {"package-0": dev, "dram-0": workload.signal(12.0, 30.0, 3.0, 1.0)}
+    return {"device": dev}
+
+
+def open_part(name: str, workload: Workload, *, clock: Callable[[], float] | None = None,
+              sleep: Callable[[float], None] | None = None, rng: np.random.Generator | None = None,
+              folder: str | Path | None = None, t0: float = 0.0, options: dict | None = None,
+              gpu_scope: bool = True) -> EmulatedSensor:
+    """Open the real backend of part ``name`` on emulated hardware running ``workload``.
+
+    ``clock``/``sleep`` default to a new :class:`VirtualClock`; signal time is ``clock() - t0``.
+    ``rng`` draws the hardware's refresh phases. ``folder`` holds sysfs-like files (pm_counters,
+    RAPL; a temporary folder by default). ``gpu_scope=False`` makes a GH200 answer module scope only.
+    """
+    try:
+        part = PARTS[name]
+    except KeyError:
+        raise SensorUnavailable(f"emulated: unknown part {name!r}; choose from {', '.join(PARTS)}") from None
+    if clock is None:
+        vc = VirtualClock()
+        clock, sleep = vc, vc.sleep
+    rng = rng or np.random.default_rng()
+    sig = part_signals(part, workload)
+    model: hardware.Model
+    real_sleep = sleep or time.sleep
+    holder: list[hardware.Model] = []
+
+    def synced_sleep(s: float) -> None:  # the start-up probe waits between reads: show it fresh values
+        real_sleep(s)
+        if holder:
+            holder[0].sync(clock() - t0)
+
+    opts = {part.backend: {"probe_reads": 3, **(options or {})}}
+    ctx = SensorContext(hostname="emulated", options=opts)
+    if part.backend == "nvml":
+        from energy_hpc.telemetry import nvml  # noqa: PLC0415
+
+        gpu = pynvml_api.FakeGpu(uuid="GPU-e0000000-0000-0000-0000-000000000001", bus_id="00000000:18:00.0",
+                                 name={"h100": "NVIDIA H100 80GB HBM3", "a100": "NVIDIA A100-SXM4-80GB",
+                                       "gh200": "NVIDIA GH200 480GB"}[name])
+        if name == "gh200":
+            gpu.gpu_scope_supported = gpu_scope
+        counter_period = 0.02 if name == "a100" else 0.1
+        model = hardware.NvmlModel(gpu, sig["gpu"] if "gpu" in sig else sig["device"], sig.get("module"),
+                                   counter=hardware.random_phase(rng, counter_period),
+                                   power=hardware.random_phase(rng, 0.1))
+        holder.append(model)
+        model.sync(clock() - t0)
+        inner = nvml.open_sensor(ctx, library=pynvml_api.make_pynvml([gpu]), clock=clock, sleep=synced_sleep)
+    elif part.backend == "amdsmi":
+        from energy_hpc.telemetry import amdsmi  # noqa: PLC0415
+
+        if name == "mi250x":
+            gcds = amdsmi_api.mi250x_node()[:2]
+        else:
+            gcds = [amdsmi_api.FakeGcd(bdf="0000:05:00.0", market_name="AMD Instinct MI300X", device_id=0x74A1,
+                                       instant=True)]
+        model = hardware.AmdModel(gcds[0], sig["device"], instant=(name != "mi250x"),
+                                  counter=hardware.random_phase(rng, 0.001))
+        holder.append(model)
+        model.sync(clock() - t0)
+        ctx = dataclasses.replace(ctx, device_bus_id=gcds[0].bdf, node_devices=tuple(g.bdf for g in gcds))
+        inner = amdsmi.open_sensor(ctx, library=amdsmi_api.make_amdsmi(gcds, "6.4"), clock=clock,
+                                   sleep=synced_sleep)
+    elif part.backend in ("pm_counters", "rapl"):
+        root = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"emulated-{name}-"))
+        if part.backend == "pm_counters":
+            domains = {("" if k == "node" else k): s for k, s in sig.items()}
+            model = hardware.PmCountersModel(root, domains, scan=hardware.random_phase(rng, 0.1))
+        else:
+            model = hardware.RaplModel(root, [sig["package-0"]], [sig["dram-0"]],
+                                       counter=hardware.random_phase(rng, 0.001))
+        holder.append(model)
+        model.sync(clock() - t0)
+        opts[part.backend]["root"] = str(root)
+        if part.backend == "pm_counters":
+            from energy_hpc.telemetry import pm_counters  # noqa: PLC0415
+
+            inner = pm_counters.open_sensor(ctx, clock=clock, sleep=synced_sleep)
+        else:
+            from energy_hpc.telemetry import rapl  # noqa: PLC0415
+
+            inner = rapl.open_sensor(ctx, clock=clock)
+    else:  # pragma: no cover - the table above names only these
+        raise SensorUnavailable(f"emulated: no backend {part.backend}")
+    return EmulatedSensor(inner, model, clock, part, t0)
+
+
+def duty_cycle(busy_s: float = 1.0, idle_s: float = 0.5, hours: float = 12.0, ripple_hz: float = 20.0) -> Workload:
+    """The signal an emulated sensor shows in a run: busy and idle in turn, from the sensor's opening."""
+    n = int(hours * 3600 / (busy_s + idle_s))
+    starts = idle_s + (busy_s + idle_s) * np.arange(n)
+    return Workload(starts, starts + busy_s, np.full(n, ripple_hz), np.zeros(n))
+
+
+def open_sensor(ctx: SensorContext) -> Sensor:
+    """The ``emulated`` backend of a run: ``[measure.sensor_options.emulated] part`` names the part
+    (``sensors = ["emulated:h100"]`` sets it). Labelled EMULATED everywhere; never a measurement."""
+    opts = dict(ctx.options.get("emulated", {}))
+    name = str(opts.get("part", "h100"))
+    t0 = time.monotonic()
+    return open_part(name, duty_cycle(), clock=time.monotonic, sleep=time.sleep, t0=t0,
+                     rng=np.random.default_rng(), options={"probe_reads": 0})
+
+
+def true_energy(sig: Signal, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(sig.energy(np.asarray(b, float)) - sig.energy(np.asarray(a, float)))
+
+
+__all__ = ["PARTS", "EMULATED", "EmulatedSensor", "VirtualClock", "open_part", "part_signals", "duty_cycle",
+           "true_energy", "open_sensor"]

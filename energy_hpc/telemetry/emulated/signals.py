@@ -1,0 +1,214 @@
+"""True power signals with an exact energy over any interval.
+
+A :class:`Signal` is the power a device *really* draws, P(t) in W for t in seconds, and its exact
+cumulative energy E(t) = integral of P from 0 to t in J. The emulated sensors turn a signal into what a
+vendor library would report; the calibration compares the analysis's figures with E(b) - E(a).
+
+The pieces, each with a closed-form integral:
+
+- :class:`Steps`: a level that changes at given instants (idle between cases, busy inside windows:
+  device-synchronised inference steps the power at each window's edges);
+- :class:`GatedRipple`: a sinusoid at the rate of diffusion steps or decode tokens (5-50 Hz) that
+  runs only inside given spans, restarting its phase at each span's start;
+- :class:`Drift`: a slow sinusoidal drift (temperature, fan curves) over the whole run;
+- :class:`Sum`: the sum of any of them (a node: GPUs + CPU + memory + the rest).
+
+All methods take numpy arrays (or floats) and are vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+TWO_PI = 2.0 * math.pi
+
+
+class Signal:
+    """P(t) and its exact integral E(t) from t = 0."""
+
+    def power(self, t: np.ndarray | float) -> np.ndarray:
+        raise NotImplementedError
+
+    def energy(self, t: np.ndarray | float) -> np.ndarray:
+        raise NotImplementedError
+
+    def mean_power(self, a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+        """Exact mean power over [a, b] (P(a) where b == a)."""
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        d = b - a
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = (self.energy(b) - self.energy(a)) / d
+        return np.where(d > 0, m, self.power(a))
+
+    def __add__(self, other: "Signal") -> "Sum":
+        return Sum((self, other))
+
+
+@dataclass(frozen=True)
+class Steps(Signal):
+    """``levels[0]`` before ``edges[0]``, ``levels[i]`` on [edges[i-1], edges[i]), the last level after
+    the last edge. ``edges`` must be increasing; ``len(levels) == len(edges) + 1``."""
+
+    edges: np.ndarray
+    levels: np.ndarray
+    _cum: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        e, lv = np.asarray(self.edges, float), np.asarray(self.levels, float)
+        if len(lv) != len(e) + 1:
+            raise ValueError("Steps: need one more level than edges")
+        if len(e) and (np.any(np.diff(e) < 0) or e[0] < 0):
+            raise ValueError("Steps: edges must be non-negative and increasing")
+        object.__setattr__(self, "edges", e)
+        object.__setattr__(self, "levels", lv)
+        # energy at each edge, from t = 0
+        seg = np.diff(np.concatenate([[0.0], e])) * lv[:-1]
+        object.__setattr__(self, "_cum", np.cumsum(seg))
+
+    @classmethod
+    def windows(cls, starts: Sequence[float], ends: Sequence[float], idle_W: float,
+                busy_W: float | Sequence[float]) -> "Steps":
+        """Idle outside the spans [starts[i], ends[i]), busy (one level, or one per span) inside."""
+        s, e = np.asarray(starts, float), np.asarray(ends, float)
+        busy = np.broadcast_to(np.asarray(busy_W, float), s.shape)
+        edges = np.empty(2 * len(s))
+        edges[0::2], edges[1::2] = s, e
+        levels = np.full(len(edges) + 1, float(idle_W))
+        levels[1::2] = busy
+        return cls(edges, levels)
+
+    def power(self, t: np.ndarray | float) -> np.ndarray:
+        i = np.searchsorted(self.edges, np.asarray(t, float), side="right")
+        return self.levels[i]
+
+    def energy(self, t: np.ndarray | float) -> np.ndarray:
+        t = np.asarray(t, float)
+        i = np.searchsorted(self.edges, t, side="right")
+        before = np.concatenate([[0.0], self._cum])[i]
+        start = np.concatenate([[0.0], self.edges])[i]
+        return before + (t - start) * self.levels[i]
+
+
+@dataclass(frozen=True)
+class GatedRipple(Signal):
+    """``amp_W * sin(2 pi f (t - s_i) + phase_i)`` for t in [s_i, e_i), 0 outside. ``freq_hz`` and
+    ``phase`` are one value or one per span."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    amp_W: float
+    freq_hz: np.ndarray | float
+    phase: np.ndarray | float = 0.0
+    _cum: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        s, e = np.asarray(self.starts, float), np.asarray(self.ends, float)
+        object.__setattr__(self, "starts", s)
+        object.__setattr__(self, "ends", e)
+        object.__setattr__(self, "freq_hz", np.broadcast_to(np.asarray(self.freq_hz, float), s.shape).copy())
+        object.__setattr__(self, "phase", np.broadcast_to(np.asarray(self.phase, float), s.shape).copy())
+        full = self._span_integral(np.arange(len(s)), e)
+        object.__setattr__(self, "_cum", np.concatenate([[0.0], np.cumsum(full)]))
+
+    def _span_integral(self, i: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Integral over [s_i, t] of span i's sinusoid (t inside the span)."""
+        w = TWO_PI * self.freq_hz[i]
+        ph = self.phase[i]
+        return self.amp_W / w * (np.cos(ph) - np.cos(w * (t - self.starts[i]) + ph))
+
+    def power(self, t: np.ndarray | float) -> np.ndarray:
+        t = np.asarray(t, float)
+        if not len(self.starts):
+            return np.zeros_like(t)
+        i = np.clip(np.searchsorted(self.starts, t, side="right") - 1, 0, len(self.starts) - 1)
+        inside = (t >= self.starts[i]) & (t < self.ends[i])
+        v = self.amp_W * np.sin(TWO_PI * self.freq_hz[i] * (t - self.starts[i]) + self.phase[i])
+        return np.where(inside, v, 0.0)
+
+    def energy(self, t: np.ndarray | float) -> np.ndarray:
+        t = np.asarray(t, float)
+        if not len(self.starts):
+            return np.zeros_like(t)
+        k = np.searchsorted(self.starts, t, side="right")  # spans started by t
+        i = np.clip(k - 1, 0, len(self.starts) - 1)
+        done = self._cum[np.maximum(k - 1, 0)]  # spans before span i, all complete
+        part = np.where(k > 0, self._span_integral(i, np.minimum(t, self.ends[i])), 0.0)
+        return done + part
+
+
+@dataclass(frozen=True)
+class Drift(Signal):
+    """``amp_W * sin(2 pi t / period_s + phase)``: slow thermal drift (zero mean over a period)."""
+
+    amp_W: float
+    period_s: float
+    phase: float = 0.0
+
+    def power(self, t: np.ndarray | float) -> np.ndarray:
+        return self.amp_W * np.sin(TWO_PI * np.asarray(t, float) / self.period_s + self.phase)
+
+    def energy(self, t: np.ndarray | float) -> np.ndarray:
+        w = TWO_PI / self.period_s
+        return self.amp_W / w * (math.cos(self.phase) - np.cos(w * np.asarray(t, float) + self.phase))
+
+
+@dataclass(frozen=True)
+class Constant(Signal):
+    level_W: float
+
+    def power(self, t: np.ndarray | float) -> np.ndarray:
+        return np.full(np.shape(t), float(self.level_W))
+
+    def energy(self, t: np.ndarray | float) -> np.ndarray:
+        return float(self.level_W) * np.asarray(t, float)
+
+
+@dataclass(frozen=True)
+class Sum(Signal):
+    parts: tuple[Signal, ...]
+
+    def power(self, t: np.ndarray | float) -> np.ndarray:
+        return sum((p.power(t) for p in self.parts), np.zeros(np.shape(t)))
+
+    def energy(self, t: np.ndarray | float) -> np.ndarray:
+        return sum((p.energy(t) for p in self.parts), np.zeros(np.shape(t)))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A run's activity: busy spans (windows) on an idle background, as device-synchronised
+    inference draws it: ``idle_W`` outside, ``busy_W`` inside, a ripple inside at ``ripple_hz``,
+    and a drift everywhere. :meth:`signal` scales it to a device's power range."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    ripple_hz: np.ndarray
+    ripple_phase: np.ndarray
+    drift_period_s: float = 600.0
+    drift_phase: float = 0.0
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, n: int, length_s: float, *, gap_s: tuple[float, float] = (0.3, 1.5),
+               ripple_hz: tuple[float, float] = (5.0, 50.0), t0: float = 1.0) -> "Workload":
+        """``n`` windows of ``length_s`` separated by idle gaps drawn from ``gap_s``; each window's
+        ripple rate drawn from ``ripple_hz`` (uniform), its phase uniform."""
+        gaps = rng.uniform(*gap_s, size=n)
+        starts = t0 + np.cumsum(gaps) + length_s * np.arange(n)
+        return cls(starts, starts + length_s, rng.uniform(*ripple_hz, size=n), rng.uniform(0, TWO_PI, size=n),
+                   drift_period_s=float(rng.uniform(300, 900)), drift_phase=float(rng.uniform(0, TWO_PI)))
+
+    @property
+    def end(self) -> float:
+        return float(self.ends[-1]) if len(self.ends) else 0.0
+
+    def signal(self, idle_W: float, busy_W: float, ripple_W: float = 0.0, drift_W: float = 0.0) -> Signal:
+        parts: list[Signal] = [Steps.windows(self.starts, self.ends, idle_W, busy_W)]
+        if ripple_W:
+            parts.append(GatedRipple(self.starts, self.ends, ripple_W, self.ripple_hz, self.ripple_phase))
+        if drift_W:
+            parts.append(Drift(drift_W, self.drift_period_s, self.drift_phase))
+        return Sum(tuple(parts))

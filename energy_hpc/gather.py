@@ -36,7 +36,7 @@ import numpy as np
 
 from energy_hpc.context import Comm, PeerTimeout
 from energy_hpc.spill import Heartbeat, RankSpill, SpillPlan, missing_rank_record
-from energy_hpc.store import RunHeader, RunWriter, channel_record, place, temp_path
+from energy_hpc.store import RunHeader, RunWriter, channel_record, emulated_parts, emulated_text, place, temp_path
 from energy_hpc.telemetry.sampler import ChannelTrace
 from energy_hpc.windows import WINDOW_DTYPE
 
@@ -156,6 +156,7 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
     first_window = np.cumsum([0] + n_windows)
     max_samples = max((c["n_samples"] for c in channels), default=0)
     header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
+    header.emulated = emulated_text(emulated_parts(channels))
     header.contains_estimate = any(c["method"] == "estimate" for c in channels)
     live = [r for r in range(1, comm.size) if r in metas]
     receiver = _Receiver(comm, live, metas, piece, _ahead())

@@ -26,7 +26,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from energy_hpc.errors import SpecError
-from energy_hpc.telemetry.registry import SENSOR_CHOICES
+from energy_hpc.telemetry.registry import EMULATED, SENSOR_CHOICES, check_emulated_part
 from energy_hpc.workloads.options import Option
 from energy_hpc.workloads.registry import TASKS, task_options
 
@@ -126,6 +126,17 @@ def _string(v: Any, where: str, choices: tuple[str, ...] | None = None) -> str:
     return v
 
 
+def _sensor(v: Any, where: str) -> str:
+    """A sensor backend name, or ``emulated:<part>`` (an emulated part: EMULATED data, never a
+    measurement)."""
+    _string(v, where)
+    head, sep, part = v.partition(":")
+    if sep and head == EMULATED:
+        check_emulated_part(part, f"{where} {v!r}")
+        return v
+    return _string(v, where, SENSOR_CHOICES)
+
+
 def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list) else [v]
 
@@ -150,7 +161,7 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
     if not isinstance(sensors, list) or not sensors:
         raise SpecError("[measure] sensors must be a non-empty list such as [\"auto\"]")
     for s in sensors:
-        _string(s, "[measure] sensors entry", SENSOR_CHOICES)
+        _sensor(s, "[measure] sensors entry")
     opts = t.get("sensor_options", {})
     if not isinstance(opts, dict):
         raise SpecError("[measure] sensor_options must be a table of tables, e.g. "
@@ -159,6 +170,9 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
         _string(k, "[measure.sensor_options] key", tuple(c for c in SENSOR_CHOICES if c != "auto"))
         if not isinstance(v, dict):
             raise SpecError(f"[measure.sensor_options.{k}] must be a table")
+        if k == EMULATED and "part" in v:
+            check_emulated_part(_string(v["part"], f"[measure.sensor_options.{EMULATED}] part"),
+                                f"[measure.sensor_options.{EMULATED}] part")
     return Measure(
         interval_ms=float(_number(t.get("interval_ms", d.interval_ms), "[measure] interval_ms", lo=1, hi=60_000)),
         idle_seconds=float(_number(t.get("idle_seconds", d.idle_seconds), "[measure] idle_seconds", lo=0, hi=3600)),

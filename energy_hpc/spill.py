@@ -35,6 +35,8 @@ from energy_hpc.store import (
     RunHeader,
     RunWriter,
     channel_record,
+    emulated_parts,
+    emulated_text,
     place,
     temp_path,
 )
@@ -444,6 +446,7 @@ def rebuild(folders: Sequence[Path], out: Path, compression: str = "none",
     header.status, header.status_reason = "partial", reason[:4000]
     channels = [c for r in sorted(spills) for c in spills[r].channels]
     header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
+    header.emulated = emulated_text(emulated_parts(channels))
     header.contains_estimate = any(c["method"] == "estimate" for c in channels)
     header.extra = {"rebuilt_from_spills": 1}
     stem = str(first.attrs.get("stem") or f"{header.job_name}-rebuilt")

@@ -194,6 +194,7 @@ class RunHeader:
     interval_s: float = 0.0
     contains_synthetic: bool = False
     contains_estimate: bool = False
+    emulated: str = ""  # emulated_text() of the run's EMULATED channels; "" when none
     extra: dict = field(default_factory=dict)
 
     def attrs(self) -> dict[str, Any]:
@@ -209,9 +210,46 @@ class RunHeader:
             "slurm_json": json.dumps(self.slurm),
         }
         if self.contains_synthetic:
-            a["WARNING"] = "contains SYNTHETIC sensor data: these numbers are not measurements"
+            a["WARNING"] = ("contains SYNTHETIC sensor data" + (f" from the {self.emulated}" if self.emulated else "")
+                            + ": these numbers are not measurements")
         a.update(self.extra)
         return a
+
+
+EMULATED_MARK = "EMULATED"
+
+
+def emulated_parts(channels: Sequence[dict[str, Any]]) -> list[str]:
+    """The emulated parts (``h100``, ``cray-ex``, ...) whose channels a run holds, in order: an
+    emulated sensor labels its channels ``EMULATED <part>: ...`` and starts their note with ``EMULATED``
+    (``""`` stands for a channel whose label names no part)."""
+    out: dict[str, None] = {}
+    for c in channels:
+        label, note = str(c.get("label", "") or ""), str(c.get("note", "") or "")
+        if label.startswith(EMULATED_MARK):
+            out[label[len(EMULATED_MARK):].split(":", 1)[0].strip()] = None
+        elif note.startswith(EMULATED_MARK):
+            out[""] = None
+    return list(out)
+
+
+def emulated_kind(parts: Sequence[str]) -> str:
+    """The kind of data of a run with emulated channels: ``EMULATED h100``, ``EMULATED h100 + cray-ex``
+    (``EMULATED`` where no label names the part); "" for none."""
+    if not parts:
+        return ""
+    named = [p for p in parts if p]
+    return EMULATED_MARK + (" " + " + ".join(named) if named else "")
+
+
+def emulated_text(parts: Sequence[str]) -> str:
+    """``EMULATED h100 sensor``, ``EMULATED h100 + cray-ex sensors``; "" for none."""
+    return sensor_words(emulated_kind(parts))
+
+
+def sensor_words(kind: str) -> str:
+    """``EMULATED h100`` -> ``EMULATED h100 sensor`` (``... sensors`` for several parts)."""
+    return kind + (" sensors" if " + " in kind else " sensor") if kind else ""
 
 
 class RunWriter:
@@ -386,12 +424,37 @@ def is_run_file(path: Path) -> bool:
     return path.suffix == RUN_FILE_SUFFIX and not path.name.startswith(".")
 
 
+SPILL_FOLDER_SUFFIX = ".spill"
+
+
 def find_run_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (searched recursively) into run files, in a stable order."""
+    """Expand files and folders into run files, in a stable order. Folders are searched recursively,
+    leaving out hidden files and folders (``.<run>.spill/`` kept spills, ``.<run>.partial`` temporary
+    files) and spill folders (``*.spill``) whatever their name: a spill is not a run file (``energy-hpc
+    merge`` rebuilds one from it). Files named explicitly are taken as given."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob(f"*{RUN_FILE_SUFFIX}") if is_run_file(q)))
+            out.extend(sorted(_search(p)))
         else:
             out.append(p)
     return list(dict.fromkeys(out))
+
+
+def is_spill_folder(path: Path) -> bool:
+    return path.name.endswith(SPILL_FOLDER_SUFFIX)
+
+
+def _search(folder: Path) -> list[Path]:
+    if is_spill_folder(folder):
+        return []
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not is_spill_folder(Path(d))]
+        found += [Path(root) / f for f in files if is_run_file(Path(f))]
+    return found

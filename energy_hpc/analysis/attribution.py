@@ -16,6 +16,10 @@ Roles (from the channel metadata only; the file says what each channel measures)
   (:func:`device_key`), never by ``shared_with``. :func:`channel_roles` counts the lowest rank's copy
   once, as a ``package`` shared by the ranks that recorded it (its ``sharers``), reduced over the
   union of their windows, and makes the other copies placeholders.
+- ``module``: a rank-level channel of scope ``module`` (a GH200 read at NVML module scope: GPU + Grace
+  CPU + memory, where the GPU scope does not answer). Never added to the GPU-only device total: the
+  table gives it its own column (``module_energy_J``) and takes it as the row's figure only where no
+  rank has a GPU-scope channel. Copies recorded by several ranks count once, like a device's.
 - ``view``: the same quantity read another way (``view_of`` set, e.g. NVML's 1 s average). Never added.
 - ``node`` / ``node_cpu`` / ``node_memory`` / ``node_accel`` / ``node_other``: node-level channels
   (``node_level`` = 1, recorded by the node leader). Whole-node energy goes to its own column; cpu
@@ -70,6 +74,8 @@ def channel_role(meta: dict[str, Any]) -> str:
                 "gpu": "node_accel"}.get(scope, "node_other")
     if str(meta.get("included_in", "") or ""):
         return "placeholder"
+    if scope == "module":
+        return "module"
     if scope == "package":
         return "package"
     shared = shared_devices(meta)
@@ -130,7 +136,7 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, m in enumerate(metas):
         m.pop("sharers", None), m.pop("copies", None), m.pop("not_added", None)  # set below, afresh
-        if roles[i] in ("device", "package"):
+        if roles[i] in ("device", "package", "module"):
             key = device_key(m)
             if key is not None:
                 groups.setdefault(key, []).append(i)
@@ -146,10 +152,11 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
             continue  # still two channels of one rank: not copies of each other, leave them be
         if len(idxs) == 1 and not is_mig_gpu(metas[idxs[0]]):
             continue
+        kept = "module" if roles[idxs[0]] == "module" else "package"
         for i in idxs:
             roles[i] = "placeholder"
         rep = metas[idxs[0]]
-        roles[idxs[0]] = "package"
+        roles[idxs[0]] = kept
         rep["sharers"] = ",".join(str(r) for r in ranks)
         rep["copies"] = [int(metas[i].get("index", i)) for i in idxs]
     # included_in at node level

@@ -4,7 +4,8 @@
 - :func:`energy_figure`: energy per unit by case (and stage) with uncertainty bars;
 - :func:`scaling_figure`: energy per unit and throughput against node count, with the ideal line.
 
-Every title says what the data is (measured, ESTIMATE, SYNTHETIC). :func:`save` writes PNG and PDF.
+Every title says what the data is (measured, ESTIMATE, SYNTHETIC, SYNTHETIC from an EMULATED sensor).
+:func:`save` writes PNG and PDF.
 Long channels are drawn from a min/max envelope built chunk by chunk, never from the whole trace.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles
 from energy_hpc.analysis.runfile import RunFile
+from energy_hpc.store import EMULATED_MARK, emulated_text, sensor_words
 
 MAX_POINTS = 4000  # envelope bins per channel in a power figure
 _CASE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
@@ -40,7 +42,9 @@ def save(fig: Any, stem: str | Path) -> list[Path]:
     return out
 
 
-def data_label(synthetic: bool, estimate: bool) -> str:
+def data_label(synthetic: bool, estimate: bool, emulated: Sequence[str] = ()) -> str:
+    if synthetic and emulated:
+        return f"SYNTHETIC data ({emulated_text(emulated)}) - not a measurement"
     if synthetic:
         return "SYNTHETIC data - not a measurement"
     if estimate:
@@ -131,7 +135,7 @@ def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Any
             ax.set_title(f"{m.get('name', '')} ({m.get('scope', '')}, {where}; {m.get('method', '')})",
                          fontsize=8, loc="left")
         axes[-1].set_xlabel("time since run start (s)")
-        fig.suptitle(f"Power per channel - {rf.path.name} - {data_label(rf.synthetic, rf.estimate)}\n"
+        fig.suptitle(f"Power per channel - {rf.path.name} - {data_label(rf.synthetic, rf.estimate, rf.emulated)}\n"
                      "grey: idle baseline; coloured: measured iterations by case", fontsize=9)
     return fig
 
@@ -148,6 +152,7 @@ def _rows_label(rows: list[dict[str, Any]]) -> str:
     kinds = {r.get("data", "measured") for r in rows}
     parts = [t for k, t in (("SYNTHETIC", "SYNTHETIC data"), ("ESTIMATE", "ESTIMATE from CPU time"))
              if k in kinds]
+    parts[1:1] = [f"SYNTHETIC data ({sensor_words(k)})" for k in sorted(kinds) if str(k).startswith(EMULATED_MARK)]
     if parts:
         return " + ".join(parts) + " - not a measurement"
     return "measured"

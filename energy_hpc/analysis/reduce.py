@@ -39,6 +39,7 @@ import numpy as np
 from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles, normalize_device, role_notes
 from energy_hpc.analysis.energy import Scratch, WindowEnergy, reduce_channel
 from energy_hpc.analysis.runfile import CHUNK_SAMPLES, RunFile
+from energy_hpc.store import emulated_kind
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,14 @@ class RunReduction:
     ranks: dict[str, np.ndarray]
     channels: list[ChannelResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # channels left out of every total, and why
+    emulated: list[str] = field(default_factory=list)  # emulated parts (synthetic data from EMULATED sensors)
 
     @property
     def label(self) -> str:
+        """The kind of data: ``measured``, ``ESTIMATE``, ``SYNTHETIC`` or, for synthetic data from emulated
+        sensors, ``EMULATED <parts>`` (a kind of its own: it never merges with other synthetic data)."""
+        if self.synthetic and self.emulated:
+            return emulated_kind(self.emulated)
         return "SYNTHETIC" if self.synthetic else ("ESTIMATE" if self.estimate else "measured")
 
     def bus_to_rank(self, host: str) -> dict[str, int]:
@@ -216,7 +222,8 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
             estimate=rf.estimate or any(m.get("method") == "estimate" for m in rf.channel_meta),
             n_ranks=rf.n_ranks, n_nodes=rf.n_nodes,
             params=[rf.case_params(c) for c in range(rf.n_cases)],
-            units_name=[rf.case_unit(c) for c in range(rf.n_cases)], windows=w, node_windows={}, ranks=ranks)
+            units_name=[rf.case_unit(c) for c in range(rf.n_cases)], windows=w, node_windows={}, ranks=ranks,
+            emulated=rf.emulated)
         counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
         idle = (w["phase"] == "idle") & (w["status"] == "ok") & (w["end"] > w["start"])
         nw = red.node_windows = _node_windows(w, counted)

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from energy_hpc.errors import RunFileError
+from energy_hpc.store import emulated_parts
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,11 @@ class RunFile:
     @property
     def estimate(self) -> bool:
         return bool(int(self.attrs.get("contains_estimate", 0)))
+
+    @property
+    def emulated(self) -> list[str]:
+        """The emulated parts whose channels this run holds (labels ``EMULATED <part>: ...``); [] when none."""
+        return emulated_parts(self.channel_meta)
 
     @property
     def missing(self) -> list[str]:

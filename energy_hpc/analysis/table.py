@@ -2,7 +2,7 @@
 
 Each file is reduced channel by channel (:mod:`energy_hpc.analysis.reduce`) into per-(case, stage)
 sums; sums from several files with the same grouping key merge (repeats, or ``--by`` groups). Files of
-different data kinds (measured, ESTIMATE, SYNTHETIC) never merge.
+different data kinds (measured, ESTIMATE, SYNTHETIC, EMULATED <part>) never merge.
 
 Columns (JSON keys; all energies in J, powers in W):
 
@@ -17,6 +17,11 @@ Columns (JSON keys; all energies in J, powers in W):
   ``node_devices_energy_J``: device channels over the same spans; ``node_rest_energy_J``: the rest
   (CPU, memory, network, ...); ``node_cpu_energy_J``, ``node_memory_energy_J`` where measured.
 - A run with no rank-level channel (RAPL only) falls back to node-level CPU+memory (``energy_scope``).
+- ``module_energy_J`` (± ``module_energy_uncertainty_J``, per unit ``module_energy_per_unit_J``;
+  ``module_includes_cpu_memory`` true): GH200 modules that NVML reads only at module scope (GPU + Grace
+  CPU + memory). Never added to ``energy_J``, which is GPU-only, and said in a flag; a row whose ranks
+  have no GPU-scope channel at all takes the module energy as ``energy_J`` with ``energy_scope``
+  ``module (GH200: GPU + Grace CPU + memory)`` and a flag saying so.
 - Per unit, three uncertainties, each named for what it is: ``energy_per_unit_meas_unc_J`` (measurement,
   1 sigma; ``energy_per_unit_uncertainty_J`` is its kept name), ``energy_per_unit_sem_J`` (standard
   error of the mean from the spread between the ``n_iterations`` iterations, repeats pooled; NaN below
@@ -42,6 +47,7 @@ import numpy as np
 
 from energy_hpc.analysis.attribution import package_shares
 from energy_hpc.analysis.reduce import RunReduction, reduce_run
+from energy_hpc.store import EMULATED_MARK, sensor_words
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ class _Acc:
     unit: str
     n_nodes: int
     stage: str
-    data: str  # measured, ESTIMATE or SYNTHETIC
+    data: str  # measured, ESTIMATE, SYNTHETIC or EMULATED <parts> (synthetic data from emulated sensors)
     n_ranks: set = field(default_factory=set)
     rank_runs: int = 0
     wall_seconds: float = 0.0
@@ -82,6 +88,13 @@ class _Acc:
     same_run: list = field(default_factory=list)  # duplicates of this file's run that were left out
     synthetic: bool = False
     estimate: bool = False
+    # GH200 modules at NVML module scope (GPU + Grace CPU + memory), kept out of the GPU-only device total:
+    # their window counts (no_data, idle_missing, short), counter faults and peak, apart from the devices'
+    module: Counter = field(default_factory=Counter)
+    module_faults: Counter = field(default_factory=Counter)
+    module_peak_W: float = -math.inf
+    # (file, rank) recorded by "device" channels and by "module" channels
+    ranks_of: dict = field(default_factory=lambda: defaultdict(set))
     # per iteration, by kind (device, node, hostcpu): (file, iteration) -> [energy J, units, windows
     # with energy, windows without data]; the spread between iterations comes from these
     iters: dict = field(default_factory=lambda: defaultdict(dict))
@@ -112,6 +125,11 @@ class _Acc:
             self.iter_links[kind] += links
         self.synthetic |= o.synthetic
         self.estimate |= o.estimate
+        self.module.update(o.module)
+        self.module_faults.update(o.module_faults)
+        self.module_peak_W = max(self.module_peak_W, o.module_peak_W)
+        for kind, ranks in o.ranks_of.items():
+            self.ranks_of[kind] |= ranks
 
 
 # The CPU-time estimate's own assumption: watts per core is a round figure for a busy server core, not a
@@ -123,6 +141,18 @@ ESTIMATE_REL_UNC = 0.5
 
 def is_estimate(meta: dict[str, Any]) -> bool:
     return str(meta.get("method", "")) == "estimate" or str(meta.get("backend", "")) == "estimate"
+
+
+def _bump(a: _Acc, kind: str, name: str, n: int = 1) -> None:
+    """Count a window (no data, no idle, short) for the device total, or apart for the module's."""
+    if kind == "device":
+        setattr(a, name, getattr(a, name) + n)
+    else:
+        a.module[name] += n
+
+
+def _sharers_of(meta: dict[str, Any]) -> list[int]:
+    return [int(x) for x in str(meta.get("sharers", "") or "").split(",") if x.strip()]
 
 
 def _iter_cell(a: _Acc, kind: str, fid: str, iteration: int) -> list:
@@ -250,14 +280,18 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
     node_dev: dict[int, float] = defaultdict(float)  # node window -> device J over it
     for cr in red.channels:
         m, role = cr.meta, cr.role
-        kind = "device" if role in ("device", "package") else ("node" if role == "node" else
+        kind = "device" if role in ("device", "package") else ("module" if role == "module" else
+                                                               "node" if role == "node" else
                                                                "hostcpu" if role in ("node_cpu", "node_memory")
                                                                else "other")
         shares: dict[int, float] = {}
         if role == "package":
             bus = red.bus_to_rank(str(m.get("host", "")))
             shares, label = package_shares(m, bus, int(m.get("rank", 0)))
-        if kind == "device":
+        if kind in ("device", "module"):
+            # a module (GH200 at NVML module scope: GPU + Grace CPU + memory) is summed apart from the
+            # GPU-only devices, under its own keys ("module", "module_var", ...); _row decides its use
+            pre = "" if kind == "device" else "module_"
             estimate = is_estimate(m)
             per_acc_dur: dict[tuple[int, str], float] = defaultdict(float)
             we = cr.own
@@ -266,50 +300,55 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
                 a = accs.get(key)
                 if a is None:
                     continue
-                a.has.add("device")
+                a.has.add(kind)
+                a.ranks_of[kind] |= {(fid, int(w["rank"][wi]))} | {(fid, r) for r in _sharers_of(m)}
                 e = we.energy_J[j]
-                cell = _iter_cell(a, "device", fid, int(w["iteration"][wi]))
+                cell = _iter_cell(a, kind, fid, int(w["iteration"][wi]))
                 if w["phase"][wi] != "measure":  # a span over several ranks' windows (shared device)
-                    _link_spanned(a, "device", fid, int(w["iteration"][wi]),
+                    _link_spanned(a, kind, fid, int(w["iteration"][wi]),
                                   spans.iterations(int(w["node"][wi]), key[0], key[1], float(w["start"][wi]),
                                                    float(w["end"][wi])))
                 if not np.isfinite(e):
-                    a.no_data += 1
-                    a.methods["device"].add("")
+                    _bump(a, kind, "no_data")
+                    a.methods[kind].add("")
                     cell[3] += 1
                     continue
                 dur = float(w["end"][wi] - w["start"][wi])
-                a.s["device"] += float(e)
-                a.s["device_var"] += float(we.uncertainty_J[j]) ** 2
+                a.s[kind] += float(e)
+                a.s[kind + "_var"] += float(we.uncertainty_J[j]) ** 2
                 cell[0] += float(e)
                 cell[2] += 1
-                a.methods["device"].add(str(we.method[j]))
+                a.methods[kind].add(str(we.method[j]))
                 if estimate:  # the watts-per-core assumption: one systematic for every window
-                    a.s["device_sys"] += ESTIMATE_REL_UNC * float(e)
+                    a.s[kind + "_sys"] += ESTIMATE_REL_UNC * float(e)
                 if math.isfinite(cr.idle_W):
-                    a.s["device_idle"] += cr.idle_W * dur
+                    a.s[kind + "_idle"] += cr.idle_W * dur
                     if estimate:
-                        a.s["device_idle_sys"] += ESTIMATE_REL_UNC * cr.idle_W * dur
+                        a.s[kind + "_idle_sys"] += ESTIMATE_REL_UNC * cr.idle_W * dur
                     per_acc_dur[key] += dur
                 else:
-                    a.idle_missing += 1
+                    _bump(a, kind, "idle_missing")
                 if np.isfinite(we.counter_J[j]) and np.isfinite(we.integral_J[j]) and not we.counter_fault[j]:
-                    a.s["both_counter"] += float(we.counter_J[j])
-                    a.s["both_integral"] += float(we.integral_J[j])
+                    a.s[pre + "both_counter"] += float(we.counter_J[j])
+                    a.s[pre + "both_integral"] += float(we.integral_J[j])
                 if we.counter_fault[j]:
-                    a.faults[str(we.counter_fault[j])] += 1
-                a.short += int(we.short[j])
+                    (a.faults if kind == "device" else a.module_faults)[str(we.counter_fault[j])] += 1
+                _bump(a, kind, "short", int(we.short[j]))
                 if np.isfinite(we.peak_W[j]):
                     share = max(shares.values()) if shares else 1.0
-                    a.peak_W = max(a.peak_W, float(we.peak_W[j]) * share)
+                    if kind == "device":
+                        a.peak_W = max(a.peak_W, float(we.peak_W[j]) * share)
+                    else:
+                        a.module_peak_W = max(a.module_peak_W, float(we.peak_W[j]) * share)
                 if role == "package":
                     a.attribution.add(label)
             for key, dur in per_acc_dur.items():
-                accs[key].s["device_idle_var"] += (cr.idle_W_unc * dur) ** 2 if math.isfinite(cr.idle_W_unc) else 0.0
-                accs[key].s["idle_W_sum"] += cr.idle_W
-            for j, k in enumerate(cr.node_idx):
-                if np.isfinite(cr.node.energy_J[j]):
-                    node_dev[int(k)] += float(cr.node.energy_J[j])
+                accs[key].s[kind + "_idle_var"] += (cr.idle_W_unc * dur) ** 2 if math.isfinite(cr.idle_W_unc) else 0.0
+                accs[key].s[pre + "idle_W_sum"] += cr.idle_W
+            if kind == "device":
+                for j, k in enumerate(cr.node_idx):
+                    if np.isfinite(cr.node.energy_J[j]):
+                        node_dev[int(k)] += float(cr.node.energy_J[j])
             continue
         # node-level channels: over the node windows
         col = {"node": "node", "node_cpu": "node_cpu", "node_memory": "node_memory", "node_accel": "node_accel"
@@ -378,9 +417,10 @@ def _nan_div(a: float, b: float) -> float:
 
 
 def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
-    kind = "device" if "device" in a.has else ("hostcpu" if "hostcpu" in a.has else
-                                               ("node" if "node" in a.has else "device"))
-    scope = {"device": "devices", "hostcpu": "cpu+memory (node-level)", "node": "node"}[kind]
+    # a GH200 module (GPU + Grace CPU + memory) is the row's figure only where no rank has a GPU-scope one
+    kind = "device" if "device" in a.has else ("module" if "module" in a.has else "hostcpu" if "hostcpu" in a.has
+                                               else ("node" if "node" in a.has else "device"))
+    scope = {"device": "devices", "module": MODULE_SCOPE, "hostcpu": "cpu+memory (node-level)", "node": "node"}[kind]
     if not a.has:
         scope = "none"
     s = a.s
@@ -403,11 +443,21 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
     total_pu = math.hypot(meas_pu, sem_pu) if math.isfinite(sem_pu) else math.nan
     seconds = a.wall_seconds if a.rank_runs else math.nan
     n_dev = max(a.rank_runs, 1)
-    idle_W = (s["idle_W_sum"] / n_dev if kind == "device" else s[kind + "_idle_W_sum"]) if kind in a.has else math.nan
+    idle_W = (s["idle_W_sum"] / n_dev if kind == "device" else s[kind + "_idle_W_sum"] / n_dev if kind == "module"
+              else s[kind + "_idle_W_sum"]) if kind in a.has else math.nan
+    # the window counts of what the row's energy is (a module's when the row falls back to it)
+    if kind == "module":
+        short, faults, no_data, idle_missing, peak_W = (a.module["short"], a.module_faults, a.module["no_data"],
+                                                        a.module["idle_missing"], a.module_peak_W)
+        both_c, both_i = s["module_both_counter"], s["module_both_integral"]
+    else:
+        short, faults, no_data, idle_missing, peak_W = a.short, a.faults, a.no_data, a.idle_missing, a.peak_W
+        both_c, both_i = s["both_counter"], s["both_integral"]
     method = _method_label(a.methods[kind])
     flags = []
     if a.synthetic:
-        flags.append("SYNTHETIC data: not a measurement")
+        flags.append(f"SYNTHETIC data from the {sensor_words(a.data)}: not a measurement"
+                     if is_emulated(a.data) else "SYNTHETIC data: not a measurement")
     if a.estimate or method == "estimate":
         flags.append("ESTIMATE from CPU time: not a measurement" + (
             f"; its ± includes ±{ESTIMATE_REL_UNC:.0%} (1 sigma, systematic) for the watts-per-core figure"
@@ -425,15 +475,16 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         flags.append(f"{a.failed} failed window(s) left out")
     if len(a.n_ranks) > 1:
         flags.append(f"groups runs with different rank counts: {sorted(a.n_ranks)}")
-    if a.short:
-        flags.append(f"{a.short} window(s) shorter than 3 sensor updates: edge effects dominate")
-    if a.faults:
+    if short:
+        flags.append(f"{short} window(s) shorter than 3 sensor updates: edge effects dominate")
+    if faults:
         flags.append("energy counter distrusted, power integral used: " +
-                     ", ".join(f"{n} window(s) {f}" for f, n in sorted(a.faults.items())))
-    if a.no_data or "" in a.methods[kind]:
-        flags.append(f"{a.no_data} window(s) had no samples on some channel (energy under-counted)")
-    if a.idle_missing:
+                     ", ".join(f"{n} window(s) {f}" for f, n in sorted(faults.items())))
+    if no_data or "" in a.methods[kind]:
+        flags.append(f"{no_data} window(s) had no samples on some channel (energy under-counted)")
+    if idle_missing:
         flags.append("no idle window on some channel: net energy counts those windows as gross")
+    flags += _module_flags(a, kind)
     for lab in sorted(a.attribution):
         flags.append(f"attribution: {lab}")
     if a.stage and a.units <= 0:
@@ -443,7 +494,9 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
     node_units = s["node_units"]
     node_dev = s["node_devices"] if has_node else math.nan
     rest = node_J - node_dev if has_node else math.nan
-    both_c, both_i = s["both_counter"], s["both_integral"]
+    has_module = "module" in a.has
+    module_J = s["module"] if has_module else math.nan
+    module_unc = math.sqrt(s["module_var"] + s["module_sys"] ** 2) if has_module else math.nan
     row = {
         "case": a.params,
         **key_fields,
@@ -463,9 +516,9 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "energy_per_unit_unc_J": total_pu,
         "n_iterations": n_iter,
         "wh_per_1000_units": _nan_div(energy, units) * 1000.0 / 3600.0,
-        "mean_power_W": _nan_div(energy, a.rank_seconds) if kind == "device" else _nan_div(energy, seconds),
+        "mean_power_W": _nan_div(energy, a.rank_seconds) if kind in ("device", "module") else _nan_div(energy, seconds),
         "idle_power_W": idle_W,
-        "peak_power_W": a.peak_W if math.isfinite(a.peak_W) else math.nan,
+        "peak_power_W": peak_W if math.isfinite(peak_W) else math.nan,
         "net_energy_J": net, "net_energy_uncertainty_J": net_unc,
         "net_energy_per_unit_J": _nan_div(net, units),
         "net_energy_per_unit_uncertainty_J": _nan_div(net_unc, units),
@@ -482,13 +535,37 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "node_memory_energy_J": s["node_memory"] if "node_memory" in a.has else math.nan,
         "node_net_energy_per_unit_J": _nan_div(node_J - s["node_idle"], node_units) if has_node else math.nan,
         "host_cpu_memory_energy_J": s["hostcpu"] if "hostcpu" in a.has and kind != "hostcpu" else math.nan,
+        # GH200 modules read at NVML module scope: GPU + Grace CPU + memory, never in a GPU-only energy_J
+        "module_energy_J": module_J, "module_energy_uncertainty_J": module_unc,
+        "module_energy_per_unit_J": _nan_div(module_J, units) if has_module else math.nan,
+        "module_includes_cpu_memory": has_module,
         "method": method, "energy_scope": scope, "data": a.data, "synthetic": a.synthetic,
         "estimate": a.estimate, "per_unit_of": per_unit_of if a.stage else "iteration units",
-        "short_windows": a.short, "counter_fallback_windows": int(sum(a.faults.values())),
+        "short_windows": short, "counter_fallback_windows": int(sum(faults.values())),
         "attribution": sorted(a.attribution),
         "flags": flags, "files": a.files,
     }
     return row
+
+
+MODULE_SCOPE = "module (GH200: GPU + Grace CPU + memory)"
+
+
+def _module_flags(a: _Acc, kind: str) -> list[str]:
+    """What a row says about GH200 modules recorded at NVML module scope (GPU + Grace CPU + memory)."""
+    if "module" not in a.has:
+        return []
+    mod = a.ranks_of["module"]
+    if kind == "module":
+        return [f"energy_J is GH200 module energy (GPU + Grace CPU + memory) of {len(mod)} rank(s): NVML answers "
+                "only at module scope there; not comparable with GPU-only figures"]
+    alone = mod - a.ranks_of["device"]
+    out = [f"module_energy_J: GH200 module energy (GPU + Grace CPU + memory) of {len(mod)} rank(s), recorded at "
+           "module scope; not in energy_J (GPU only)"]
+    if alone:
+        out.append(f"energy_J leaves out {len(alone)} rank(s) whose GPU answers only at module scope "
+                   "(their module energy is in module_energy_J)")
+    return out
 
 
 def _key(a: _Acc, by: Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
@@ -758,6 +835,7 @@ _COLUMNS = [
     ("net_energy_per_unit_J", "net J/unit"), ("counter_vs_integral_pct", "int-ctr %"), ("method", "method"),
 ]
 _STAGE_COLUMN = ("stage", "stage")
+_MODULE_COLUMN = ("module_energy_per_unit_J", "module J/unit")  # GH200 module scope (GPU + Grace CPU + memory)
 _NODE_COLUMNS = [("node_energy_per_unit_J", "node J/unit"), ("node_rest_per_unit_J", "rest J/unit")]
 
 
@@ -771,6 +849,8 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         cols.insert(cols.index(("wh_per_1000_units", "Wh/1000")), ("energy_per_aux_unit_J", "J/aux unit"))
     if any(isinstance(r.get("node_energy_J"), float) and math.isfinite(r["node_energy_J"]) for r in rows):
         cols[-1:-1] = _NODE_COLUMNS
+    if any(r.get("module_includes_cpu_memory") and r.get("energy_scope") != MODULE_SCOPE for r in rows):
+        cols[-1:-1] = [_MODULE_COLUMN]
     return cols
 
 
@@ -801,12 +881,19 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def is_emulated(kind: str) -> bool:
+    """Whether a row's ``data`` is synthetic data from emulated sensors (``EMULATED h100``)."""
+    return str(kind).startswith(EMULATED_MARK)
+
+
 def data_banner(rows: list[dict[str, Any]]) -> str:
     """One line saying what kind of numbers these are (every output carries it)."""
     kinds = {r.get("data", "measured") for r in rows}
     parts = []
     if "SYNTHETIC" in kinds:
         parts.append("SYNTHETIC sensor data (not measurements)")
+    for k in sorted(k for k in kinds if is_emulated(k)):
+        parts.append(f"SYNTHETIC ({sensor_words(k)}, not a measurement)")
     if "ESTIMATE" in kinds:
         parts.append("ESTIMATE from CPU time x watts per core (a model, not measurements)")
     if "measured" in kinds or not kinds:

@@ -14,7 +14,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("job", help="job file (TOML)")
     p.add_argument("-o", "--output", default="results", help="folder for the run file (default: results)")
     p.add_argument("--sensors", help="comma-separated sensor backends, overriding the job file "
-                                     "(auto, nvml, amdsmi, pm_counters, rapl, estimate, synthetic)")
+                                     "(auto, nvml, amdsmi, pm_counters, rapl, estimate, synthetic, "
+                                     "emulated:<part>)")
     p.add_argument("--interval-ms", type=float, help="sampling interval, overriding the job file")
     p.add_argument("--keep-spills", action="store_true", default=None,
                    help="keep the per-rank spill files after the run file is written (default: removed; "
@@ -52,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     sensors = tuple(s.strip() for s in args.sensors.split(",") if s.strip()) if args.sensors else None
     if sensors:
         from energy_hpc.errors import SpecError
-        from energy_hpc.telemetry.registry import SENSOR_CHOICES
+        from energy_hpc.telemetry.registry import EMULATED, SENSOR_CHOICES, parse_sensor
 
         for s in sensors:
-            if s not in SENSOR_CHOICES:
-                raise SpecError(f"--sensors: unknown sensor {s!r}; choose from {', '.join(SENSOR_CHOICES)}")
+            if s.partition(":")[0] == EMULATED and ":" in s:
+                parse_sensor(s, "--sensors")  # an unknown part: one line naming the parts
+            elif s not in SENSOR_CHOICES:
+                raise SpecError(f"--sensors: unknown sensor {s!r}; choose from {', '.join(SENSOR_CHOICES)}, "
+                                f"or {EMULATED}:<part>")
     result = run_job(job, Path(args.output), ctx, comm, sensors=sensors, interval_ms=args.interval_ms,
                      keep_spills=args.keep_spills)
     if result.path is not None:

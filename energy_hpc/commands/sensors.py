@@ -52,6 +52,14 @@ def run(args: argparse.Namespace) -> int:
         state = "usable" if r["usable"] else "no"
         level = "node" if r["node_level"] else "rank"
         print(f"  {r['backend']:<{width}}  {state:<6}  {level:<4}  {r['what']}")
+        if r.get("parts"):  # emulated: one sensor name per part, and where each is recorded
+            for lvl in ("rank", "node"):
+                names = [p["sensor"] for p in r["parts"] if p["node_level"] == (lvl == "node")]
+                if names:
+                    print(f"  {'':<{width}}    {lvl}-level parts: {', '.join(names)}"
+                          + (" (node leader only)" if lvl == "node" else ""))
+            if r["usable"]:
+                print(f"  {'':<{width}}    channels of {r['channels_of']} (EMULATED, not a measurement):")
         if r["usable"]:
             for c in r["channels"]:
                 extra = f", shares {'+'.join(c['shared_with'])}" if c["shared_with"] else ""

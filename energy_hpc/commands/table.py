@@ -28,10 +28,16 @@ def parse_by(text: str | None) -> list[str] | None:
 
 def find_files(paths: list[str]) -> list:
     from energy_hpc.errors import RunFileError
-    from energy_hpc.store import find_run_files
+    from pathlib import Path
+
+    from energy_hpc.store import find_run_files, is_spill_folder
 
     files = find_run_files(paths)
     if not files:
+        spills = [p for p in paths if is_spill_folder(Path(p))]
+        if spills:
+            raise RunFileError(f"{', '.join(spills)}: a spill folder holds spills, not a run file; rebuild the "
+                               f"run from it with energy-hpc merge {' '.join(spills)} -o FOLDER")
         raise RunFileError(f"no run files (*.h5) in {', '.join(paths)}; give the folder energy-hpc run "
                            "wrote to (-o)")
     return files

@@ -36,7 +36,7 @@ once however many ranks recorded it.
 GH200 (Grace Hopper): ``nvmlDeviceGetTotalEnergyConsumption`` and ``nvmlDeviceGetPowerUsage`` cover the
 module (Grace CPU + memory + GPU). A part whose field values answer at ``NVML_POWER_SCOPE_MODULE``
 is read at ``NVML_POWER_SCOPE_GPU`` (power fields, energy from ``NVML_FI_DEV_ENERGY``); when only the
-module scope answers the channel is ``nvml:<bus id>:module``, scope ``other``, labelled as the module,
+module scope answers the channel is ``nvml:<bus id>:module``, scope ``module``, labelled as the module,
 and says it must stay out of GPU-only totals.
 
 A GPU with an energy counter and no power reading is measured by the counter (``has_power`` False).
@@ -429,7 +429,7 @@ class NvmlSensor(Sensor):
         if self.scope_out:
             scope, label = Scope.MODULE, f"{gpu.name} {MODULE_LABEL}"
             note.append("GH200 module scope: NVML answers only for the whole module (Grace CPU + memory + GPU), "
-                        "not for the GPU alone (NVML_POWER_SCOPE_GPU not supported); recorded as scope 'other', "
+                        "not for the GPU alone (NVML_POWER_SCOPE_GPU not supported); recorded as scope 'module', "
                         "not GPU energy: keep it out of GPU-only totals")
         elif self.module:
             note.append("GH200: power" + (" and energy" if self.has_energy else "") + " read at GPU scope "

@@ -7,6 +7,8 @@ imported only when asked for, so a login node without pynvml or amdsmi never imp
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -38,12 +40,82 @@ BACKENDS: dict[str, Backend] = {
                 "ESTIMATE from process CPU time x watts per core (not a measurement)"),
         Backend("synthetic", "energy_hpc.telemetry.synthetic", False,
                 "SYNTHETIC deterministic test signal (not a measurement)"),
+        # per rank for the GPU parts, per node (node leader only) for cray-ex and rapl: see backend_node_level
+        Backend("emulated", "energy_hpc.telemetry.emulated.parts", False,
+                "EMULATED sensors: the real backends on a vendor-library stand-in driven by a known true power "
+                "signal, for tests and demos (not a measurement); name a part: emulated:<part>"),
     )
 }
 
 DEVICE_BACKENDS = ("nvml", "amdsmi")
 NODE_BACKENDS = ("pm_counters", "rapl")
 SENSOR_CHOICES = ("auto", *BACKENDS)
+EMULATED = "emulated"
+DEFAULT_EMULATED_PART = "h100"
+
+
+def emulated_parts() -> dict[str, str]:
+    """The emulated parts, each with the real backend it runs on (imported only when asked for)."""
+    from energy_hpc.telemetry.emulated.parts import PARTS  # noqa: PLC0415
+
+    return {name: part.backend for name, part in PARTS.items()}
+
+
+def check_emulated_part(part: str, where: str) -> str:
+    """``part`` when it is an emulated part; else one SpecError naming the choices."""
+    parts = list(emulated_parts())
+    if part not in parts:
+        close = difflib.get_close_matches(part, parts, n=1, cutoff=0.5)
+        hint = f" (did you mean {EMULATED}:{close[0]}?)" if close else ""
+        raise SpecError(f"{where}: unknown emulated part {part!r}; choose from {', '.join(parts)}{hint}")
+    return part
+
+
+def parse_sensor(name: str, where: str = "sensor") -> tuple[str, dict]:
+    """A sensor entry of a job file as (backend, options): ``"emulated:h100"`` is the backend
+    ``emulated`` with ``part = "h100"``; a plain name is itself with no options. Raises SpecError for an
+    unknown backend or emulated part."""
+    backend, sep, arg = name.partition(":")
+    if not sep:
+        if name not in BACKENDS and name != "auto":
+            raise SpecError(f"{where}: unknown sensor {name!r}; choose from {', '.join(SENSOR_CHOICES)}, "
+                            f"or {EMULATED}:<part>")
+        return name, {}
+    if backend != EMULATED:
+        raise SpecError(f"{where}: {name!r}: only {EMULATED} takes a part ({EMULATED}:<part>); "
+                        f"choose from {', '.join(SENSOR_CHOICES)}")
+    return EMULATED, {"part": check_emulated_part(arg, where)}
+
+
+def backend_node_level(backend: str, ctx: SensorContext) -> bool:
+    """Whether a backend is opened once per node (by the node leader only). ``emulated`` is per rank for
+    a device part and per node for the node-level ones (cray-ex on pm_counters, rapl)."""
+    if backend == EMULATED:
+        part = str(ctx.options.get(EMULATED, {}).get("part", DEFAULT_EMULATED_PART))
+        return emulated_parts().get(part, "") in NODE_BACKENDS
+    b = BACKENDS.get(backend)
+    return bool(b and b.node_level)
+
+
+class _PerRankDevice(Sensor):
+    """An emulated device part as one rank records it: its stand-in always has the same bus id, so
+    every rank of a node would record "the same" device and the analysis would count it once for all
+    of them (attribution.device_key); each rank's emulated device is its own, so the local rank goes
+    into the device id."""
+
+    backend = EMULATED
+
+    def __init__(self, inner: Sensor, local_rank: int) -> None:
+        self.inner, self.suffix = inner, f"/local-rank-{local_rank}"
+
+    def channels(self) -> Sequence[ChannelInfo]:
+        return [dataclasses.replace(c, device=c.device + self.suffix) for c in self.inner.channels()]
+
+    def read(self):  # noqa: ANN201 - a Reading
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def open_backend(name: str, ctx: SensorContext) -> Sensor:
@@ -52,11 +124,17 @@ def open_backend(name: str, ctx: SensorContext) -> Sensor:
         backend = BACKENDS[name]
     except KeyError:
         raise SpecError(f"unknown sensor {name!r}: choose from {', '.join(SENSOR_CHOICES)}") from None
+    if name == EMULATED:
+        check_emulated_part(str(ctx.options.get(EMULATED, {}).get("part", DEFAULT_EMULATED_PART)),
+                            f"[measure.sensor_options.{EMULATED}] part")
     try:
         module = importlib.import_module(backend.module)
     except ImportError as exc:
         raise SensorUnavailable(f"{name}: backend module cannot be imported ({exc})") from None
-    return module.open_sensor(ctx)
+    sensor = module.open_sensor(ctx)
+    if name == EMULATED and not backend_node_level(name, ctx):
+        sensor = _PerRankDevice(sensor, ctx.local_rank)
+    return sensor
 
 
 @dataclass
@@ -77,10 +155,15 @@ def open_sensors(names: Sequence[str], ctx: SensorContext) -> Opened:
     for name in wanted:
         if name == "auto":
             continue
-        if BACKENDS.get(name) and BACKENDS[name].node_level and not ctx.node_leader:
+        backend, options = parse_sensor(name) if name not in BACKENDS else (name, {})
+        bctx = ctx
+        if options:  # "emulated:h100": the part goes into the backend's options
+            bctx = dataclasses.replace(ctx, options={**ctx.options,
+                                                     backend: {**ctx.options.get(backend, {}), **options}})
+        if backend_node_level(backend, bctx) and not ctx.node_leader:
             out.skipped[name] = "node-level sensor: opened by the node leader only"
             continue
-        out.sensors.append(open_backend(name, ctx))
+        out.sensors.append(open_backend(backend, bctx))
     if "auto" in wanted:
         _open_auto(ctx, out, already={s.backend for s in out.sensors})
     return out
@@ -159,8 +242,15 @@ def describe(ctx: SensorContext) -> list[dict]:
     rows = []
     for name, backend in BACKENDS.items():
         row: dict = {"backend": name, "what": backend.what, "node_level": backend.node_level}
+        bctx = ctx
+        if name == EMULATED:  # usable anywhere; the channels shown are those of the default part
+            parts = emulated_parts()
+            row["parts"] = [{"part": p, "sensor": f"{EMULATED}:{p}", "backend": b, "node_level": b in NODE_BACKENDS}
+                            for p, b in parts.items()]
+            row["channels_of"] = f"{EMULATED}:{DEFAULT_EMULATED_PART}"
+            bctx = dataclasses.replace(ctx, options={**ctx.options, EMULATED: {"part": DEFAULT_EMULATED_PART}})
         try:
-            sensor = open_backend(name, ctx)
+            sensor = open_backend(name, bctx)
         except SensorUnavailable as exc:
             row.update(usable=False, reason=str(exc), channels=[])
         else:

@@ -33,7 +33,8 @@ def run_json(capsys) -> dict:
 def test_json_lists_every_backend_with_usability_and_reasons(this_machine, capsys):
     doc = run_json(capsys)
     rows = {r["backend"]: r for r in doc["backends"]}
-    assert set(rows) == {"nvml", "amdsmi", "pm_counters", "rapl", "estimate", "synthetic"}
+    assert set(rows) == {"nvml", "amdsmi", "pm_counters", "rapl", "estimate", "synthetic", "emulated"}
+    assert rows["emulated"]["usable"]  # a stand-in: usable anywhere, labelled EMULATED
     assert rows["estimate"]["usable"] and rows["estimate"]["channels"][0]["method"] == "estimate"
     assert not rows["nvml"]["usable"] and "libnvidia-ml.so.1 was not found" in rows["nvml"]["reason"]
     assert not rows["amdsmi"]["usable"] and "pip install /opt/rocm/share/amd_smi" in rows["amdsmi"]["reason"]

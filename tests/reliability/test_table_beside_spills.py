@@ -1,0 +1,61 @@
+"""`energy-hpc table <folder>` on an output folder where a run kept its spills (--keep-spills): the search
+for run files leaves out hidden folders and spill folders, so the spills (rank-NNNNN.h5, not run files)
+neither fail the table nor count as runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.run import run_job
+from energy_hpc.spec import parse_job
+from energy_hpc.store import find_run_files
+from helpers import run_cli
+from reliability import testkit
+
+CTX = RankContext(rank=0, size=1, local_rank=0, local_size=1, node_index=0, n_nodes=1, hostname="h",
+                  launcher="single", visible_env="", visible_devices=())
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A study folder: out/<run>.h5 beside out/.<run>.spill/rank-00000.h5."""
+    d = tmp_path_factory.mktemp("kept")
+    with pytest.MonkeyPatch.context() as mp:
+        testkit.install(mp)
+        job = parse_job(testkit.sleep_job(name="kept", iterations=2, seconds=0.05), d / "job.toml")
+        r = run_job(job, d / "study" / "out", CTX, SingleComm(), keep_spills=True)
+    assert r.status == "complete" and r.path is not None
+    [spills] = (d / "study" / "out").glob(".*.spill")
+    assert list(spills.glob("rank-*.h5"))
+    return d / "study", r.path
+
+
+def test_the_search_skips_kept_spills(kept: tuple[Path, Path], tmp_path: Path) -> None:
+    study, run_file = kept
+    assert find_run_files([study]) == [run_file]
+    assert find_run_files([run_file.parent]) == [run_file]
+    # a spill folder renamed so that it is not hidden is still no run file
+    shutil.copytree(next(run_file.parent.glob(".*.spill")), tmp_path / "copy.spill")
+    assert find_run_files([tmp_path]) == [] and find_run_files([tmp_path / "copy.spill"]) == []
+
+
+def test_table_on_a_folder_with_kept_spills(kept: tuple[Path, Path]) -> None:
+    study, run_file = kept
+    r = run_cli("table", str(study), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["files"] == [str(run_file)] and row["n_files"] == 1
+
+
+def test_table_on_the_spill_folder_itself_says_to_merge(kept: tuple[Path, Path]) -> None:
+    study, run_file = kept
+    spills = next(run_file.parent.glob(".*.spill"))
+    r = run_cli("table", str(spills))
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert "energy-hpc merge" in line

@@ -179,8 +179,13 @@ class ProcessSampler:
         self.stop()
 
 
+IN_CHILD = False  # True in the sampling child (its parent is the rank whose devices it reads)
+
+
 def _child() -> int:
     """The sampling process: open, sample, answer, until told to stop or the pipe closes."""
+    global IN_CHILD
+    IN_CHILD = True
     for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)

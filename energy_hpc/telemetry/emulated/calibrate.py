@@ -54,8 +54,12 @@ def workload_for(rng: np.random.Generator, n: int, length_s: float, group: int =
     gaps = rng.uniform(0.3, 1.0, size=n)
     if group > 1:
         gaps[np.arange(n) % group != 0] = 0.0
-    starts = 1.0 + np.cumsum(gaps) + length_s * np.arange(n)
-    return Workload(starts, starts + length_s, rng.uniform(5.0, 50.0, size=n), rng.uniform(0, 2 * np.pi, size=n),
+    starts, ends = np.empty(n), np.empty(n)
+    t = 1.0
+    for i in range(n):  # one after the other, so that back-to-back windows share their edge exactly
+        starts[i] = t = t + gaps[i]
+        ends[i] = t = t + length_s
+    return Workload(starts, ends, rng.uniform(5.0, 50.0, size=n), rng.uniform(0, 2 * np.pi, size=n),
                     drift_period_s=float(rng.uniform(300, 900)), drift_phase=float(rng.uniform(0, 2 * np.pi)))
 
 

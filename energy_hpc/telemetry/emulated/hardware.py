@@ -60,15 +60,17 @@ class Table:
 
     BLOCK = 4096
 
-    def __init__(self, refresh: Refresh, fn) -> None:
+    def __init__(self, refresh: Refresh, fn, signals: Sequence[Signal] = ()) -> None:
         self.refresh, self.fn = refresh, fn
+        # a signal recorded as it happens (a run's activity) cannot be computed ahead
+        self.block = 1 if any(getattr(sg, "live", False) for sg in signals) else self.BLOCK
         self.k0, self.cols = 0, None
 
     def row(self, t: float) -> tuple:
         k = self.refresh.index(t)
-        if self.cols is None or not self.k0 <= k < self.k0 + self.BLOCK:
+        if self.cols is None or not self.k0 <= k < self.k0 + self.block:
             self.k0 = k
-            self.cols = [np.asarray(c) for c in self.fn(self.refresh.at(np.arange(k, k + self.BLOCK)))]
+            self.cols = [np.asarray(c) for c in self.fn(self.refresh.at(np.arange(k, k + self.block)))]
         return tuple(c[k - self.k0] for c in self.cols)
 
 
@@ -107,10 +109,11 @@ class NvmlModel(Model):
         if self.module is not None:
             self.truth["module"] = self.module
         self._energy = Table(self.counter, lambda r: [
-            self.energy0_mJ + np.floor(1000.0 * _energy(sg, r)).astype(np.int64) for sg in sigs])
+            self.energy0_mJ + np.floor(1000.0 * _energy(sg, r)).astype(np.int64) for sg in sigs], sigs)
         self._power = Table(self.power, lambda r: [
             (1000.0 * _mean(sg, r - w, r)).astype(np.int64) for sg in sigs
-            for w in (self.power_window_s, self.average_window_s)] + [EPOCH_US + np.round(r * 1e6).astype(np.int64)])
+            for w in (self.power_window_s, self.average_window_s)] + [EPOCH_US + np.round(r * 1e6).astype(np.int64)],
+            sigs)
 
     def sync(self, t: float) -> None:
         g = self.gpu
@@ -135,7 +138,7 @@ class AmdModel(Model):
         window = self.counter.period_s if self.instant else self.avg_window_s
         self._table = Table(self.counter, lambda r: [
             self.ticks0 + np.floor(_energy(self.signal, r) * 1e6 / float(self.gcd.counter_resolution)).astype(np.int64),
-            _mean(self.signal, r - window, r).astype(np.int64)])
+            _mean(self.signal, r - window, r).astype(np.int64)], [self.signal])
 
     def sync(self, t: float) -> None:
         ticks, watts = self._table.row(t)
@@ -166,7 +169,7 @@ class PmCountersModel(Model):
         sigs = list(self.domains.values())
         self._table = Table(self.scan, lambda r: [EPOCH_US + np.round(r * 1e6).astype(np.int64)] + [
             np.round(_mean(sg, r - 0.001, r)).astype(np.int64) for sg in sigs] + [
-            self.energy0_J + np.floor(_energy(sg, r)).astype(np.int64) for sg in sigs])
+            self.energy0_J + np.floor(_energy(sg, r)).astype(np.int64) for sg in sigs], sigs)
 
     def sync(self, t: float) -> None:
         k = self.scan.index(t)
@@ -215,7 +218,7 @@ class RaplModel(Model):
 
         self._table = Table(self.counter, lambda r: [
             (self.start_uj + np.floor(_energy(sg, r) * 1e6).astype(np.int64)) % (self.max_range_uj + 1)
-            for _, sg in self._files])
+            for _, sg in self._files], [sg for _, sg in self._files])
 
     def sync(self, t: float) -> None:
         for (path, _), uj in zip(self._files, self._table.row(t)):

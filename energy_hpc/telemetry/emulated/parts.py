@@ -11,6 +11,7 @@ the workload a fixed duty cycle; the calibration benchmark drives a :class:`Virt
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 from energy_hpc.errors import SensorUnavailable
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Sensor, SensorContext
 from energy_hpc.telemetry.emulated import amdsmi_api, hardware, pynvml_api
-from energy_hpc.telemetry.emulated.signals import Constant, Signal, Sum, Workload
+from energy_hpc.telemetry.emulated.signals import ActivitySignal, Constant, Signal, Sum, Workload
 
 EMULATED = "EMULATED"
 
@@ -88,8 +89,12 @@ class EmulatedSensor(Sensor):
                 c, synthetic=True, label=f"{EMULATED} {part.name}: {c.label}".strip(),
                 note=f"{EMULATED} sensor (not a measurement): {part.what}" + (f"; {c.note}" if c.note else "")))
         self._infos = infos
+        leaves = [q for sg in model.truth.values() for q in (sg.leaves() if isinstance(sg, Sum) else [sg])]
+        self._live = list({id(q): q for q in leaves if isinstance(q, ActivitySignal)}.values())
 
     def sync(self) -> None:
+        for sg in self._live:
+            sg.update()
         self.model.sync(self.clock() - self.t0)
 
     def channels(self) -> Sequence[ChannelInfo]:
@@ -121,29 +126,37 @@ def _truth_for(c: ChannelInfo, model: hardware.Model) -> Signal | None:
     return None
 
 
-def part_signals(part: Part, workload: Workload) -> dict[str, Signal]:
-    """The true signals of a part's channels for a workload."""
+def part_signals(part: Part, workload: Workload | None, activity=None) -> dict[str, Signal]:
+    """The true signals of a part's channels for a workload, or (``activity(idle_W, busy_W)``, in a
+    run) following the activity of the process measured."""
     p = part
-    dev = workload.signal(p.idle_W, p.busy_W, p.ripple_W, p.drift_W)
+
+    def sig(idle: float, busy: float, ripple: float, drift: float) -> Signal:
+        if activity is not None:
+            return activity(idle, busy)
+        return workload.signal(idle, busy, ripple, drift)
+
+    dev = sig(p.idle_W, p.busy_W, p.ripple_W, p.drift_W)
     if part.name == "gh200":
-        grace = workload.signal(100.0, 160.0, 10.0, 2.0)
+        grace = sig(100.0, 160.0, 10.0, 2.0)
         return {"gpu": dev, "module": Sum((dev, grace))}
     if part.name == "cray-ex":
-        accels = {f"accel{i}": workload.signal(180.0, 500.0, 40.0, 5.0) for i in range(4)}
-        cpu = workload.signal(110.0, 180.0, 10.0, 3.0)
-        memory = workload.signal(35.0, 50.0, 3.0, 1.0)
+        accel = sig(180.0, 500.0, 40.0, 5.0)
+        accels = {f"accel{i}": accel for i in range(4)}
+        cpu = sig(110.0, 180.0, 10.0, 3.0)
+        memory = sig(35.0, 50.0, 3.0, 1.0)
         rest = Constant(200.0)
         node = Sum((*accels.values(), cpu, memory, rest))
         return {"node": node, "cpu": cpu, "memory": memory, **accels}
     if part.name == "rapl":
-        return {"package-0": dev, "dram-0": workload.signal(12.0, 30.0, 3.0, 1.0)}
+        return {"package-0": dev, "dram-0": sig(12.0, 30.0, 3.0, 1.0)}
     return {"device": dev}
 
 
 def open_part(name: str, workload: Workload, *, clock: Callable[[], float] | None = None,
               sleep: Callable[[float], None] | None = None, rng: np.random.Generator | None = None,
               folder: str | Path | None = None, t0: float = 0.0, options: dict | None = None,
-              gpu_scope: bool = True) -> EmulatedSensor:
+              gpu_scope: bool = True, signals: dict[str, Signal] | None = None) -> EmulatedSensor:
     """Open the real backend of part ``name`` on emulated hardware running ``workload``.
 
     ``clock``/``sleep`` default to a new :class:`VirtualClock`; signal time is ``clock() - t0``.
@@ -158,7 +171,7 @@ def open_part(name: str, workload: Workload, *, clock: Callable[[], float] | Non
         vc = VirtualClock()
         clock, sleep = vc, vc.sleep
     rng = rng or np.random.default_rng()
-    sig = part_signals(part, workload)
+    sig = signals if signals is not None else part_signals(part, workload)
     model: hardware.Model
     real_sleep = sleep or time.sleep
     holder: list[hardware.Model] = []
@@ -233,12 +246,29 @@ def duty_cycle(busy_s: float = 1.0, idle_s: float = 0.5, hours: float = 12.0, ri
 
 def open_sensor(ctx: SensorContext) -> Sensor:
     """The ``emulated`` backend of a run: ``[measure.sensor_options.emulated] part`` names the part
-    (``sensors = ["emulated:h100"]`` sets it). Labelled EMULATED everywhere; never a measurement."""
+    (``sensors = ["emulated:h100"]`` sets it). Labelled EMULATED everywhere; never a measurement.
+
+    The emulated device draws busy power while the rank's process computes (its share of a core, from
+    the kernel's run time of the process) and idle power otherwise, so that its figures follow the
+    work the way a real device's do; ``signal = "duty-cycle"`` gives a fixed busy/idle cycle instead."""
     opts = dict(ctx.options.get("emulated", {}))
     name = str(opts.get("part", "h100"))
+    if name not in PARTS:
+        raise SensorUnavailable(f"emulated: unknown part {name!r}; choose from {', '.join(PARTS)}")
     t0 = time.monotonic()
-    return open_part(name, duty_cycle(), clock=time.monotonic, sleep=time.sleep, t0=t0,
-                     rng=np.random.default_rng(), options={"probe_reads": 0})
+    if str(opts.get("signal", "activity")) == "duty-cycle":
+        return open_part(name, duty_cycle(), clock=time.monotonic, sleep=time.sleep, t0=t0,
+                         rng=np.random.default_rng(), options={"probe_reads": 0})
+    from energy_hpc.telemetry import sampler_proc  # noqa: PLC0415
+
+    pid = os.getppid() if sampler_proc.IN_CHILD else os.getpid()
+    cache: dict[tuple[float, float], Signal] = {}
+
+    def activity(idle: float, busy: float) -> Signal:
+        return cache.setdefault((idle, busy), ActivitySignal(pid, idle, busy, t0, time.monotonic))
+
+    return open_part(name, None, clock=time.monotonic, sleep=time.sleep, t0=t0, rng=np.random.default_rng(),
+                     options={"probe_reads": 0}, signals=part_signals(PARTS[name], None, activity))
 
 
 def true_energy(sig: Signal, a: np.ndarray, b: np.ndarray) -> np.ndarray:

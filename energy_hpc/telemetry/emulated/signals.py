@@ -19,6 +19,7 @@ All methods take numpy arrays (or floats) and are vectorised.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -171,6 +172,13 @@ class Constant(Signal):
 class Sum(Signal):
     parts: tuple[Signal, ...]
 
+    @property
+    def live(self) -> bool:
+        return any(getattr(p, "live", False) for p in self.parts)
+
+    def leaves(self) -> list[Signal]:
+        return [q for p in self.parts for q in (p.leaves() if isinstance(p, Sum) else [p])]
+
     def power(self, t: np.ndarray | float) -> np.ndarray:
         return sum((p.power(t) for p in self.parts), np.zeros(np.shape(t)))
 
@@ -212,3 +220,55 @@ class Workload:
         if drift_W:
             parts.append(Drift(drift_W, self.drift_period_s, self.drift_phase))
         return Sum(tuple(parts))
+
+
+class ActivitySignal(Signal):
+    """Power that follows a process's activity, for emulated sensors in a real run: ``idle_W`` plus
+    ``(busy_W - idle_W)`` times the share of one core the process used since the last update (its
+    scheduler run time, /proc/<pid>/schedstat), held between updates. Each :meth:`update` appends to
+    the record; :meth:`energy` is exact for the record (a sum of held levels), so the emulated
+    hardware integrates exactly what this signal drew. Times are seconds from ``t0``."""
+
+    live = True
+
+    def __init__(self, pid: int, idle_W: float, busy_W: float, t0: float, clock) -> None:
+        self.pid, self.idle_W, self.busy_W, self.t0, self.clock = pid, float(idle_W), float(busy_W), t0, clock
+        self.times = [0.0]
+        self.levels = [float(idle_W)]  # level from times[i] on
+        self.cum = [0.0]  # energy at times[i]
+        self._last_run = self._run_time()
+        self._last_t = 0.0
+
+    def _run_time(self) -> float:
+        try:
+            with open(f"/proc/{self.pid}/schedstat", "rb") as f:
+                return int(f.read().split()[0]) * 1e-9
+        except (OSError, ValueError, IndexError):
+            try:
+                with open(f"/proc/{self.pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, ValueError, IndexError):
+                return math.nan
+
+    def update(self) -> None:
+        t = self.clock() - self.t0
+        if t - self._last_t < 0.005:
+            return
+        run = self._run_time()
+        share = (run - self._last_run) / (t - self._last_t) if math.isfinite(run) else 0.0
+        level = self.idle_W + (self.busy_W - self.idle_W) * min(max(share, 0.0), 1.0)
+        self.cum.append(self.cum[-1] + self.levels[-1] * (t - self.times[-1]))
+        self.times.append(t)
+        self.levels.append(level)
+        self._last_run, self._last_t = run, t
+
+    def power(self, t: np.ndarray | float) -> np.ndarray:
+        i = np.searchsorted(np.asarray(self.times), np.asarray(t, float), side="right") - 1
+        return np.asarray(self.levels)[np.clip(i, 0, None)]
+
+    def energy(self, t: np.ndarray | float) -> np.ndarray:
+        times, cum, levels = np.asarray(self.times), np.asarray(self.cum), np.asarray(self.levels)
+        t = np.asarray(t, float)
+        i = np.clip(np.searchsorted(times, t, side="right") - 1, 0, None)
+        return cum[i] + levels[i] * (t - times[i])

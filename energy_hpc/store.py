@@ -53,6 +53,7 @@ CHANNEL_FIELDS: dict[str, tuple[str, str, str]] = {
     "update_period": ("f8", "s", "how often the hardware refreshes the value"),
     "energy_resolution": ("f8", "J", "smallest step of the energy counter"),
     "power_kind": ("str", "1", "instant or average power"),
+    "power_window": ("f8", "s", "span each power reading averages over, ending when it is refreshed (0: a point or unknown)"),
     "label": ("str", "1", "human name of the device"),
     "note": ("str", "1", "what to know about this channel"),
     "n_samples": ("i8", "1", "valid samples (the rest of the row is NaN padding)"),
@@ -329,7 +330,8 @@ def channel_record(t: Any, rank: int, host: str, node: int) -> dict[str, Any]:
         "rank": rank, "host": host, "node": node, "name": c.name, "scope": c.scope.value, "device": c.device,
         "backend": c.backend, "method": c.method.value, "shared_with": ",".join(c.shared_with),
         "node_level": int(c.node_level), "has_energy": int(c.has_energy), "update_period": c.update_period_s,
-        "energy_resolution": c.energy_resolution_J, "power_kind": c.power_kind, "label": c.label,
+        "energy_resolution": c.energy_resolution_J, "power_kind": c.power_kind,
+        "power_window": c.power_window_s, "label": c.label,
         "note": c.note, "n_samples": len(t.time), "read_errors": t.errors,
         "included_in": c.included_in, "view_of": c.view_of, "counter_fault": c.counter_fault,
     }

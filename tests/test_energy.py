@@ -146,13 +146,16 @@ def _brute_points(t: np.ndarray, y: np.ndarray, tau: float) -> tuple[np.ndarray,
     """Held readings to refresh points, one reading at a time (energy._Refreshes, written plainly)."""
     t, y = _clean(t, y)
     pts = [(t[0] - tau / 2, y[0])]
-    last_change = t[0]
+    last_change, periods = t[0], 0.0
     for i in range(1, len(t)):
         if y[i] != y[i - 1]:
             pts.append((t[i] - min(t[i] - t[i - 1], tau) / 2, y[i]))
-            last_change = t[i]
-        elif t[i] - last_change >= 2 * tau:
-            pts.append((t[i] - tau / 2, y[i]))
+            last_change, periods = t[i], 0.0
+        else:  # held: once per period from the second on, placed a period before the read
+            q = np.floor((t[i] - last_change) / tau)
+            if q >= 2 and q != periods:
+                pts.append((t[i] - tau, y[i]))
+            periods = q
     return np.array([x for x, _ in pts]), np.array([v for _, v in pts])
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -163,9 +163,10 @@ class _Refreshes:
     times; the reading is as old as the refresh, not as the read. A value that differs from the read
     before was refreshed in between: within ``min(spacing, tau)`` before the read that shows it, so it
     is placed at the middle of that span. Repeated readings are dropped, except that a value held for
-    ``HELD_PERIODS`` refreshes or more is kept (placed ``tau/2`` before its read): a refresh that
-    changed nothing (no power, or a coarse counter) is still a refresh. Where ``tau`` is 0 (a sensor
-    that is exact at every read) nothing changes.
+    ``HELD_PERIODS`` refreshes or more is kept once per ``tau`` (a refresh that changed nothing: no
+    power, a coarse counter, a steady whole-watt reading), placed ``tau`` before its read: its refresh
+    was no earlier than that, so the point can only be early, never on the wrong side of a step that
+    came after it. Where ``tau`` is 0 (a sensor exact at every read) nothing changes.
     """
 
     HELD_PERIODS = 2.0
@@ -174,6 +175,7 @@ class _Refreshes:
         self.tau = max(float(tau), 0.0)
         self.prev: tuple[float, float] | None = None  # last raw sample seen
         self.t_change = math.nan  # read time of the last change
+        self.q_prev = 0.0  # whole periods since the last change, at the last sample
 
     def __call__(self, t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.tau <= 0:
@@ -201,15 +203,19 @@ class _Refreshes:
         idx = np.where(changed, np.arange(1, len(t)), 0)
         np.maximum.accumulate(idx, out=idx)
         t_last_change = np.where(idx > 0, t[idx], self.t_change)
-        held = ~changed & (t[1:] - t_last_change >= self.HELD_PERIODS * tau)
+        q = np.floor((t[1:] - t_last_change) / tau)
+        q_before = np.concatenate([[self.q_prev], q[:-1]])
+        held = ~changed & (q >= self.HELD_PERIODS) & (q != q_before)
         sel = changed | held
-        times = np.where(changed, t[1:] - np.minimum(d, tau) * 0.5, t[1:] - tau * 0.5)[sel]
+        times = np.where(changed, t[1:] - np.minimum(d, tau) * 0.5, t[1:] - tau)[sel]
         vals = y[1:][sel]
         if first:
             times, vals = np.concatenate([[t[0] - tau * 0.5], times]), np.concatenate([[y[0]], vals])
         self.prev = (float(t[-1]), float(y[-1]))
         if len(idx) and idx[-1] > 0:
             self.t_change = float(t[idx[-1]])
+        if len(q):
+            self.q_prev = float(q[-1])
         return times, vals
 
 
@@ -222,8 +228,10 @@ class _Stream:
     """
 
     def __init__(self, x: np.ndarray, starts: np.ndarray, ends: np.ndarray, integrate: bool,
-                 scratch: Scratch | None = None, prefix: str = "") -> None:
+                 scratch: Scratch | None = None, prefix: str = "",
+                 nominal_hint: Callable[[], float] | None = None) -> None:
         n, nw = len(x), len(starts)
+        self._nominal_hint = nominal_hint
         self.n_starts = nw  # x is starts then ends
         # per edge: the reading before (t, y) and after it, and the mean rate of the interval before
         # the one holding the edge and of the interval after it (NaN where there is none)
@@ -289,7 +297,8 @@ class _Stream:
             return
         dy = np.subtract(y[1:], y[:-1], out=self._buf("dy", len(y) - 1))
         if math.isnan(self.nominal):  # the first 65536 intervals tell the sampling period as well as all
-            self.nominal = float(np.median(dt[:65536]))
+            hint = self._nominal_hint() if self._nominal_hint else math.nan
+            self.nominal = hint if math.isfinite(hint) else float(np.median(dt[:65536]))
         rate = np.divide(dy, dt, out=self._buf("rate", len(dt)))
         if len(self._pending2):
             self.next_rate2[self._pending2] = rate[0]
@@ -469,7 +478,7 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
                    ends: np.ndarray, *, update_period: float = 0.0, resolution: float = 0.0,
                    method_hint: str = "counter", counter_ok: bool = True,
                    check_counter: bool = True, scratch: Scratch | None = None,
-                   power_kind: str = "instant") -> WindowEnergy:
+                   power_kind: str = "instant", power_window: float = 0.0) -> WindowEnergy:
     """Energy of one channel over windows ``[starts[i], ends[i]]``.
 
     ``chunks`` yields consecutive ``(time s, power W, energy J)`` blocks of the channel in time order
@@ -481,14 +490,17 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     scratch = scratch or Scratch()
     n = len(starts)
     x = np.concatenate([starts, ends])
-    ps = _Stream(x, starts, ends, integrate=True, scratch=scratch, prefix="power.")
-    es = _Stream(x, starts, ends, integrate=False, scratch=scratch, prefix="counter.")
+    tau = max(float(update_period), 0.0)
+    raw = _ReadClock()
+    # held readings come as refresh points: their spacing is the update period or the sampler's,
+    # whichever is longer (a gap is several of those)
+    hint = (lambda: max(tau, raw.spacing_and_jitter()[0])) if tau > 0 else None
+    ps = _Stream(x, starts, ends, integrate=True, scratch=scratch, prefix="power.", nominal_hint=hint)
+    es = _Stream(x, starts, ends, integrate=False, scratch=scratch, prefix="counter.", nominal_hint=hint)
     # The counter stream runs in a second thread beside the power stream: they share nothing, and
     # numpy releases the GIL inside its array loops, so on two or more cores the two overlap.
     pool = ThreadPoolExecutor(1) if counter_ok else None
-    tau = max(float(update_period), 0.0)
     held_e, held_p = _Refreshes(tau), _Refreshes(tau)
-    raw = _ReadClock()
 
     def feed_counter(t: np.ndarray, e: np.ndarray, dt: np.ndarray | None) -> None:
         if tau > 0:
@@ -510,7 +522,10 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
                     dt = None
             pending = pool.submit(feed_counter, t, scratch.float64("energy", e), dt) if pool else None
             if tau > 0:
-                ps.feed(*held_p(t, scratch.float64("power", p)))
+                tp, pp = held_p(t, scratch.float64("power", p))
+                if power_window > 0:  # a reading stands for the middle of the span it averages
+                    tp = tp - 0.5 * power_window
+                ps.feed(tp, pp)
             else:
                 ps.feed(t, scratch.float64("power", p), dt)
             if pending is not None:

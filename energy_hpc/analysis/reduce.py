@@ -253,6 +253,7 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
             return reduce_channel(rf.chunks(int(m["index"]), chunk, overlap=1, reuse=True), starts, ends,
                                   update_period=float(m.get("update_period", 0.0) or 0.0),
                                   resolution=float(m.get("energy_resolution", 0.0) or 0.0),
+                                  power_window=float(m.get("power_window", 0.0) or 0.0),
                                   method_hint=str(m.get("method", "counter")), counter_ok=counter_ok(m),
                                   scratch=scratch)
 

@@ -427,7 +427,9 @@ class AmdSmiSensor(Sensor):
         self._infos = [ChannelInfo(
             name=name, scope=scope, device=device, backend=self.backend, has_power=bool(key),
             has_energy=self.has_energy, update_period_s=update_period_s, energy_resolution_J=resolution,
-            power_kind=kind, shared_with=shared, label=label, note="; ".join(note))]
+            power_kind=kind, shared_with=shared, label=label, note="; ".join(note),
+            # MI300-class current_socket_power is the last 1 ms; MI200's average has no documented window
+            power_window_s=update_period_s if kind == "instant" else 0.0)]
         self.guard = CounterGuard(self._infos, hygiene)
 
     def channels(self) -> Sequence[ChannelInfo]:

@@ -59,6 +59,10 @@ class ChannelInfo:
     update_period_s: float = 0.1  # how often the hardware refreshes the value (for uncertainty)
     energy_resolution_J: float = 0.0  # smallest step of the energy counter
     power_kind: str = "instant"  # "instant" or "average" (and over what, in ``note``)
+    # the span each power reading averages over, ending at the instant it is refreshed (NVML's
+    # instant field: the last 25 ms of each period; 0: a point reading or unknown). The analysis
+    # places each reading at the middle of that span.
+    power_window_s: float = 0.0
     shared_with: tuple[str, ...] = ()
     node_level: bool = False  # sampled once per node, not per rank
     synthetic: bool = False

@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 
 NAN = math.nan
 UPDATE_PERIOD_S = 0.1  # energy counter and power refresh, see the module docstring
+# what one power reading covers: NVML_FI_DEV_POWER_INSTANT measures about 25 ms of each 100 ms period
+# (Yang et al., SC24); NVML_FI_DEV_POWER_AVERAGE and nvmlDeviceGetPowerUsage (Ampere+) a 1 s mean
+INSTANT_WINDOW_S = 0.025
+AVERAGE_WINDOW_S = 1.0
 FIELD_POWER_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE in nvml.h / pynvml (driver 535+)
 FIELD_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
 
@@ -450,11 +454,13 @@ class NvmlSensor(Sensor):
             name=main, scope=scope, device=gpu.bus_id, backend=self.backend, has_power=self.has_power,
             has_energy=self.has_energy, update_period_s=UPDATE_PERIOD_S, energy_resolution_J=1e-3,
             power_kind="average" if self.use_usage else "instant", shared_with=shared, label=label,
+            power_window_s=AVERAGE_WINDOW_S if self.use_usage else INSTANT_WINDOW_S,
             note="; ".join(note))]
         if self.with_avg:
             infos.append(ChannelInfo(
                 name=f"{main}:avg", scope=scope, device=gpu.bus_id, backend=self.backend, has_power=True,
                 has_energy=False, update_period_s=UPDATE_PERIOD_S, power_kind="average", shared_with=shared,
+                power_window_s=AVERAGE_WINDOW_S,
                 label=label, view_of=main,
                 note="NVML_FI_DEV_POWER_AVERAGE (1 s average), recorded beside the instant power to show the "
                      "averaging lag; a view of the same " + ("module" if self.scope_out else "GPU")

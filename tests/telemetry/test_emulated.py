@@ -62,7 +62,7 @@ def test_nvml_model_holds_the_counter_between_refreshes_and_samples_25_ms_of_eac
     np.testing.assert_array_equal(avg, (1000 * sig.mean_power(rp - 1.0, rp)).astype(np.int64))
     np.testing.assert_array_equal(stamp, hardware.EPOCH_US + np.round(rp * 1e6).astype(np.int64))
     # just after the step up, the instant reading is still the idle one for up to a period
-    assert inst[np.searchsorted(t, 1.0)] == 80_000
+    assert abs(inst[np.searchsorted(t, 1.0)] - 80_000) <= 1
 
 
 def test_amd_model_counts_ticks_of_the_reported_resolution() -> None:
@@ -74,7 +74,7 @@ def test_amd_model_counts_ticks_of_the_reported_resolution() -> None:
     m.sync(1.5)
     r = 0.0004 + math.floor((1.5 - 0.0004) / 0.001) * 0.001
     assert gcd.energy_ticks == m.ticks0 + math.floor(sig.energy(r) * 1e6 / float(gcd.counter_resolution))
-    assert gcd.power_W == int(sig.mean_power(r - 1.0, r))  # MI250X: a trailing average, whole watts
+    assert gcd.power_W == round(float(sig.mean_power(r - 1.0, r)))  # MI250X: a trailing average, whole watts
     assert 180 < gcd.power_W < 500
 
 

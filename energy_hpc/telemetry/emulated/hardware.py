@@ -138,7 +138,7 @@ class AmdModel(Model):
         window = self.counter.period_s if self.instant else self.avg_window_s
         self._table = Table(self.counter, lambda r: [
             self.ticks0 + np.floor(_energy(self.signal, r) * 1e6 / float(self.gcd.counter_resolution)).astype(np.int64),
-            _mean(self.signal, r - window, r).astype(np.int64)], [self.signal])
+            np.round(_mean(self.signal, r - window, r)).astype(np.int64)], [self.signal])
 
     def sync(self, t: float) -> None:
         ticks, watts = self._table.row(t)

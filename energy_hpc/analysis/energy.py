@@ -474,6 +474,22 @@ def _counter_windows(es: _Stream, starts: np.ndarray, ends: np.ndarray, tau: flo
     return counter, var
 
 
+def _integral_edges(ps: _Stream, starts: np.ndarray, ends: np.ndarray, tau: float, raw_spacing: float,
+                    raw_jitter: float, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """The variance of the integral's two edge stretches (from a start edge to the first point inside,
+    from the last point inside to an end edge, each held at that point's level): the level may change
+    over the stretch as much as it changes from that point to the next one inward, and the points are
+    placed within ``w`` (same treatment of the placement as for the counter)."""
+    n = len(starts)
+    w = min(raw_spacing, tau) if math.isfinite(raw_spacing) else tau
+    step = ps.nominal if math.isfinite(ps.nominal) else tau
+    in_a = np.where(np.isfinite(ps.hi_t[:n]), ps.hi_t[:n] - starts, 0.0)
+    in_b = np.where(np.isfinite(ps.lo_t[n:]), ends - ps.lo_t[n:], 0.0)
+    da = np.abs(np.where(np.isfinite(ps.next_rate[:n]), ps.next_rate[:n], 0.0)) * step
+    db = np.abs(np.where(np.isfinite(ps.prev_rate[n:]), ps.prev_rate[n:], 0.0)) * step
+    return ((da * in_a) ** 2 + (db * in_b) ** 2) / 3.0 + (pa ** 2 + pb ** 2) * (w * w / 12.0 + raw_jitter ** 2)
+
+
 def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], starts: np.ndarray,
                    ends: np.ndarray, *, update_period: float = 0.0, resolution: float = 0.0,
                    method_hint: str = "counter", counter_ok: bool = True,
@@ -560,7 +576,10 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         wb_c = np.where(np.isfinite(es.spacing[n:]), es.spacing[n:], 0.0)
         var_counter_edges = ((pa * wa_c) ** 2 + (pb * wb_c) ** 2) / 12.0 + common
     var_counter = var_counter_edges + resolution ** 2 / 6.0
-    var_integral = ((pa * tau) ** 2 + (pb * tau) ** 2) / 12.0 + common + var_int
+    if tau > 0:
+        var_integral = _integral_edges(ps, starts, ends, tau, raw_spacing, raw_jitter, pa, pb) + var_int
+    else:  # readings exact at each read: the edges are known to the sample spacing (term of var_int)
+        var_integral = common + var_int
 
     fault = np.full(n, "", dtype=object)
     if not counter_ok:

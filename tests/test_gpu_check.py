@@ -154,7 +154,7 @@ def test_step_fractions_and_ramp_fit_on_a_known_ramp() -> None:
     v = sig.mean_power(r - 0.04, r)
     sf = gc.step_fractions(r + 0.003, v, ups, downs, settle_s=0.2)
     assert 1.0 in set(np.round(sf["f"], 6)) and sf["up"].sum() == len(sf["up"]) / 2
-    assert np.sum((sf["f"] > 0.01) & (sf["f"] < 0.99)) == 4 * 3  # 40 ms / 10 ms: three partial readings per edge
+    assert np.sum((sf["f"] > 0.01) & (sf["f"] < 0.99)) == 4 * 4  # 40 ms / 10 ms: four partial readings per edge
     fit = gc.fit_ramp(sf["d"], sf["f"])
     assert fit["window_s"] == pytest.approx(0.04, abs=1e-6) and fit["lag_s"] == pytest.approx(0.003, abs=1e-6)
 

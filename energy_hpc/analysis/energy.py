@@ -482,7 +482,7 @@ def _integral_edges(ps: _Stream, starts: np.ndarray, ends: np.ndarray, tau: floa
     placed within ``w`` (same treatment of the placement as for the counter)."""
     n = len(starts)
     w = min(raw_spacing, tau) if math.isfinite(raw_spacing) else tau
-    step = ps.nominal if math.isfinite(ps.nominal) else tau
+    step = max(tau, raw_spacing) if math.isfinite(raw_spacing) else tau  # between two points
     in_a = np.where(np.isfinite(ps.hi_t[:n]), ps.hi_t[:n] - starts, 0.0)
     in_b = np.where(np.isfinite(ps.lo_t[n:]), ends - ps.lo_t[n:], 0.0)
     da = np.abs(np.where(np.isfinite(ps.next_rate[:n]), ps.next_rate[:n], 0.0)) * step

@@ -376,8 +376,9 @@ def measured_parameters(poll_res: dict[str, Any], square: dict[str, Any] | None)
         return p if math.isfinite(p) else r.get("intervals", {}).get("median", math.nan)
 
     out = {"counter_period_s": fit_period(poll_res.get("counter")),
-           "power_period_s": fit_period(poll_res.get("instant_stamps")) if poll_res.get("instant_stamps", {}).get(
-               "n_refreshes", 0) > 2 else fit_period(poll_res.get("instant_values")),
+           # by value changes (under load every refresh brings a new value), else by the field's stamps
+           "power_period_s": fit_period(poll_res.get("instant_values")) if poll_res.get("instant_values", {}).get(
+               "n_refreshes", 0) > 10 else fit_period(poll_res.get("instant_stamps")),
            "stamp_lag_s": poll_res.get("instant_stamp_behaviour", {}).get("seen_lag", {}).get("median", math.nan),
            "value_changes_with_stamp": poll_res.get("instant_stamp_behaviour", {}).get("value_changes_with_stamp",
                                                                                        math.nan)}
@@ -395,6 +396,9 @@ def analyse_poll(series: dict[str, np.ndarray]) -> dict[str, Any]:
                            "counter": refresh_period(t, series["energy_mJ"]),
                            "instant_values": refresh_period(t, series["inst_mW"]),
                            "instant_stamps": period_from_instants(series["inst_stamp_s"]),
+                           # refreshes as the host sees them: a new value or a new stamp
+                           "instant_seen": period_from_instants(first_seen(t, series["inst_mW"],
+                                                                           series["inst_stamp_s"])[0]),
                            "instant_stamp_behaviour": stamp_behaviour(t, series["inst_mW"], series["inst_stamp_s"]),
                            "average_values": refresh_period(t, series["avg_mW"]),
                            "average_stamps": period_from_instants(series["avg_stamp_s"])}
@@ -825,7 +829,7 @@ def step_diffusion(gpu: Gpu, args: argparse.Namespace, raw: dict) -> dict[str, A
         return {"skipped": f"diffusers is not importable ({type(exc).__name__}: {exc})"}
     log(f"diffusion: building a random-weight {args.diffusion_size} UNet")
     loop = DiffusionLoop(gpu.torch, gpu.device, size=args.diffusion_size, batch=args.diffusion_batch,
-                         steps=args.diffusion_steps)
+                         steps=args.diffusion_steps, dtype=args.diffusion_dtype)
     t0 = time.monotonic()
     loop.image()  # warm-up (kernel selection)
     gpu.torch.cuda.synchronize(gpu.device)
@@ -847,6 +851,8 @@ def step_diffusion(gpu: Gpu, args: argparse.Namespace, raw: dict) -> dict[str, A
 # ---------------------------------------------------------------------------------------------
 
 def _f(x: Any, fmt: str = ".4f") -> str:
+    if x is None:
+        return "n/a"
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -889,6 +895,7 @@ def report(res: dict[str, Any]) -> str:
               _period_row("energy counter (value changes)", p["counter"]),
               _period_row("instant power field 186 (value changes)", p["instant_values"]),
               _period_row("instant power field 186 (own timestamps)", p["instant_stamps"]),
+              _period_row("instant power field 186 (new value or stamp, host time)", p["instant_seen"]),
               _period_row("average power field 185 (value changes)", p["average_values"]),
               _period_row("average power field 185 (own timestamps)", p["average_stamps"]), ""]
         sb = p["instant_stamp_behaviour"]
@@ -922,7 +929,7 @@ def report(res: dict[str, Any]) -> str:
               + f"; average field: {sq['slow']['cycles']} cycles of {sq['slow']['busy_s']} s / {sq['slow']['idle_s']} s. "
               "Fit of d = lag + window·f over the readings that show part of a step (d: refresh time after the edge, "
               "the refresh placed where the host first saw it, or at the field's own timestamp):", "",
-              "| field | refresh placed by | edges | window s | lag s | partial readings |", "|---|---|---|---|---|---|"]
+              "| field | refresh placed by | edge | window s | lag s | partial readings |", "|---|---|---|---|---|---|"]
         for fld in ("instant", "instant_slow", "average"):
             for how, fits in sq.get(fld, {}).items():
                 for edge in ("up", "down"):
@@ -978,6 +985,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--diffusion-size", choices=("sd15", "tiny"), default="sd15")
     ap.add_argument("--diffusion-batch", type=int, default=4)
     ap.add_argument("--diffusion-steps", type=int, default=20)
+    ap.add_argument("--diffusion-dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
     ap.add_argument("--skip", default="", help="comma-separated steps to skip: poll,matmul,diffusion,square")
     a = ap.parse_args(argv)
     if a.quick:
@@ -1009,8 +1017,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     res: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": vars(args),
         "gpu": {"name": gpu.name, "bus_id": gpu.bus_id, "uuid": gpu.uuid, "torch": torch.__version__,
-                "cuda": torch.version.cuda, "driver": txt(nv.nvmlSystemGetDriverVersion),
-                "nvml_version": txt(nv.nvmlSystemGetNVMLVersion)},
+                "cuda": torch.version.cuda, "driver": txt(lambda: nv.nvmlSystemGetDriverVersion()),
+                "nvml_version": txt(lambda: nv.nvmlSystemGetNVMLVersion())},
         "errors": {}}
     raw: dict[str, np.ndarray] = {}
     out = Path(args.out)
@@ -1041,7 +1049,7 @@ def main(argv: Sequence[str] | None = None) -> int:
          lambda: step_matmul_windows(gpu, load, args.window_s, args.matmul_windows, raw))
     step("diffusion", f"step 4: {args.window_s} s diffusion loop, 10 ms sampler", lambda: step_diffusion(gpu, args, raw))
     def square() -> dict[str, Any]:
-        fit = (res.get("poll") or {}).get("instant_values", {}).get("fit", {})
+        fit = (res.get("poll") or {}).get("instant_seen", {}).get("fit", {})
         grid = (fit["period_s"], fit["phase_s"]) if math.isfinite(fit.get("period_s", math.nan)) \
             and fit.get("jitter_s", 1.0) < 0.005 else None
         return step_square(gpu, load, args, grid, raw)

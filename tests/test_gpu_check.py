@@ -124,7 +124,8 @@ def test_square_wave_step_response_gives_the_instant_and_average_windows() -> No
     rng = np.random.default_rng(5)
     # the grid of the instant field's refreshes, as steps 1-2 find it on this emulated GPU
     s0, ser0 = _poll("h100", 2.0, signal=Constant(450.0))
-    fit = gc.refresh_period(ser0["t"], ser0["inst_mW"])["fit"]
+    fit = gc.analyse_poll(ser0)["instant_seen"]["fit"]  # the grid the script places edges on
+    assert fit["period_s"] == pytest.approx(0.1, abs=1e-4)
     fast = gc.plan_edges(2.5, 20, 0.5, 0.5, rng, (fit["period_s"], fit["phase_s"]))
     slow = gc.plan_edges(fast[-1][1] + 0.1, 4, 1.5, 1.5, rng)
     assert all(a < b for a, b in fast + slow) and all(fast[i][1] < fast[i + 1][0] for i in range(len(fast) - 1))

@@ -88,6 +88,12 @@ class WindowEnergy:
     counter_systematic_J: np.ndarray | None = None
     integral_random_J: np.ndarray | None = None
     integral_systematic_J: np.ndarray | None = None
+    systematic_J: np.ndarray | None = None  # the one-sided part of uncertainty_J (the figure's method)
+
+    def random_J(self) -> np.ndarray:
+        """The part of ``uncertainty_J`` that is independent between windows."""
+        sys_ = self.systematic_J if self.systematic_J is not None else 0.0
+        return np.sqrt(np.maximum(self.uncertainty_J ** 2 - np.square(sys_), 0.0))
 
     def take(self, idx: np.ndarray) -> "WindowEnergy":
         return WindowEnergy(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
@@ -255,6 +261,7 @@ class _Stream:
         self.wmin_dt = np.full(nw, np.inf)  # shortest and longest interval inside each window
         self.first_t = math.nan
         self.last_t = math.nan
+        self.ymax = -math.inf  # the highest value met
         self.nominal = math.nan  # median sample spacing, from the first chunk
         self._carry: tuple[float, float, float, float] | None = None  # t, y, cum, var at the last sample
         self._scratch = scratch or Scratch()
@@ -291,6 +298,7 @@ class _Stream:
                 dt = np.diff(t)
         if math.isnan(self.first_t):
             self.first_t = float(t[0])
+        self.ymax = max(self.ymax, float(np.max(y)))
         self.last_t = float(t[-1])
         if len(t) == 1:
             self._carry = (float(t[0]), float(y[0]), c0, v0)
@@ -581,6 +589,17 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     else:  # readings exact at each read: the edges are known to the sample spacing (term of var_int)
         var_integral = common + var_int
 
+    peak = np.fmax(ps.wmax, np.fmax(ps.val[:n], ps.val[n:]))
+    peak[~np.isfinite(peak)] = np.nan
+    scale = max(tau, ps.nominal if math.isfinite(ps.nominal) else 0.0, 1e-12)
+    short = dur < SHORT_WINDOW_PERIODS * scale
+    sys_integral = np.zeros(n)
+    if tau > 0 and short.any() and math.isfinite(ps.ymax):
+        # A window a few refreshes long may hold work the power readings never saw (NVML reads 25 ms
+        # of every 100): its power is known only to lie between nothing and the most the channel drew.
+        # What is missed is missed in every such window alike: a one-sided (systematic) part.
+        sys_integral = np.where(short, max(ps.ymax, 0.0) * dur / SQRT3, 0.0)
+
     fault = np.full(n, "", dtype=object)
     if not counter_ok:
         fault[:] = CounterFault.CHANNEL
@@ -591,7 +610,7 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         stuck = both & (counter <= res) & (dur >= STUCK_MIN_PERIODS * max(tau, es.nominal if
                                                                             math.isfinite(es.nominal) else 0.0)) \
             & (integral > STUCK_MIN_POWER_W * dur)
-        sig = np.sqrt(var_counter + var_integral)
+        sig = np.sqrt(var_counter + var_integral + sys_integral ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = counter / integral
         disagree = both & (np.maximum(counter, integral) >= DISAGREE_MIN_J) \
@@ -603,7 +622,7 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
 
     use_counter = np.isfinite(counter) & (fault == "")
     energy_J = np.where(use_counter, counter, integral)
-    unc = np.sqrt(np.where(use_counter, var_counter, var_integral))
+    unc = np.sqrt(np.where(use_counter, var_counter, var_integral + sys_integral ** 2))
     unc[~np.isfinite(energy_J)] = np.nan
 
     method = np.full(n, "", dtype=object)
@@ -614,13 +633,10 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         method[has & use_counter] = "counter"
         method[has & ~use_counter] = "integral"
 
-    peak = np.fmax(ps.wmax, np.fmax(ps.val[:n], ps.val[n:]))
-    peak[~np.isfinite(peak)] = np.nan
-    scale = max(tau, ps.nominal if math.isfinite(ps.nominal) else 0.0, 1e-12)
-    short = dur < SHORT_WINDOW_PERIODS * scale
     zero = np.zeros(n)
     return WindowEnergy(counter, integral, energy_J, unc, method, peak, short, fault, ps.wgap,
-                        np.sqrt(var_counter), zero, np.sqrt(var_integral), zero.copy())
+                        np.sqrt(var_counter), zero, np.sqrt(var_integral), sys_integral,
+                        np.where(use_counter, 0.0, sys_integral))
 
 
 def channel_window_energy(time: np.ndarray, power: np.ndarray, energy: np.ndarray, starts: np.ndarray,

@@ -315,7 +315,8 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
                     continue
                 dur = float(w["end"][wi] - w["start"][wi])
                 a.s[kind] += float(e)
-                a.s[kind + "_var"] += float(we.uncertainty_J[j]) ** 2
+                a.s[kind + "_var"] += float(we.random_J()[j]) ** 2
+                a.s[kind + "_sys"] += float(we.systematic_J[j]) if we.systematic_J is not None else 0.0
                 cell[0] += float(e)
                 cell[2] += 1
                 a.methods[kind].add(str(we.method[j]))
@@ -377,7 +378,8 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
                 cell[0] += float(e)
                 cell[2] += 1
                 a.s[t] += float(e)
-                a.s[t + "_var"] += float(cr.node.uncertainty_J[j]) ** 2
+                a.s[t + "_var"] += float(cr.node.random_J()[j]) ** 2
+                a.s[t + "_sys"] += float(cr.node.systematic_J[j]) if cr.node.systematic_J is not None else 0.0
                 a.methods[t].add(str(cr.node.method[j]))
                 dur = float(nw["end"][k] - nw["start"][k])
                 if math.isfinite(cr.idle_W):
@@ -526,7 +528,7 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "integral_energy_J": both_i if both_c else math.nan,
         "counter_vs_integral_pct": 100.0 * (both_i - both_c) / both_c if both_c else math.nan,
         "node_energy_J": node_J,
-        "node_energy_uncertainty_J": math.sqrt(s["node_var"]) if has_node else math.nan,
+        "node_energy_uncertainty_J": math.sqrt(s["node_var"] + s["node_sys"] ** 2) if has_node else math.nan,
         "node_energy_per_unit_J": _nan_div(node_J, node_units) if has_node else math.nan,
         "node_devices_energy_J": node_dev,
         "node_rest_energy_J": rest,
@@ -786,7 +788,9 @@ def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict
                     # a window with no data is not 0 J: the cell becomes NaN and says how many
                     no_data = int((~np.isfinite(e)).sum())
                     E = float(e.sum()) if not no_data else math.nan
-                    var = float(np.nansum(cr.own.uncertainty_J[j] ** 2))
+                    # random parts in quadrature, the one-sided part linearly
+                    sys_j = cr.own.systematic_J[j] if cr.own.systematic_J is not None else np.zeros(len(j))
+                    var = float(np.nansum(cr.own.random_J()[j] ** 2)) + float(np.nansum(sys_j)) ** 2
                     for r, share in shares.items():
                         cell = cells.setdefault((c, st, r), {"energy_J": 0.0, "var": 0.0, "channels": [],
                                                              "attribution": set(), "no_data": 0})

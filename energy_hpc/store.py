@@ -33,7 +33,7 @@ from energy_hpc.errors import OutputError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 RUN_FILE_SUFFIX = ".h5"
 MIN_FREE_BYTES = 64 * 2**20
 

@@ -139,7 +139,9 @@ def test_signal_writes_a_partial_run_quickly(tmp_path: Path, signame: str, mpi: 
     out = tmp_path / "out"
     p = start("run", str(job), "-o", str(out), mpi=mpi, env={"ENERGY_HPC_TEST_PIDDIR": str(tmp_path)})
     try:
-        wait_for(lambda: (tmp_path / "rank-0.pid").exists(), 120, "the case to start")
+        # every rank has loaded its case (a rank still loading has no window to interrupt yet)
+        wait_for(lambda: all((tmp_path / f"rank-{r}.pid").exists() for r in range(max(mpi, 1))), 120,
+                 "the case to start on every rank")
         time.sleep(1.0)
         p.send_signal(getattr(signal, signame))
         sent = time.monotonic()

@@ -186,6 +186,9 @@ class _Refreshes:
     def __call__(self, t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.tau <= 0:
             return t, y
+        fast = self._fast(t, y)
+        if fast is not None:
+            return fast
         ok = np.isfinite(t) & np.isfinite(y)
         if not ok.all():
             t, y = t[ok], y[ok]
@@ -222,6 +225,43 @@ class _Refreshes:
             self.t_change = float(t[idx[-1]])
         if len(q):
             self.q_prev = float(q[-1])
+        return times, vals
+
+
+    def _fast(self, t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The common case in few passes and small arrays: finite values, increasing time, the chunk
+        overlapping the one before by a sample, and no value held for ``HELD_PERIODS`` periods (so
+        only changes are kept). None where the general path is needed."""
+        if len(t) < 2:
+            return None
+        first = self.prev is None
+        if not first and not (t[0] == self.prev[0] and y[0] == self.prev[1]):
+            return None
+        if not (math.isfinite(float(np.add.reduce(t))) and math.isfinite(float(np.add.reduce(y)))):
+            return None
+        if first:
+            self.t_change = float(t[0])
+        ci = np.flatnonzero(y[1:] != y[:-1]) + 1  # samples showing a new value
+        tau = self.tau
+        tc = t[ci]
+        prev_t = t[ci - 1]
+        if not (tc > prev_t).all():
+            return None
+        last_change = self.t_change if not len(ci) else float(tc[-1])
+        gaps = np.diff(tc) if len(ci) > 1 else tc[:0]
+        first_gap = float(tc[0]) - self.t_change if len(ci) else float(t[-1]) - self.t_change
+        if (len(gaps) and gaps.max() >= self.HELD_PERIODS * tau) or first_gap >= self.HELD_PERIODS * tau \
+                or float(t[-1]) - last_change >= self.HELD_PERIODS * tau:
+            return None
+        if len(t) > 1 and not float(np.subtract(t[1:], t[:-1]).min()) > 0:
+            return None
+        times = tc - np.minimum(tc - prev_t, tau) * 0.5
+        vals = y[ci]
+        if first:
+            times, vals = np.concatenate([[t[0] - tau * 0.5], times]), np.concatenate([[y[0]], vals])
+        self.prev = (float(t[-1]), float(y[-1]))
+        self.t_change = last_change
+        self.q_prev = math.floor((float(t[-1]) - last_change) / tau)
         return times, vals
 
 

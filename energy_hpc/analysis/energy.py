@@ -182,87 +182,83 @@ class _Refreshes:
         self.prev: tuple[float, float] | None = None  # last raw sample seen
         self.t_change = math.nan  # read time of the last change
         self.q_prev = 0.0  # whole periods since the last change, at the last sample
+        self.last_out: tuple[float, float] | None = None  # the last refresh point given out
 
     def __call__(self, t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.tau <= 0:
             return t, y
-        fast = self._fast(t, y)
-        if fast is not None:
-            return fast
-        ok = np.isfinite(t) & np.isfinite(y)
-        if not ok.all():
+        if not (math.isfinite(float(np.add.reduce(t))) and math.isfinite(float(np.add.reduce(y)))):
+            ok = np.isfinite(t) & np.isfinite(y)
             t, y = t[ok], y[ok]
         first = self.prev is None
         if not first:
             pt, py = self.prev
-            if len(t) and t[0] == pt and y[0] == py:  # chunks overlap by one sample
-                t, y = t[1:], y[1:]
-            t, y = np.concatenate([[pt], t]), np.concatenate([[py], y])
+            if not (len(t) and t[0] == pt and y[0] == py):  # chunks usually overlap by one sample
+                t, y = np.concatenate([[pt], t]), np.concatenate([[py], y])
         if len(t) == 0:
             return t, y
-        d = np.diff(t)
-        if len(d) and not d.min() > 0:
-            keep = np.concatenate([[True], d > 0])
-            t, y = t[keep], y[keep]
-            d = np.diff(t)
-        if first:
-            self.t_change = float(t[0])
-        tau = self.tau
-        changed = y[1:] != y[:-1]
-        idx = np.where(changed, np.arange(1, len(t)), 0)
-        np.maximum.accumulate(idx, out=idx)
-        t_last_change = np.where(idx > 0, t[idx], self.t_change)
-        q = np.floor((t[1:] - t_last_change) / tau)
-        q_before = np.concatenate([[self.q_prev], q[:-1]])
-        held = ~changed & (q >= self.HELD_PERIODS) & (q != q_before)
-        sel = changed | held
-        times = np.where(changed, t[1:] - np.minimum(d, tau) * 0.5, t[1:] - tau)[sel]
-        vals = y[1:][sel]
-        if first:
-            times, vals = np.concatenate([[t[0] - tau * 0.5], times]), np.concatenate([[y[0]], vals])
-        self.prev = (float(t[-1]), float(y[-1]))
-        if len(idx) and idx[-1] > 0:
-            self.t_change = float(t[idx[-1]])
-        if len(q):
-            self.q_prev = float(q[-1])
-        return times, vals
-
-
-    def _fast(self, t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """The common case in few passes and small arrays: finite values, increasing time, the chunk
-        overlapping the one before by a sample, and no value held for ``HELD_PERIODS`` periods (so
-        only changes are kept). None where the general path is needed."""
-        if len(t) < 2:
-            return None
-        first = self.prev is None
-        if not first and not (t[0] == self.prev[0] and y[0] == self.prev[1]):
-            return None
-        if not (math.isfinite(float(np.add.reduce(t))) and math.isfinite(float(np.add.reduce(y)))):
-            return None
-        if first:
-            self.t_change = float(t[0])
-        ci = np.flatnonzero(y[1:] != y[:-1]) + 1  # samples showing a new value
-        tau = self.tau
-        tc = t[ci]
-        prev_t = t[ci - 1]
-        if not (tc > prev_t).all():
-            return None
-        last_change = self.t_change if not len(ci) else float(tc[-1])
-        gaps = np.diff(tc) if len(ci) > 1 else tc[:0]
-        first_gap = float(tc[0]) - self.t_change if len(ci) else float(t[-1]) - self.t_change
-        if (len(gaps) and gaps.max() >= self.HELD_PERIODS * tau) or first_gap >= self.HELD_PERIODS * tau \
-                or float(t[-1]) - last_change >= self.HELD_PERIODS * tau:
-            return None
         if len(t) > 1 and not float(np.subtract(t[1:], t[:-1]).min()) > 0:
-            return None
-        times = tc - np.minimum(tc - prev_t, tau) * 0.5
-        vals = y[ci]
+            keep = np.concatenate([[True], np.diff(t) > 0])  # a repeated stamp is one reading
+            t, y = t[keep], y[keep]
         if first:
-            times, vals = np.concatenate([[t[0] - tau * 0.5], times]), np.concatenate([[y[0]], vals])
+            self.t_change = float(t[0])
+        tau = self.tau
+        ci = np.flatnonzero(y[1:] != y[:-1]) + 1  # the reads that show a new value
+        held = self._held(t, ci)
+        # the output starts with the last point given before (or the first read, placed tau/2 early):
+        # the stream that takes it then joins chunks without copying them
+        lead = (t[0] - tau * 0.5, y[0]) if first else self.last_out
+        k = 1 if lead is not None else 0
+        if len(held):
+            idx = np.concatenate([ci, held])
+            idx = idx[np.argsort(idx, kind="stable")]
+            is_change = np.isin(idx, ci, assume_unique=True)
+        else:
+            idx, is_change = ci, None
+        times = np.empty(len(idx) + k)
+        vals = np.empty(len(idx) + k)
+        tt = times[k:]
+        np.take(t, idx, out=tt)
+        lag = np.subtract(tt, t[idx - 1])
+        np.minimum(lag, tau, out=lag)
+        lag *= 0.5
+        if is_change is not None:
+            lag[~is_change] = tau
+        tt -= lag
+        np.take(y, idx, out=vals[k:])
+        if k:
+            times[0], vals[0] = lead
         self.prev = (float(t[-1]), float(y[-1]))
-        self.t_change = last_change
-        self.q_prev = math.floor((float(t[-1]) - last_change) / tau)
+        if len(times):
+            self.last_out = (float(times[-1]), float(vals[-1]))
+        if len(ci):
+            self.t_change = float(t[ci[-1]])
+        self.q_prev = math.floor((float(t[-1]) - self.t_change) / tau) if len(t) > 1 or len(ci) else self.q_prev
         return times, vals
+
+    def _held(self, t: np.ndarray, ci: np.ndarray) -> np.ndarray:
+        """Indices of the reads kept for a held value: in each stretch without a change, the first read
+        of every whole period from the ``HELD_PERIODS``-th on (counted from the change that began it)."""
+        tau, n = self.tau, len(t)
+        bounds = np.concatenate([[0], ci, [n]])
+        starts_t = np.concatenate([[self.t_change], t[ci]])  # each stretch's last change (read time)
+        ends = bounds[1:] - 1  # each stretch's last read
+        span = t[np.maximum(ends, 0)] - starts_t
+        long = np.flatnonzero(span >= self.HELD_PERIODS * tau)
+        if not len(long):
+            return np.zeros(0, dtype=np.intp)
+        lo, hi, t_lc = bounds[long], ends[long], starts_t[long]
+        first = np.full(len(long), self.HELD_PERIODS)
+        first[long == 0] = max(self.HELD_PERIODS, self.q_prev + 1)  # periods kept in the chunk before
+        last = np.floor((t[hi] - t_lc) / tau)
+        count = np.maximum(last - first + 1, 0).astype(np.intp)
+        if not count.sum():
+            return np.zeros(0, dtype=np.intp)
+        which = np.repeat(np.arange(len(long)), count)
+        offset = np.arange(len(which)) - np.repeat(np.cumsum(count) - count, count)
+        j = np.searchsorted(t, t_lc[which] + tau * (first[which] + offset), side="left")
+        ok = (j <= hi[which]) & ((j > lo[which]) | ((long[which] == 0) & (j >= 1)))
+        return np.unique(j[ok])
 
 
 class _Stream:

@@ -2,30 +2,27 @@
 
 The channel's samples are met in chunks (:func:`reduce_channel`), so a channel of any length is reduced
 in bounded memory; :func:`channel_window_energy` is the one-chunk convenience over in-memory arrays.
-For a window [a, b]:
+For a window [a, b] on a sensor that refreshes every ``tau`` > 0 (docs/analysis.md derives each rule):
 
-- **counter**: ``E(b) - E(a)``, the cumulative counter interpolated linearly at the edges;
-- **integral**: the integral of the linearly interpolated power over [a, b] (trapezoid, exact for that
-  model).
+- readings become **refresh points** first (:class:`_Refreshes`): a held value is placed where the
+  hardware refreshed it, not where it was read; a power reading at the middle of the span it averages;
+- **counter**: what the counter gained from the refresh point before ``a`` to the one after ``b``, less
+  the two outside stretches at the levels of the neighbouring refresh intervals (device-synchronised
+  work steps the power at the edges; linear interpolation across that step is biased every time);
+- **integral**: trapezoids between refresh points inside the window, each edge stretch held at the level
+  of the nearest point inside.
 
+Where ``tau`` is 0 (a reading exact at its read: estimate, synthetic) both are interpolated linearly.
 Both are kept. The figure a table uses is the counter where the channel has a usable one (the hardware
 integrates every update; the sampler may miss some), else the integral.
 
-Uncertainty (one standard deviation, J; independent terms add in quadrature -- docs/analysis.md derives
-each):
-
-- *edge timing*: a reading is only known to belong to an instant within the sensor's update period
-  ``tau`` (a held counter or power value is stale by up to ``tau``); for the counter, also within the
-  bracketing sample spacing ``s`` (where the samples are sparser than the updates, how the energy
-  between two readings splits around the edge is unknown). Each edge contributes
-  ``P(edge) * w / (2*sqrt(3))`` with ``w = max(tau, s)`` for the counter and ``w = tau`` for the
-  integral (a uniform error of width ``w``). The staleness is partly common to both edges; its
-  common part adds ``|P(b) - P(a)| * tau / (2*sqrt(3))``.
-- *counter resolution*: two quantised readings, ``r / sqrt(6)``.
-- *integral interior*: every sample interval inside the window adds ``dt * |dP| / (2*sqrt(3))`` (what
-  linear interpolation may miss); a *gap* (an interval longer than ``GAP_FACTOR`` times the nominal
-  spacing: failed reads, a stalled sampler) adds ``dt * max(|dP|, mean P) / (2*sqrt(3))``: over a gap
-  the power is not known, its mean is taken as uncertain by its own size.
+Uncertainty (one standard deviation, J): a random part, independent between windows (timing of the
+refresh points, which cancels between a window's edges when the sensor's clock and the host's are
+locked; a 50 ppm clock slide; read jitter; the change of the outside level beside each edge; counter
+resolution; the integral's interior and gaps), and a one-sided part (``systematic_J``: the integral of a
+short window may miss work the readings never saw) that adds linearly over windows
+(:func:`combine_uncertainty`). ``benchmarks/calibration.py`` checks bias and coverage against emulated
+sensors with an exact truth.
 
 Counter hygiene per window (the counter is then dropped for that window, the integral used, and the
 window's ``counter_fault`` says why): ``backwards`` (a step below ``-resolution`` inside the window),
@@ -343,14 +340,16 @@ class _Stream:
         if math.isnan(self.nominal):  # the first 65536 intervals tell the sampling period as well as all
             hint = self._nominal_hint() if self._nominal_hint else math.nan
             self.nominal = hint if math.isfinite(hint) else float(np.median(dt[:65536]))
-        rate = np.divide(dy, dt, out=self._buf("rate", len(dt)))
+        def rate(i: np.ndarray | int) -> np.ndarray:  # mean rate of intervals i (only where asked)
+            return dy[i] / dt[i]
+
         if len(self._pending2):
-            self.next_rate2[self._pending2] = rate[0]
+            self.next_rate2[self._pending2] = rate(0)
         self._pending2 = self._pending2[:0]
         if len(self._pending):
-            self.next_rate[self._pending] = rate[0]
-            if len(rate) > 1:
-                self.next_rate2[self._pending] = rate[1]
+            self.next_rate[self._pending] = rate(0)
+            if len(dt) > 1:
+                self.next_rate2[self._pending] = rate(1)
             else:  # a chunk of one interval: their second interval after is in the next chunk
                 self._pending2 = self._pending
         self._pending = self._pending[:0]
@@ -373,14 +372,14 @@ class _Stream:
             val = y[k] + f * dy[k]
             self.val[m] = val
             self.spacing[m] = dt[k]
-            self.slope_mean[m] = rate[k]
+            self.slope_mean[m] = rate(k)
             self.lo_t[m], self.lo_y[m], self.hi_t[m], self.hi_y[m] = t[k], y[k], t[k + 1], y[k + 1]
             l1, l2 = self._last_rates
-            self.prev_rate[m] = np.where(k >= 1, rate[np.maximum(k - 1, 0)], l1)
-            self.prev_rate2[m] = np.where(k >= 2, rate[np.maximum(k - 2, 0)], np.where(k == 1, l1, l2))
+            self.prev_rate[m] = np.where(k >= 1, rate(np.maximum(k - 1, 0)), l1)
+            self.prev_rate2[m] = np.where(k >= 2, rate(np.maximum(k - 2, 0)), np.where(k == 1, l1, l2))
             nd = len(dt)
-            self.next_rate[m] = np.where(k + 1 < nd, rate[np.minimum(k + 1, nd - 1)], np.nan)
-            self.next_rate2[m] = np.where(k + 2 < nd, rate[np.minimum(k + 2, nd - 1)], np.nan)
+            self.next_rate[m] = np.where(k + 1 < nd, rate(np.minimum(k + 1, nd - 1)), np.nan)
+            self.next_rate2[m] = np.where(k + 2 < nd, rate(np.minimum(k + 2, nd - 1)), np.nan)
             self._pending = m[k + 1 >= nd]
             self._pending2 = np.concatenate([self._pending2, m[k + 2 == nd]])
             if self.integrate:
@@ -407,7 +406,7 @@ class _Stream:
                 self.wmin_step[w] = np.fmin(self.wmin_step[w], _range_reduce(np.minimum, dy, jlo, jhi, np.inf))
                 self.wmin_dt[w] = np.fmin(self.wmin_dt[w], _range_reduce(np.minimum, dt, jlo, jhi, np.inf))
                 self.wgap[w] = np.fmax(self.wgap[w], _range_reduce(np.maximum, dt, jlo, jhi, 0.0))
-        self._last_rates = (float(rate[-1]), float(rate[-2]) if len(rate) > 1 else self._last_rates[0])
+        self._last_rates = (float(rate(-1)), float(rate(-2)) if len(dt) > 1 else self._last_rates[0])
         self._carry = (float(t[-1]), float(y[-1]), c_end if self.integrate else 0.0,
                        v_end if self.integrate else 0.0)
 
@@ -538,13 +537,15 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
                    ends: np.ndarray, *, update_period: float = 0.0, resolution: float = 0.0,
                    method_hint: str = "counter", counter_ok: bool = True,
                    check_counter: bool = True, scratch: Scratch | None = None,
-                   power_kind: str = "instant", power_window: float = 0.0) -> WindowEnergy:
+                   power_window: float = 0.0) -> WindowEnergy:
     """Energy of one channel over windows ``[starts[i], ends[i]]``.
 
     ``chunks`` yields consecutive ``(time s, power W, energy J)`` blocks of the channel in time order
     (NaN where a value is missing). ``counter_ok=False`` ignores the counter (a channel the telemetry
     side flagged); ``check_counter`` applies the per-window hygiene rules of the module docstring.
     ``scratch`` (a :class:`Scratch`) lends work arrays; pass the same one for every channel of a run.
+    ``update_period`` (s) is how often the sensor refreshes its values: above 0, held readings become
+    refresh points; ``power_window`` (s) is the span a power reading averages, ending at its refresh.
     """
     starts, ends = np.asarray(starts, float), np.asarray(ends, float)
     scratch = scratch or Scratch()

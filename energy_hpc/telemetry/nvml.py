@@ -260,24 +260,31 @@ def _rank_entry(ctx: SensorContext) -> str:
     return entries[0] if len(entries) == 1 else entries[ctx.local_rank % len(entries)]
 
 
+def _direct_or_listed(nvml: Any, how: Any, key: str, what: str, by_listing: Callable[[Any], _Gpu]) -> _Gpu:
+    """The GPU looked up directly by ``key`` (a bus id or UUID: works when the job's cgroup hides the
+    node's other GPUs), else found by ``by_listing`` among the GPUs NVML lists."""
+    h = _lookup(nvml, how, key, what)
+    if h is None:
+        return by_listing(_enumerate(nvml))
+    try:
+        return _describe(nvml, -1, h)
+    except nvml.NVMLError as exc:
+        raise nvml_error(nvml, exc, f"reading the GPU with {what} {key}") from None
+
+
 def select_gpu(nvml: Any, ctx: SensorContext) -> tuple[_Gpu, str, str]:
     """The rank's GPU, the MIG instance UUID when the rank is known to use one ("" otherwise), and how
     it was found. Whether the GPU is shared by MIG instances is asked of the GPU itself (see
     :class:`NvmlSensor`), so a GPU found by its bus id alone is still marked shared."""
     if ctx.device_bus_id:
         want = normalize_bus_id(ctx.device_bus_id)
-        h = _lookup(nvml, _BY_BUS, want, "bus id")
-        if h is not None:
-            try:
-                gpu = _describe(nvml, -1, h)
-            except nvml.NVMLError as exc:
-                raise nvml_error(nvml, exc, f"reading the GPU with bus id {want}") from None
-        else:
-            listing = _enumerate(nvml)
+        def by_listing(listing: _Listing) -> _Gpu:
             hits = [g for g in listing.gpus if g.bus_id == want]
             if not hits:
                 raise SensorUnavailable(f"nvml: no GPU with bus id {want}; {listing.where()}")
-            gpu = hits[0]
+            return hits[0]
+
+        gpu = _direct_or_listed(nvml, _BY_BUS, want, "bus id", by_listing)
         # torch gives the parent's bus id for a MIG instance: the instance itself, when the context
         # names one, is in device_uuid or the visible-devices entry
         mig = ""
@@ -334,22 +341,17 @@ def _by_uuid(nvml: Any, uuid: str, source: str) -> tuple[_Gpu, str, str]:
         raise SensorUnavailable(f"nvml: no MIG instance {u} on this node ({source}); {listing.where()}")
     if not u.startswith("GPU-"):
         u = "GPU-" + u  # torch reports UUIDs without the prefix
-    gpu = None
-    h = _lookup(nvml, _BY_UUID, u, "UUID")
-    if h is not None:
-        try:
-            gpu = _describe(nvml, -1, h)
-        except nvml.NVMLError as exc:
-            raise nvml_error(nvml, exc, f"reading the GPU with UUID {u}") from None
-    else:
-        listing = _enumerate(nvml)
+
+    def by_listing(listing: _Listing) -> _Gpu:
         hits = [g for g in listing.gpus if g.uuid.startswith(u)]  # CUDA accepts unique prefixes
         if len(hits) != 1:
             raise SensorUnavailable(f"nvml: {source} {uuid!r} matches {len(hits)} GPUs on this node; "
                                     f"NVML sees {[g.uuid for g in listing.gpus]}"
                                     + (f" and {listing.hidden} hidden by the job's device cgroup"
                                        if listing.hidden else ""))
-        gpu = hits[0]
+        return hits[0]
+
+    gpu = _direct_or_listed(nvml, _BY_UUID, u, "UUID", by_listing)
     if legacy:
         mig = _legacy_mig(nvml, gpu, legacy)
         return gpu, mig, f"{source} MIG instance {legacy}"

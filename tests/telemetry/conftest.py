@@ -12,17 +12,17 @@ if _ROOT not in sys.path:  # `pytest` run from anywhere: make `tests.fakes` impo
     sys.path.insert(0, _ROOT)
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand (s)."""
+from energy_hpc.telemetry.emulated.parts import VirtualClock  # noqa: E402
+
+
+class FakeClock(VirtualClock):
+    """A monotonic clock the test moves by hand (s): the emulated sensors' virtual clock."""
 
     def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+        super().__init__(t)
 
     def advance(self, dt: float) -> None:
-        self.t += dt
+        self.sleep(dt)
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ def _batch(part: str, length_s: float, n: int, rng: np.random.Generator, interva
                 continue
             w = reduce_channel([(t, p[:, j], e[:, j])], wl.starts, wl.ends, update_period=info.update_period_s,
                                resolution=info.energy_resolution_J, counter_ok=(method == "counter"),
-                               power_kind=info.power_kind, power_window=info.power_window_s)
+                               power_window=info.power_window_s)
             est = w.counter_J if method == "counter" else w.integral_J
             rnd = w.counter_random_J if method == "counter" else w.integral_random_J
             sysj = w.counter_systematic_J if method == "counter" else w.integral_systematic_J

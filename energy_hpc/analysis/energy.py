@@ -628,7 +628,9 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
 
     peak = np.fmax(ps.wmax, np.fmax(ps.val[:n], ps.val[n:]))
     peak[~np.isfinite(peak)] = np.nan
-    scale = max(tau, ps.nominal if math.isfinite(ps.nominal) else 0.0, 1e-12)
+    # the reads' own spacing (first 65536 intervals whatever the chunking) where refreshes are placed
+    spacing = raw_spacing if tau > 0 and math.isfinite(raw_spacing) else ps.nominal
+    scale = max(tau, spacing if math.isfinite(spacing) else 0.0, 1e-12)
     short = dur < SHORT_WINDOW_PERIODS * scale
     sys_integral = np.zeros(n)
     if tau > 0 and short.any() and math.isfinite(ps.ymax):
@@ -636,6 +638,15 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         # of every 100): its power is known only to lie between nothing and the most the channel drew.
         # What is missed is missed in every such window alike: a one-sided (systematic) part.
         sys_integral = np.where(short, max(ps.ymax, 0.0) * dur / SQRT3, 0.0)
+    sys_counter = np.zeros(n)
+    if tau > 0 and short.any():
+        # Inside a refresh interval or two, only the step-at-the-edges rule places the work in the
+        # window; where the device's activity does not start and stop at the edges (work just before
+        # or after them, inside the same interval), the figure lies between that rule's and linear
+        # interpolation's: that span is a one-sided uncertainty of such windows.
+        linear = es.val[n:] - es.val[:n]
+        gap = np.abs(counter - linear)
+        sys_counter = np.where(short & np.isfinite(gap), gap, 0.0) / SQRT3
 
     fault = np.full(n, "", dtype=object)
     if not counter_ok:
@@ -647,7 +658,7 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         stuck = both & (counter <= res) & (dur >= STUCK_MIN_PERIODS * max(tau, es.nominal if
                                                                             math.isfinite(es.nominal) else 0.0)) \
             & (integral > STUCK_MIN_POWER_W * dur)
-        sig = np.sqrt(var_counter + var_integral + sys_integral ** 2)
+        sig = np.sqrt(var_counter + sys_counter ** 2 + var_integral + sys_integral ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = counter / integral
         disagree = both & (np.maximum(counter, integral) >= DISAGREE_MIN_J) \
@@ -659,7 +670,7 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
 
     use_counter = np.isfinite(counter) & (fault == "")
     energy_J = np.where(use_counter, counter, integral)
-    unc = np.sqrt(np.where(use_counter, var_counter, var_integral + sys_integral ** 2))
+    unc = np.sqrt(np.where(use_counter, var_counter + sys_counter ** 2, var_integral + sys_integral ** 2))
     unc[~np.isfinite(energy_J)] = np.nan
 
     method = np.full(n, "", dtype=object)
@@ -672,8 +683,8 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
 
     zero = np.zeros(n)
     return WindowEnergy(counter, integral, energy_J, unc, method, peak, short, fault, ps.wgap,
-                        np.sqrt(var_counter), zero, np.sqrt(var_integral), sys_integral,
-                        np.where(use_counter, 0.0, sys_integral))
+                        np.sqrt(var_counter), sys_counter, np.sqrt(var_integral), sys_integral,
+                        np.where(use_counter, sys_counter, sys_integral))
 
 
 def channel_window_energy(time: np.ndarray, power: np.ndarray, energy: np.ndarray, starts: np.ndarray,

@@ -1,6 +1,6 @@
 """Energy table over run files or study folders, in every format, into one folder.
 
-    python analysis/energy_table.py results/ -o tables/ [--by model,dtype] [--stages]
+python analysis/energy_table.py results/ -o tables/ [--by model,dtype] [--stages]
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def main() -> None:
     ap.add_argument("--by", default="")
     ap.add_argument("--stages", action="store_true")
     a = ap.parse_args()
-    rows = energy_table(find_run_files(a.paths), by=[b for b in a.by.split(",") if b] or None, stages=a.stages)
+    rows = energy_table(
+        find_run_files(a.paths), by=[b for b in a.by.split(",") if b] or None, stages=a.stages
+    )
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("json", "json"), ("latex", "tex")):

@@ -1,6 +1,6 @@
 """Power over time for each run file (PNG and PDF), windows shaded.
 
-    python analysis/power_traces.py results/ -o figures/
+python analysis/power_traces.py results/ -o figures/
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Scaling over node counts for a study folder (energy-hpc sweep output): table and figure.
 
-    python analysis/scaling_study.py studies/sd -o scaling/ [--by model,dtype]
+python analysis/scaling_study.py studies/sd -o scaling/ [--by model,dtype]
 """
 
 from __future__ import annotations

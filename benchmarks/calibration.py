@@ -88,11 +88,16 @@ def main(argv: list[str] | None = None) -> int:
             part, length, n, _, _ = futs[f]
             got = f.result()
             rows.extend(got)
-            print(f"calibration: {k}/{len(jobs)} {part} {length:g} s x {n} windows "
-                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+            print(
+                f"calibration: {k}/{len(jobs)} {part} {length:g} s x {n} windows "
+                f"({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+            )
     rows.sort(key=lambda r: (parts.index(r["part"]), r["channel"], r["method"], r["length_s"]))
-    print(f"| part | channel | method | length s | n | short | bias % | spread % | 1σ | 2σ | "
-          f"bias % (10) | 1σ (10) | 2σ (10) | 1σ (100) | 2σ (100) | misses |")
+    print(
+        "| part | channel | method | length s | n | short | bias % | spread % | 1σ | 2σ | "
+        "bias % (10) | 1σ (10) | 2σ (10) | 1σ (100) | 2σ (100) | misses |"
+    )
     print("|" + "---|" * 16)
     for r in rows:
         r["misses"] = targets(r)
@@ -100,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         def f(key: str, fmt: str = "{:.2f}") -> str:
             return fmt.format(r[key]) if key in r and r[key] == r[key] else "-"
 
-        print(f"| {r['part']} | {r['channel'].split(':', 1)[1]} | {r['method']} | {r['length_s']:g} | {r['n']} | "
-              f"{'yes' if r['short'] else ''} | {f('bias_pct', '{:+.4f}')} | {f('spread_pct', '{:.3f}')} | "
-              f"{f('cover1')} | {f('cover2')} | {f('agg10_bias_pct', '{:+.4f}')} | {f('agg10_cover1')} | "
-              f"{f('agg10_cover2')} | {f('agg100_cover1')} | {f('agg100_cover2')} | "
-              f"{'; '.join(r['misses']) or 'ok'} |")
+        print(
+            f"| {r['part']} | {r['channel'].split(':', 1)[1]} | {r['method']} | {r['length_s']:g} | {r['n']} | "
+            f"{'yes' if r['short'] else ''} | {f('bias_pct', '{:+.4f}')} | {f('spread_pct', '{:.3f}')} | "
+            f"{f('cover1')} | {f('cover2')} | {f('agg10_bias_pct', '{:+.4f}')} | {f('agg10_cover1')} | "
+            f"{f('agg10_cover2')} | {f('agg100_cover1')} | {f('agg100_cover2')} | "
+            f"{'; '.join(r['misses']) or 'ok'} |"
+        )
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=1)

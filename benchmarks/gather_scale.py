@@ -53,8 +53,16 @@ def fabricate(rank: int, n: int):
     from energy_hpc.telemetry.base import ChannelInfo, Scope
     from energy_hpc.telemetry.sampler import ChannelTrace
 
-    info = ChannelInfo(name=f"synthetic:bench{rank}", scope=Scope.GPU, device=f"bench{rank}", backend="synthetic",
-                       has_power=True, has_energy=True, synthetic=True, label="SYNTHETIC benchmark trace")
+    info = ChannelInfo(
+        name=f"synthetic:bench{rank}",
+        scope=Scope.GPU,
+        device=f"bench{rank}",
+        backend="synthetic",
+        has_power=True,
+        has_energy=True,
+        synthetic=True,
+        label="SYNTHETIC benchmark trace",
+    )
     t = np.arange(n, dtype=np.float64) * 0.01 + rank
     power = 100.0 + 50.0 * np.sin(t)
     return ChannelTrace(info, t, power, np.cumsum(power) * 0.01, np.full(n, np.nan))
@@ -68,8 +76,10 @@ def h5py_baseline(path: Path, traces_like, n_ranks: int, n: int) -> float:
     t0 = time.perf_counter()
     with h5py.File(path, "w") as f:
         chunk = (1, int(min(max(n, 1), 262_144)))
-        ds = {k: f.create_dataset(k, (n_ranks, n), dtype=dt, chunks=chunk, fillvalue=np.nan)
-              for k, dt in (("time", "f8"), ("power", "f4"), ("energy", "f8"), ("sensor_time", "f8"))}
+        ds = {
+            k: f.create_dataset(k, (n_ranks, n), dtype=dt, chunks=chunk, fillvalue=np.nan)
+            for k, dt in (("time", "f8"), ("power", "f4"), ("energy", "f8"), ("sensor_time", "f8"))
+        }
         tr = traces_like
         for i in range(n_ranks):
             ds["time"][i, :] = tr.time
@@ -99,13 +109,12 @@ def main() -> int:
     from energy_hpc.context import MpiComm
 
     comm = MpiComm()
+    import h5py  # noqa: F401 - imported before either side is timed (a real run has it from its spills)
     import numpy as np
 
     from energy_hpc.gather import PIECE_SAMPLES, gather_and_write
     from energy_hpc.store import RunHeader
     from energy_hpc.windows import WINDOW_DTYPE
-
-    import h5py  # noqa: F401 - imported before either side is timed (a real run has it from its spills)
 
     trace = fabricate(comm.rank, args.samples)
     root = comm.rank == 0
@@ -113,19 +122,52 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     quiet_wait(comm)
     before = rss_mb()
-    record = {"host": "h", "node": 0, "local_rank": comm.rank, "device_kind": "cpu", "device_name": "",
-              "device_uuid": "", "device_bus_id": "", "visible_devices": "", "status": "ok", "error": "",
-              "sensors": "synthetic", "sensors_skipped": "{}"}
+    record = {
+        "host": "h",
+        "node": 0,
+        "local_rank": comm.rank,
+        "device_kind": "cpu",
+        "device_name": "",
+        "device_uuid": "",
+        "device_bus_id": "",
+        "visible_devices": "",
+        "status": "ok",
+        "error": "",
+        "sensors": "synthetic",
+        "sensors_skipped": "{}",
+    }
     gather_times, h5_times, status, file_bytes = [], [], "", 0
 
     def run_gather(k: int):
-        header = RunHeader(job_name="gather-scale", job_text="", job_path="", epoch_unix=time.time(),
-                           n_ranks=comm.size, n_nodes=1, launcher="mpi", interval_s=0.01) if root else None
+        header = (
+            RunHeader(
+                job_name="gather-scale",
+                job_text="",
+                job_path="",
+                epoch_unix=time.time(),
+                n_ranks=comm.size,
+                n_nodes=1,
+                launcher="mpi",
+                interval_s=0.01,
+            )
+            if root
+            else None
+        )
         t0 = time.perf_counter()
         path, st = gather_and_write(
-            comm, traces=[trace], time_offset=0.0, windows=np.zeros(0, WINDOW_DTYPE), rank_record=record,
-            node=0, host="h", header=header, cases=[], out=args.out if root else None,
-            stem=f"gather-scale-{k}" if root else None, piece=args.piece or PIECE_SAMPLES)
+            comm,
+            traces=[trace],
+            time_offset=0.0,
+            windows=np.zeros(0, WINDOW_DTYPE),
+            rank_record=record,
+            node=0,
+            host="h",
+            header=header,
+            cases=[],
+            out=args.out if root else None,
+            stem=f"gather-scale-{k}" if root else None,
+            piece=args.piece or PIECE_SAMPLES,
+        )
         return time.perf_counter() - t0, path, st
 
     def run_baseline(k: int):
@@ -138,7 +180,7 @@ def main() -> int:
     # the previous file deleted. On this VM's disk, a second 1 GB file written while the first still
     # exists took 2-4x longer than the first, whichever side wrote it. The order alternates too.
     for k in range(args.repeats):
-        for what in (("gather", "h5py") if k % 2 == 0 else ("h5py", "gather")):
+        for what in ("gather", "h5py") if k % 2 == 0 else ("h5py", "gather"):
             if root:
                 os.sync()
             quiet_wait(comm)
@@ -159,14 +201,25 @@ def main() -> int:
         gather_peak = peak_mb()
         nbytes = comm.size * args.samples * (8 + 4 + 8 + 8)
         g, h = statistics.median(gather_times), statistics.median(h5_times)
-        row = {"ranks": comm.size, "samples": args.samples, "payload_MB": round(nbytes / 1e6, 1),
-               "file_MB": round(file_bytes / 1e6, 1), "repeats": args.repeats,
-               "gather_s": round(g, 2), "gather_s_all": [round(x, 2) for x in gather_times],
-               "gather_MBps": round(nbytes / 1e6 / g, 1), "h5py_s": round(h, 2),
-               "h5py_s_all": [round(x, 2) for x in h5_times], "h5py_MBps": round(nbytes / 1e6 / h, 1),
-               "ratio": round(h / g, 2), "ratios_paired": [round(b / a, 2) for a, b in zip(gather_times, h5_times)],
-               "rss_before_gather_MB": round(before, 1), "peak_rss_MB": round(gather_peak, 1),
-               "piece_samples": args.piece or PIECE_SAMPLES, "status": status}
+        row = {
+            "ranks": comm.size,
+            "samples": args.samples,
+            "payload_MB": round(nbytes / 1e6, 1),
+            "file_MB": round(file_bytes / 1e6, 1),
+            "repeats": args.repeats,
+            "gather_s": round(g, 2),
+            "gather_s_all": [round(x, 2) for x in gather_times],
+            "gather_MBps": round(nbytes / 1e6 / g, 1),
+            "h5py_s": round(h, 2),
+            "h5py_s_all": [round(x, 2) for x in h5_times],
+            "h5py_MBps": round(nbytes / 1e6 / h, 1),
+            "ratio": round(h / g, 2),
+            "ratios_paired": [round(b / a, 2) for a, b in zip(gather_times, h5_times)],
+            "rss_before_gather_MB": round(before, 1),
+            "peak_rss_MB": round(gather_peak, 1),
+            "piece_samples": args.piece or PIECE_SAMPLES,
+            "status": status,
+        }
         print(json.dumps(row), flush=True)
         if not args.keep:
             shutil.rmtree(args.out, ignore_errors=True)

@@ -38,9 +38,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,16 +67,27 @@ def log(msg: str) -> None:
 # pure analysis
 # ---------------------------------------------------------------------------------------------
 
+
 def summarize(x: Sequence[float] | np.ndarray) -> dict[str, float]:
     """n, median, mean, std, MAD, p05, p95, min, max of the finite values (NaN when none)."""
     a = np.asarray(x, float)
     a = a[np.isfinite(a)]
     if not len(a):
-        return {k: math.nan for k in ("median", "mean", "std", "mad", "p05", "p95", "min", "max")} | {"n": 0}
+        return dict.fromkeys(("median", "mean", "std", "mad", "p05", "p95", "min", "max"), math.nan) | {
+            "n": 0
+        }
     med = float(np.median(a))
-    return {"n": int(len(a)), "median": med, "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1
-            else 0.0, "mad": float(np.median(np.abs(a - med))), "p05": float(np.percentile(a, 5)),
-            "p95": float(np.percentile(a, 95)), "min": float(a.min()), "max": float(a.max())}
+    return {
+        "n": len(a),
+        "median": med,
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+        "mad": float(np.median(np.abs(a - med))),
+        "p05": float(np.percentile(a, 5)),
+        "p95": float(np.percentile(a, 95)),
+        "min": float(a.min()),
+        "max": float(a.max()),
+    }
 
 
 def change_instants(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +110,14 @@ def grid_fit(instants: np.ndarray, period_guess: float) -> dict[str, float]:
     period. Returns period, phase (the first instant's place on the grid), residual jitter (std),
     missed refreshes and extra changes."""
     x = np.sort(np.asarray(instants, float))
-    out = {"period_s": math.nan, "phase_s": math.nan, "jitter_s": math.nan, "missed": 0, "extra": 0, "n_fit": 0}
+    out = {
+        "period_s": math.nan,
+        "phase_s": math.nan,
+        "jitter_s": math.nan,
+        "missed": 0,
+        "extra": 0,
+        "n_fit": 0,
+    }
     if len(x) < 3 or not period_guess > 0:
         return out
     p = float(period_guess)
@@ -112,8 +131,14 @@ def grid_fit(instants: np.ndarray, period_guess: float) -> dict[str, float]:
         slope, icpt = np.polyfit(n, xs, 1)
         p = float(slope)
     resid = xs - (icpt + slope * n)
-    out.update(period_s=float(slope), phase_s=float(icpt), jitter_s=float(resid.std(ddof=2)) if len(xs) > 2 else 0.0,
-               missed=int(np.sum(np.maximum(np.diff(n) - 1, 0))), extra=int(np.sum(k == 0)), n_fit=int(len(xs)))
+    out.update(
+        period_s=float(slope),
+        phase_s=float(icpt),
+        jitter_s=float(resid.std(ddof=2)) if len(xs) > 2 else 0.0,
+        missed=int(np.sum(np.maximum(np.diff(n) - 1, 0))),
+        extra=int(np.sum(k == 0)),
+        n_fit=len(xs),
+    )
     return out
 
 
@@ -126,7 +151,7 @@ def period_from_instants(instants: np.ndarray) -> dict[str, Any]:
     x = np.asarray(instants, float)
     x = np.unique(x[np.isfinite(x)])
     d = np.diff(x)
-    res: dict[str, Any] = {"n_refreshes": int(len(x)), "intervals": summarize(d)}
+    res: dict[str, Any] = {"n_refreshes": len(x), "intervals": summarize(d)}
     if len(d) < 2:
         res.update(period_guess_s=math.nan, fit=grid_fit(x, math.nan))
         return res
@@ -169,14 +194,19 @@ def stamp_behaviour(t: np.ndarray, v: np.ndarray, stamp_s: np.ndarray) -> dict[s
     ok = np.isfinite(t) & np.isfinite(v) & np.isfinite(s)
     t, v, s = t[ok], v[ok], s[ok]
     if len(t) < 2:
-        return {"value_changes_with_stamp": math.nan, "stamps_with_value_change": math.nan,
-                "seen_lag": summarize([])}
+        return {
+            "value_changes_with_stamp": math.nan,
+            "stamps_with_value_change": math.nan,
+            "seen_lag": summarize([]),
+        }
     dv, ds = v[1:] != v[:-1], s[1:] != s[:-1]
     i = np.flatnonzero(ds) + 1
     lag = t[i] - s[i]
-    return {"value_changes_with_stamp": float(np.mean(ds[dv])) if dv.any() else math.nan,
-            "stamps_with_value_change": float(np.mean(dv[ds])) if ds.any() else math.nan,
-            "seen_lag": summarize(lag)}
+    return {
+        "value_changes_with_stamp": float(np.mean(ds[dv])) if dv.any() else math.nan,
+        "stamps_with_value_change": float(np.mean(dv[ds])) if ds.any() else math.nan,
+        "seen_lag": summarize(lag),
+    }
 
 
 def phase_offset(a: dict[str, float], b: dict[str, float]) -> float:
@@ -188,8 +218,9 @@ def phase_offset(a: dict[str, float], b: dict[str, float]) -> float:
     return float((b["phase_s"] - a["phase_s"]) % pa)
 
 
-def step_fractions(t: np.ndarray, v: np.ndarray, ups: Sequence[float], downs: Sequence[float],
-                   settle_s: float) -> dict[str, np.ndarray]:
+def step_fractions(
+    t: np.ndarray, v: np.ndarray, ups: Sequence[float], downs: Sequence[float], settle_s: float
+) -> dict[str, np.ndarray]:
     """Readings around the edges of a square-wave load, as fractions of each step.
 
     ``t``: when each reading was refreshed (host time), ``v`` its value; ``ups[i]`` < ``downs[i]`` <
@@ -217,7 +248,7 @@ def step_fractions(t: np.ndarray, v: np.ndarray, ups: Sequence[float], downs: Se
         ds.append(t[sel] - e)
         fs.append((v[sel] - lo) / (hi - lo))
         us.append(np.full(int(sel.sum()), up))
-    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.empty(0, dt))
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.empty(0, dt)
     return {"d": cat(ds, float), "f": cat(fs, float), "up": cat(us, bool)}
 
 
@@ -243,7 +274,9 @@ def fit_ramp(d: np.ndarray, f: np.ndarray, lo: float = 0.1, hi: float = 0.9) -> 
     return out
 
 
-def first_seen(t: np.ndarray, v: np.ndarray, stamp_s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def first_seen(
+    t: np.ndarray, v: np.ndarray, stamp_s: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The refreshes of a held value as the host saw them: each new reading (a new value, or a new
     timestamp where ``stamp_s`` is given: a refresh that repeats the value) at the midpoint between the
     read before it and the first read that showed it."""
@@ -267,8 +300,14 @@ def distinct_by_stamp(v: np.ndarray, stamp_s: np.ndarray) -> tuple[np.ndarray, n
     return s[i], v[i]
 
 
-def window_fits(t: np.ndarray, v: np.ndarray, stamp_s: np.ndarray | None, ups: Sequence[float],
-                downs: Sequence[float], settle_s: float) -> dict[str, Any]:
+def window_fits(
+    t: np.ndarray,
+    v: np.ndarray,
+    stamp_s: np.ndarray | None,
+    ups: Sequence[float],
+    downs: Sequence[float],
+    settle_s: float,
+) -> dict[str, Any]:
     """:func:`fit_ramp` of a power field over square-wave edges, placing each refresh at the host time
     it was first seen and (when given) at the field's own timestamp; rising, falling and both."""
     out: dict[str, Any] = {}
@@ -277,21 +316,31 @@ def window_fits(t: np.ndarray, v: np.ndarray, stamp_s: np.ndarray | None, ups: S
         series["stamp"] = distinct_by_stamp(v, stamp_s)
     for how, (tr, vr) in series.items():
         sf = step_fractions(tr, vr, ups, downs, settle_s)
-        out[how] = {"both": fit_ramp(sf["d"], sf["f"]), "up": fit_ramp(sf["d"][sf["up"]], sf["f"][sf["up"]]),
-                    "down": fit_ramp(sf["d"][~sf["up"]], sf["f"][~sf["up"]])}
+        out[how] = {
+            "both": fit_ramp(sf["d"], sf["f"]),
+            "up": fit_ramp(sf["d"][sf["up"]], sf["f"][sf["up"]]),
+            "down": fit_ramp(sf["d"][~sf["up"]], sf["f"][~sf["up"]]),
+        }
     return out
 
 
-def counter_vs_integral(t: np.ndarray, p: np.ndarray, e: np.ndarray, starts: Sequence[float],
-                        ends: Sequence[float]) -> list[dict[str, Any]]:
+def counter_vs_integral(
+    t: np.ndarray, p: np.ndarray, e: np.ndarray, starts: Sequence[float], ends: Sequence[float]
+) -> list[dict[str, Any]]:
     """Window energy by counter and by power integral through the project's reduction
     (``reduce_channel`` with NVML's update period 0.1 s, 1 mJ resolution, 25 ms power window): both
     figures, their ratio, each one's uncertainty (1 sigma) and the difference in combined sigmas."""
     from energy_hpc.analysis.energy import reduce_channel
 
     starts, ends = np.asarray(starts, float), np.asarray(ends, float)
-    we = reduce_channel([(np.asarray(t, float), np.asarray(p, float), np.asarray(e, float))], starts, ends,
-                        update_period=UPDATE_PERIOD_S, resolution=RESOLUTION_J, power_window=POWER_WINDOW_S)
+    we = reduce_channel(
+        [(np.asarray(t, float), np.asarray(p, float), np.asarray(e, float))],
+        starts,
+        ends,
+        update_period=UPDATE_PERIOD_S,
+        resolution=RESOLUTION_J,
+        power_window=POWER_WINDOW_S,
+    )
 
     def unc(kind: str, i: int) -> float:
         r = getattr(we, f"{kind}_random_J", None)
@@ -305,14 +354,26 @@ def counter_vs_integral(t: np.ndarray, p: np.ndarray, e: np.ndarray, starts: Seq
         c, g = float(we.counter_J[i]), float(we.integral_J[i])
         uc, ug = unc("counter", i), unc("integral", i)
         sig = math.hypot(uc, ug)
-        rows.append({
-            "start": float(starts[i]), "end": float(ends[i]), "duration_s": float(ends[i] - starts[i]),
-            "counter_J": c, "integral_J": g, "ratio_counter_over_integral": c / g if g else math.nan,
-            "counter_unc_J": uc, "integral_unc_J": ug, "difference_J": c - g,
-            "difference_sigma": (c - g) / sig if sig > 0 else math.nan,
-            "energy_J": float(we.energy_J[i]), "uncertainty_J": float(we.uncertainty_J[i]),
-            "method": str(we.method[i]), "mean_power_W": c / float(ends[i] - starts[i]) if ends[i] > starts[i]
-            else math.nan, "short": bool(we.short[i]), "counter_fault": str(we.counter_fault[i])})
+        rows.append(
+            {
+                "start": float(starts[i]),
+                "end": float(ends[i]),
+                "duration_s": float(ends[i] - starts[i]),
+                "counter_J": c,
+                "integral_J": g,
+                "ratio_counter_over_integral": c / g if g else math.nan,
+                "counter_unc_J": uc,
+                "integral_unc_J": ug,
+                "difference_J": c - g,
+                "difference_sigma": (c - g) / sig if sig > 0 else math.nan,
+                "energy_J": float(we.energy_J[i]),
+                "uncertainty_J": float(we.uncertainty_J[i]),
+                "method": str(we.method[i]),
+                "mean_power_W": c / float(ends[i] - starts[i]) if ends[i] > starts[i] else math.nan,
+                "short": bool(we.short[i]),
+                "counter_fault": str(we.counter_fault[i]),
+            }
+        )
     return rows
 
 
@@ -334,8 +395,11 @@ COMPARED = (
     ("power_window_s", "instant power field window: part of each period measured (s)", Tolerance(0.4, 0.005)),
     ("average_window_s", "average power field window (s)", Tolerance(0.2, 0.05)),
     ("stamp_lag_s", "instant field timestamp lag (host first sees - stamp) (s)", Tolerance(0.0, 0.005)),
-    ("value_changes_with_stamp", "instant value changes only with a new timestamp (fraction)",
-     Tolerance(0.0, 0.05)),
+    (
+        "value_changes_with_stamp",
+        "instant value changes only with a new timestamp (fraction)",
+        Tolerance(0.0, 0.05),
+    ),
 )
 
 
@@ -344,14 +408,23 @@ def emulated_h100_parameters(seed: int = 0) -> dict[str, float]:
     (the refresh periods carry the model's few-ppm clock drift, rounded off here)."""
     from energy_hpc.telemetry.emulated.parts import VirtualClock, duty_cycle, open_part
 
-    s = open_part("h100", duty_cycle(hours=0.01), clock=VirtualClock(), rng=np.random.default_rng(seed),
-                  options={"probe_reads": 0})
+    s = open_part(
+        "h100",
+        duty_cycle(hours=0.01),
+        clock=VirtualClock(),
+        rng=np.random.default_rng(seed),
+        options={"probe_reads": 0},
+    )
     m = s.model
     try:
-        return {"counter_period_s": round(float(m.counter.period_s), 4),
-                "power_period_s": round(float(m.power.period_s), 4),
-                "power_window_s": float(m.power_window_s), "average_window_s": float(m.average_window_s),
-                "stamp_lag_s": 0.0, "value_changes_with_stamp": 1.0}
+        return {
+            "counter_period_s": round(float(m.counter.period_s), 4),
+            "power_period_s": round(float(m.power.period_s), 4),
+            "power_window_s": float(m.power_window_s),
+            "average_window_s": float(m.average_window_s),
+            "stamp_lag_s": 0.0,
+            "value_changes_with_stamp": 1.0,
+        }
     finally:
         s.close()
 
@@ -362,29 +435,48 @@ def compare(emulated: dict[str, float], measured: dict[str, float]) -> list[dict
     rows = []
     for key, label, tol in COMPARED:
         e, m = float(emulated.get(key, math.nan)), float(measured.get(key, math.nan))
-        rows.append({"key": key, "parameter": label, "emulated": e, "measured": m, "agrees": tol.agrees(e, m),
-                     "tolerance": f"±max({tol.rel:.0%}, {tol.abs:g})"})
+        rows.append(
+            {
+                "key": key,
+                "parameter": label,
+                "emulated": e,
+                "measured": m,
+                "agrees": tol.agrees(e, m),
+                "tolerance": f"±max({tol.rel:.0%}, {tol.abs:g})",
+            }
+        )
     return rows
 
 
 def measured_parameters(poll_res: dict[str, Any], square: dict[str, Any] | None) -> dict[str, float]:
     """The figures :func:`compare` needs, from the analysis of steps 1, 2 and 5."""
+
     def fit_period(r: dict[str, Any] | None) -> float:
         if not r:
             return math.nan
         p = r.get("fit", {}).get("period_s", math.nan)
         return p if math.isfinite(p) else r.get("intervals", {}).get("median", math.nan)
 
-    out = {"counter_period_s": fit_period(poll_res.get("counter")),
-           # by value changes (under load every refresh brings a new value), else by the field's stamps
-           "power_period_s": fit_period(poll_res.get("instant_values")) if poll_res.get("instant_values", {}).get(
-               "n_refreshes", 0) > 10 else fit_period(poll_res.get("instant_stamps")),
-           "stamp_lag_s": poll_res.get("instant_stamp_behaviour", {}).get("seen_lag", {}).get("median", math.nan),
-           "value_changes_with_stamp": poll_res.get("instant_stamp_behaviour", {}).get("value_changes_with_stamp",
-                                                                                       math.nan)}
+    out = {
+        "counter_period_s": fit_period(poll_res.get("counter")),
+        # by value changes (under load every refresh brings a new value), else by the field's stamps
+        "power_period_s": fit_period(poll_res.get("instant_values"))
+        if poll_res.get("instant_values", {}).get("n_refreshes", 0) > 10
+        else fit_period(poll_res.get("instant_stamps")),
+        "stamp_lag_s": poll_res.get("instant_stamp_behaviour", {})
+        .get("seen_lag", {})
+        .get("median", math.nan),
+        "value_changes_with_stamp": poll_res.get("instant_stamp_behaviour", {}).get(
+            "value_changes_with_stamp", math.nan
+        ),
+    }
     if square:
-        out["power_window_s"] = square.get("instant", {}).get("seen", {}).get("up", {}).get("window_s", math.nan)
-        out["average_window_s"] = square.get("average", {}).get("seen", {}).get("up", {}).get("window_s", math.nan)
+        out["power_window_s"] = (
+            square.get("instant", {}).get("seen", {}).get("up", {}).get("window_s", math.nan)
+        )
+        out["average_window_s"] = (
+            square.get("average", {}).get("seen", {}).get("up", {}).get("window_s", math.nan)
+        )
     return out
 
 
@@ -392,16 +484,18 @@ def analyse_poll(series: dict[str, np.ndarray]) -> dict[str, Any]:
     """Steps 1-2 from a dense poll: ``t`` (host s), ``energy_mJ``, ``inst_mW``, ``inst_stamp_s`` (host
     clock), ``avg_mW``, ``avg_stamp_s``."""
     t = series["t"]
-    res: dict[str, Any] = {"reads": int(len(t)), "read_spacing": summarize(np.diff(t)),
-                           "counter": refresh_period(t, series["energy_mJ"]),
-                           "instant_values": refresh_period(t, series["inst_mW"]),
-                           "instant_stamps": period_from_instants(series["inst_stamp_s"]),
-                           # refreshes as the host sees them: a new value or a new stamp
-                           "instant_seen": period_from_instants(first_seen(t, series["inst_mW"],
-                                                                           series["inst_stamp_s"])[0]),
-                           "instant_stamp_behaviour": stamp_behaviour(t, series["inst_mW"], series["inst_stamp_s"]),
-                           "average_values": refresh_period(t, series["avg_mW"]),
-                           "average_stamps": period_from_instants(series["avg_stamp_s"])}
+    res: dict[str, Any] = {
+        "reads": len(t),
+        "read_spacing": summarize(np.diff(t)),
+        "counter": refresh_period(t, series["energy_mJ"]),
+        "instant_values": refresh_period(t, series["inst_mW"]),
+        "instant_stamps": period_from_instants(series["inst_stamp_s"]),
+        # refreshes as the host sees them: a new value or a new stamp
+        "instant_seen": period_from_instants(first_seen(t, series["inst_mW"], series["inst_stamp_s"])[0]),
+        "instant_stamp_behaviour": stamp_behaviour(t, series["inst_mW"], series["inst_stamp_s"]),
+        "average_values": refresh_period(t, series["avg_mW"]),
+        "average_stamps": period_from_instants(series["avg_stamp_s"]),
+    }
     res["counter_to_instant_phase_s"] = phase_offset(res["counter"]["fit"], res["instant_values"]["fit"])
     e = np.asarray(series["energy_mJ"], float)
     if len(t) > 1 and np.isfinite(e).sum() > 1:
@@ -414,6 +508,7 @@ def analyse_poll(series: dict[str, np.ndarray]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # reading NVML
 # ---------------------------------------------------------------------------------------------
+
 
 def _field_value(fv: Any) -> float:
     member = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")[int(fv.valueType)]
@@ -444,9 +539,14 @@ def make_reader(nvml: Any, handle: Any) -> Callable[[], tuple[float, float, floa
     return read
 
 
-def poll(read: Callable[[], Sequence[float]], duration_s: float, spacing_s: float,
-         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-         until: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def poll(
+    read: Callable[[], Sequence[float]],
+    duration_s: float,
+    spacing_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    until: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Call ``read`` every ``spacing_s`` (absolute schedule; a late read does not cause a burst) for
     ``duration_s`` or until ``until()`` is true. Returns host times (middle of each read) and the rows."""
     ts: list[float] = []
@@ -472,8 +572,14 @@ def poll(read: Callable[[], Sequence[float]], duration_s: float, spacing_s: floa
 def series_from_rows(t: np.ndarray, rows: np.ndarray, epoch_offset_s: float) -> dict[str, np.ndarray]:
     """Columns of :func:`make_reader` rows, field stamps moved onto the host clock (``epoch_offset_s`` =
     wall clock minus host clock)."""
-    return {"t": t, "energy_mJ": rows[:, 0], "inst_mW": rows[:, 1], "inst_stamp_s": rows[:, 2] * 1e-6 - epoch_offset_s,
-            "avg_mW": rows[:, 3], "avg_stamp_s": rows[:, 4] * 1e-6 - epoch_offset_s}
+    return {
+        "t": t,
+        "energy_mJ": rows[:, 0],
+        "inst_mW": rows[:, 1],
+        "inst_stamp_s": rows[:, 2] * 1e-6 - epoch_offset_s,
+        "avg_mW": rows[:, 3],
+        "avg_stamp_s": rows[:, 4] * 1e-6 - epoch_offset_s,
+    }
 
 
 def clock_offset() -> float:
@@ -491,6 +597,7 @@ def clock_offset() -> float:
 # ---------------------------------------------------------------------------------------------
 # finding the GPU
 # ---------------------------------------------------------------------------------------------
+
 
 class NoGpu(Exception):
     pass
@@ -511,32 +618,34 @@ class Gpu:
 def find_gpu(index: int) -> Gpu:
     """NVML first (cheap, and what the whole check is about), then torch with CUDA; NoGpu says why not."""
     try:
-        import pynvml as nvml  # noqa: PLC0415
+        import pynvml as nvml
     except ImportError as exc:
         raise NoGpu(f"the Python package nvidia-ml-py (pynvml) is not installed ({exc})") from None
     try:
         nvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001 - NVMLError of any code, or a broken library
+    except Exception as exc:
         raise NoGpu(f"NVML did not start ({type(exc).__name__}: {exc})") from None
     try:
         n = int(nvml.nvmlDeviceGetCount())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise NoGpu(f"NVML cannot count GPUs ({type(exc).__name__}: {exc})") from None
     if n == 0:
         raise NoGpu("NVML works but reports no GPU")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import torch  # noqa: PLC0415
+            import torch
 
             ok = torch.cuda.is_available() and torch.cuda.device_count() > index
     except ImportError as exc:
         raise NoGpu(f"torch is not installed ({exc})") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise NoGpu(f"torch cannot use CUDA ({type(exc).__name__}: {exc})") from None
     if not ok:
-        raise NoGpu(f"torch sees no CUDA device {index} (torch {torch.__version__}, CUDA "
-                    f"{torch.version.cuda or 'none'}), although NVML counts {n} GPU(s)")
+        raise NoGpu(
+            f"torch sees no CUDA device {index} (torch {torch.__version__}, CUDA "
+            f"{torch.version.cuda or 'none'}), although NVML counts {n} GPU(s)"
+        )
     props = torch.cuda.get_device_properties(index)
     try:
         bus = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
@@ -550,12 +659,12 @@ def find_gpu(index: int) -> Gpu:
             if handle is None and hasattr(nvml, fn):
                 try:
                     handle = getattr(nvml, fn)(nvml_bus)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     handle = None
     if handle is None and uuid:
         try:
             handle = nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-        except Exception:  # noqa: BLE001
+        except Exception:
             handle = None
     if handle is None:
         if n != 1 and index != 0:
@@ -571,6 +680,7 @@ def find_gpu(index: int) -> Gpu:
 # loads
 # ---------------------------------------------------------------------------------------------
 
+
 class MatmulLoad:
     """Square matmuls queued in batches, two batches in flight (the GPU never waits on Python), each
     waited for with ``event.query`` + short sleeps so that other threads keep the GIL."""
@@ -582,7 +692,7 @@ class MatmulLoad:
         self.a = torch.randn(n, n, device=device, dtype=dt, generator=g)
         self.b = torch.randn(n, n, device=device, dtype=dt, generator=g)
         self.c = torch.empty_like(self.a)
-        self.flops_per_batch = 2.0 * n ** 3 * batch
+        self.flops_per_batch = 2.0 * n**3 * batch
 
     def _launch(self) -> Any:
         for _ in range(self.batch):
@@ -621,7 +731,7 @@ def background(fn: Callable[[], Any]) -> tuple[threading.Thread, dict]:
     def run() -> None:
         try:
             box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        except BaseException as exc:
             box["error"] = exc
 
     th = threading.Thread(target=run, daemon=True)
@@ -629,8 +739,15 @@ def background(fn: Callable[[], Any]) -> tuple[threading.Thread, dict]:
     return th, box
 
 
-def plan_edges(t0: float, cycles: int, busy_s: float, idle_s: float, rng: np.random.Generator,
-               grid: tuple[float, float] | None = None, lead_s: float = 0.05) -> list[tuple[float, float]]:
+def plan_edges(
+    t0: float,
+    cycles: int,
+    busy_s: float,
+    idle_s: float,
+    rng: np.random.Generator,
+    grid: tuple[float, float] | None = None,
+    lead_s: float = 0.05,
+) -> list[tuple[float, float]]:
     """When a square-wave load should switch on and off: ``cycles`` of idle then busy after ``t0``.
     Without ``grid`` each span is lengthened by a random 0-100 ms (edges at random phases of the
     refreshes). With ``grid`` = (period, phase) of the power field's refreshes (host clock), each
@@ -675,11 +792,18 @@ class DiffusionLoop:
     default, random weights, built from the project's config) under classifier-free guidance, stepped
     by a DDIM scheduler; the text encoder and VAE are left out (random conditioning)."""
 
-    def __init__(self, torch: Any, device: Any, size: str = "sd15", batch: int = 4, steps: int = 20,
-                 dtype: str = "fp16") -> None:
-        from diffusers import DDIMScheduler, UNet2DConditionModel  # noqa: PLC0415
+    def __init__(
+        self,
+        torch: Any,
+        device: Any,
+        size: str = "sd15",
+        batch: int = 4,
+        steps: int = 20,
+        dtype: str = "fp16",
+    ) -> None:
+        from diffusers import DDIMScheduler, UNet2DConditionModel
 
-        from energy_hpc.workloads.configs import diffusion as cfgs  # noqa: PLC0415
+        from energy_hpc.workloads.configs import diffusion as cfgs
 
         cfg = {"sd15": cfgs.UNET_SD15, "tiny": cfgs.UNET_TINY}[size]
         dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
@@ -687,7 +811,7 @@ class DiffusionLoop:
         try:
             with torch.device(device):
                 unet = UNet2DConditionModel(**cfg)
-        except Exception:  # noqa: BLE001 - an older torch without device contexts: build on the CPU
+        except Exception:
             unet = UNet2DConditionModel(**cfg)
         self.unet = unet.to(device=device, dtype=dt).eval()
         self.sched = DDIMScheduler(**cfgs.SCHEDULER, clip_sample=False, set_alpha_to_one=False)
@@ -724,6 +848,7 @@ class DiffusionLoop:
 # the steps
 # ---------------------------------------------------------------------------------------------
 
+
 def step_poll(gpu: Gpu, load: MatmulLoad, seconds: float, spacing_s: float, raw: dict) -> dict[str, Any]:
     """Steps 1-2: dense reads of the counter and both power fields under a steady matmul load."""
     stop = threading.Event()
@@ -738,12 +863,21 @@ def step_poll(gpu: Gpu, load: MatmulLoad, seconds: float, spacing_s: float, raw:
     s = series_from_rows(t, rows, off)
     raw.update({f"poll_{k}": v for k, v in s.items()})
     res = analyse_poll(s)
-    res["load_tflops"] = load.flops_per_batch * box["result"][2] / (box["result"][1] - box["result"][0]) / 1e12
+    res["load_tflops"] = (
+        load.flops_per_batch * box["result"][2] / (box["result"][1] - box["result"][0]) / 1e12
+    )
     return res
 
 
-def _square(gpu: Gpu, load: MatmulLoad, plan: list[tuple[float, float]], tail_s: float, spacing_s: float,
-            raw: dict, key: str) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _square(
+    gpu: Gpu,
+    load: MatmulLoad,
+    plan: list[tuple[float, float]],
+    tail_s: float,
+    spacing_s: float,
+    raw: dict,
+    key: str,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     edges: dict = {}
     off = clock_offset()
     th, box = background(lambda: square_wave(load, plan, tail_s, edges))
@@ -758,8 +892,9 @@ def _square(gpu: Gpu, load: MatmulLoad, plan: list[tuple[float, float]], tail_s:
     return t, s, ups, downs
 
 
-def step_square(gpu: Gpu, load: MatmulLoad, args: argparse.Namespace, grid: tuple[float, float] | None,
-                raw: dict) -> dict[str, Any]:
+def step_square(
+    gpu: Gpu, load: MatmulLoad, args: argparse.Namespace, grid: tuple[float, float] | None, raw: dict
+) -> dict[str, Any]:
     """Step 5's measurement, two square waves: short cycles (0.5 s busy / 0.5 s idle, rising edges
     placed just before the instant field's refreshes when steps 1-2 found their grid) for the instant
     field's window, long ones (``--busy-s``/``--idle-s``) for the 1 s average field's."""
@@ -768,26 +903,36 @@ def step_square(gpu: Gpu, load: MatmulLoad, args: argparse.Namespace, grid: tupl
     res: dict[str, Any] = {"grid": list(grid) if grid else None}
     plan = plan_edges(time.monotonic() + 0.2, args.fast_cycles, 0.5, 0.5, rng, grid)
     t, s, ups, downs = _square(gpu, load, plan, 0.6, spacing, raw, "square_fast")
-    res["fast"] = {"cycles": args.fast_cycles, "busy_s": 0.5, "idle_s": 0.5, "edges": int(len(ups) + len(downs))}
+    res["fast"] = {
+        "cycles": args.fast_cycles,
+        "busy_s": 0.5,
+        "idle_s": 0.5,
+        "edges": int(len(ups) + len(downs)),
+    }
     res["instant"] = window_fits(t, s["inst_mW"], s["inst_stamp_s"], ups, downs, settle_s=0.25)
     res["counter_period_during"] = refresh_period(t, s["energy_mJ"])["fit"]
     plan = plan_edges(time.monotonic() + 0.2, args.cycles, args.busy_s, args.idle_s, rng)
     t, s, ups, downs = _square(gpu, load, plan, args.idle_s + 0.1, spacing, raw, "square_slow")
-    res["slow"] = {"cycles": args.cycles, "busy_s": args.busy_s, "idle_s": args.idle_s,
-                   "edges": int(len(ups) + len(downs))}
+    res["slow"] = {
+        "cycles": args.cycles,
+        "busy_s": args.busy_s,
+        "idle_s": args.idle_s,
+        "edges": int(len(ups) + len(downs)),
+    }
     settle = min(1.2, args.idle_s - 0.05, args.busy_s - 0.05)
     res["average"] = window_fits(t, s["avg_mW"], s["avg_stamp_s"], ups, downs, settle_s=settle)
     res["instant_slow"] = window_fits(t, s["inst_mW"], s["inst_stamp_s"], ups, downs, settle_s=0.3)
     return res
 
 
-def sampled_windows(gpu: Gpu, work: Callable[[], list[tuple[float, float]]], raw: dict, key: str,
-                    idle_s: float = 1.0) -> dict[str, Any]:
+def sampled_windows(
+    gpu: Gpu, work: Callable[[], list[tuple[float, float]]], raw: dict, key: str, idle_s: float = 1.0
+) -> dict[str, Any]:
     """Run ``work`` (it returns its windows) while the project's NVML sensor is sampled every 10 ms by
     the project's Sampler; reduce the windows by counter and by integral."""
-    from energy_hpc.telemetry import nvml as nvml_backend  # noqa: PLC0415
-    from energy_hpc.telemetry.base import SensorContext  # noqa: PLC0415
-    from energy_hpc.telemetry.sampler import Sampler  # noqa: PLC0415
+    from energy_hpc.telemetry import nvml as nvml_backend
+    from energy_hpc.telemetry.base import SensorContext
+    from energy_hpc.telemetry.sampler import Sampler
 
     ctx = SensorContext(device_bus_id=gpu.bus_id, device_uuid=gpu.uuid, options={"nvml": {"probe_reads": 3}})
     sensor = nvml_backend.open_sensor(ctx, library=gpu.nvml)
@@ -802,12 +947,25 @@ def sampled_windows(gpu: Gpu, work: Callable[[], list[tuple[float, float]]], raw
     traces = sampler.traces()
     sampler.close_sensors()
     main = next(tr for tr in traces if not tr.info.view_of)
-    raw.update({f"{key}_t": main.time, f"{key}_power_W": main.power, f"{key}_energy_J": main.energy,
-                f"{key}_windows": np.asarray(windows, float)})
+    raw.update(
+        {
+            f"{key}_t": main.time,
+            f"{key}_power_W": main.power,
+            f"{key}_energy_J": main.energy,
+            f"{key}_windows": np.asarray(windows, float),
+        }
+    )
     dt = np.diff(main.time)
-    rows = counter_vs_integral(main.time, main.power, main.energy, [w[0] for w in windows], [w[1] for w in windows])
-    return {"channel": main.info.name, "samples": int(len(main.time)), "sample_spacing": summarize(dt),
-            "read_errors": int(main.errors), "windows": rows}
+    rows = counter_vs_integral(
+        main.time, main.power, main.energy, [w[0] for w in windows], [w[1] for w in windows]
+    )
+    return {
+        "channel": main.info.name,
+        "samples": len(main.time),
+        "sample_spacing": summarize(dt),
+        "read_errors": int(main.errors),
+        "windows": rows,
+    }
 
 
 def step_matmul_windows(gpu: Gpu, load: MatmulLoad, seconds: float, n: int, raw: dict) -> dict[str, Any]:
@@ -819,17 +977,24 @@ def step_matmul_windows(gpu: Gpu, load: MatmulLoad, seconds: float, n: int, raw:
             t0, t1, _ = load.run(seconds)
             out.append((t0, t1))
         return out
+
     return sampled_windows(gpu, work, raw, "matmul")
 
 
 def step_diffusion(gpu: Gpu, args: argparse.Namespace, raw: dict) -> dict[str, Any]:
     try:
-        import diffusers  # noqa: F401, PLC0415
-    except Exception as exc:  # noqa: BLE001 - ImportError, or a diffusers broken by its dependencies
+        import diffusers  # noqa: F401
+    except Exception as exc:
         return {"skipped": f"diffusers is not importable ({type(exc).__name__}: {exc})"}
     log(f"diffusion: building a random-weight {args.diffusion_size} UNet")
-    loop = DiffusionLoop(gpu.torch, gpu.device, size=args.diffusion_size, batch=args.diffusion_batch,
-                         steps=args.diffusion_steps, dtype=args.diffusion_dtype)
+    loop = DiffusionLoop(
+        gpu.torch,
+        gpu.device,
+        size=args.diffusion_size,
+        batch=args.diffusion_batch,
+        steps=args.diffusion_steps,
+        dtype=args.diffusion_dtype,
+    )
     t0 = time.monotonic()
     loop.image()  # warm-up (kernel selection)
     gpu.torch.cuda.synchronize(gpu.device)
@@ -840,15 +1005,22 @@ def step_diffusion(gpu: Gpu, args: argparse.Namespace, raw: dict) -> dict[str, A
         a, b, n = loop.run(args.window_s)
         info.update(images=n, steps_per_s=n * loop.steps / (b - a))
         return [(a, b)]
+
     res = sampled_windows(gpu, work, raw, "diffusion")
-    res.update(model=f"UNet2DConditionModel {args.diffusion_size} ({loop.params / 1e6:.0f} M parameters, random)",
-               batch=loop.batch, steps_per_image=loop.steps, warmup_image_s=warm, **info)
+    res.update(
+        model=f"UNet2DConditionModel {args.diffusion_size} ({loop.params / 1e6:.0f} M parameters, random)",
+        batch=loop.batch,
+        steps_per_image=loop.steps,
+        warmup_image_s=warm,
+        **info,
+    )
     return res
 
 
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
+
 
 def _f(x: Any, fmt: str = ".4f") -> str:
     if x is None:
@@ -862,50 +1034,72 @@ def _f(x: Any, fmt: str = ".4f") -> str:
 
 def _period_row(name: str, r: dict[str, Any]) -> str:
     iv, fit = r.get("intervals", {}), r.get("fit", {})
-    return (f"| {name} | {r.get('n_refreshes', 0)} | {_f(iv.get('median'))} | {_f(iv.get('p05'))} – "
-            f"{_f(iv.get('p95'))} | {_f(iv.get('std'), '.5f')} | {_f(fit.get('period_s'), '.5f')} | "
-            f"{_f(fit.get('jitter_s'), '.5f')} | {fit.get('missed', 0)} / {fit.get('extra', 0)} |")
+    return (
+        f"| {name} | {r.get('n_refreshes', 0)} | {_f(iv.get('median'))} | {_f(iv.get('p05'))} – "
+        f"{_f(iv.get('p95'))} | {_f(iv.get('std'), '.5f')} | {_f(fit.get('period_s'), '.5f')} | "
+        f"{_f(fit.get('jitter_s'), '.5f')} | {fit.get('missed', 0)} / {fit.get('extra', 0)} |"
+    )
 
 
 def _windows_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| window | s | counter J | integral J | counter/integral | ± counter J | ± integral J | "
-           "diff (σ) | mean W |", "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| window | s | counter J | integral J | counter/integral | ± counter J | ± integral J | "
+        "diff (σ) | mean W |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for i, w in enumerate(rows):
-        out.append(f"| {i + 1} | {_f(w['duration_s'], '.2f')} | {_f(w['counter_J'], '.1f')} | "
-                   f"{_f(w['integral_J'], '.1f')} | {_f(w['ratio_counter_over_integral'], '.4f')} | "
-                   f"{_f(w['counter_unc_J'], '.2f')} | {_f(w['integral_unc_J'], '.2f')} | "
-                   f"{_f(w['difference_sigma'], '.2f')} | {_f(w['mean_power_W'], '.1f')} |")
+        out.append(
+            f"| {i + 1} | {_f(w['duration_s'], '.2f')} | {_f(w['counter_J'], '.1f')} | "
+            f"{_f(w['integral_J'], '.1f')} | {_f(w['ratio_counter_over_integral'], '.4f')} | "
+            f"{_f(w['counter_unc_J'], '.2f')} | {_f(w['integral_unc_J'], '.2f')} | "
+            f"{_f(w['difference_sigma'], '.2f')} | {_f(w['mean_power_W'], '.1f')} |"
+        )
     return out
 
 
 def report(res: dict[str, Any]) -> str:
     g = res["gpu"]
-    L = [f"# gpu_check: {g['name']} ({g['bus_id']})", "",
-         f"driver {g.get('driver', '?')}, NVML {g.get('nvml_version', '?')}, torch {g.get('torch', '?')} "
-         f"(CUDA {g.get('cuda', '?')}), {res['started']}", ""]
+    L = [
+        f"# gpu_check: {g['name']} ({g['bus_id']})",
+        "",
+        f"driver {g.get('driver', '?')}, NVML {g.get('nvml_version', '?')}, torch {g.get('torch', '?')} "
+        f"(CUDA {g.get('cuda', '?')}), {res['started']}",
+        "",
+    ]
     p = res.get("poll")
     if p:
-        L += ["## 1-2. Refresh periods (dense reads under a steady matmul load)", "",
-              f"{p['reads']} reads, spacing median {_f(p['read_spacing']['median'] * 1e3, '.3f')} ms, p95 "
-              f"{_f(p['read_spacing']['p95'] * 1e3, '.3f')} ms; load {_f(p.get('load_tflops'), '.0f')} TFLOP/s, "
-              f"mean power {_f(p.get('mean_power_by_counter_W'), '.1f')} W (counter), "
-              f"{_f(p.get('mean_instant_power_W'), '.1f')} W (instant field)", "",
-              "| series | refreshes | median interval s | p05 – p95 s | std s | grid fit period s | fit jitter s | "
-              "missed / extra |", "|---|---|---|---|---|---|---|---|",
-              _period_row("energy counter (value changes)", p["counter"]),
-              _period_row("instant power field 186 (value changes)", p["instant_values"]),
-              _period_row("instant power field 186 (own timestamps)", p["instant_stamps"]),
-              _period_row("instant power field 186 (new value or stamp, host time)", p["instant_seen"]),
-              _period_row("average power field 185 (value changes)", p["average_values"]),
-              _period_row("average power field 185 (own timestamps)", p["average_stamps"]), ""]
+        L += [
+            "## 1-2. Refresh periods (dense reads under a steady matmul load)",
+            "",
+            f"{p['reads']} reads, spacing median {_f(p['read_spacing']['median'] * 1e3, '.3f')} ms, p95 "
+            f"{_f(p['read_spacing']['p95'] * 1e3, '.3f')} ms; load {_f(p.get('load_tflops'), '.0f')} TFLOP/s, "
+            f"mean power {_f(p.get('mean_power_by_counter_W'), '.1f')} W (counter), "
+            f"{_f(p.get('mean_instant_power_W'), '.1f')} W (instant field)",
+            "",
+            "| series | refreshes | median interval s | p05 – p95 s | std s | grid fit period s | fit jitter s | "
+            "missed / extra |",
+            "|---|---|---|---|---|---|---|---|",
+            _period_row("energy counter (value changes)", p["counter"]),
+            _period_row("instant power field 186 (value changes)", p["instant_values"]),
+            _period_row("instant power field 186 (own timestamps)", p["instant_stamps"]),
+            _period_row("instant power field 186 (new value or stamp, host time)", p["instant_seen"]),
+            _period_row("average power field 185 (value changes)", p["average_values"]),
+            _period_row("average power field 185 (own timestamps)", p["average_stamps"]),
+            "",
+        ]
         sb = p["instant_stamp_behaviour"]
-        L += [f"Instant field: {_f(sb['value_changes_with_stamp'], '.3f')} of value changes come with a new "
-              f"timestamp, {_f(sb['stamps_with_value_change'], '.3f')} of new timestamps with a new value; a new "
-              f"stamp is first seen {_f(sb['seen_lag']['median'] * 1e3, '.2f')} ms after it (median; p05–p95 "
-              f"{_f(sb['seen_lag']['p05'] * 1e3, '.2f')}–{_f(sb['seen_lag']['p95'] * 1e3, '.2f')} ms). Counter → "
-              f"instant refresh phase: {_f(p['counter_to_instant_phase_s'] * 1e3, '.1f')} ms.", ""]
-    for key, title in (("matmul", "3. Counter vs integral: matmul loop"), ("diffusion", "4. Counter vs integral: "
-                                                                                         "diffusion loop")):
+        L += [
+            f"Instant field: {_f(sb['value_changes_with_stamp'], '.3f')} of value changes come with a new "
+            f"timestamp, {_f(sb['stamps_with_value_change'], '.3f')} of new timestamps with a new value; a new "
+            f"stamp is first seen {_f(sb['seen_lag']['median'] * 1e3, '.2f')} ms after it (median; p05–p95 "
+            f"{_f(sb['seen_lag']['p05'] * 1e3, '.2f')}–{_f(sb['seen_lag']['p95'] * 1e3, '.2f')} ms). Counter → "
+            f"instant refresh phase: {_f(p['counter_to_instant_phase_s'] * 1e3, '.1f')} ms.",
+            "",
+        ]
+    for key, title in (
+        ("matmul", "3. Counter vs integral: matmul loop"),
+        ("diffusion", "4. Counter vs integral: diffusion loop"),
+    ):
         r = res.get(key)
         if r is None:
             continue
@@ -916,35 +1110,68 @@ def report(res: dict[str, Any]) -> str:
         if "error" in r:
             L += [f"Failed: {r['error']}", ""]
             continue
-        extra = (f"; {r['model']}, batch {r['batch']}, {r['steps_per_image']} steps/image, "
-                 f"{_f(r.get('steps_per_s'), '.1f')} steps/s") if key == "diffusion" else ""
-        L += [f"Channel {r['channel']}, {r['samples']} samples every {_f(r['sample_spacing']['median'] * 1e3, '.2f')} "
-              f"ms (p95 {_f(r['sample_spacing']['p95'] * 1e3, '.2f')} ms), {r['read_errors']} read errors{extra}.",
-              "", *_windows_table(r["windows"]), ""]
+        extra = (
+            (
+                f"; {r['model']}, batch {r['batch']}, {r['steps_per_image']} steps/image, "
+                f"{_f(r.get('steps_per_s'), '.1f')} steps/s"
+            )
+            if key == "diffusion"
+            else ""
+        )
+        L += [
+            f"Channel {r['channel']}, {r['samples']} samples every {_f(r['sample_spacing']['median'] * 1e3, '.2f')} "
+            f"ms (p95 {_f(r['sample_spacing']['p95'] * 1e3, '.2f')} ms), {r['read_errors']} read errors{extra}.",
+            "",
+            *_windows_table(r["windows"]),
+            "",
+        ]
     sq = res.get("square")
     if sq and "instant" in sq:
-        L += ["## 5a. Power field windows (square-wave load, step response)", "",
-              f"Instant field: {sq['fast']['cycles']} cycles of 0.5 s busy / 0.5 s idle"
-              + (" (rising edges placed 0-50 ms before the instant field's refreshes)" if sq.get("grid") else "")
-              + f"; average field: {sq['slow']['cycles']} cycles of {sq['slow']['busy_s']} s / {sq['slow']['idle_s']} s. "
-              "Fit of d = lag + window·f over the readings that show part of a step (d: refresh time after the edge, "
-              "the refresh placed where the host first saw it, or at the field's own timestamp):", "",
-              "| field | refresh placed by | edge | window s | lag s | partial readings |", "|---|---|---|---|---|---|"]
+        L += [
+            "## 5a. Power field windows (square-wave load, step response)",
+            "",
+            f"Instant field: {sq['fast']['cycles']} cycles of 0.5 s busy / 0.5 s idle"
+            + (
+                " (rising edges placed 0-50 ms before the instant field's refreshes)"
+                if sq.get("grid")
+                else ""
+            )
+            + f"; average field: {sq['slow']['cycles']} cycles of {sq['slow']['busy_s']} s / {sq['slow']['idle_s']} s. "
+            "Fit of d = lag + window·f over the readings that show part of a step (d: refresh time after the edge, "
+            "the refresh placed where the host first saw it, or at the field's own timestamp):",
+            "",
+            "| field | refresh placed by | edge | window s | lag s | partial readings |",
+            "|---|---|---|---|---|---|",
+        ]
         for fld in ("instant", "instant_slow", "average"):
             for how, fits in sq.get(fld, {}).items():
                 for edge in ("up", "down"):
                     ft = fits[edge]
-                    L.append(f"| {fld} | {how} | {edge} | {_f(ft['window_s'])} | {_f(ft['lag_s'])} | "
-                             f"{ft['n_partial']} |")
+                    L.append(
+                        f"| {fld} | {how} | {edge} | {_f(ft['window_s'])} | {_f(ft['lag_s'])} | "
+                        f"{ft['n_partial']} |"
+                    )
         L.append("")
     elif sq:
-        L += ["## 5a. Power field windows", "", f"Failed or skipped: {sq.get('error') or sq.get('skipped')}", ""]
+        L += [
+            "## 5a. Power field windows",
+            "",
+            f"Failed or skipped: {sq.get('error') or sq.get('skipped')}",
+            "",
+        ]
     cmp_rows = res.get("comparison")
     if cmp_rows:
-        L += ["## 5. Emulated H100 vs this GPU", "", "| parameter | emulated | measured | agrees |", "|---|---|---|---|"]
+        L += [
+            "## 5. Emulated H100 vs this GPU",
+            "",
+            "| parameter | emulated | measured | agrees |",
+            "|---|---|---|---|",
+        ]
         for r in cmp_rows:
             a = {True: "yes", False: "**no**", None: "not measured"}[r["agrees"]]
-            L.append(f"| {r['parameter']} | {_f(r['emulated'])} | {_f(r['measured'])} | {a} ({r['tolerance']}) |")
+            L.append(
+                f"| {r['parameter']} | {_f(r['emulated'])} | {_f(r['measured'])} | {a} ({r['tolerance']}) |"
+            )
         L.append("")
     if res.get("errors"):
         L += ["## Errors", ""] + [f"- {k}: {v}" for k, v in res["errors"].items()] + [""]
@@ -968,7 +1195,9 @@ def _clean(x: Any) -> Any:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     ap.add_argument("--out", default="gpu_check.json", help="JSON results (raw series beside it as .npz)")
     ap.add_argument("--device", type=int, default=0, help="CUDA device index")
     ap.add_argument("--quick", action="store_true", help="short durations (smoke run, ~40 s)")
@@ -1001,7 +1230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoGpu as exc:
         print(f"gpu_check: no NVIDIA GPU usable here: {exc}", file=sys.stderr)
         return NO_GPU_EXIT
-    except Exception as exc:  # noqa: BLE001 - one line whatever went wrong while looking
+    except Exception as exc:
         print(f"gpu_check: no NVIDIA GPU usable here: {type(exc).__name__}: {exc}", file=sys.stderr)
         return NO_GPU_EXIT
     torch, nv = gpu.torch, gpu.nvml
@@ -1011,15 +1240,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             v = fn()
             return v.decode() if isinstance(v, bytes) else str(v)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return "?"
 
     res: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": vars(args),
-        "gpu": {"name": gpu.name, "bus_id": gpu.bus_id, "uuid": gpu.uuid, "torch": torch.__version__,
-                "cuda": torch.version.cuda, "driver": txt(lambda: nv.nvmlSystemGetDriverVersion()),
-                "nvml_version": txt(lambda: nv.nvmlSystemGetNVMLVersion())},
-        "errors": {}}
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "args": vars(args),
+        "gpu": {
+            "name": gpu.name,
+            "bus_id": gpu.bus_id,
+            "uuid": gpu.uuid,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "driver": txt(lambda: nv.nvmlSystemGetDriverVersion()),
+            "nvml_version": txt(lambda: nv.nvmlSystemGetNVMLVersion()),
+        },
+        "errors": {},
+    }
     raw: dict[str, np.ndarray] = {}
     out = Path(args.out)
     log(f"{gpu.name} at {gpu.bus_id}; writing {out}")
@@ -1035,33 +1272,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             res[key] = fn()
-        except Exception as exc:  # noqa: BLE001 - one failed step must not lose the others
-            import traceback  # noqa: PLC0415
+        except Exception as exc:
+            import traceback
 
             traceback.print_exc(file=sys.stderr)
             res[key] = {"error": f"{type(exc).__name__}: {exc}"}
             res["errors"][key] = res[key]["error"]
         log(f"{title}: done in {time.monotonic() - t0:.1f} s")
 
-    step("poll", f"steps 1-2: dense reads every {args.poll_ms} ms for {args.poll_s} s under load",
-         lambda: step_poll(gpu, load, args.poll_s, args.poll_ms / 1e3, raw))
-    step("matmul", f"step 3: {args.matmul_windows} x {args.window_s} s matmul windows, 10 ms sampler",
-         lambda: step_matmul_windows(gpu, load, args.window_s, args.matmul_windows, raw))
-    step("diffusion", f"step 4: {args.window_s} s diffusion loop, 10 ms sampler", lambda: step_diffusion(gpu, args, raw))
+    step(
+        "poll",
+        f"steps 1-2: dense reads every {args.poll_ms} ms for {args.poll_s} s under load",
+        lambda: step_poll(gpu, load, args.poll_s, args.poll_ms / 1e3, raw),
+    )
+    step(
+        "matmul",
+        f"step 3: {args.matmul_windows} x {args.window_s} s matmul windows, 10 ms sampler",
+        lambda: step_matmul_windows(gpu, load, args.window_s, args.matmul_windows, raw),
+    )
+    step(
+        "diffusion",
+        f"step 4: {args.window_s} s diffusion loop, 10 ms sampler",
+        lambda: step_diffusion(gpu, args, raw),
+    )
+
     def square() -> dict[str, Any]:
         fit = (res.get("poll") or {}).get("instant_seen", {}).get("fit", {})
-        grid = (fit["period_s"], fit["phase_s"]) if math.isfinite(fit.get("period_s", math.nan)) \
-            and fit.get("jitter_s", 1.0) < 0.005 else None
+        grid = (
+            (fit["period_s"], fit["phase_s"])
+            if math.isfinite(fit.get("period_s", math.nan)) and fit.get("jitter_s", 1.0) < 0.005
+            else None
+        )
         return step_square(gpu, load, args, grid, raw)
 
-    step("square", f"step 5: square waves, {args.fast_cycles} x 0.5/0.5 s and {args.cycles} x "
-         f"{args.busy_s}/{args.idle_s} s busy/idle", square)
+    step(
+        "square",
+        f"step 5: square waves, {args.fast_cycles} x 0.5/0.5 s and {args.cycles} x "
+        f"{args.busy_s}/{args.idle_s} s busy/idle",
+        square,
+    )
     try:
         emu = emulated_h100_parameters()
-        meas = measured_parameters(res.get("poll") or {}, res.get("square") if "instant" in (res.get("square") or {})
-                                   else None)
+        meas = measured_parameters(
+            res.get("poll") or {}, res.get("square") if "instant" in (res.get("square") or {}) else None
+        )
         res["emulated"], res["measured"], res["comparison"] = emu, meas, compare(emu, meas)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         res["errors"]["comparison"] = f"{type(exc).__name__}: {exc}"
     if not res["errors"]:
         del res["errors"]
@@ -1072,7 +1328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"wrote {out} and {out.with_suffix('.npz')}")
     try:
         nv.nvmlShutdown()
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return 1 if res.get("errors") else 0
 

@@ -39,14 +39,37 @@ def build(path: Path, n_channels: int, n_samples: int, dt: float = 0.001) -> int
     from energy_hpc.store import CHANNEL_FIELDS, RunHeader, RunWriter
     from energy_hpc.windows import WINDOW_DTYPE
 
-    header = RunHeader(job_name="bench", job_text="", job_path="", epoch_unix=0.0, n_ranks=n_channels,
-                       n_nodes=max(n_channels // 8, 1), launcher="bench", contains_synthetic=True)
+    header = RunHeader(
+        job_name="bench",
+        job_text="",
+        job_path="",
+        epoch_unix=0.0,
+        n_ranks=n_channels,
+        n_nodes=max(n_channels // 8, 1),
+        launcher="bench",
+        contains_synthetic=True,
+    )
     metas = []
     for r in range(n_channels):
         m = {k: ("" if kind == "str" else 0) for k, (kind, _, _) in CHANNEL_FIELDS.items()}
-        m.update(rank=r, host=f"n{r // 8}", node=r // 8, name=f"bench:{r}", scope="gpu", device=f"gpu{r}",
-                 backend="synthetic", method="synthetic", shared_with="", has_energy=1, update_period=0.001,
-                 energy_resolution=1e-6, power_kind="instant", label="", note="", n_samples=n_samples)
+        m.update(
+            rank=r,
+            host=f"n{r // 8}",
+            node=r // 8,
+            name=f"bench:{r}",
+            scope="gpu",
+            device=f"gpu{r}",
+            backend="synthetic",
+            method="synthetic",
+            shared_with="",
+            has_energy=1,
+            update_period=0.001,
+            energy_resolution=1e-6,
+            power_kind="instant",
+            label="",
+            note="",
+            n_samples=n_samples,
+        )
         metas.append(m)
     wr = RunWriter(path, header, metas, n_samples)
     for i in range(n_channels):
@@ -59,16 +82,45 @@ def build(path: Path, n_channels: int, n_samples: int, dt: float = 0.001) -> int
             e0 = float(en[-1])
             wr.write_channel(i, t, p, en, np.full(e - s, np.nan), start=s)
     t_end = n_samples * dt
-    wins = [(r, -1, b"idle", -1, 0.5, 0.5 + t_end * 0.02, b"", 0.0, b"", 0.0, b"", b"ok") for r in range(n_channels)]
+    wins = [
+        (r, -1, b"idle", -1, 0.5, 0.5 + t_end * 0.02, b"", 0.0, b"", 0.0, b"", b"ok")
+        for r in range(n_channels)
+    ]
     edges = np.linspace(t_end * 0.05, t_end * 0.99, 201)
     for r in range(n_channels):
-        wins += [(r, 0, b"measure", k, edges[k], edges[k + 1] - 0.01, b"", 1.0, b"image", 0.0, b"", b"ok")
-                 for k in range(200)]
-    cases = [{"task": "text-to-image", "model": "bench", "source": "random", "dtype": "fp16", "batch_size": 1,
-              "label": "", "unit": "image", "params": json.dumps({"task": "text-to-image", "model": "bench"})}]
-    ranks = [{"host": f"n{r // 8}", "node": r // 8, "local_rank": r % 8, "device_kind": "cuda", "device_name": "",
-              "device_uuid": "", "device_bus_id": "", "visible_devices": "", "status": "ok", "error": "",
-              "sensors": "synthetic", "sensors_skipped": "{}"} for r in range(n_channels)]
+        wins += [
+            (r, 0, b"measure", k, edges[k], edges[k + 1] - 0.01, b"", 1.0, b"image", 0.0, b"", b"ok")
+            for k in range(200)
+        ]
+    cases = [
+        {
+            "task": "text-to-image",
+            "model": "bench",
+            "source": "random",
+            "dtype": "fp16",
+            "batch_size": 1,
+            "label": "",
+            "unit": "image",
+            "params": json.dumps({"task": "text-to-image", "model": "bench"}),
+        }
+    ]
+    ranks = [
+        {
+            "host": f"n{r // 8}",
+            "node": r // 8,
+            "local_rank": r % 8,
+            "device_kind": "cuda",
+            "device_name": "",
+            "device_uuid": "",
+            "device_bus_id": "",
+            "visible_devices": "",
+            "status": "ok",
+            "error": "",
+            "sensors": "synthetic",
+            "sensors_skipped": "{}",
+        }
+        for r in range(n_channels)
+    ]
     wr.write_tables(ranks, np.array(wins, dtype=WINDOW_DTYPE), cases)
     wr.close()
     return n_channels * n_samples * (8 + 4 + 8)
@@ -98,10 +150,16 @@ def step_reduce(path: Path) -> dict:
     t1 = time.perf_counter()
     rows = energy_table([path])
     if not (rows and rows[0]["energy_J"] == rows[0]["energy_J"] and rows[0]["method"] != "none"):
-        raise SystemExit(f"the reduction produced no energy (method {rows[0]['method'] if rows else '-'}): "
-                         "the benchmark file is wrong, the timing would mean nothing")
-    return {"seconds": time.perf_counter() - t1, "import_seconds": t1 - t0,
-            "energy_J": rows[0]["energy_J"], "units": rows[0]["units"]}
+        raise SystemExit(
+            f"the reduction produced no energy (method {rows[0]['method'] if rows else '-'}): "
+            "the benchmark file is wrong, the timing would mean nothing"
+        )
+    return {
+        "seconds": time.perf_counter() - t1,
+        "import_seconds": t1 - t0,
+        "energy_J": rows[0]["energy_J"],
+        "units": rows[0]["units"],
+    }
 
 
 def drop_caches() -> bool:
@@ -141,8 +199,13 @@ def main() -> None:
         t0 = time.perf_counter()
         nbytes = build(path, a.channels, a.samples)
         build_s = time.perf_counter() - t0
-        result = {"channels": a.channels, "samples": a.samples, "trace_bytes": nbytes,
-                  "file_bytes": path.stat().st_size, "build_seconds": round(build_s, 1)}
+        result = {
+            "channels": a.channels,
+            "samples": a.samples,
+            "trace_bytes": nbytes,
+            "file_bytes": path.stat().st_size,
+            "build_seconds": round(build_s, 1),
+        }
         for label in ("cold", "warm"):
             cold = label == "cold"
             dropped = drop_caches() if cold else None
@@ -150,15 +213,17 @@ def main() -> None:
             if cold:
                 drop_caches()
             red = child("reduce", path)
-            result[label] = {"caches_dropped": dropped,
-                             "h5py_read_s": round(rd["seconds"], 2),
-                             "h5py_read_MBps": round(rd["bytes"] / rd["seconds"] / 1e6, 1),
-                             "h5py_read_max_rss_MiB": round(rd["max_rss_MiB"]),
-                             "reduce_s": round(red["seconds"], 2),
-                             "reduce_MBps": round(rd["bytes"] / red["seconds"] / 1e6, 1),
-                             "reduce_import_s": round(red["import_seconds"], 2),
-                             "reduce_max_rss_MiB": round(red["max_rss_MiB"]),
-                             "speed_ratio": round(rd["seconds"] / red["seconds"], 3)}
+            result[label] = {
+                "caches_dropped": dropped,
+                "h5py_read_s": round(rd["seconds"], 2),
+                "h5py_read_MBps": round(rd["bytes"] / rd["seconds"] / 1e6, 1),
+                "h5py_read_max_rss_MiB": round(rd["max_rss_MiB"]),
+                "reduce_s": round(red["seconds"], 2),
+                "reduce_MBps": round(rd["bytes"] / red["seconds"] / 1e6, 1),
+                "reduce_import_s": round(red["import_seconds"], 2),
+                "reduce_max_rss_MiB": round(red["max_rss_MiB"]),
+                "speed_ratio": round(rd["seconds"] / red["seconds"], 3),
+            }
         print(json.dumps(result, indent=2))
     finally:
         if not a.keep:

@@ -74,13 +74,21 @@ def main() -> None:
     from energy_hpc.workloads.models import materialise_random
 
     with tempfile.TemporaryDirectory() as d:
-        env = dict(os.environ, ENERGY_HPC_CACHE=d, TRANSFORMERS_VERBOSITY="error", DIFFUSERS_VERBOSITY="error",
-                   HF_HUB_DISABLE_PROGRESS_BARS="1")
+        env = dict(
+            os.environ,
+            ENERGY_HPC_CACHE=d,
+            TRANSFORMERS_VERBOSITY="error",
+            DIFFUSERS_VERBOSITY="error",
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+        )
         os.environ["ENERGY_HPC_CACHE"] = d
         model = materialise_random("tiny-sd")
         job = Path(d) / "job.toml"
-        job.write_text(JOB.format(warmup=WARMUP, iters=ITERS, sensors=args.sensors, model=model, batch=BATCH,
-                                  steps=STEPS))
+        job.write_text(
+            JOB.format(
+                warmup=WARMUP, iters=ITERS, sensors=args.sensors, model=model, batch=BATCH, steps=STEPS
+            )
+        )
         plain = Path(d) / "plain.py"
         plain.write_text(PLAIN.format(n=WARMUP + ITERS, batch=BATCH, steps=STEPS))
         launch = [str(BIN / "mpiexec"), "-n", str(args.ranks)] if args.ranks > 1 else []
@@ -93,11 +101,15 @@ def main() -> None:
                 acc.append(timed(cmd, env))
                 print(f"repeat {i + 1}/{args.repeats} {which}: {acc[-1]:.2f} s", file=sys.stderr)
         out = {
-            "ranks": args.ranks, "sensors": args.sensors, "repeats": args.repeats,
-            "plain_median_s": statistics.median(a), "energy_hpc_median_s": statistics.median(b),
+            "ranks": args.ranks,
+            "sensors": args.sensors,
+            "repeats": args.repeats,
+            "plain_median_s": statistics.median(a),
+            "energy_hpc_median_s": statistics.median(b),
             "overhead_s": statistics.median(b) - statistics.median(a),
             "ratio": statistics.median(b) / statistics.median(a),
-            "plain_s": [round(x, 3) for x in a], "energy_hpc_s": [round(x, 3) for x in b],
+            "plain_s": [round(x, 3) for x in a],
+            "energy_hpc_s": [round(x, 3) for x in b],
         }
         print(json.dumps(out, indent=2))
 

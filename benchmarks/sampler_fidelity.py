@@ -39,8 +39,9 @@ def make_sensor(kind: str):
         from energy_hpc.telemetry import nvml
         from energy_hpc.telemetry.emulated.pynvml_api import h100_node, make_pynvml
 
-        return nvml.open_sensor(SensorContext(options={"nvml": {"probe_reads": 0}}),
-                                library=make_pynvml(h100_node(1)))
+        return nvml.open_sensor(
+            SensorContext(options={"nvml": {"probe_reads": 0}}), library=make_pynvml(h100_node(1))
+        )
     raise SystemExit(f"unknown sensor {kind}")
 
 
@@ -50,8 +51,9 @@ def make_model(threads: int, d_model: int, layers: int, batch: int, seq: int):
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
-    layer = torch.nn.TransformerEncoderLayer(d_model=d_model, nhead=4, dim_feedforward=4 * d_model,
-                                             batch_first=True)
+    layer = torch.nn.TransformerEncoderLayer(
+        d_model=d_model, nhead=4, dim_feedforward=4 * d_model, batch_first=True
+    )
     model = torch.nn.TransformerEncoder(layer, num_layers=layers).eval()
     x = torch.randn(batch, seq, d_model)
     return model, x
@@ -77,17 +79,28 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=float, default=0.010, help="requested sampling interval (s)")
     ap.add_argument("--pairs", type=int, default=10, help="interleaved A/B block pairs")
     ap.add_argument("--block-s", type=float, default=1.5, help="seconds per block")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (0: torch default; 1 leaves a core to the rest of a 2-core box)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (0: torch default; 1 leaves a core to the rest of a 2-core box)",
+    )
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=64)
-    ap.add_argument("--null", action="store_true",
-                    help="A/A control: no sampler in either block (measures the noise floor of the slowdown)")
-    ap.add_argument("--mode", choices=("thread", "process"), default="thread",
-                    help="thread: a Sampler thread in this process; process: the sampling child process "
-                         "energy-hpc run uses by default (synthetic sensor only: fakes cannot cross processes)")
+    ap.add_argument(
+        "--null",
+        action="store_true",
+        help="A/A control: no sampler in either block (measures the noise floor of the slowdown)",
+    )
+    ap.add_argument(
+        "--mode",
+        choices=("thread", "process"),
+        default="thread",
+        help="thread: a Sampler thread in this process; process: the sampling child process "
+        "energy-hpc run uses by default (synthetic sensor only: fakes cannot cross processes)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.mode == "process" and args.sensor != "synthetic":
@@ -126,23 +139,34 @@ def main(argv=None) -> int:
         ratios.append(pair["on"] / pair["off"])
     iv = np.concatenate(intervals) * 1e3 if intervals else np.full(1, np.nan)
     result = {
-        "mode": args.mode, "sensor": args.sensor, "interval_ms": args.interval * 1e3, "pairs": args.pairs, "block_s": args.block_s,
-        "torch_threads": torch.get_num_threads(), "model": f"TransformerEncoder d={args.d_model} "
-        f"L={args.layers} x[{args.batch},{args.seq}]", "samples": int(n_samples),
-        "median_interval_ms": float(np.median(iv)), "p99_interval_ms": float(np.percentile(iv, 99)),
+        "mode": args.mode,
+        "sensor": args.sensor,
+        "interval_ms": args.interval * 1e3,
+        "pairs": args.pairs,
+        "block_s": args.block_s,
+        "torch_threads": torch.get_num_threads(),
+        "model": f"TransformerEncoder d={args.d_model} L={args.layers} x[{args.batch},{args.seq}]",
+        "samples": int(n_samples),
+        "median_interval_ms": float(np.median(iv)),
+        "p99_interval_ms": float(np.percentile(iv, 99)),
         "max_interval_ms": float(iv.max()),
         "slowdown_pct_median": (statistics.median(ratios) - 1) * 100,
         "slowdown_pct_mean": (statistics.fmean(ratios) - 1) * 100,
-        "pass_ms_off": statistics.median(per_pass["off"]) * 1e3, "pass_ms_on": statistics.median(per_pass["on"]) * 1e3,
-        "python": sys.version.split()[0], "torch": torch.__version__,
+        "pass_ms_off": statistics.median(per_pass["off"]) * 1e3,
+        "pass_ms_on": statistics.median(per_pass["on"]) * 1e3,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for k, v in result.items():
             print(f"{k:>22}: {v:.3f}" if isinstance(v, float) else f"{k:>22}: {v}")
-    ok = (abs(result["median_interval_ms"] / result["interval_ms"] - 1) <= 0.05
-          and result["p99_interval_ms"] < 20.0 and result["slowdown_pct_median"] < 1.0)
+    ok = (
+        abs(result["median_interval_ms"] / result["interval_ms"] - 1) <= 0.05
+        and result["p99_interval_ms"] < 20.0
+        and result["slowdown_pct_median"] < 1.0
+    )
     print("targets met" if ok else "targets NOT met", file=sys.stderr)
     return 0
 

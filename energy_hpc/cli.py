@@ -7,7 +7,7 @@ import importlib
 import logging
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from energy_hpc import __version__, commands
 from energy_hpc.errors import UserError
@@ -26,7 +26,8 @@ def _command_modules() -> dict[str, object]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="energy-hpc", description="Measure the energy of AI inference on HPC clusters.")
+        prog="energy-hpc", description="Measure the energy of AI inference on HPC clusters."
+    )
     parser.add_argument("--version", action="version", version=f"energy-hpc {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")

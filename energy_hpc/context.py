@@ -13,8 +13,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,13 @@ log = logging.getLogger(__name__)
 
 # Variables that MPI launchers set in every rank they start.
 _MPI_RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PALS_RANKID", "MPI_LOCALRANKID")
-_LOCAL_RANK_VARS = ("SLURM_LOCALID", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PALS_LOCAL_RANKID",
-                    "LOCAL_RANK")
+_LOCAL_RANK_VARS = (
+    "SLURM_LOCALID",
+    "MPI_LOCALRANKID",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "PALS_LOCAL_RANKID",
+    "LOCAL_RANK",
+)
 # Lowest level first: ROCR_VISIBLE_DEVICES selects from the node, HIP/CUDA_VISIBLE_DEVICES from those.
 VISIBLE_VARS = ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 
@@ -65,8 +71,10 @@ def visible_devices(env: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
             try:
                 items = tuple(entries[int(x)] for x in items)
             except IndexError:
-                raise LaunchError(f"{var}={raw} selects devices beyond the {len(entries)} that {name} "
-                                  f"leaves visible; fix the binding in the job script") from None
+                raise LaunchError(
+                    f"{var}={raw} selects devices beyond the {len(entries)} that {name} "
+                    f"leaves visible; fix the binding in the job script"
+                ) from None
         name, entries = var, items
     return name, entries
 
@@ -113,8 +121,9 @@ class Comm:
     def isend_obj(self, obj: Any, dest: int, tag: int) -> Any:
         raise RuntimeError("isend_obj needs more than one rank")
 
-    def wait_message(self, source: int, tag: int, give_up: Callable[[], str],
-                     max_pause: float = _POLL_MAX_S) -> tuple[int, int]:
+    def wait_message(
+        self, source: int, tag: int, give_up: Callable[[], str], max_pause: float = _POLL_MAX_S
+    ) -> tuple[int, int]:
         """Wait for a message from ``source`` (or any rank: -1) with ``tag``; (source, tag) when one
         is there. ``give_up`` is called about once a second and returns a reason to stop waiting
         (or ''), which is raised as :class:`PeerTimeout`."""
@@ -123,14 +132,20 @@ class Comm:
     def recv_obj(self, source: int, tag: int) -> Any:
         raise RuntimeError("recv_obj needs more than one rank")
 
-    def send_arrays(self, arrays: Sequence[np.ndarray], dest: int, tag: int,
-                    give_up: Callable[[], str] = lambda: "") -> None:
+    def send_arrays(
+        self, arrays: Sequence[np.ndarray], dest: int, tag: int, give_up: Callable[[], str] = lambda: ""
+    ) -> None:
         """Send several arrays (structured records too) as raw bytes, never pickled; gives up when
         ``give_up`` returns a reason (checked about once a second), raised as :class:`PeerTimeout`."""
         raise RuntimeError("send_arrays needs more than one rank")
 
-    def recv_arrays_until(self, source: int, tag: int, give_up: Callable[[], str],
-                          alloc: Callable[[int], np.ndarray] | None = None) -> list[np.ndarray]:
+    def recv_arrays_until(
+        self,
+        source: int,
+        tag: int,
+        give_up: Callable[[], str],
+        alloc: Callable[[int], np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         """Receive the arrays of one :meth:`send_arrays`. They land in one uint8 buffer from
         ``alloc(nbytes)`` (at least ``nbytes`` long: buffers are reused), else in a new one."""
         raise RuntimeError("recv_arrays_until needs more than one rank")
@@ -160,9 +175,11 @@ class MpiComm(Comm):
                 self._own_finalize = False
             from mpi4py import MPI
         except ImportError as exc:
-            raise LaunchError(f"launched under MPI but mpi4py cannot be imported ({exc}); install it "
-                              "with `pip install energy-hpc[mpi]` (built against your MPI), or run "
-                              "a single process with ENERGY_HPC_MPI=0") from None
+            raise LaunchError(
+                f"launched under MPI but mpi4py cannot be imported ({exc}); install it "
+                "with `pip install energy-hpc[mpi]` (built against your MPI), or run "
+                "a single process with ENERGY_HPC_MPI=0"
+            ) from None
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
@@ -176,8 +193,11 @@ class MpiComm(Comm):
         if MPI.Is_finalized():
             return
         if self.abandoned:
-            log.warning("rank %d: a peer is gone; ending the job with MPI_Abort (MPI_Finalize would wait "
-                        "for it forever)", self.rank)
+            log.warning(
+                "rank %d: a peer is gone; ending the job with MPI_Abort (MPI_Finalize would wait "
+                "for it forever)",
+                self.rank,
+            )
             for h in logging.getLogger("energy_hpc").handlers:
                 h.flush()
             __import__("sys").stdout.flush()
@@ -187,8 +207,9 @@ class MpiComm(Comm):
     def isend_obj(self, obj: Any, dest: int, tag: int) -> Any:
         return self.comm.isend(obj, dest=dest, tag=tag)
 
-    def wait_message(self, source: int, tag: int, give_up: Callable[[], str],
-                     max_pause: float = _POLL_MAX_S) -> tuple[int, int]:
+    def wait_message(
+        self, source: int, tag: int, give_up: Callable[[], str], max_pause: float = _POLL_MAX_S
+    ) -> tuple[int, int]:
         MPI = self.MPI
         status = MPI.Status()
         src = MPI.ANY_SOURCE if source < 0 else source
@@ -206,29 +227,48 @@ class MpiComm(Comm):
     def recv_obj(self, source: int, tag: int) -> Any:
         return self.comm.recv(source=source, tag=tag)
 
-    def send_arrays(self, arrays: Sequence[np.ndarray], dest: int, tag: int,
-                    give_up: Callable[[], str] = lambda: "") -> None:
+    def send_arrays(
+        self, arrays: Sequence[np.ndarray], dest: int, tag: int, give_up: Callable[[], str] = lambda: ""
+    ) -> None:
         """Several arrays in one exchange, each sent straight from its own memory (no packing copy):
         a header with every dtype and shape, then one raw-byte message per array. Not a blocking
         Send: MPICH's busy-polls until the receiver takes the payload, and a few senders spinning on
         an oversubscribed node starve the one rank that receives and writes."""
         arrays = [np.ascontiguousarray(a) for a in arrays]
-        self.comm.send([(a.dtype.descr if a.dtype.names else a.dtype.str, a.shape) for a in arrays],
-                       dest=dest, tag=tag)
-        self._wait_all([self.comm.Isend([a.reshape(-1).view(np.uint8), self.MPI.BYTE], dest=dest, tag=tag)
-                        for a in arrays if a.size], give_up)
+        self.comm.send(
+            [(a.dtype.descr if a.dtype.names else a.dtype.str, a.shape) for a in arrays], dest=dest, tag=tag
+        )
+        self._wait_all(
+            [
+                self.comm.Isend([a.reshape(-1).view(np.uint8), self.MPI.BYTE], dest=dest, tag=tag)
+                for a in arrays
+                if a.size
+            ],
+            give_up,
+        )
 
-    def recv_arrays_until(self, source: int, tag: int, give_up: Callable[[], str],
-                          alloc: Callable[[int], np.ndarray] | None = None) -> list[np.ndarray]:
+    def recv_arrays_until(
+        self,
+        source: int,
+        tag: int,
+        give_up: Callable[[], str],
+        alloc: Callable[[int], np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         self.wait_message(source, tag, give_up, max_pause=0.001)
         header = self.comm.recv(source=source, tag=tag)
         dtypes = [np.dtype(dt if isinstance(dt, str) else [tuple(f) for f in dt]) for dt, _ in header]
         sizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for dt, (_, shape) in zip(dtypes, header)]
         starts = np.cumsum([0] + [-(-n // 8) * 8 for n in sizes])  # 8-byte aligned slots
         buf = alloc(int(starts[-1])) if alloc else np.empty(int(starts[-1]), np.uint8)
-        out = [buf[a:a + n].view(dt).reshape(shape) for dt, (_, shape), a, n in zip(dtypes, header, starts, sizes)]
-        reqs = [self.comm.Irecv([buf[a:a + n], self.MPI.BYTE], source=source, tag=tag)
-                for a, n in zip(starts, sizes) if n]
+        out = [
+            buf[a : a + n].view(dt).reshape(shape)
+            for dt, (_, shape), a, n in zip(dtypes, header, starts, sizes)
+        ]
+        reqs = [
+            self.comm.Irecv([buf[a : a + n], self.MPI.BYTE], source=source, tag=tag)
+            for a, n in zip(starts, sizes)
+            if n
+        ]
         self._wait_all(reqs, give_up)
         return out
 
@@ -310,9 +350,15 @@ class RankContext:
 
 
 def slurm_info(env: Mapping[str, str]) -> dict:
-    keys = {"job_id": "SLURM_JOB_ID", "step_id": "SLURM_STEP_ID", "job_name": "SLURM_JOB_NAME",
-            "partition": "SLURM_JOB_PARTITION", "nodelist": "SLURM_JOB_NODELIST",
-            "array_task_id": "SLURM_ARRAY_TASK_ID", "cluster": "SLURM_CLUSTER_NAME"}
+    keys = {
+        "job_id": "SLURM_JOB_ID",
+        "step_id": "SLURM_STEP_ID",
+        "job_name": "SLURM_JOB_NAME",
+        "partition": "SLURM_JOB_PARTITION",
+        "nodelist": "SLURM_JOB_NODELIST",
+        "array_task_id": "SLURM_ARRAY_TASK_ID",
+        "cluster": "SLURM_CLUSTER_NAME",
+    }
     return {k: env[v] for k, v in keys.items() if v in env}
 
 
@@ -338,14 +384,25 @@ def detect(env: Mapping[str, str] | None = None, force_mpi: bool | None = None) 
         if comm.size == 1 and expected > 1:
             raise LaunchError(
                 f"the launcher started {expected} tasks but MPI sees only 1 rank in each: srun needs an "
-                "MPI plugin (srun --mpi=pmix or --mpi=pmi2; cray_shasta on HPE Cray), or use mpiexec")
+                "MPI plugin (srun --mpi=pmix or --mpi=pmi2; cray_shasta on HPE Cray), or use mpiexec"
+            )
         local_rank, local_size, node_index, n_nodes = comm.split_shared()
     else:
         comm = SingleComm()
         launcher = "single"
         local_rank, local_size, node_index, n_nodes = 0, 1, 0, 1
-    ctx = RankContext(rank=comm.rank, size=comm.size, local_rank=local_rank, local_size=local_size,
-                      node_index=node_index, n_nodes=n_nodes, hostname=hostname, launcher=launcher,
-                      visible_env=vis_env, visible_devices=vis, slurm=slurm_info(env))
+    ctx = RankContext(
+        rank=comm.rank,
+        size=comm.size,
+        local_rank=local_rank,
+        local_size=local_size,
+        node_index=node_index,
+        n_nodes=n_nodes,
+        hostname=hostname,
+        launcher=launcher,
+        visible_env=vis_env,
+        visible_devices=vis,
+        slurm=slurm_info(env),
+    )
     log.debug("rank context: %s", ctx)
     return ctx, comm

@@ -28,21 +28,30 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from energy_hpc.context import Comm, PeerTimeout
 from energy_hpc.spill import Heartbeat, RankSpill, SpillPlan, missing_rank_record
-from energy_hpc.store import RunHeader, RunWriter, channel_record, emulated_parts, emulated_text, place, temp_path
+from energy_hpc.store import (
+    RunHeader,
+    RunWriter,
+    channel_record,
+    emulated_parts,
+    emulated_text,
+    place,
+    temp_path,
+)
 from energy_hpc.telemetry.sampler import ChannelTrace
 from energy_hpc.windows import WINDOW_DTYPE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["gather_and_write", "channel_record", "GatherOutcome", "PIECE_SAMPLES"]
+__all__ = ["PIECE_SAMPLES", "GatherOutcome", "channel_record", "gather_and_write"]
 
 _TAG_META = 21
 _TAG_REQ = 22
@@ -62,29 +71,72 @@ class GatherOutcome:
     keep_spills: set[int] = field(default_factory=set)  # ranks whose spill holds what the file lacks
 
 
-def gather_and_write(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset: float,
-                     windows: np.ndarray, rank_record: dict[str, Any], node: int, host: str,
-                     header: RunHeader | None, cases: Sequence[dict] | None, out: Path | None,
-                     stem: str | None, compression: str = "none", spills: SpillPlan | None = None,
-                     interrupted: Callable[[], str] = lambda: "", piece: int = PIECE_SAMPLES
-                     ) -> tuple[Path | None, str]:
+def gather_and_write(
+    comm: Comm,
+    *,
+    traces: Sequence[ChannelTrace],
+    time_offset: float,
+    windows: np.ndarray,
+    rank_record: dict[str, Any],
+    node: int,
+    host: str,
+    header: RunHeader | None,
+    cases: Sequence[dict] | None,
+    out: Path | None,
+    stem: str | None,
+    compression: str = "none",
+    spills: SpillPlan | None = None,
+    interrupted: Callable[[], str] = lambda: "",
+    piece: int = PIECE_SAMPLES,
+) -> tuple[Path | None, str]:
     """Collective over the live ranks: every rank calls it. Returns (run file path, run status) on
     rank 0, (None, "") elsewhere. The run is ``complete`` when every rank finished every case, else
     ``partial`` with the reason. ``interrupted`` returns the name of a signal rank 0 got (then it waits at
     most SIGNAL_GRACE_S more for ranks that have not reported)."""
-    o = gather(comm, traces=traces, time_offset=time_offset, windows=windows, rank_record=rank_record,
-               node=node, host=host, header=header, cases=cases, out=out, stem=stem, compression=compression,
-               spills=spills, interrupted=interrupted, piece=piece)
+    o = gather(
+        comm,
+        traces=traces,
+        time_offset=time_offset,
+        windows=windows,
+        rank_record=rank_record,
+        node=node,
+        host=host,
+        header=header,
+        cases=cases,
+        out=out,
+        stem=stem,
+        compression=compression,
+        spills=spills,
+        interrupted=interrupted,
+        piece=piece,
+    )
     return o.path, o.status
 
 
-def gather(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset: float, windows: np.ndarray,
-           rank_record: dict[str, Any], node: int, host: str, header: RunHeader | None,
-           cases: Sequence[dict] | None, out: Path | None, stem: str | None, compression: str = "none",
-           spills: SpillPlan | None = None, interrupted: Callable[[], str] = lambda: "",
-           piece: int = PIECE_SAMPLES) -> GatherOutcome:
-    meta = {"rank": rank_record, "channels": [channel_record(t, comm.rank, host, node) for t in traces],
-            "n_windows": len(windows), "time_offset": float(time_offset)}
+def gather(
+    comm: Comm,
+    *,
+    traces: Sequence[ChannelTrace],
+    time_offset: float,
+    windows: np.ndarray,
+    rank_record: dict[str, Any],
+    node: int,
+    host: str,
+    header: RunHeader | None,
+    cases: Sequence[dict] | None,
+    out: Path | None,
+    stem: str | None,
+    compression: str = "none",
+    spills: SpillPlan | None = None,
+    interrupted: Callable[[], str] = lambda: "",
+    piece: int = PIECE_SAMPLES,
+) -> GatherOutcome:
+    meta = {
+        "rank": rank_record,
+        "channels": [channel_record(t, comm.rank, host, node) for t in traces],
+        "n_windows": len(windows),
+        "time_offset": float(time_offset),
+    }
     if comm.rank != 0:
         _serve(comm, meta, traces, time_offset, windows, spills, piece)
         return GatherOutcome(None, "", {})
@@ -93,15 +145,35 @@ def gather(comm: Comm, *, traces: Sequence[ChannelTrace], time_offset: float, wi
     if heartbeat:
         heartbeat.__enter__()
     try:
-        return _collect(comm, meta, traces, time_offset, windows, header, cases or [], out, stem, compression,
-                        spills, interrupted, piece)
+        return _collect(
+            comm,
+            meta,
+            traces,
+            time_offset,
+            windows,
+            header,
+            cases or [],
+            out,
+            stem,
+            compression,
+            spills,
+            interrupted,
+            piece,
+        )
     finally:
         if heartbeat:
             heartbeat.__exit__()
 
 
-def _serve(comm: Comm, meta: dict, traces: Sequence[ChannelTrace], offset: float, windows: np.ndarray,
-           spills: SpillPlan | None, piece: int) -> None:
+def _serve(
+    comm: Comm,
+    meta: dict,
+    traces: Sequence[ChannelTrace],
+    offset: float,
+    windows: np.ndarray,
+    spills: SpillPlan | None,
+    piece: int,
+) -> None:
     """A rank other than 0: report, wait for rank 0's go, then send everything in order: the
     windows, then each channel in pieces, each straight from the trace's memory (rank 0 subtracts
     the time offset). Each send completes only when rank 0 receives it, so nothing piles up."""
@@ -117,20 +189,44 @@ def _serve(comm: Comm, meta: dict, traces: Sequence[ChannelTrace], offset: float
             for t in traces:
                 for lo in range(0, len(t.time), piece):
                     hi = lo + piece
-                    comm.send_arrays([t.time[lo:hi], t.power[lo:hi].astype(np.float32), t.energy[lo:hi],
-                                      t.sensor_time[lo:hi]], 0, _TAG_DATA, give_up)
+                    comm.send_arrays(
+                        [
+                            t.time[lo:hi],
+                            t.power[lo:hi].astype(np.float32),
+                            t.energy[lo:hi],
+                            t.sensor_time[lo:hi],
+                        ],
+                        0,
+                        _TAG_DATA,
+                        give_up,
+                    )
     except PeerTimeout as exc:
-        where = f"; its spill file stays in {spills.folder}: rebuild the run with `energy-hpc merge`" \
-            if spills else ""
+        where = (
+            f"; its spill file stays in {spills.folder}: rebuild the run with `energy-hpc merge`"
+            if spills
+            else ""
+        )
         log.error("rank %d: rank 0 is gone (%s): nobody will write the run file%s", comm.rank, exc, where)
         comm.abandon()
         return
     sent.wait()
 
 
-def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: float, windows0: np.ndarray,
-             header: RunHeader, cases: Sequence[dict], out: Path, stem: str, compression: str,
-             spills: SpillPlan | None, interrupted: Callable[[], str], piece: int) -> GatherOutcome:
+def _collect(
+    comm: Comm,
+    meta0: dict,
+    traces: Sequence[ChannelTrace],
+    offset: float,
+    windows0: np.ndarray,
+    header: RunHeader,
+    cases: Sequence[dict],
+    out: Path,
+    stem: str,
+    compression: str,
+    spills: SpillPlan | None,
+    interrupted: Callable[[], str],
+    piece: int,
+) -> GatherOutcome:
     metas: dict[int, dict] = {0: meta0}
     missing: dict[int, str] = {}
     if comm.size > 1:
@@ -151,8 +247,10 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
 
     channels = [c for r in range(comm.size) for c in rank_channels(r)]
     first_channel = np.cumsum([0] + [len(rank_channels(r)) for r in range(comm.size)])
-    n_windows = [metas[r]["n_windows"] if r in metas else (len(recovered[r].windows) if r in recovered else 0)
-                 for r in range(comm.size)]
+    n_windows = [
+        metas[r]["n_windows"] if r in metas else (len(recovered[r].windows) if r in recovered else 0)
+        for r in range(comm.size)
+    ]
     first_window = np.cumsum([0] + n_windows)
     max_samples = max((c["n_samples"] for c in channels), default=0)
     header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
@@ -185,8 +283,15 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
             n_windows[r] = min(n_windows[r], len(s.windows))
         for r in range(1, comm.size):
             if r in recovered:
-                _write_from_spill(recovered[r], writer, int(first_channel[r]), int(first_window[r]),
-                                  len(rank_channels(r)), n_windows[r], piece)
+                _write_from_spill(
+                    recovered[r],
+                    writer,
+                    int(first_channel[r]),
+                    int(first_window[r]),
+                    len(rank_channels(r)),
+                    n_windows[r],
+                    piece,
+                )
         ranks = []
         for r in range(comm.size):
             if r in missing:
@@ -194,8 +299,11 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
             else:
                 rec = dict(metas[r]["rank"])
             ranks.append(dict(rec, rank=r))
-        problems = [f"rank {r}: {rec['status']}: {rec['error']}" for r, rec in enumerate(ranks)
-                    if rec["status"] != "ok"]
+        problems = [
+            f"rank {r}: {rec['status']}: {rec['error']}"
+            for r, rec in enumerate(ranks)
+            if rec["status"] != "ok"
+        ]
         if problems:
             header.status, header.status_reason = "partial", "; ".join(problems)[:4000]
             writer.set_status(header.status, header.status_reason)
@@ -207,14 +315,25 @@ def _collect(comm: Comm, meta0: dict, traces: Sequence[ChannelTrace], offset: fl
     path = place(tmp, out, stem)
     if missing:
         comm.abandon()  # MPI_Finalize would wait for the missing ranks forever
-    log.info("wrote %s (%d ranks, %d channels, %d windows%s)", path, comm.size, len(channels),
-             int(first_window[-1]), f", {len(missing)} rank(s) missing" if missing else "")
+    log.info(
+        "wrote %s (%d ranks, %d channels, %d windows%s)",
+        path,
+        comm.size,
+        len(channels),
+        int(first_window[-1]),
+        f", {len(missing)} rank(s) missing" if missing else "",
+    )
     keep = set(missing) | {r for r, rec in enumerate(ranks) if rec.get("spill_only")}
     return GatherOutcome(path, header.status, missing, keep)
 
 
-def _wait_for_reports(comm: Comm, metas: dict[int, dict], missing: dict[int, str], spills: SpillPlan | None,
-                      interrupted: Callable[[], str]) -> None:
+def _wait_for_reports(
+    comm: Comm,
+    metas: dict[int, dict],
+    missing: dict[int, str],
+    spills: SpillPlan | None,
+    interrupted: Callable[[], str],
+) -> None:
     pending = set(range(1, comm.size))
     live = {r: spills.liveness(r) for r in pending} if spills else {}
     fallback = spills.fallback_s if spills else float("inf")
@@ -240,8 +359,11 @@ def _wait_for_reports(comm: Comm, metas: dict[int, dict], missing: dict[int, str
             return ""
         next_check[0] = now + check_every
         for r in sorted(pending):
-            why = live[r].why_dead() if live else ("" if now - t0 < fallback else
-                                                 f"no answer within {fallback:.0f} s")
+            why = (
+                live[r].why_dead()
+                if live
+                else ("" if now - t0 < fallback else f"no answer within {fallback:.0f} s")
+            )
             if why:
                 missing[r] = why
                 pending.discard(r)
@@ -355,8 +477,9 @@ class _Receiver:
             self.sends.append(self.comm.isend_obj(("send", self.piece), self.live[self.told], _TAG_REQ))
             self.told += 1
 
-    def run(self, writer: RunWriter, behind: _WriteBehind, first_channel: Any, first_window: Any
-            ) -> dict[int, str]:
+    def run(
+        self, writer: RunWriter, behind: _WriteBehind, first_channel: Any, first_window: Any
+    ) -> dict[int, str]:
         """Returns the ranks that stopped answering, with why."""
         comm, failed = self.comm, {}
         lent: list[np.ndarray] = []  # the buffer the piece being received lands in
@@ -379,8 +502,15 @@ class _Receiver:
                     for lo in range(0, int(c["n_samples"]), self.piece):
                         last[0] = time.monotonic()
                         rows = comm.recv_arrays_until(r, _TAG_DATA, give_up, alloc=alloc)
-                        behind.put(_write_rows, writer, int(first_channel[r]) + j, rows, lo,
-                                   self.metas[r]["time_offset"], buf=lent.pop())
+                        behind.put(
+                            _write_rows,
+                            writer,
+                            int(first_channel[r]) + j,
+                            rows,
+                            lo,
+                            self.metas[r]["time_offset"],
+                            buf=lent.pop(),
+                        )
             except PeerTimeout as exc:
                 failed[r] = str(exc)
                 while lent:
@@ -402,8 +532,15 @@ def _write_rows(writer: RunWriter, i: int, rows: list[np.ndarray], start: int, o
     writer.write_channel(i, time_, power, energy, sensor_time, start)
 
 
-def _write_from_spill(s: RankSpill, writer: RunWriter, first_channel: int, first_window: int, n_channels: int,
-                      n_windows: int, piece: int) -> None:
+def _write_from_spill(
+    s: RankSpill,
+    writer: RunWriter,
+    first_channel: int,
+    first_window: int,
+    n_channels: int,
+    n_windows: int,
+    piece: int,
+) -> None:
     for j in range(min(n_channels, len(s.channels))):
         for lo, data in s.pieces(j, piece):
             writer.write_piece(first_channel + j, data, lo)

@@ -22,9 +22,10 @@ import shutil
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from energy_hpc.context import Comm, RankContext
 from energy_hpc.errors import UserError
@@ -65,7 +66,7 @@ def collective(comm: Comm, what: str, fn: Callable[[], Any]) -> Any:
         result = fn()
     except UserError as exc:
         message = str(exc)
-    except Exception as exc:  # noqa: BLE001 - must reach every rank; the traceback is logged here
+    except Exception as exc:
         log.error("rank %d: %s failed:\n%s", comm.rank, what, traceback.format_exc())
         message = f"{what}: {type(exc).__name__}: {exc}"
     messages = comm.gather(message, root=0)
@@ -74,8 +75,11 @@ def collective(comm: Comm, what: str, fn: Callable[[], Any]) -> Any:
         bad = [(r, m) for r, m in enumerate(messages) if m]
         if bad:
             r, m = bad[0]
-            first = m if comm.size == 1 else f"rank {r}: {m}" + (f" (and {len(bad) - 1} more ranks)"
-                                                                  if len(bad) > 1 else "")
+            first = (
+                m
+                if comm.size == 1
+                else f"rank {r}: {m}" + (f" (and {len(bad) - 1} more ranks)" if len(bad) > 1 else "")
+            )
     first = comm.bcast(first, root=0)
     if first:
         raise CollectiveUserError(first, quiet=comm.rank != 0)
@@ -132,14 +136,22 @@ def _sleep(seconds: float) -> None:
         time.sleep(min(left, 0.05))
 
 
-def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple[str, ...] | None = None,
-            interval_ms: float | None = None, keep_spills: bool | None = None) -> RunResult:
+def run_job(
+    job: Job,
+    out: Path,
+    ctx: RankContext,
+    comm: Comm,
+    *,
+    sensors: tuple[str, ...] | None = None,
+    interval_ms: float | None = None,
+    keep_spills: bool | None = None,
+) -> RunResult:
     """Measure ``job`` on this rank; rank 0 writes the run file into ``out``.
 
     Spills go to ``<out>/.<stem>.spill/`` every ``[measure] spill_seconds`` and are removed once the run
     file is in place, unless ``keep_spills`` (default: environment ENERGY_HPC_KEEP_SPILLS=1)."""
     from energy_hpc.gather import gather
-    from energy_hpc.spill import SpillPlan, Spiller, SpillWriter, rank_spill_path
+    from energy_hpc.spill import Spiller, SpillPlan, SpillWriter, rank_spill_path
     from energy_hpc.telemetry.registry import open_sensors
     from energy_hpc.telemetry.sampler import Sampler
 
@@ -149,8 +161,15 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
     if keep_spills is None:
         keep_spills = os.environ.get("ENERGY_HPC_KEEP_SPILLS", "") not in ("", "0")
 
-    collective(comm, "output", lambda: check_output_dir(
-        out, estimate_run_bytes(ctx.size, _expected_seconds(job), interval_s)) if root else None)
+    collective(
+        comm,
+        "output",
+        lambda: (
+            check_output_dir(out, estimate_run_bytes(ctx.size, _expected_seconds(job), interval_s))
+            if root
+            else None
+        ),
+    )
     # every rank knows the run's epoch and file stem before anything is measured
     epoch_unix, stem = comm.bcast((time.time(), run_file_stem(job.name, ctx.slurm)) if root else None, root=0)
     # monotonic value at the run's epoch on this node: run time = monotonic - offset
@@ -162,11 +181,17 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
         collective(comm, "models", lambda: _prepare_models(job.cases, ctx.node_leader))
         comm.barrier()  # the node leaders have built what the other ranks will load
 
-        sctx = SensorContext(hostname=ctx.hostname, local_rank=ctx.local_rank, node_leader=ctx.node_leader,
-                             visible_devices=_bound_entries(ctx, device),
-                             visible_env=ctx.visible_env, device_uuid=device.uuid, device_bus_id=device.bus_id,
-                             node_devices=_node_devices(comm, ctx.node_index, device.bus_id),
-                             options=dict(measure.sensor_options))
+        sctx = SensorContext(
+            hostname=ctx.hostname,
+            local_rank=ctx.local_rank,
+            node_leader=ctx.node_leader,
+            visible_devices=_bound_entries(ctx, device),
+            visible_env=ctx.visible_env,
+            device_uuid=device.uuid,
+            device_bus_id=device.bus_id,
+            node_devices=_node_devices(comm, ctx.node_index, device.bus_id),
+            options=dict(measure.sensor_options),
+        )
         names = sensors or measure.sensors
         if child is not None:
             sampler: Any = collective(comm, "sensors", lambda: child.open(names, sctx, interval_s))
@@ -187,29 +212,59 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
     plan = SpillPlan(Path(comm.bcast(spill_folder, root=0)), measure.spill_seconds)
 
     rank_record = {
-        "host": ctx.hostname, "node": ctx.node_index, "local_rank": ctx.local_rank,
-        "device_kind": device.kind, "device_name": device.name, "device_uuid": device.uuid,
+        "host": ctx.hostname,
+        "node": ctx.node_index,
+        "local_rank": ctx.local_rank,
+        "device_kind": device.kind,
+        "device_name": device.name,
+        "device_uuid": device.uuid,
         "device_bus_id": device.bus_id,
         "visible_devices": f"{ctx.visible_env}={','.join(ctx.visible_devices)}" if ctx.visible_env else "",
-        "status": "running", "error": "", "sensors": ",".join(backends),
+        "status": "running",
+        "error": "",
+        "sensors": ",".join(backends),
         "sensors_skipped": _json(skipped),
     }
     windows = WindowLog(ctx.rank, clock=time.monotonic, sync=device.synchronize)
-    run_attrs = {"rank": ctx.rank, "n_ranks": ctx.size, "n_nodes": ctx.n_nodes, "stem": stem,
-                 "job_name": job.name, "job_text": job.text, "job_path": job.path, "epoch_unix": epoch_unix,
-                 "launcher": ctx.launcher, "slurm_json": _json(ctx.slurm), "interval_s": interval_s,
-                 "spill_seconds": measure.spill_seconds, "host": ctx.hostname, "node": ctx.node_index,
-                 "cases_json": _json([_case_row(c) for c in job.cases])}
+    run_attrs = {
+        "rank": ctx.rank,
+        "n_ranks": ctx.size,
+        "n_nodes": ctx.n_nodes,
+        "stem": stem,
+        "job_name": job.name,
+        "job_text": job.text,
+        "job_path": job.path,
+        "epoch_unix": epoch_unix,
+        "launcher": ctx.launcher,
+        "slurm_json": _json(ctx.slurm),
+        "interval_s": interval_s,
+        "spill_seconds": measure.spill_seconds,
+        "host": ctx.hostname,
+        "node": ctx.node_index,
+        "cases_json": _json([_case_row(c) for c in job.cases]),
+    }
     spiller = None
     try:
         spill_writer = SpillWriter(rank_spill_path(plan.folder, ctx.rank), run_attrs, rank_record)
     except OSError as exc:  # the run goes on; only a crash would lose more
-        log.warning("rank %d: cannot create spill file in %s (%s); a crash would lose this rank's data",
-                    ctx.rank, plan.folder, exc)
+        log.warning(
+            "rank %d: cannot create spill file in %s (%s); a crash would lose this rank's data",
+            ctx.rank,
+            plan.folder,
+            exc,
+        )
     else:
-        spiller = Spiller(spill_writer, measure.spill_seconds, sampler.traces,
-                          lambda: to_array(list(windows.windows), offset), offset, time.monotonic,
-                          ctx.rank, ctx.hostname, ctx.node_index)
+        spiller = Spiller(
+            spill_writer,
+            measure.spill_seconds,
+            sampler.traces,
+            lambda: to_array(list(windows.windows), offset),
+            offset,
+            time.monotonic,
+            ctx.rank,
+            ctx.hostname,
+            ctx.node_index,
+        )
     signals = _Signals()
     failures: list[str] = []
     interrupted = ""
@@ -230,8 +285,10 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
                 except RunInterrupted:
                     raise
                 except (Exception, UserError) as exc:  # one case failing must not lose the others
-                    msg = f"case {case.index} ({case.task} {case.model} {case.dtype} bs={case.batch_size}): " \
-                          f"{type(exc).__name__}: {exc}"
+                    msg = (
+                        f"case {case.index} ({case.task} {case.model} {case.dtype} bs={case.batch_size}): "
+                        f"{type(exc).__name__}: {exc}"
+                    )
                     log.error("%s", msg)
                     log.debug("%s", traceback.format_exc())
                     failures.append(msg)
@@ -243,7 +300,7 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
             windows.interrupt_open()
             n = sum(w.status.value == "interrupted" for w in windows.windows)
             log.warning("interrupted by %s: %d open window(s) closed as interrupted", exc.signame, n)
-        except Exception as exc:  # noqa: BLE001 - outside the cases: still join the gather, as failed
+        except Exception as exc:
             msg = f"outside the cases: {type(exc).__name__}: {exc}"
             log.error("rank %d: %s", ctx.rank, msg)
             log.debug("%s", traceback.format_exc())
@@ -258,33 +315,63 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
         traces = sampler.traces()
         lost = getattr(sampler, "lost", "")
         if lost:  # the sampling child died: its samples since the last spill exist only in the spill
-            failures.append(f"{lost}; this rank's samples are in its spill file in {plan.folder}: rebuild "
-                            "the run with energy-hpc merge")
+            failures.append(
+                f"{lost}; this rank's samples are in its spill file in {plan.folder}: rebuild "
+                "the run with energy-hpc merge"
+            )
             rank_record["spill_only"] = True
         status = "interrupted" if interrupted else ("failed" if failures else "ok")
-        error = "; ".join(([f"interrupted by {interrupted}"] if interrupted else []) + failures
-                          + list(getattr(sampler, "hung_notes", [])) + _sensor_notes(traces, offset))
+        error = "; ".join(
+            ([f"interrupted by {interrupted}"] if interrupted else [])
+            + failures
+            + list(getattr(sampler, "hung_notes", []))
+            + _sensor_notes(traces, offset)
+        )
         rank_record.update(status=status, error=error)
         if spiller:
             spiller.stop(rank_record)
             if spiller.failed:
-                rank_record["error"] = "; ".join(x for x in (error, f"spilling failed: {spiller.failed}") if x)
+                rank_record["error"] = "; ".join(
+                    x for x in (error, f"spilling failed: {spiller.failed}") if x
+                )
         header = cases = None
         if root:
-            header = RunHeader(job_name=job.name, job_text=job.text, job_path=job.path, epoch_unix=epoch_unix,
-                               n_ranks=ctx.size, n_nodes=ctx.n_nodes, launcher=ctx.launcher, slurm=ctx.slurm,
-                               interval_s=interval_s)
+            header = RunHeader(
+                job_name=job.name,
+                job_text=job.text,
+                job_path=job.path,
+                epoch_unix=epoch_unix,
+                n_ranks=ctx.size,
+                n_nodes=ctx.n_nodes,
+                launcher=ctx.launcher,
+                slurm=ctx.slurm,
+                interval_s=interval_s,
+            )
             cases = [_case_row(c) for c in job.cases]
         outcome = gather(
-            comm, traces=traces, time_offset=offset, windows=to_array(windows.windows, offset),
-            rank_record=rank_record, node=ctx.node_index, host=ctx.hostname, header=header, cases=cases,
-            out=out, stem=stem, compression=measure.compression, spills=plan,
-            interrupted=lambda: signals.received)
+            comm,
+            traces=traces,
+            time_offset=offset,
+            windows=to_array(windows.windows, offset),
+            rank_record=rank_record,
+            node=ctx.node_index,
+            host=ctx.hostname,
+            header=header,
+            cases=cases,
+            out=out,
+            stem=stem,
+            compression=measure.compression,
+            spills=plan,
+            interrupted=lambda: signals.received,
+        )
         path, run_status = outcome.path, outcome.status
         if root and path is not None:
             if signals.received_at is not None:
-                log.warning("run file written %.2f s after %s", time.monotonic() - signals.received_at,
-                            signals.received)
+                log.warning(
+                    "run file written %.2f s after %s",
+                    time.monotonic() - signals.received_at,
+                    signals.received,
+                )
             if keep_spills:
                 log.info("spill files kept in %s", plan.folder)
             elif outcome.keep_spills:
@@ -292,9 +379,12 @@ def run_job(job: Job, out: Path, ctx: RankContext, comm: Comm, *, sensors: tuple
                 for r in range(ctx.size):
                     if r not in outcome.keep_spills:
                         rank_spill_path(plan.folder, r).unlink(missing_ok=True)
-                log.warning("spill files of rank(s) %s kept in %s: they hold data the run file lacks "
-                            "(energy-hpc merge rebuilds the run from them)",
-                            ",".join(map(str, sorted(outcome.keep_spills))), plan.folder)
+                log.warning(
+                    "spill files of rank(s) %s kept in %s: they hold data the run file lacks "
+                    "(energy-hpc merge rebuilds the run from them)",
+                    ",".join(map(str, sorted(outcome.keep_spills))),
+                    plan.folder,
+                )
             else:
                 shutil.rmtree(plan.folder, ignore_errors=True)
     finally:
@@ -327,8 +417,15 @@ def _expected_seconds(job: Job) -> float:
     """A rough length of the run, for the disk-space check: the fixed windows plus 30 s per case load
     and 5 s per iteration (a guess: real iterations can be longer)."""
     m = job.measure
-    per_case = [30.0 + 5.0 * ((m.warmup if c.warmup is None else c.warmup)
-                              + (m.iterations if c.iterations is None else c.iterations)) for c in job.cases]
+    per_case = [
+        30.0
+        + 5.0
+        * (
+            (m.warmup if c.warmup is None else c.warmup)
+            + (m.iterations if c.iterations is None else c.iterations)
+        )
+        for c in job.cases
+    ]
     return m.idle_seconds + m.cooldown_seconds + sum(per_case)
 
 
@@ -382,8 +479,17 @@ def _json(obj: Any) -> str:
 
 
 def _case_row(c: Case) -> dict[str, Any]:
-    return {"task": c.task, "model": c.model, "source": c.source, "dtype": c.dtype, "batch_size": c.batch_size,
-            "label": c.label, "unit": c.unit, "params": case_json(c), "provenance": _provenance(c)}
+    return {
+        "task": c.task,
+        "model": c.model,
+        "source": c.source,
+        "dtype": c.dtype,
+        "batch_size": c.batch_size,
+        "label": c.label,
+        "unit": c.unit,
+        "params": case_json(c),
+        "provenance": _provenance(c),
+    }
 
 
 def _provenance(c: Case) -> str:
@@ -422,8 +528,17 @@ def _run_case(job: Job, case: Case, device: Any, windows: WindowLog, root: bool)
     warmup = job.measure.warmup if case.warmup is None else case.warmup
     iterations = job.measure.iterations if case.iterations is None else case.iterations
     if root:
-        log.info("case %d/%d: %s %s %s batch %d: load, %d warm-up, %d measured", case.index + 1, len(job.cases),
-                 case.task, case.model, case.dtype, case.batch_size, warmup, iterations)
+        log.info(
+            "case %d/%d: %s %s %s batch %d: load, %d warm-up, %d measured",
+            case.index + 1,
+            len(job.cases),
+            case.task,
+            case.model,
+            case.dtype,
+            case.batch_size,
+            warmup,
+            iterations,
+        )
     wl = workload_class(case.task)(case, device)
     try:
         with windows.window(case.index, Phase.LOAD):
@@ -431,13 +546,21 @@ def _run_case(job: Job, case: Case, device: Any, windows: WindowLog, root: bool)
         for phase, n in ((Phase.WARMUP, warmup), (Phase.MEASURE, iterations)):
             for i in range(n):
                 with windows.window(case.index, phase, i, unit=wl.unit) as w:
+
                     def stage(name: str, unit: str = "", _p=phase, _i=i):
                         return windows.window(case.index, _p, _i, stage=name, unit=unit or wl.unit)
+
                     t0 = time.monotonic()
                     u = wl.run(i, stage)
                     w.units, w.aux_units, w.aux_unit = u.units, u.aux_units, wl.aux_unit
                 if root and phase is Phase.MEASURE:
-                    log.info("  iteration %d/%d: %g %s in %.2f s", i + 1, n, u.units, wl.unit,
-                             time.monotonic() - t0)
+                    log.info(
+                        "  iteration %d/%d: %g %s in %.2f s",
+                        i + 1,
+                        n,
+                        u.units,
+                        wl.unit,
+                        time.monotonic() - t0,
+                    )
     finally:
         wl.unload()

@@ -16,9 +16,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,8 +76,15 @@ class Case:
     def params(self) -> dict[str, Any]:
         """The parameters that identify the case in tables (JSON-serialisable)."""
         label = {"label": self.label} if self.label else {}
-        return {"task": self.task, "model": self.model, "source": self.source, "dtype": self.dtype,
-                "batch_size": self.batch_size, **label, **dict(self.options)}
+        return {
+            "task": self.task,
+            "model": self.model,
+            "source": self.source,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            **label,
+            **dict(self.options),
+        }
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ class Job:
 
 # ---------------------------------------------------------------- helpers
 
+
 def _did_you_mean(key: str, known: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(known))})"
@@ -103,8 +112,9 @@ def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], where: str) ->
 
 
 def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "table"}.get(type(v), type(v).__name__)
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "table"}.get(
+        type(v), type(v).__name__
+    )
 
 
 def _number(v: Any, where: str, *, lo: float, hi: float, integer: bool = False) -> float | int:
@@ -144,8 +154,19 @@ def _as_list(v: Any) -> list[Any]:
 # ---------------------------------------------------------------- sections
 
 _JOB_KEYS = ("name", "description")
-_MEASURE_KEYS = ("interval_ms", "idle_seconds", "warmup", "iterations", "cooldown_seconds", "sensors",
-                 "sensor_options", "device", "spill_seconds", "compression", "sampler")
+_MEASURE_KEYS = (
+    "interval_ms",
+    "idle_seconds",
+    "warmup",
+    "iterations",
+    "cooldown_seconds",
+    "sensors",
+    "sensor_options",
+    "device",
+    "spill_seconds",
+    "compression",
+    "sampler",
+)
 _CASE_KEYS = ("task", "model", "source", "dtype", "batch_size", "options", "label", "warmup", "iterations")
 _TOP_KEYS = ("job", "measure", "case")
 
@@ -159,34 +180,51 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
     if isinstance(sensors, str):
         sensors = [sensors]
     if not isinstance(sensors, list) or not sensors:
-        raise SpecError("[measure] sensors must be a non-empty list such as [\"auto\"]")
+        raise SpecError('[measure] sensors must be a non-empty list such as ["auto"]')
     for s in sensors:
         _sensor(s, "[measure] sensors entry")
     opts = t.get("sensor_options", {})
     if not isinstance(opts, dict):
-        raise SpecError("[measure] sensor_options must be a table of tables, e.g. "
-                        "[measure.sensor_options.estimate] watts_per_core = 10")
+        raise SpecError(
+            "[measure] sensor_options must be a table of tables, e.g. "
+            "[measure.sensor_options.estimate] watts_per_core = 10"
+        )
     for k, v in opts.items():
         _string(k, "[measure.sensor_options] key", tuple(c for c in SENSOR_CHOICES if c != "auto"))
         if not isinstance(v, dict):
             raise SpecError(f"[measure.sensor_options.{k}] must be a table")
         if k == EMULATED and "part" in v:
-            check_emulated_part(_string(v["part"], f"[measure.sensor_options.{EMULATED}] part"),
-                                f"[measure.sensor_options.{EMULATED}] part")
+            check_emulated_part(
+                _string(v["part"], f"[measure.sensor_options.{EMULATED}] part"),
+                f"[measure.sensor_options.{EMULATED}] part",
+            )
     return Measure(
-        interval_ms=float(_number(t.get("interval_ms", d.interval_ms), "[measure] interval_ms", lo=1, hi=60_000)),
-        idle_seconds=float(_number(t.get("idle_seconds", d.idle_seconds), "[measure] idle_seconds", lo=0, hi=3600)),
+        interval_ms=float(
+            _number(t.get("interval_ms", d.interval_ms), "[measure] interval_ms", lo=1, hi=60_000)
+        ),
+        idle_seconds=float(
+            _number(t.get("idle_seconds", d.idle_seconds), "[measure] idle_seconds", lo=0, hi=3600)
+        ),
         warmup=int(_number(t.get("warmup", d.warmup), "[measure] warmup", lo=0, hi=10_000, integer=True)),
-        iterations=int(_number(t.get("iterations", d.iterations), "[measure] iterations", lo=1, hi=1_000_000,
-                               integer=True)),
-        cooldown_seconds=float(_number(t.get("cooldown_seconds", d.cooldown_seconds), "[measure] cooldown_seconds",
-                                       lo=0, hi=3600)),
+        iterations=int(
+            _number(
+                t.get("iterations", d.iterations), "[measure] iterations", lo=1, hi=1_000_000, integer=True
+            )
+        ),
+        cooldown_seconds=float(
+            _number(
+                t.get("cooldown_seconds", d.cooldown_seconds), "[measure] cooldown_seconds", lo=0, hi=3600
+            )
+        ),
         sensors=tuple(sensors),
         sensor_options=opts,
         device=_string(t.get("device", d.device), "[measure] device", DEVICES),
-        spill_seconds=float(_number(t.get("spill_seconds", d.spill_seconds), "[measure] spill_seconds",
-                                    lo=1, hi=86_400)),
-        compression=_string(t.get("compression", d.compression), "[measure] compression", ("none", "gzip", "lzf")),
+        spill_seconds=float(
+            _number(t.get("spill_seconds", d.spill_seconds), "[measure] spill_seconds", lo=1, hi=86_400)
+        ),
+        compression=_string(
+            t.get("compression", d.compression), "[measure] compression", ("none", "gzip", "lzf")
+        ),
         sampler=_string(t.get("sampler", d.sampler), "[measure] sampler", ("auto", "process", "thread")),
     )
 
@@ -203,9 +241,11 @@ def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
         p = Path(model).expanduser()
         p = p if p.is_absolute() else (base / p)
         if not p.is_dir():
-            raise SpecError(f"{where}: model folder {str(p)!r} does not exist; stage the model there "
-                            f"(energy-hpc stage MODEL --to DIR on a login node), or set source = \"hub\" "
-                            f"for a hub id or source = \"random\" for random weights")
+            raise SpecError(
+                f"{where}: model folder {str(p)!r} does not exist; stage the model there "
+                f'(energy-hpc stage MODEL --to DIR on a login node), or set source = "hub" '
+                f'for a hub id or source = "random" for random weights'
+            )
         return str(p.resolve())
     if source == "random":
         from energy_hpc.workloads.models import random_config_names
@@ -216,8 +256,10 @@ def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
             return str(p.resolve())
         names = random_config_names()
         if model not in names:
-            raise SpecError(f"{where}: no built-in config {model!r} for random weights "
-                            f"{_did_you_mean(model, names).strip()}; or give a folder holding a config")
+            raise SpecError(
+                f"{where}: no built-in config {model!r} for random weights "
+                f"{_did_you_mean(model, names).strip()}; or give a folder holding a config"
+            )
         return model
     return model  # hub id: resolved (offline) when the case loads
 
@@ -244,8 +286,10 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
         raise SpecError(f"{where}: missing key 'task' (one of {', '.join(TASKS)})")
     task = _string(raw["task"], f"{where} task", tuple(TASKS))
     if "model" not in raw:
-        raise SpecError(f"{where}: missing key 'model' (a local folder, a hub id with source = \"hub\", "
-                        f"or a config name with source = \"random\")")
+        raise SpecError(
+            f"{where}: missing key 'model' (a local folder, a hub id with source = \"hub\", "
+            f'or a config name with source = "random")'
+        )
     source = _string(raw.get("source", "local"), f"{where} source", SOURCES)
     label = _string(raw.get("label", ""), f"{where} label")
     warmup = raw.get("warmup")
@@ -258,8 +302,10 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
     axes: dict[str, list[Any]] = {}
     axes["model"] = [_string(m, f"{where} model") for m in _as_list(raw["model"])]
     axes["dtype"] = [_string(d, f"{where} dtype", DTYPES) for d in _as_list(raw.get("dtype", "fp32"))]
-    axes["batch_size"] = [int(_number(b, f"{where} batch_size", lo=1, hi=65_536, integer=True))
-                          for b in _as_list(raw.get("batch_size", 1))]
+    axes["batch_size"] = [
+        int(_number(b, f"{where} batch_size", lo=1, hi=65_536, integer=True))
+        for b in _as_list(raw.get("batch_size", 1))
+    ]
     schema = task_options(task)
     opts_raw = raw.get("options", {})
     if not isinstance(opts_raw, dict):
@@ -267,7 +313,9 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
     fixed: dict[str, Any] = {}
     for k, v in opts_raw.items():
         if k not in schema:
-            raise SpecError(f"{where}: unknown option {k!r} for task {task!r}{_did_you_mean(k, tuple(schema))}")
+            raise SpecError(
+                f"{where}: unknown option {k!r} for task {task!r}{_did_you_mean(k, tuple(schema))}"
+            )
         opt = schema[k]
         if isinstance(v, list) and not opt.is_list:
             axes[f"options.{k}"] = [_check_option(task, k, x, opt, where) for x in v]
@@ -298,17 +346,30 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
     names = list(axes)
     combos = list(itertools.product(*(axes[k] for k in names)))
     if start_index + len(combos) > MAX_CASES:
-        raise SpecError(f"{where} expands to {start_index + len(combos)} cases in all, more than {MAX_CASES}; "
-                        "split the sweep into several jobs")
+        raise SpecError(
+            f"{where} expands to {start_index + len(combos)} cases in all, more than {MAX_CASES}; "
+            "split the sweep into several jobs"
+        )
     cases = []
     for i, combo in enumerate(combos):
         values = dict(zip(names, combo))
         options = dict(fixed)
         options.update({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("options.")})
-        cases.append(Case(index=start_index + i, task=task, model=values["model"], source=source,
-                          model_path=resolved[values["model"]], dtype=values["dtype"],
-                          batch_size=values["batch_size"], options=dict(sorted(options.items())),
-                          label=label, warmup=warmup, iterations=iterations))
+        cases.append(
+            Case(
+                index=start_index + i,
+                task=task,
+                model=values["model"],
+                source=source,
+                model_path=resolved[values["model"]],
+                dtype=values["dtype"],
+                batch_size=values["batch_size"],
+                options=dict(sorted(options.items())),
+                label=label,
+                warmup=warmup,
+                iterations=iterations,
+            )
+        )
     return cases
 
 
@@ -322,14 +383,16 @@ def parse_job(text: str, path: str | Path = "<job>") -> Job:
     _check_keys(data, _TOP_KEYS, str(path))
     job = data.get("job", {})
     if not isinstance(job, dict):
-        raise SpecError("[job] must be a table with at least name = \"...\"")
+        raise SpecError('[job] must be a table with at least name = "..."')
     _check_keys(job, _JOB_KEYS, "[job]")
     if "name" not in job:
-        raise SpecError(f"{path}: [job] needs a name, e.g. name = \"my-study\"")
+        raise SpecError(f'{path}: [job] needs a name, e.g. name = "my-study"')
     name = _string(job["name"], "[job] name")
     if not NAME_RE.match(name):
-        raise SpecError(f"[job] name {name!r} must be 1-64 letters, digits, '-', '_' or '.', "
-                        "starting with a letter or digit (it becomes part of file names)")
+        raise SpecError(
+            f"[job] name {name!r} must be 1-64 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit (it becomes part of file names)"
+        )
     description = _string(job.get("description", ""), "[job] description")
     measure = _parse_measure(data.get("measure", {}))
     raw_cases = data.get("case")
@@ -342,8 +405,9 @@ def parse_job(text: str, path: str | Path = "<job>") -> Job:
         cases.extend(_expand_case(raw, n, path.parent if path.name != "<job>" else Path.cwd(), len(cases)))
     if not cases:
         raise SpecError(f"{path}: no cases; add at least one [[case]] table with task and model")
-    return Job(name=name, description=description, measure=measure, cases=tuple(cases),
-               path=str(path), text=text)
+    return Job(
+        name=name, description=description, measure=measure, cases=tuple(cases), path=str(path), text=text
+    )
 
 
 def load_job(path: str | Path) -> Job:

@@ -25,9 +25,10 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,25 +82,42 @@ class SpillWriter:
 
         self.path = path
         self.f = h5py.File(path, "w")
-        self.f.attrs.update({"format": SPILL_FORMAT, "spill_version": SPILL_VERSION, "finished": 0,
-                             "last_spill": math.nan, "rank_json": json.dumps(rank_record),
-                             "channels_json": "[]"})
+        self.f.attrs.update(
+            {
+                "format": SPILL_FORMAT,
+                "spill_version": SPILL_VERSION,
+                "finished": 0,
+                "last_spill": math.nan,
+                "rank_json": json.dumps(rank_record),
+                "channels_json": "[]",
+            }
+        )
         self.f.attrs.update({k: v for k, v in run_attrs.items() if v is not None})
         self.traces = self.f.create_group("traces")
         self.f.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW_DTYPE, chunks=(256,))
         self.n_spilled = 0  # samples per channel already on disk
         self.f.flush()
 
-    def append(self, traces: Sequence[Any], offset: float, windows: np.ndarray, *, rank: int, host: str,
-               node: int, last_time: float) -> None:
+    def append(
+        self,
+        traces: Sequence[Any],
+        offset: float,
+        windows: np.ndarray,
+        *,
+        rank: int,
+        host: str,
+        node: int,
+        last_time: float,
+    ) -> None:
         """Add the samples ``traces`` hold (those taken since the last spill) and rewrite the windows."""
         records = []
         for j, t in enumerate(traces):
             data = pack(t, offset)
             name = str(j)
             if name not in self.traces:
-                self.traces.create_dataset(name, shape=(4, 0), maxshape=(4, None), dtype="f8",
-                                           chunks=(4, _CHUNK))
+                self.traces.create_dataset(
+                    name, shape=(4, 0), maxshape=(4, None), dtype="f8", chunks=(4, _CHUNK)
+                )
             ds = self.traces[name]
             n0 = ds.shape[1]
             if data.shape[1]:
@@ -140,9 +158,18 @@ class Spiller:
     so that peers judging this rank's liveness by it do not take it for dead.
     """
 
-    def __init__(self, writer: SpillWriter, interval_s: float, traces_since: Callable[[int], Sequence[Any]],
-                 windows: Callable[[], np.ndarray], offset: float, clock: Callable[[], float],
-                 rank: int, host: str, node: int) -> None:
+    def __init__(
+        self,
+        writer: SpillWriter,
+        interval_s: float,
+        traces_since: Callable[[int], Sequence[Any]],
+        windows: Callable[[], np.ndarray],
+        offset: float,
+        clock: Callable[[], float],
+        rank: int,
+        host: str,
+        node: int,
+    ) -> None:
         self.writer, self.interval_s = writer, interval_s
         self.traces_since, self.windows, self.offset, self.clock = traces_since, windows, offset, clock
         self.rank, self.host, self.node = rank, host, node
@@ -167,13 +194,22 @@ class Spiller:
                 return
             t0 = time.perf_counter()
             try:
-                self.writer.append(self.traces_since(self.writer.n_spilled), self.offset, self.windows(),
-                                   rank=self.rank, host=self.host, node=self.node,
-                                   last_time=self.clock() - self.offset)
+                self.writer.append(
+                    self.traces_since(self.writer.n_spilled),
+                    self.offset,
+                    self.windows(),
+                    rank=self.rank,
+                    host=self.host,
+                    node=self.node,
+                    last_time=self.clock() - self.offset,
+                )
             except (OSError, ValueError, RuntimeError) as exc:  # h5py raises these for I/O failures
                 self.failed = f"{type(exc).__name__}: {exc}"
-                log.warning("spill to %s failed (%s); spilling stops, the measurement goes on",
-                            self.writer.path, self.failed)
+                log.warning(
+                    "spill to %s failed (%s); spilling stops, the measurement goes on",
+                    self.writer.path,
+                    self.failed,
+                )
                 return
             self.spills += 1
             self.seconds += time.perf_counter() - t0
@@ -182,7 +218,7 @@ class Spiller:
         while not self._stop.wait(self.interval_s):
             self.spill_now()
 
-    def start(self) -> "Spiller":
+    def start(self) -> Spiller:
         self.spill_now()
         self._thread = threading.Thread(target=self._loop, name="energy-hpc-spill", daemon=True)
         self._thread.start()
@@ -203,8 +239,12 @@ class Spiller:
             finally:
                 self.writer.close()
         if self.spills:
-            log.debug("spilled %d times, %.3f s in all (%.1f ms each)", self.spills, self.seconds,
-                      1000 * self.seconds / self.spills)
+            log.debug(
+                "spilled %d times, %.3f s in all (%.1f ms each)",
+                self.spills,
+                self.seconds,
+                1000 * self.seconds / self.spills,
+            )
 
 
 class Liveness:
@@ -216,8 +256,9 @@ class Liveness:
     wait.
     """
 
-    def __init__(self, path: Path, grace_s: float, fallback_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, path: Path, grace_s: float, fallback_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.path, self.grace_s, self.fallback_s, self.clock = path, grace_s, fallback_s, clock
         self.t0 = self.last_change = clock()
         self.last_mtime: int | None = None
@@ -254,7 +295,7 @@ class Heartbeat:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -281,7 +322,7 @@ class SpillPlan:
     def liveness(self, rank: int) -> Liveness:
         return Liveness(self.path(rank), self.grace_s, self.fallback_s)
 
-    def read(self, rank: int) -> tuple["RankSpill | None", str]:
+    def read(self, rank: int) -> tuple[RankSpill | None, str]:
         """The spill of ``rank``, or None and why not."""
         p = self.path(rank)
         if not p.exists():
@@ -310,15 +351,16 @@ class RankSpill:
     _file: Any = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, path: Path) -> "RankSpill":
+    def open(cls, path: Path) -> RankSpill:
         import h5py
 
         try:
             # no file lock: the writer may be a hung rank that still holds the file open
             f = h5py.File(path, "r", locking=False)
         except OSError as exc:
-            raise SpillError(f"spill file {path.name} is unreadable ({exc}): the rank was probably "
-                             "killed while writing it") from None
+            raise SpillError(
+                f"spill file {path.name} is unreadable ({exc}): the rank was probably killed while writing it"
+            ) from None
         try:
             a = dict(f.attrs)
             if a.get("format") != SPILL_FORMAT:
@@ -328,17 +370,25 @@ class RankSpill:
             # a channel's dataset may hold more than channels_json says if a spill broke off between
             # the two; trust the smaller
             for j, c in enumerate(channels):
-                c["n_samples"] = min(int(c["n_samples"]), f["traces"][str(j)].shape[1]) \
-                    if str(j) in f["traces"] else 0
+                c["n_samples"] = (
+                    min(int(c["n_samples"]), f["traces"][str(j)].shape[1]) if str(j) in f["traces"] else 0
+                )
         except (OSError, KeyError, ValueError) as exc:
             f.close()
             raise SpillError(f"spill file {path.name} is damaged ({type(exc).__name__}: {exc})") from None
         except SpillError:
             f.close()
             raise
-        return cls(path=path, attrs=a, rank_record=json.loads(a.get("rank_json", "{}")), channels=channels,
-                   windows=windows, finished=bool(a.get("finished", 0)),
-                   last_spill=float(a.get("last_spill", math.nan)), _file=f)
+        return cls(
+            path=path,
+            attrs=a,
+            rank_record=json.loads(a.get("rank_json", "{}")),
+            channels=channels,
+            windows=windows,
+            finished=bool(a.get("finished", 0)),
+            last_spill=float(a.get("last_spill", math.nan)),
+            _file=f,
+        )
 
     @property
     def rank(self) -> int:
@@ -349,7 +399,7 @@ class RankSpill:
         n = int(self.channels[j]["n_samples"])
         ds = self._file["traces"][str(j)]
         for lo in range(0, n, piece):
-            yield lo, ds[:, lo:min(n, lo + piece)]
+            yield lo, ds[:, lo : min(n, lo + piece)]
 
     def windows_closed(self) -> np.ndarray:
         """Windows as they go into a run file: one still open when the rank stopped spilling is
@@ -367,24 +417,42 @@ class RankSpill:
 
 
 def header_from_spill(attrs: dict[str, Any]) -> RunHeader:
-    return RunHeader(job_name=str(attrs.get("job_name", "")), job_text=str(attrs.get("job_text", "")),
-                     job_path=str(attrs.get("job_path", "")), epoch_unix=float(attrs.get("epoch_unix", 0.0)),
-                     n_ranks=int(attrs.get("n_ranks", 1)), n_nodes=int(attrs.get("n_nodes", 1)),
-                     launcher=str(attrs.get("launcher", "")), slurm=json.loads(attrs.get("slurm_json", "{}")),
-                     interval_s=float(attrs.get("interval_s", 0.0)))
+    return RunHeader(
+        job_name=str(attrs.get("job_name", "")),
+        job_text=str(attrs.get("job_text", "")),
+        job_path=str(attrs.get("job_path", "")),
+        epoch_unix=float(attrs.get("epoch_unix", 0.0)),
+        n_ranks=int(attrs.get("n_ranks", 1)),
+        n_nodes=int(attrs.get("n_nodes", 1)),
+        launcher=str(attrs.get("launcher", "")),
+        slurm=json.loads(attrs.get("slurm_json", "{}")),
+        interval_s=float(attrs.get("interval_s", 0.0)),
+    )
 
 
 def missing_rank_record(rank: int, why: str, spill: RankSpill | None) -> dict[str, Any]:
     """The ``/ranks`` row of a rank whose data came from its spill file (or not at all)."""
-    base = {"host": "", "node": -1, "local_rank": -1, "device_kind": "", "device_name": "", "device_uuid": "",
-            "device_bus_id": "", "visible_devices": "", "sensors": "", "sensors_skipped": "{}"}
+    base = {
+        "host": "",
+        "node": -1,
+        "local_rank": -1,
+        "device_kind": "",
+        "device_name": "",
+        "device_uuid": "",
+        "device_bus_id": "",
+        "visible_devices": "",
+        "sensors": "",
+        "sensors_skipped": "{}",
+    }
     if spill is not None:
         base.update({k: v for k, v in spill.rank_record.items() if k in base})
         if spill.finished:
             kept = "all it measured recovered from its spill file"
         else:
-            kept = (f"what it measured up to its last spill (t={spill.last_spill:.1f} s) recovered from its "
-                    "spill file")
+            kept = (
+                f"what it measured up to its last spill (t={spill.last_spill:.1f} s) recovered from its "
+                "spill file"
+            )
         earlier = spill.rank_record.get("error", "")
         error = f"{why}; {kept}" + (f"; it had reported: {earlier}" if earlier else "")
     else:
@@ -393,8 +461,9 @@ def missing_rank_record(rank: int, why: str, spill: RankSpill | None) -> dict[st
     return base
 
 
-def rebuild(folders: Sequence[Path], out: Path, compression: str = "none",
-            piece: int = 1 << 20) -> tuple[Path, str]:
+def rebuild(
+    folders: Sequence[Path], out: Path, compression: str = "none", piece: int = 1 << 20
+) -> tuple[Path, str]:
     """Write a run file from the spill folders of one run that never finished.
 
     The run is marked partial ("rebuilt from spills"); every rank that has no finished spill is named
@@ -405,8 +474,10 @@ def rebuild(folders: Sequence[Path], out: Path, compression: str = "none",
 
     files = sorted({p for d in folders for p in Path(d).glob("rank-*.h5")})
     if not files:
-        raise RunFileError(f"no spill files (rank-*.h5) in {', '.join(map(str, folders))}; give the "
-                           "run's .<name>.spill folder")
+        raise RunFileError(
+            f"no spill files (rank-*.h5) in {', '.join(map(str, folders))}; give the "
+            "run's .<name>.spill folder"
+        )
     spills: dict[int, RankSpill] = {}
     broken: dict[int, str] = {}
     for p in files:
@@ -424,8 +495,10 @@ def rebuild(folders: Sequence[Path], out: Path, compression: str = "none",
     first = spills[min(spills)]
     stems = {s.attrs.get("stem") for s in spills.values()}
     if len(stems) > 1:
-        raise RunFileError(f"the spill folders are from different runs ({', '.join(map(str, stems))}); "
-                           "merge one run at a time")
+        raise RunFileError(
+            f"the spill folders are from different runs ({', '.join(map(str, stems))}); "
+            "merge one run at a time"
+        )
     header = header_from_spill(first.attrs)
     n_ranks = header.n_ranks
     check_output_dir(out)
@@ -453,8 +526,9 @@ def rebuild(folders: Sequence[Path], out: Path, compression: str = "none",
     cases = json.loads(first.attrs.get("cases_json", "[]"))
     try:
         tmp = temp_path(out, stem)
-        writer = RunWriter(tmp, header, channels, max((c["n_samples"] for c in channels), default=0),
-                           compression)
+        writer = RunWriter(
+            tmp, header, channels, max((c["n_samples"] for c in channels), default=0), compression
+        )
         try:
             i = 0
             for r in sorted(spills):
@@ -463,8 +537,9 @@ def rebuild(folders: Sequence[Path], out: Path, compression: str = "none",
                         writer.write_piece(i, data, lo)
                     i += 1
             windows = [spills[r].windows_closed() for r in sorted(spills)]
-            writer.write_tables(ranks, np.concatenate(windows) if windows else np.zeros(0, WINDOW_DTYPE),
-                                cases)
+            writer.write_tables(
+                ranks, np.concatenate(windows) if windows else np.zeros(0, WINDOW_DTYPE), cases
+            )
         finally:
             writer.close()
         path = place(tmp, out, stem)

@@ -22,9 +22,10 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,14 +54,26 @@ CHANNEL_FIELDS: dict[str, tuple[str, str, str]] = {
     "update_period": ("f8", "s", "how often the hardware refreshes the value"),
     "energy_resolution": ("f8", "J", "smallest step of the energy counter"),
     "power_kind": ("str", "1", "instant or average power"),
-    "power_window": ("f8", "s", "span each power reading averages over, ending when it is refreshed (0: a point or unknown)"),
+    "power_window": (
+        "f8",
+        "s",
+        "span each power reading averages over, ending when it is refreshed (0: a point or unknown)",
+    ),
     "label": ("str", "1", "human name of the device"),
     "note": ("str", "1", "what to know about this channel"),
     "n_samples": ("i8", "1", "valid samples (the rest of the row is NaN padding)"),
     "read_errors": ("i8", "1", "reads that failed on this channel (recorded as gaps)"),
     "included_in": ("str", "1", "name of a channel whose reading already includes this one (never add both)"),
-    "view_of": ("str", "1", "name of the channel this one reads another way (e.g. 1 s average power); never added"),
-    "counter_fault": ("str", "1", "why the energy counter is distrusted (backwards, stuck, disagrees); '' if trusted"),
+    "view_of": (
+        "str",
+        "1",
+        "name of the channel this one reads another way (e.g. 1 s average power); never added",
+    ),
+    "counter_fault": (
+        "str",
+        "1",
+        "why the energy counter is distrusted (backwards, stuck, disagrees); '' if trusted",
+    ),
 }
 TRACE_FIELDS: dict[str, tuple[str, str, str]] = {
     "time": ("f8", "s", "time since the run's epoch (root attribute epoch_unix)"),
@@ -139,7 +152,8 @@ class _NcFile:
         self._next_dimid = 0
         self.dims: dict[tuple[str, str], Any] = {}
         self.f.attrs["_NCProperties"] = np.bytes_(
-            f"version=2,energy-hpc={__version__},hdf5={h5py.version.hdf5_version},h5py={h5py.__version__}")
+            f"version=2,energy-hpc={__version__},hdf5={h5py.version.hdf5_version},h5py={h5py.__version__}"
+        )
 
     def group(self, name: str) -> Any:
         return self.f.create_group(name, track_order=True)
@@ -151,8 +165,9 @@ class _NcFile:
         self.dims[(group.name, name)] = (ds, self._next_dimid)
         self._next_dimid += 1
 
-    def variable(self, group: Any, name: str, dims: tuple[str, ...], kind: str, units: str, long_name: str,
-                 **kw: Any) -> Any:
+    def variable(
+        self, group: Any, name: str, dims: tuple[str, ...], kind: str, units: str, long_name: str, **kw: Any
+    ) -> Any:
         scales = [self.dims[(group.name, d)] for d in dims]
         dtype = self.h5py.string_dtype() if kind == "str" else kind
         if "fillvalue" in kw:
@@ -167,8 +182,9 @@ class _NcFile:
         ds.attrs["long_name"] = long_name
         return ds
 
-    def table(self, group: Any, dim: str, fields: dict[str, tuple[str, str, str]],
-              rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def table(
+        self, group: Any, dim: str, fields: dict[str, tuple[str, str, str]], rows: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
         self.dimension(group, dim, len(rows))
         out = {}
         for name, (kind, units, long_name) in fields.items():
@@ -200,19 +216,32 @@ class RunHeader:
 
     def attrs(self) -> dict[str, Any]:
         a = {
-            "schema_version": SCHEMA_VERSION, "format": "energy-hpc run", "package_version": __version__,
+            "schema_version": SCHEMA_VERSION,
+            "format": "energy-hpc run",
+            "package_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "job_name": self.job_name, "job_text": self.job_text, "job_path": self.job_path,
-            "epoch_unix": self.epoch_unix, "n_ranks": self.n_ranks, "n_nodes": self.n_nodes,
-            "launcher": self.launcher, "run_status": self.status, "run_status_reason": self.status_reason,
+            "job_name": self.job_name,
+            "job_text": self.job_text,
+            "job_path": self.job_path,
+            "epoch_unix": self.epoch_unix,
+            "n_ranks": self.n_ranks,
+            "n_nodes": self.n_nodes,
+            "launcher": self.launcher,
+            "run_status": self.status,
+            "run_status_reason": self.status_reason,
             "sampling_interval_s": self.interval_s,
-            "contains_synthetic": int(self.contains_synthetic), "contains_estimate": int(self.contains_estimate),
-            "slurm_job_id": self.slurm.get("job_id", ""), "slurm_step_id": self.slurm.get("step_id", ""),
+            "contains_synthetic": int(self.contains_synthetic),
+            "contains_estimate": int(self.contains_estimate),
+            "slurm_job_id": self.slurm.get("job_id", ""),
+            "slurm_step_id": self.slurm.get("step_id", ""),
             "slurm_json": json.dumps(self.slurm),
         }
         if self.contains_synthetic:
-            a["WARNING"] = ("contains SYNTHETIC sensor data" + (f" from the {self.emulated}" if self.emulated else "")
-                            + ": these numbers are not measurements")
+            a["WARNING"] = (
+                "contains SYNTHETIC sensor data"
+                + (f" from the {self.emulated}" if self.emulated else "")
+                + ": these numbers are not measurements"
+            )
         a.update(self.extra)
         return a
 
@@ -228,7 +257,7 @@ def emulated_parts(channels: Sequence[dict[str, Any]]) -> list[str]:
     for c in channels:
         label, note = str(c.get("label", "") or ""), str(c.get("note", "") or "")
         if label.startswith(EMULATED_MARK):
-            out[label[len(EMULATED_MARK):].split(":", 1)[0].strip()] = None
+            out[label[len(EMULATED_MARK) :].split(":", 1)[0].strip()] = None
         elif note.startswith(EMULATED_MARK):
             out[""] = None
     return list(out)
@@ -256,8 +285,14 @@ def sensor_words(kind: str) -> str:
 class RunWriter:
     """Writes one run file. Create it with the sizes, fill channels one at a time, then ``close``."""
 
-    def __init__(self, tmp_path: Path, header: RunHeader, channels: Sequence[dict[str, Any]],
-                 max_samples: int, compression: str = "none") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        header: RunHeader,
+        channels: Sequence[dict[str, Any]],
+        max_samples: int,
+        compression: str = "none",
+    ) -> None:
         self.tmp_path = tmp_path
         self.nc = _NcFile(tmp_path)
         self.f = self.nc.f
@@ -269,21 +304,31 @@ class RunWriter:
         if compression != "none":
             kw["compression"] = compression
         chunk = (1, int(min(max(max_samples, 1), 262_144)))
-        self.trace_vars = {name: self.nc.variable(g, name, ("channel", "sample"), kind, units, long_name,
-                                                  chunks=chunk, fillvalue=np.nan, **kw)
-                           for name, (kind, units, long_name) in TRACE_FIELDS.items()}
+        self.trace_vars = {
+            name: self.nc.variable(
+                g, name, ("channel", "sample"), kind, units, long_name, chunks=chunk, fillvalue=np.nan, **kw
+            )
+            for name, (kind, units, long_name) in TRACE_FIELDS.items()
+        }
         self.n_channels = len(channels)
 
-    def write_channel(self, i: int, time: np.ndarray, power: np.ndarray, energy: np.ndarray,
-                      sensor_time: np.ndarray, start: int = 0) -> None:
+    def write_channel(
+        self,
+        i: int,
+        time: np.ndarray,
+        power: np.ndarray,
+        energy: np.ndarray,
+        sensor_time: np.ndarray,
+        start: int = 0,
+    ) -> None:
         """Samples ``start:start+len(time)`` of channel ``i`` (a channel may come in pieces)."""
         n = len(time)
         if n:
             v = self.trace_vars
-            v["time"][i, start:start + n] = time
-            v["power"][i, start:start + n] = power
-            v["energy"][i, start:start + n] = energy
-            v["sensor_time"][i, start:start + n] = sensor_time
+            v["time"][i, start : start + n] = time
+            v["power"][i, start : start + n] = power
+            v["energy"][i, start : start + n] = energy
+            v["sensor_time"][i, start : start + n] = sensor_time
 
     def write_piece(self, i: int, packed: np.ndarray, start: int = 0) -> None:
         """A (4, n) array of time, power, energy, sensor_time rows, as gathered and spilled."""
@@ -293,8 +338,10 @@ class RunWriter:
         """Create ``/windows`` for ``n`` rows, to be filled with :meth:`write_windows` in pieces."""
         g = self.nc.group("windows")
         self.nc.dimension(g, "window", n)
-        self._windows = {name: self.nc.variable(g, name, ("window",), kind, units, long_name)
-                         for name, (kind, units, long_name) in WINDOW_FIELDS.items()}
+        self._windows = {
+            name: self.nc.variable(g, name, ("window",), kind, units, long_name)
+            for name, (kind, units, long_name) in WINDOW_FIELDS.items()
+        }
 
     def write_windows(self, start: int, windows: np.ndarray) -> None:
         """Rows ``start:start+len(windows)`` of ``/windows`` from a WINDOW_DTYPE array."""
@@ -327,13 +374,28 @@ def channel_record(t: Any, rank: int, host: str, node: int) -> dict[str, Any]:
     """The ``/traces`` per-channel fields of one sampled channel (a ChannelTrace)."""
     c = t.info
     return {
-        "rank": rank, "host": host, "node": node, "name": c.name, "scope": c.scope.value, "device": c.device,
-        "backend": c.backend, "method": c.method.value, "shared_with": ",".join(c.shared_with),
-        "node_level": int(c.node_level), "has_energy": int(c.has_energy), "update_period": c.update_period_s,
-        "energy_resolution": c.energy_resolution_J, "power_kind": c.power_kind,
-        "power_window": c.power_window_s, "label": c.label,
-        "note": c.note, "n_samples": len(t.time), "read_errors": t.errors,
-        "included_in": c.included_in, "view_of": c.view_of, "counter_fault": c.counter_fault,
+        "rank": rank,
+        "host": host,
+        "node": node,
+        "name": c.name,
+        "scope": c.scope.value,
+        "device": c.device,
+        "backend": c.backend,
+        "method": c.method.value,
+        "shared_with": ",".join(c.shared_with),
+        "node_level": int(c.node_level),
+        "has_energy": int(c.has_energy),
+        "update_period": c.update_period_s,
+        "energy_resolution": c.energy_resolution_J,
+        "power_kind": c.power_kind,
+        "power_window": c.power_window_s,
+        "label": c.label,
+        "note": c.note,
+        "n_samples": len(t.time),
+        "read_errors": t.errors,
+        "included_in": c.included_in,
+        "view_of": c.view_of,
+        "counter_fault": c.counter_fault,
     }
 
 
@@ -368,19 +430,23 @@ def check_output_dir(out: Path, need_bytes: int = MIN_FREE_BYTES) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {str(out)!r}: {exc.strerror}; choose another "
-                          "with -o") from None
+        raise OutputError(
+            f"cannot create output folder {str(out)!r}: {exc.strerror}; choose another with -o"
+        ) from None
     probe = out / f".energy-hpc-probe-{os.getpid()}"
     try:
         probe.write_bytes(b"x")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"output folder {str(out)!r} is not writable: {exc.strerror}; choose another "
-                          "with -o") from None
+        raise OutputError(
+            f"output folder {str(out)!r} is not writable: {exc.strerror}; choose another with -o"
+        ) from None
     free = shutil.disk_usage(out).free
     if free < need_bytes:
-        raise OutputError(f"output folder {str(out)!r} has {free // 2**20} MiB free, less than the "
-                          f"{need_bytes // 2**20} MiB this run needs; free space or choose another with -o")
+        raise OutputError(
+            f"output folder {str(out)!r} has {free // 2**20} MiB free, less than the "
+            f"{need_bytes // 2**20} MiB this run needs; free space or choose another with -o"
+        )
     return out
 
 
@@ -416,8 +482,9 @@ def make_spill_dir(out: Path, stem: str) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise OutputError(f"cannot create spill folder {str(d)!r}: {exc.strerror}; choose another "
-                              "output folder with -o") from None
+            raise OutputError(
+                f"cannot create spill folder {str(d)!r}: {exc.strerror}; choose another output folder with -o"
+            ) from None
         return d
     raise OutputError(f"could not find a free spill folder name for {stem!r} in {str(out)!r}")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -48,38 +48,69 @@ class Window:
 
 
 # Fixed-width record used to move windows between ranks as one numpy buffer.
-WINDOW_DTYPE = np.dtype([
-    ("rank", "i4"), ("case", "i4"), ("phase", "S8"), ("iteration", "i4"), ("start", "f8"), ("end", "f8"),
-    ("stage", "S16"), ("units", "f8"), ("unit", "S16"), ("aux_units", "f8"), ("aux_unit", "S16"),
-    ("status", "S12"),
-])
+WINDOW_DTYPE = np.dtype(
+    [
+        ("rank", "i4"),
+        ("case", "i4"),
+        ("phase", "S8"),
+        ("iteration", "i4"),
+        ("start", "f8"),
+        ("end", "f8"),
+        ("stage", "S16"),
+        ("units", "f8"),
+        ("unit", "S16"),
+        ("aux_units", "f8"),
+        ("aux_unit", "S16"),
+        ("status", "S12"),
+    ]
+)
 
 
 def to_array(windows: list[Window], offset: float = 0.0) -> np.ndarray:
     """Windows as a structured array, times shifted by ``-offset`` (to the run's time base)."""
     out = np.zeros(len(windows), dtype=WINDOW_DTYPE)
     for i, w in enumerate(windows):
-        out[i] = (w.rank, w.case, w.phase.value.encode(), w.iteration, w.start - offset, w.end - offset,
-                  w.stage.encode()[:16], w.units, w.unit.encode()[:16], w.aux_units, w.aux_unit.encode()[:16],
-                  w.status.value.encode())
+        out[i] = (
+            w.rank,
+            w.case,
+            w.phase.value.encode(),
+            w.iteration,
+            w.start - offset,
+            w.end - offset,
+            w.stage.encode()[:16],
+            w.units,
+            w.unit.encode()[:16],
+            w.aux_units,
+            w.aux_unit.encode()[:16],
+            w.status.value.encode(),
+        )
     return out
 
 
 class WindowLog:
     """Records windows on one rank with the sampler's clock, synchronising the device at each edge."""
 
-    def __init__(self, rank: int, clock: Callable[[], float] = time.monotonic,
-                 sync: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, rank: int, clock: Callable[[], float] = time.monotonic, sync: Callable[[], None] = lambda: None
+    ) -> None:
         self.rank, self.clock, self.sync = rank, clock, sync
         self.windows: list[Window] = []
         self._open: list[Window] = []
 
     @contextlib.contextmanager
-    def window(self, case: int, phase: Phase, iteration: int = -1, stage: str = "",
-               unit: str = "") -> Iterator[Window]:
+    def window(
+        self, case: int, phase: Phase, iteration: int = -1, stage: str = "", unit: str = ""
+    ) -> Iterator[Window]:
         self.sync()
-        w = Window(rank=self.rank, case=case, phase=phase, iteration=iteration, start=self.clock(),
-                   stage=stage, unit=unit)
+        w = Window(
+            rank=self.rank,
+            case=case,
+            phase=phase,
+            iteration=iteration,
+            start=self.clock(),
+            stage=stage,
+            unit=unit,
+        )
         self.windows.append(w)
         self._open.append(w)
         try:
@@ -88,7 +119,9 @@ class WindowLog:
         except Exception:
             w.status = Status.FAILED if w.status is Status.OK else w.status
             raise
-        except BaseException:  # a signal (RunInterrupted), KeyboardInterrupt, SystemExit: not the work's fault
+        except (
+            BaseException
+        ):  # a signal (RunInterrupted), KeyboardInterrupt, SystemExit: not the work's fault
             w.status = Status.INTERRUPTED if w.status is Status.OK else w.status
             raise
         finally:

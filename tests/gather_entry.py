@@ -10,7 +10,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from energy_hpc.context import MpiComm  # noqa: E402 (mpi4py before anything heavy)
+from energy_hpc.context import MpiComm
 
 comm = MpiComm()
 
@@ -25,8 +25,12 @@ def expected(rank: int, channel: int) -> dict[str, np.ndarray]:
     """What rank ``rank``'s channel ``channel`` must look like in the run file."""
     n = 1000 + 317 * rank + 101 * channel
     i = np.arange(n, dtype=np.float64)
-    return {"time": i * 0.01 + rank, "power": (100 + rank + channel / 10 + i % 7).astype(np.float32),
-            "energy": np.cumsum(i) + 1e6 * rank, "sensor_time": i * 0.001 + channel}
+    return {
+        "time": i * 0.01 + rank,
+        "power": (100 + rank + channel / 10 + i % 7).astype(np.float32),
+        "energy": np.cumsum(i) + 1e6 * rank,
+        "sensor_time": i * 0.001 + channel,
+    }
 
 
 def offset(rank: int) -> float:
@@ -38,24 +42,71 @@ def main() -> None:
     traces = []
     for j in range(2):
         e = expected(comm.rank, j)
-        info = ChannelInfo(name=f"synthetic:r{comm.rank}c{j}", scope=Scope.GPU, device=f"d{comm.rank}",
-                           backend="synthetic", has_power=True, has_energy=True, synthetic=True,
-                           label="SYNTHETIC test trace")
-        traces.append(ChannelTrace(info, e["time"] + offset(comm.rank), e["power"].astype(np.float64),
-                                   e["energy"], e["sensor_time"]))
+        info = ChannelInfo(
+            name=f"synthetic:r{comm.rank}c{j}",
+            scope=Scope.GPU,
+            device=f"d{comm.rank}",
+            backend="synthetic",
+            has_power=True,
+            has_energy=True,
+            synthetic=True,
+            label="SYNTHETIC test trace",
+        )
+        traces.append(
+            ChannelTrace(
+                info,
+                e["time"] + offset(comm.rank),
+                e["power"].astype(np.float64),
+                e["energy"],
+                e["sensor_time"],
+            )
+        )
     windows = np.zeros(comm.rank + 1, WINDOW_DTYPE)
     windows["rank"] = comm.rank
     windows["start"] = np.arange(comm.rank + 1)
-    record = {"host": "h", "node": 0, "local_rank": comm.rank, "device_kind": "cpu", "device_name": "",
-              "device_uuid": "", "device_bus_id": "", "visible_devices": "", "status": "ok", "error": "",
-              "sensors": "synthetic", "sensors_skipped": "{}"}
+    record = {
+        "host": "h",
+        "node": 0,
+        "local_rank": comm.rank,
+        "device_kind": "cpu",
+        "device_name": "",
+        "device_uuid": "",
+        "device_bus_id": "",
+        "visible_devices": "",
+        "status": "ok",
+        "error": "",
+        "sensors": "synthetic",
+        "sensors_skipped": "{}",
+    }
     root = comm.rank == 0
-    header = RunHeader(job_name="gather-test", job_text="", job_path="", epoch_unix=time.time(),
-                       n_ranks=comm.size, n_nodes=1, launcher="mpi", interval_s=0.01) if root else None
-    path, status = gather_and_write(comm, traces=traces, time_offset=offset(comm.rank), windows=windows,
-                                    rank_record=record, node=0, host="h", header=header, cases=[],
-                                    out=out if root else None, stem="gather-test" if root else None,
-                                    piece=piece)
+    header = (
+        RunHeader(
+            job_name="gather-test",
+            job_text="",
+            job_path="",
+            epoch_unix=time.time(),
+            n_ranks=comm.size,
+            n_nodes=1,
+            launcher="mpi",
+            interval_s=0.01,
+        )
+        if root
+        else None
+    )
+    path, status = gather_and_write(
+        comm,
+        traces=traces,
+        time_offset=offset(comm.rank),
+        windows=windows,
+        rank_record=record,
+        node=0,
+        host="h",
+        header=header,
+        cases=[],
+        out=out if root else None,
+        stem="gather-test" if root else None,
+        piece=piece,
+    )
     if root:
         print(path, status)
 

@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+
 def energy_hpc_cmd() -> list[str]:
     exe = BIN / "energy-hpc"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "energy_hpc"]
@@ -27,8 +28,9 @@ def mpiexec() -> str | None:
     return str(exe) if exe.exists() else shutil.which("mpiexec")
 
 
-def run_cli(*args: str, mpi: int = 0, cwd: Path | None = None, env: dict | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, mpi: int = 0, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     cmd = energy_hpc_cmd() + list(args)
     if mpi:
         launcher = mpiexec()

@@ -30,15 +30,18 @@ class ClusterUnavailable(RuntimeError):
 
 def _which(name: str) -> str | None:
     return shutil.which(name) or next(
-        (str(p) for d in ("/usr/sbin", "/usr/bin", "/sbin") if (p := Path(d, name)).exists()), None)
+        (str(p) for d in ("/usr/sbin", "/usr/bin", "/sbin") if (p := Path(d, name)).exists()), None
+    )
 
 
 def why_unavailable() -> str | None:
     """Why a cluster cannot be started on this machine, or None when it can be tried."""
     missing = [n for n in DAEMONS + CLIENTS if _which(n) is None]
     if missing:
-        return (f"Slurm/munge binaries not found: {', '.join(missing)} "
-                "(install with .ci/install-slurm.sh: apt-get install slurm-wlm munge)")
+        return (
+            f"Slurm/munge binaries not found: {', '.join(missing)} "
+            "(install with .ci/install-slurm.sh: apt-get install slurm-wlm munge)"
+        )
     if os.geteuid() != 0:
         return "starting slurmd needs root (it runs jobs as their owner); run the tests as root"
     return None
@@ -80,59 +83,78 @@ class SlurmCluster:
         os.chmod(r / "munge", 0o700)
         (r / "plugstack.conf").write_text("")
         host = self.node
-        self.conf.write_text("\n".join([
-            "ClusterName=energyhpctest",
-            f"SlurmctldHost={host}(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
-            "SlurmUser=root",
-            "SlurmdUser=root",
-            "AuthType=auth/munge",
-            "CredType=cred/munge",
-            f"AuthInfo=socket={r / 'munge' / 'munge.socket'}",
-            f"StateSaveLocation={r / 'state'}",
-            f"SlurmdSpoolDir={r / 'spool'}",
-            f"SlurmctldPidFile={r / 'slurmctld.pid'}",
-            f"SlurmdPidFile={r / 'slurmd.pid'}",
-            f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}",
-            f"SlurmdLogFile={r / 'log' / 'slurmd.log'}",
-            f"PlugStackConfig={r / 'plugstack.conf'}",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
-            "SchedulerType=sched/builtin",
-            "MpiDefault=none",
-            "ReturnToService=2",
-            "KillWait=5",
-            "MinJobAge=600",
-            "InactiveLimit=0",
-            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
-            f"RealMemory={self.real_memory_mb} State=UNKNOWN",
-            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES",
-            "",
-        ]))
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=energyhpctest",
+                    f"SlurmctldHost={host}(127.0.0.1)",
+                    f"SlurmctldPort={_free_port()}",
+                    f"SlurmdPort={_free_port()}",
+                    "SlurmUser=root",
+                    "SlurmdUser=root",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    f"AuthInfo=socket={r / 'munge' / 'munge.socket'}",
+                    f"StateSaveLocation={r / 'state'}",
+                    f"SlurmdSpoolDir={r / 'spool'}",
+                    f"SlurmctldPidFile={r / 'slurmctld.pid'}",
+                    f"SlurmdPidFile={r / 'slurmd.pid'}",
+                    f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}",
+                    f"SlurmdLogFile={r / 'log' / 'slurmd.log'}",
+                    f"PlugStackConfig={r / 'plugstack.conf'}",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "JobAcctGatherType=jobacct_gather/none",
+                    "AccountingStorageType=accounting_storage/none",
+                    "JobCompType=jobcomp/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_Core",
+                    "SchedulerType=sched/builtin",
+                    "MpiDefault=none",
+                    "ReturnToService=2",
+                    "KillWait=5",
+                    "MinJobAge=600",
+                    "InactiveLimit=0",
+                    f"NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
+                    f"RealMemory={self.real_memory_mb} State=UNKNOWN",
+                    f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES",
+                    "",
+                ]
+            )
+        )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.stdout", "ab")
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            env={**os.environ, **self.env})
+        self.procs[name] = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **self.env},
+        )
         log.close()
 
     def _start_munge(self) -> None:
         key = self.root / "munge" / "munge.key"
-        subprocess.run([_which("mungekey"), "--create", f"--keyfile={key}", "--force"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [_which("mungekey"), "--create", f"--keyfile={key}", "--force"], check=True, capture_output=True
+        )
         os.chmod(key, 0o600)
         m = self.root / "munge"
-        self._spawn("munged", [_which("munged"), "--foreground", "--force",
-                               f"--socket={m / 'munge.socket'}", f"--key-file={key}",
-                               f"--pid-file={m / 'munged.pid'}", f"--seed-file={m / 'munged.seed'}",
-                               f"--log-file={self.root / 'log' / 'munged.log'}"])
+        self._spawn(
+            "munged",
+            [
+                _which("munged"),
+                "--foreground",
+                "--force",
+                f"--socket={m / 'munge.socket'}",
+                f"--key-file={key}",
+                f"--pid-file={m / 'munged.pid'}",
+                f"--seed-file={m / 'munged.seed'}",
+                f"--log-file={self.root / 'log' / 'munged.log'}",
+            ],
+        )
         deadline = time.monotonic() + 15
         while not (m / "munge.socket").exists():
             self._check_alive("munged")
@@ -152,7 +174,7 @@ class SlurmCluster:
                 texts += f.read_text(errors="replace").strip().splitlines()[-n:]
         return " | ".join(texts) or "(no log)"
 
-    def start(self, timeout: float = 60.0) -> "SlurmCluster":
+    def start(self, timeout: float = 60.0) -> SlurmCluster:
         """Start the daemons and wait until the node is idle; raise ClusterUnavailable if not."""
         reason = why_unavailable()
         if reason:
@@ -175,21 +197,31 @@ class SlurmCluster:
         while time.monotonic() < deadline:
             for name in ("munged", "slurmctld", "slurmd"):
                 self._check_alive(name)
-            r = subprocess.run([_which("sinfo"), "-h", "-N", "-o", "%T"], capture_output=True,
-                               text=True, env={**os.environ, **self.env})
+            r = subprocess.run(
+                [_which("sinfo"), "-h", "-N", "-o", "%T"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **self.env},
+            )
             last = (r.stdout + r.stderr).strip()
             if r.returncode == 0 and last.rstrip("*") in ("idle", "mixed", "allocated"):
                 return
             time.sleep(0.5)
-        raise ClusterUnavailable(f"node not idle within {timeout:.0f} s (sinfo: {last!r}); "
-                                 f"slurmctld: {self._log_tail('slurmctld')}; "
-                                 f"slurmd: {self._log_tail('slurmd')}")
+        raise ClusterUnavailable(
+            f"node not idle within {timeout:.0f} s (sinfo: {last!r}); "
+            f"slurmctld: {self._log_tail('slurmctld')}; "
+            f"slurmd: {self._log_tail('slurmd')}"
+        )
 
     def stop(self) -> None:
         """Stop what this object started (by pid, newest first); cancel leftover jobs first."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            subprocess.run([_which("scancel"), "--user=root", "--full"], capture_output=True,
-                           env={**os.environ, **self.env}, timeout=10)
+            subprocess.run(
+                [_which("scancel"), "--user=root", "--full"],
+                capture_output=True,
+                env={**os.environ, **self.env},
+                timeout=10,
+            )
         for name in ("slurmd", "slurmctld", "munged"):
             p = self.procs.pop(name, None)
             if p is None or p.poll() is not None:
@@ -204,6 +236,7 @@ class SlurmCluster:
 
 def main() -> None:  # pragma: no cover - manual use
     import tempfile
+
     root = Path(tempfile.mkdtemp(prefix="slurm-"))
     cluster = SlurmCluster(root).start()
     print(f"export SLURM_CONF={cluster.conf}")

@@ -11,16 +11,19 @@ from energy_hpc.context import detect, launched_by_mpi, visible_devices, want_mp
 from energy_hpc.errors import LaunchError
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, False),
-    ({"PMI_RANK": "0", "PMI_SIZE": "2"}, True),
-    ({"OMPI_COMM_WORLD_RANK": "1"}, True),
-    ({"PMIX_RANK": "0"}, True),
-    ({"PALS_RANKID": "3"}, True),
-    ({"SLURM_JOB_ID": "5", "SLURM_NTASKS": "4"}, False),  # the batch script itself is not a rank
-    ({"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "4"}, True),
-    ({"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "1"}, False),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, False),
+        ({"PMI_RANK": "0", "PMI_SIZE": "2"}, True),
+        ({"OMPI_COMM_WORLD_RANK": "1"}, True),
+        ({"PMIX_RANK": "0"}, True),
+        ({"PALS_RANKID": "3"}, True),
+        ({"SLURM_JOB_ID": "5", "SLURM_NTASKS": "4"}, False),  # the batch script itself is not a rank
+        ({"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "4"}, True),
+        ({"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "1"}, False),
+    ],
+)
 def test_launcher_detection(env: dict, expected: bool) -> None:
     assert launched_by_mpi(env) is expected
 
@@ -31,15 +34,18 @@ def test_env_switch_overrides_detection() -> None:
     assert want_mpi({"PMI_RANK": "0"}, force=False) is False
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, ("", ())),
-    ({"CUDA_VISIBLE_DEVICES": "2,3"}, ("CUDA_VISIBLE_DEVICES", ("2", "3"))),
-    ({"CUDA_VISIBLE_DEVICES": "GPU-aaaa,GPU-bbbb"}, ("CUDA_VISIBLE_DEVICES", ("GPU-aaaa", "GPU-bbbb"))),
-    ({"ROCR_VISIBLE_DEVICES": "4"}, ("ROCR_VISIBLE_DEVICES", ("4",))),
-    # HIP indexes into what ROCR leaves visible
-    ({"ROCR_VISIBLE_DEVICES": "4,5,6", "HIP_VISIBLE_DEVICES": "2"}, ("HIP_VISIBLE_DEVICES", ("6",))),
-    ({"ROCR_VISIBLE_DEVICES": "6,7", "HIP_VISIBLE_DEVICES": "1,0"}, ("HIP_VISIBLE_DEVICES", ("7", "6"))),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, ("", ())),
+        ({"CUDA_VISIBLE_DEVICES": "2,3"}, ("CUDA_VISIBLE_DEVICES", ("2", "3"))),
+        ({"CUDA_VISIBLE_DEVICES": "GPU-aaaa,GPU-bbbb"}, ("CUDA_VISIBLE_DEVICES", ("GPU-aaaa", "GPU-bbbb"))),
+        ({"ROCR_VISIBLE_DEVICES": "4"}, ("ROCR_VISIBLE_DEVICES", ("4",))),
+        # HIP indexes into what ROCR leaves visible
+        ({"ROCR_VISIBLE_DEVICES": "4,5,6", "HIP_VISIBLE_DEVICES": "2"}, ("HIP_VISIBLE_DEVICES", ("6",))),
+        ({"ROCR_VISIBLE_DEVICES": "6,7", "HIP_VISIBLE_DEVICES": "1,0"}, ("HIP_VISIBLE_DEVICES", ("7", "6"))),
+    ],
+)
 def test_visible_devices_resolve_through_layers(env: dict, expected: tuple) -> None:
     assert visible_devices(env) == expected
 
@@ -50,9 +56,11 @@ def test_visible_devices_out_of_range_is_a_launch_error() -> None:
 
 
 def test_single_process_needs_no_mpi() -> None:
-    code = ("import sys; from energy_hpc.context import detect; ctx, comm = detect(env={}); "
-            "assert ctx.rank == 0 and ctx.size == 1 and ctx.launcher == 'single'; "
-            "assert 'mpi4py' not in sys.modules, 'mpi4py was imported'")
+    code = (
+        "import sys; from energy_hpc.context import detect; ctx, comm = detect(env={}); "
+        "assert ctx.rank == 0 and ctx.size == 1 and ctx.launcher == 'single'; "
+        "assert 'mpi4py' not in sys.modules, 'mpi4py was imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

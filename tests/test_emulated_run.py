@@ -8,8 +8,8 @@ from pathlib import Path
 
 import h5py
 import pytest
-
 from helpers import REPO, run_cli, write_job
+
 from energy_hpc import cli
 from energy_hpc.analysis.plots import energy_figure, power_figure
 from energy_hpc.analysis.table import data_banner, energy_table, format_rows
@@ -20,8 +20,18 @@ from energy_hpc.spec import parse_job
 from energy_hpc.telemetry import registry
 from energy_hpc.telemetry.base import SensorContext
 
-CTX = RankContext(rank=0, size=1, local_rank=0, local_size=1, node_index=0, n_nodes=1, hostname="h",
-                  launcher="single", visible_env="", visible_devices=())
+CTX = RankContext(
+    rank=0,
+    size=1,
+    local_rank=0,
+    local_size=1,
+    node_index=0,
+    n_nodes=1,
+    hostname="h",
+    launcher="single",
+    visible_env="",
+    visible_devices=(),
+)
 
 JOB = """
 [job]
@@ -87,12 +97,14 @@ def test_a_near_miss_part_gets_a_did_you_mean(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"did you mean emulated:h100\?"):
         parse_job(JOB.format(sensors='["emulated:h10"]'), tmp_path / "job.toml")
     with_option = JOB.format(sensors='["emulated"]').replace(
-        "[[case]]", '[measure.sensor_options.emulated]\npart = "x"\n[[case]]')
+        "[[case]]", '[measure.sensor_options.emulated]\npart = "x"\n[[case]]'
+    )
     with pytest.raises(SpecError, match="unknown emulated part 'x'"):
         parse_job(with_option, tmp_path / "job.toml")
     for part in ("h100", "a100", "gh200", "mi250x", "mi300x", "cray-ex", "rapl"):
-        assert parse_job(JOB.format(sensors=f'["emulated:{part}"]'), tmp_path / "job.toml").measure.sensors == (
-            f"emulated:{part}",)
+        assert parse_job(
+            JOB.format(sensors=f'["emulated:{part}"]'), tmp_path / "job.toml"
+        ).measure.sensors == (f"emulated:{part}",)
 
 
 def test_the_shipped_emulated_job_validates() -> None:
@@ -111,8 +123,9 @@ def test_node_level_parts_are_opened_by_the_node_leader_only() -> None:
         leader = _open([f"emulated:{part}"])
         try:
             (s,) = leader.sensors
-            assert all(c.node_level and c.synthetic and c.label.startswith(f"EMULATED {part}")
-                       for c in s.channels())
+            assert all(
+                c.node_level and c.synthetic and c.label.startswith(f"EMULATED {part}") for c in s.channels()
+            )
         finally:
             for s in leader.sensors:
                 s.close()

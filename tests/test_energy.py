@@ -56,7 +56,9 @@ def test_a_held_counter_on_a_power_step_at_the_edges_has_no_staleness_bias(phase
     t = np.arange(0.0, 4.0, 0.01) + 0.0003
     refresh = phase + np.floor((t - phase) / 0.1) * 0.1
     e = np.floor(sig.energy(np.maximum(refresh, 0.0)) * 1000) / 1000  # mJ counter
-    we = channel_window_energy(t, np.full_like(t, np.nan), e, [1.0], [3.0], update_period=0.1, resolution=1e-3)
+    we = channel_window_energy(
+        t, np.full_like(t, np.nan), e, [1.0], [3.0], update_period=0.1, resolution=1e-3
+    )
     truth = 900.0
     assert we.method[0] == "counter"
     assert abs(we.energy_J[0] - truth) < 0.5  # was about -18.5 J
@@ -123,7 +125,9 @@ def _messy(seed: int, n: int):
     dt = 0.01
     step = rng.uniform(0.8, 1.2, n) * dt
     step[rng.random(n) < 0.01] *= rng.uniform(5, 40)  # gaps: at least 4 dt
-    step[:4] = np.minimum(step[:4], 1.2 * dt)  # not at the very start: a one-read first chunk tells the spacing
+    step[:4] = np.minimum(
+        step[:4], 1.2 * dt
+    )  # not at the very start: a one-read first chunk tells the spacing
     t = np.cumsum(step)
     rep = np.flatnonzero(rng.random(n - 1) < 0.02)
     t[rep + 1] = t[rep]  # a repeated time stamp
@@ -194,13 +198,23 @@ def _brute_counter(t: np.ndarray, y: np.ndarray, a: float, b: float, w: float) -
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 3000), chunk=st.integers(1, 3500),
-       overlap=st.sampled_from([0, 1]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(3, 3000),
+    chunk=st.integers(1, 3500),
+    overlap=st.sampled_from([0, 1]),
+)
 def test_chunked_reduction_of_messy_traces_matches_one_shot_and_brute_force(seed, n, chunk, overlap) -> None:
     t, p, e, a, b = _messy(seed, n)
     one = reduce_channel([(t, p, e)], a, b, update_period=0.02, resolution=1e-3)
-    chunks = [(t[max(i - overlap, 0):i + chunk], p[max(i - overlap, 0):i + chunk],
-               e[max(i - overlap, 0):i + chunk]) for i in range(0, n, chunk)]
+    chunks = [
+        (
+            t[max(i - overlap, 0) : i + chunk],
+            p[max(i - overlap, 0) : i + chunk],
+            e[max(i - overlap, 0) : i + chunk],
+        )
+        for i in range(0, n, chunk)
+    ]
     many = reduce_channel(chunks, a, b, update_period=0.02, resolution=1e-3)
     for field in one.__dataclass_fields__:
         x, y = getattr(one, field), getattr(many, field)
@@ -232,7 +246,7 @@ def test_many_edges_in_one_chunk_give_the_same_sums(seed: int) -> None:
     rng = np.random.default_rng(seed)
     a = np.sort(rng.uniform(t[0], t[-1], 400))
     b = a + rng.uniform(0, 0.5, 400)
-    chunks = [(t[i:i + 300], p[i:i + 300], e[i:i + 300]) for i in range(0, 2000, 300)]
+    chunks = [(t[i : i + 300], p[i : i + 300], e[i : i + 300]) for i in range(0, 2000, 300)]
     one = reduce_channel([(t, p, e)], a, b, update_period=0.01)
     many = reduce_channel(chunks, a, b, update_period=0.01)
     for field in ("integral_J", "uncertainty_J", "counter_J", "peak_W", "max_gap_s"):

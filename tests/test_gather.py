@@ -15,9 +15,9 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import REPO, mpiexec  # noqa: E402
+from helpers import REPO, mpiexec
 
-from energy_hpc.gather import _WriteBehind  # noqa: E402
+from energy_hpc.gather import _WriteBehind
 
 
 @pytest.mark.mpi
@@ -26,8 +26,12 @@ def test_every_rank_s_samples_arrive_exactly_in_small_pieces(tmp_path: Path) -> 
 
     launcher = mpiexec()
     assert launcher, "mpiexec not found"
-    r = subprocess.run([launcher, "-n", "3", sys.executable, str(REPO / "tests" / "gather_entry.py"),
-                        str(tmp_path), "256"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [launcher, "-n", "3", sys.executable, str(REPO / "tests" / "gather_entry.py"), str(tmp_path), "256"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     path, status = r.stdout.split()
     assert status == "complete"
@@ -42,8 +46,13 @@ def test_every_rank_s_samples_arrive_exactly_in_small_pieces(tmp_path: Path) -> 
         assert n == len(e["time"])
         for var in ("time", "power", "energy", "sensor_time"):
             got = tr[var].values[ch]
-            np.testing.assert_allclose(got[:n], e[var], rtol=0, atol=1e-9 if var != "power" else 0,
-                                       err_msg=f"rank {rank} channel {j} {var}")
+            np.testing.assert_allclose(
+                got[:n],
+                e[var],
+                rtol=0,
+                atol=1e-9 if var != "power" else 0,
+                err_msg=f"rank {rank} channel {j} {var}",
+            )
             assert np.isnan(got[n:]).all()  # the rest of the row stays fill
     assert seen == {(r, j) for r in range(3) for j in range(2)}
     assert sorted(w["rank"].values.tolist()) == [0, 1, 1, 2, 2, 2]

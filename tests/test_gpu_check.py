@@ -42,13 +42,18 @@ def _emulated(part: str, signal=None, seed: int = 1, workload=None):
     reader, on the same functions the real pynvml has)."""
     vc = VirtualClock()
     kw = {"signals": {"device": signal}} if signal is not None else {}
-    wl = workload if workload is not None or signal is not None else Workload.random(np.random.default_rng(3), 4, 2.0)
+    wl = (
+        workload
+        if workload is not None or signal is not None
+        else Workload.random(np.random.default_rng(3), 4, 2.0)
+    )
     s = open_part(part, wl, clock=vc, rng=np.random.default_rng(seed), options={"probe_reads": 0}, **kw)
     rd = gc.make_reader(s.inner.nvml, s.inner.gpu.handle)
 
     def read():
         s.sync()  # the emulated hardware brought to the clock's time, as every real read would see it
         return rd()
+
     return s, vc, read
 
 
@@ -60,8 +65,11 @@ def _poll(part: str, seconds: float = 5.0, spacing: float = 0.001, **kw):
 
 # ---- steps 1-2: refresh periods ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("part,counter_period", [("h100", 0.1), ("a100", 0.02)])
-def test_refresh_periods_of_the_emulated_part_are_found_from_1_ms_reads(part: str, counter_period: float) -> None:
+def test_refresh_periods_of_the_emulated_part_are_found_from_1_ms_reads(
+    part: str, counter_period: float
+) -> None:
     s, ser = _poll(part)
     assert len(ser["t"]) == 5000 and np.allclose(np.diff(ser["t"]), 0.001)
     res = gc.analyse_poll(ser)
@@ -120,6 +128,7 @@ def test_degenerate_series_give_nan_not_errors() -> None:
 
 # ---- step 5: the power fields' windows, from a square-wave load -------------------------------
 
+
 def test_square_wave_step_response_gives_the_instant_and_average_windows() -> None:
     rng = np.random.default_rng(5)
     # the grid of the instant field's refreshes, as steps 1-2 find it on this emulated GPU
@@ -128,7 +137,9 @@ def test_square_wave_step_response_gives_the_instant_and_average_windows() -> No
     assert fit["period_s"] == pytest.approx(0.1, abs=1e-4)
     fast = gc.plan_edges(2.5, 20, 0.5, 0.5, rng, (fit["period_s"], fit["phase_s"]))
     slow = gc.plan_edges(fast[-1][1] + 0.1, 4, 1.5, 1.5, rng)
-    assert all(a < b for a, b in fast + slow) and all(fast[i][1] < fast[i + 1][0] for i in range(len(fast) - 1))
+    assert all(a < b for a, b in fast + slow) and all(
+        fast[i][1] < fast[i + 1][0] for i in range(len(fast) - 1)
+    )
     ups, downs = [a for a, _ in fast + slow], [b for _, b in fast + slow]
     s, vc, read = _emulated("h100", Steps.windows(ups, downs, 80.0, 450.0))
     assert s.model.power.phase_s == s0.model.power.phase_s  # same seed: the grid found is this GPU's
@@ -155,12 +166,15 @@ def test_step_fractions_and_ramp_fit_on_a_known_ramp() -> None:
     v = sig.mean_power(r - 0.04, r)
     sf = gc.step_fractions(r + 0.003, v, ups, downs, settle_s=0.2)
     assert 1.0 in set(np.round(sf["f"], 6)) and sf["up"].sum() == len(sf["up"]) / 2
-    assert np.sum((sf["f"] > 0.01) & (sf["f"] < 0.99)) == 4 * 4  # 40 ms / 10 ms: four partial readings per edge
+    assert (
+        np.sum((sf["f"] > 0.01) & (sf["f"] < 0.99)) == 4 * 4
+    )  # 40 ms / 10 ms: four partial readings per edge
     fit = gc.fit_ramp(sf["d"], sf["f"])
     assert fit["window_s"] == pytest.approx(0.04, abs=1e-6) and fit["lag_s"] == pytest.approx(0.003, abs=1e-6)
 
 
 # ---- step 3: counter vs integral through the project's reduction --------------------------------
+
 
 def test_counter_vs_integral_on_the_emulated_h100_matches_the_truth() -> None:
     # a 10 s busy window with a 25 Hz ripple (what a matmul or diffusion loop draws), 10 ms sampling
@@ -194,10 +208,16 @@ class _LiveNvml(types.ModuleType):
 
     def __getattr__(self, name):
         fn = getattr(self._inner, name)
-        if name in ("nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetFieldValues", "nvmlDeviceGetPowerUsage"):
+        if name in (
+            "nvmlDeviceGetTotalEnergyConsumption",
+            "nvmlDeviceGetFieldValues",
+            "nvmlDeviceGetPowerUsage",
+        ):
+
             def synced(*a, **k):
                 self._model.sync(time.monotonic() - self._t0)
                 return fn(*a, **k)
+
             return synced
         return fn
 
@@ -205,8 +225,9 @@ class _LiveNvml(types.ModuleType):
 def test_sampled_windows_runs_the_projects_sensor_and_sampler_on_a_live_emulated_gpu() -> None:
     gpu_dev = FakeGpu(uuid="GPU-e0000000-0000-0000-0000-000000000001", bus_id="00000000:18:00.0")
     t0 = time.monotonic()
-    model = hardware.NvmlModel(gpu_dev, Constant(300.0), counter=hardware.Refresh(0.1, 0.013),
-                               power=hardware.Refresh(0.1, 0.071))
+    model = hardware.NvmlModel(
+        gpu_dev, Constant(300.0), counter=hardware.Refresh(0.1, 0.013), power=hardware.Refresh(0.1, 0.071)
+    )
     nv = _LiveNvml(make_pynvml([gpu_dev]), model, t0)
     gpu = gc.Gpu(nv, None, None, None, 0, gpu_dev.name, "0000:18:00.0", gpu_dev.uuid)
 
@@ -214,6 +235,7 @@ def test_sampled_windows_runs_the_projects_sensor_and_sampler_on_a_live_emulated
         a = time.monotonic()
         time.sleep(0.6)
         return [(a, time.monotonic())]
+
     raw: dict = {}
     res = gc.sampled_windows(gpu, work, raw, "x", idle_s=0.2)
     assert res["channel"] == "nvml:0000:18:00.0" and res["samples"] > 30
@@ -224,6 +246,7 @@ def test_sampled_windows_runs_the_projects_sensor_and_sampler_on_a_live_emulated
 
 
 # ---- step 5: the comparison table, and the report ----------------------------------------------
+
 
 def test_emulated_parameters_come_from_the_emulated_h100() -> None:
     emu = gc.emulated_h100_parameters()
@@ -239,26 +262,41 @@ def test_compare_says_where_measurements_agree() -> None:
     assert all(r["agrees"] is True for r in rows)
     other = dict(emu, counter_period_s=0.02, power_window_s=0.1, average_window_s=math.nan)
     by = {r["key"]: r["agrees"] for r in gc.compare(emu, other)}
-    assert by["counter_period_s"] is False and by["power_window_s"] is False and by["average_window_s"] is None
+    assert (
+        by["counter_period_s"] is False and by["power_window_s"] is False and by["average_window_s"] is None
+    )
 
 
 def test_the_whole_analysis_of_an_emulated_run_renders_as_markdown_and_json() -> None:
     s, ser = _poll("h100", 3.0)
     poll_res = gc.analyse_poll(ser)
     wl_rows = gc.counter_vs_integral(ser["t"], ser["inst_mW"] / 1e3, ser["energy_mJ"] / 1e3, [0.5], [2.5])
-    sq = {"grid": None, "fast": {"cycles": 1, "busy_s": 0.5, "idle_s": 0.5, "edges": 2},
-          "slow": {"cycles": 1, "busy_s": 1.5, "idle_s": 1.5, "edges": 2},
-          "instant": gc.window_fits(ser["t"], ser["inst_mW"], ser["inst_stamp_s"], [1.0], [2.0], 0.25),
-          "average": gc.window_fits(ser["t"], ser["avg_mW"], ser["avg_stamp_s"], [1.0], [2.0], 1.2)}
+    sq = {
+        "grid": None,
+        "fast": {"cycles": 1, "busy_s": 0.5, "idle_s": 0.5, "edges": 2},
+        "slow": {"cycles": 1, "busy_s": 1.5, "idle_s": 1.5, "edges": 2},
+        "instant": gc.window_fits(ser["t"], ser["inst_mW"], ser["inst_stamp_s"], [1.0], [2.0], 0.25),
+        "average": gc.window_fits(ser["t"], ser["avg_mW"], ser["avg_stamp_s"], [1.0], [2.0], 1.2),
+    }
     emu = gc.emulated_h100_parameters()
     meas = gc.measured_parameters(poll_res, sq)
     assert meas["counter_period_s"] == pytest.approx(0.1, abs=1e-3)
     assert meas["power_period_s"] == pytest.approx(0.1, abs=1e-4)
-    res = {"started": "now", "gpu": {"name": "NVIDIA H100 80GB HBM3 (EMULATED)", "bus_id": "0000:18:00.0"},
-           "poll": poll_res, "matmul": {"channel": "nvml:x", "samples": 10, "sample_spacing": gc.summarize([0.01]),
-                                        "read_errors": 0, "windows": wl_rows},
-           "diffusion": {"skipped": "diffusers is not importable"}, "square": sq,
-           "comparison": gc.compare(emu, meas)}
+    res = {
+        "started": "now",
+        "gpu": {"name": "NVIDIA H100 80GB HBM3 (EMULATED)", "bus_id": "0000:18:00.0"},
+        "poll": poll_res,
+        "matmul": {
+            "channel": "nvml:x",
+            "samples": 10,
+            "sample_spacing": gc.summarize([0.01]),
+            "read_errors": 0,
+            "windows": wl_rows,
+        },
+        "diffusion": {"skipped": "diffusers is not importable"},
+        "square": sq,
+        "comparison": gc.compare(emu, meas),
+    }
     md = gc.report(res)
     assert "| parameter | emulated | measured | agrees |" in md
     assert "energy counter refresh period (s) | 0.1000 | 0.1000 | yes" in md
@@ -277,6 +315,7 @@ def test_diffusion_loop_builds_the_projects_unet_and_denoises() -> None:
 
 # ---- without a GPU ---------------------------------------------------------------------------
 
+
 def _run(tmp_path: Path, stub: str | None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     if stub is not None:
@@ -284,19 +323,38 @@ def _run(tmp_path: Path, stub: str | None) -> subprocess.CompletedProcess:
         d.mkdir()
         (d / "pynvml.py").write_text(stub)
         env["PYTHONPATH"] = os.pathsep.join([str(d), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out.json")], capture_output=True,
-                          text=True, env=env, timeout=60, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "out.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,
+    )
 
 
-@pytest.mark.parametrize("case,stub,says", [
-    ("here", None, "no NVIDIA GPU"),
-    ("no pynvml", "raise ImportError('No module named pynvml')\n", "nvidia-ml-py"),
-    ("init fails", "class NVMLError(Exception):\n    pass\n"
-                   "def nvmlInit():\n    raise NVMLError('Driver Not Loaded')\n", "NVML did not start"),
-    ("no gpu", "class NVMLError(Exception):\n    pass\ndef nvmlInit():\n    pass\n"
-               "def nvmlDeviceGetCount():\n    return 0\n", "reports no GPU"),
-])
-def test_without_a_gpu_it_exits_2_with_one_line(tmp_path: Path, case: str, stub: str | None, says: str) -> None:
+@pytest.mark.parametrize(
+    "case,stub,says",
+    [
+        ("here", None, "no NVIDIA GPU"),
+        ("no pynvml", "raise ImportError('No module named pynvml')\n", "nvidia-ml-py"),
+        (
+            "init fails",
+            "class NVMLError(Exception):\n    pass\n"
+            "def nvmlInit():\n    raise NVMLError('Driver Not Loaded')\n",
+            "NVML did not start",
+        ),
+        (
+            "no gpu",
+            "class NVMLError(Exception):\n    pass\ndef nvmlInit():\n    pass\n"
+            "def nvmlDeviceGetCount():\n    return 0\n",
+            "reports no GPU",
+        ),
+    ],
+)
+def test_without_a_gpu_it_exits_2_with_one_line(
+    tmp_path: Path, case: str, stub: str | None, says: str
+) -> None:
     if case == "here":
         try:
             import pynvml
@@ -305,7 +363,7 @@ def test_without_a_gpu_it_exits_2_with_one_line(tmp_path: Path, case: str, stub:
             pytest.skip("this machine has a working NVML")
         except ImportError:
             pass
-        except Exception:  # noqa: BLE001 - the usual case here: no driver
+        except Exception:
             pass
     p = _run(tmp_path, stub)
     assert p.returncode == 2, p.stderr

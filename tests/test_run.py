@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-
 from helpers import REPO, run_cli, write_job
 
 JOB = """
@@ -97,9 +96,22 @@ def test_table_json_rows_carry_the_contract_keys(single_run: Path) -> None:
     rows = json.loads(r.stdout)
     assert len(rows) == 2
     for row in rows:
-        for key in ("case", "n_ranks", "units", "unit", "energy_J", "energy_per_unit_J", "wh_per_1000_units",
-                    "mean_power_W", "method", "energy_per_unit_uncertainty_J", "net_energy_per_unit_J",
-                    "idle_power_W", "peak_power_W", "n_nodes"):
+        for key in (
+            "case",
+            "n_ranks",
+            "units",
+            "unit",
+            "energy_J",
+            "energy_per_unit_J",
+            "wh_per_1000_units",
+            "mean_power_W",
+            "method",
+            "energy_per_unit_uncertainty_J",
+            "net_energy_per_unit_J",
+            "idle_power_W",
+            "peak_power_W",
+            "n_nodes",
+        ):
             assert key in row, key
         assert row["method"] == "synthetic" and row["synthetic"] is True
         assert row["energy_per_unit_J"] == pytest.approx(row["energy_J"] / row["units"])
@@ -110,8 +122,9 @@ def test_table_json_rows_carry_the_contract_keys(single_run: Path) -> None:
     assert [r["units"] for r in sorted(rows, key=lambda r: r["case"]["batch_size"])] == [2, 4]
 
 
-@pytest.mark.parametrize("fmt, marker", [("markdown", "| task"), ("csv", "energy_per_unit_J"),
-                                         ("latex", "\\begin{tabular}")])
+@pytest.mark.parametrize(
+    "fmt, marker", [("markdown", "| task"), ("csv", "energy_per_unit_J"), ("latex", "\\begin{tabular}")]
+)
 def test_table_formats(single_run: Path, fmt: str, marker: str) -> None:
     r = run_cli("table", str(single_run.parent), "--format", fmt)
     assert r.returncode == 0 and marker in r.stdout
@@ -127,8 +140,10 @@ def test_table_rejects_a_file_that_is_not_a_run(tmp_path: Path) -> None:
 
 def test_local_model_folder_loads_through_from_pretrained(tmp_path: Path, tiny_sd: Path) -> None:
     shutil.copytree(tiny_sd, tmp_path / "models" / "sd")
-    job = write_job(tmp_path, JOB.format(model="models/sd", source="local").replace("batch_size = [1, 2]",
-                                                                                  "batch_size = 1"))
+    job = write_job(
+        tmp_path,
+        JOB.format(model="models/sd", source="local").replace("batch_size = [1, 2]", "batch_size = 1"),
+    )
     r = run_cli("run", str(job), "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     cases = xr.open_dataset(_one_file(tmp_path / "out"), group="cases", engine="h5netcdf")
@@ -169,8 +184,10 @@ def test_two_ranks_bad_job_fails_once_with_status_2(tmp_path: Path) -> None:
 @pytest.mark.mpi
 def test_sampling_child_process_under_mpiexec(tmp_path: Path, tiny_sd: Path) -> None:
     """The sampler GPU ranks use (a child process per rank), forced here on CPU."""
-    job = write_job(tmp_path, JOB.format(model="tiny-sd", source="random").replace("batch_size = [1, 2]",
-                                                                                  "batch_size = 1"))
+    job = write_job(
+        tmp_path,
+        JOB.format(model="tiny-sd", source="random").replace("batch_size = [1, 2]", "batch_size = 1"),
+    )
     r = run_cli("run", str(job), "-o", str(tmp_path / "out"), mpi=2, env={"ENERGY_HPC_SAMPLER": "process"})
     assert r.returncode == 0, r.stderr
     path = _one_file(tmp_path / "out")

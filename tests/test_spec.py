@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import run_cli, write_job
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energy_hpc.errors import SpecError
 from energy_hpc.spec import load_job, parse_job
-
-from helpers import run_cli, write_job
 
 BASE = """
 [job]
@@ -26,7 +25,9 @@ source = "random"
 
 
 def test_list_values_expand_into_the_cross_product() -> None:
-    job = parse_job(BASE + 'dtype = ["fp32", "bf16"]\nbatch_size = [1, 2, 4]\n[case.options]\nsteps = [2, 3]\n')
+    job = parse_job(
+        BASE + 'dtype = ["fp32", "bf16"]\nbatch_size = [1, 2, 4]\n[case.options]\nsteps = [2, 3]\n'
+    )
     assert len(job.cases) == 2 * 3 * 2
     combos = {(c.dtype, c.batch_size, c.options["steps"]) for c in job.cases}
     assert ("bf16", 4, 3) in combos and len(combos) == 12
@@ -46,26 +47,41 @@ def test_defaults_fill_unspecified_options() -> None:
     assert job.measure.sensors == ("auto",) and job.measure.iterations == 2
 
 
-@pytest.mark.parametrize("snippet, expected", [
-    ("[measure]\niteratons = 3\n", "did you mean 'iterations'"),
-    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sd\"\nsource = \"random\"\nbatch_sise = 2\n",
-     "did you mean 'batch_size'"),
-    ("[[case]]\ntask = \"text-to-imag\"\nmodel = \"x\"\n", "did you mean 'text-to-image'"),
-    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sd\"\nsource = \"random\"\nbatch_size = \"2\"\n",
-     "batch_size must be an integer"),
-    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sd\"\nsource = \"random\"\ndtype = \"fp8\"\n",
-     "is not one of fp32, fp16, bf16"),
-    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sd\"\nsource = \"random\"\n[case.options]\nsteps = -1\n",
-     "out of range"),
-    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sd\"\nsource = \"random\"\n[case.options]\nstep = 3\n",
-     "did you mean 'steps'"),
-    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"no/such/folder\"\n", "does not exist"),
-    ("[[case]]\ntask = \"text-to-image\"\nmodel = \"tny-sd\"\nsource = \"random\"\n", "did you mean 'tiny-sd'"),
-    ("[case]\ntask = \"text-to-image\"\nmodel = \"x\"\n", "write [[case]], not [case]"),
-    ("[measure]\nsensors = [\"nvmll\"]\n[[case]]\ntask = \"text-to-image\"\nmodel = \"tiny-sd\"\nsource = \"random\"\n",
-     "did you mean 'nvml'"),
-    ("[measure]\ninterval_ms = 0\n", "out of range"),
-])
+@pytest.mark.parametrize(
+    "snippet, expected",
+    [
+        ("[measure]\niteratons = 3\n", "did you mean 'iterations'"),
+        (
+            '[[case]]\ntask = "text-to-image"\nmodel = "tiny-sd"\nsource = "random"\nbatch_sise = 2\n',
+            "did you mean 'batch_size'",
+        ),
+        ('[[case]]\ntask = "text-to-imag"\nmodel = "x"\n', "did you mean 'text-to-image'"),
+        (
+            '[[case]]\ntask = "text-to-image"\nmodel = "tiny-sd"\nsource = "random"\nbatch_size = "2"\n',
+            "batch_size must be an integer",
+        ),
+        (
+            '[[case]]\ntask = "text-to-image"\nmodel = "tiny-sd"\nsource = "random"\ndtype = "fp8"\n',
+            "is not one of fp32, fp16, bf16",
+        ),
+        (
+            '[[case]]\ntask = "text-to-image"\nmodel = "tiny-sd"\nsource = "random"\n[case.options]\nsteps = -1\n',
+            "out of range",
+        ),
+        (
+            '[[case]]\ntask = "text-to-image"\nmodel = "tiny-sd"\nsource = "random"\n[case.options]\nstep = 3\n',
+            "did you mean 'steps'",
+        ),
+        ('[[case]]\ntask = "text-to-image"\nmodel = "no/such/folder"\n', "does not exist"),
+        ('[[case]]\ntask = "text-to-image"\nmodel = "tny-sd"\nsource = "random"\n', "did you mean 'tiny-sd'"),
+        ('[case]\ntask = "text-to-image"\nmodel = "x"\n', "write [[case]], not [case]"),
+        (
+            '[measure]\nsensors = ["nvmll"]\n[[case]]\ntask = "text-to-image"\nmodel = "tiny-sd"\nsource = "random"\n',
+            "did you mean 'nvml'",
+        ),
+        ("[measure]\ninterval_ms = 0\n", "out of range"),
+    ],
+)
 def test_bad_job_files_name_the_problem(snippet: str, expected: str) -> None:
     with pytest.raises(SpecError, match=expected.replace("[", r"\[").replace("]", r"\]")):
         parse_job('[job]\nname = "t"\n' + snippet)
@@ -110,16 +126,25 @@ def test_cli_run_rejects_missing_model_folder_before_work(tmp_path: Path) -> Non
 
 
 _values = st.recursive(
-    st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=True), st.text(max_size=20), st.booleans()),
+    st.one_of(st.integers(-(10**12), 10**12), st.floats(allow_nan=True), st.text(max_size=20), st.booleans()),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8)
+    max_leaves=8,
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(measure=st.dictionaries(st.sampled_from(["interval_ms", "idle_seconds", "warmup", "iterations", "sensors",
-                                                "device", "x"]), _values, max_size=4),
-       case=st.dictionaries(st.sampled_from(["task", "model", "source", "dtype", "batch_size", "options", "y"]),
-                            _values, max_size=6))
+@given(
+    measure=st.dictionaries(
+        st.sampled_from(["interval_ms", "idle_seconds", "warmup", "iterations", "sensors", "device", "x"]),
+        _values,
+        max_size=4,
+    ),
+    case=st.dictionaries(
+        st.sampled_from(["task", "model", "source", "dtype", "batch_size", "options", "y"]),
+        _values,
+        max_size=6,
+    ),
+)
 def test_any_structure_gives_a_job_or_a_spec_error(measure: dict, case: dict) -> None:
     """Whatever the (decoded) TOML holds, parsing ends in a Job or a SpecError, never another exception."""
     import tomli_w
@@ -141,7 +166,9 @@ def test_random_config_of_another_task_is_rejected_at_validation() -> None:
 
 def test_path_options_resolve_against_the_job_file_folder(tmp_path: Path) -> None:
     (tmp_path / "prompts.txt").write_text("a prompt\n")
-    job = write_job(tmp_path, BASE + '[case.options]\nprompt_file = "prompts.txt"\nrefiner = "tiny-sdxl-refiner"\n')
+    job = write_job(
+        tmp_path, BASE + '[case.options]\nprompt_file = "prompts.txt"\nrefiner = "tiny-sdxl-refiner"\n'
+    )
     opts = load_job(job).cases[0].options
     assert opts["prompt_file"] == str((tmp_path / "prompts.txt").resolve())
     assert opts["refiner"] == "tiny-sdxl-refiner"  # not a path here: left as written (a config name)

@@ -41,7 +41,8 @@ recording ranks that ran the case (docs/analysis.md, "One device, several ranks"
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 NEVER_ADDED = ("placeholder", "view", "skip")
 NODE_ROLES = ("node", "node_cpu", "node_memory", "node_accel", "node_other")
@@ -70,8 +71,13 @@ def channel_role(meta: dict[str, Any]) -> str:
         return "view"
     scope = str(meta.get("scope", ""))
     if int(meta.get("node_level", 0) or 0):
-        return {"node": "node", "cpu": "node_cpu", "memory": "node_memory", "package": "node_accel",
-                "gpu": "node_accel"}.get(scope, "node_other")
+        return {
+            "node": "node",
+            "cpu": "node_cpu",
+            "memory": "node_memory",
+            "package": "node_accel",
+            "gpu": "node_accel",
+        }.get(scope, "node_other")
     if str(meta.get("included_in", "") or ""):
         return "placeholder"
     if scope == "module":
@@ -88,8 +94,13 @@ def is_mig_gpu(meta: dict[str, Any]) -> bool:
     """A whole-GPU channel recorded for a rank bound to a MIG instance of it, as far as the channel
     says (NVML does not always fill ``shared_with``: :func:`channel_roles` does not rely on it)."""
     shared = shared_devices(meta)
-    return str(meta.get("scope", "")) == "gpu" and not int(meta.get("node_level", 0) or 0) \
-        and not str(meta.get("included_in", "") or "") and bool(shared) and all(d.startswith("mig-") for d in shared)
+    return (
+        str(meta.get("scope", "")) == "gpu"
+        and not int(meta.get("node_level", 0) or 0)
+        and not str(meta.get("included_in", "") or "")
+        and bool(shared)
+        and all(d.startswith("mig-") for d in shared)
+    )
 
 
 def device_key(meta: dict[str, Any]) -> tuple[str, ...] | None:
@@ -98,8 +109,13 @@ def device_key(meta: dict[str, Any]) -> tuple[str, ...] | None:
     dev = normalize_device(str(meta.get("device", "") or ""))
     if not dev:
         return None
-    return (str(meta.get("host", "")), str(int(meta.get("node", 0) or 0)), str(meta.get("backend", "")),
-            str(meta.get("scope", "")), dev)
+    return (
+        str(meta.get("host", "")),
+        str(int(meta.get("node", 0) or 0)),
+        str(meta.get("backend", "")),
+        str(meta.get("scope", "")),
+        dev,
+    )
 
 
 # node-level backends in the order the analysis prefers when two measure one scope on one host:
@@ -160,8 +176,11 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
         rep["sharers"] = ",".join(str(r) for r in ranks)
         rep["copies"] = [int(metas[i].get("index", i)) for i in idxs]
     # included_in at node level
-    by_name = {(str(m.get("host", "")), str(m.get("name", ""))): i for i, m in enumerate(metas)
-               if roles[i].startswith("node")}
+    by_name = {
+        (str(m.get("host", "")), str(m.get("name", ""))): i
+        for i, m in enumerate(metas)
+        if roles[i].startswith("node")
+    }
     for i, m in enumerate(metas):
         if not roles[i].startswith("node"):
             continue
@@ -181,7 +200,9 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
         if roles[i].startswith("node"):
             backends.setdefault((str(m.get("host", "")), roles[i]), set()).add(str(m.get("backend", "")))
     for i, m in enumerate(metas):
-        found = backends.get((str(m.get("host", "")), roles[i]), set()) if roles[i].startswith("node") else set()
+        found = (
+            backends.get((str(m.get("host", "")), roles[i]), set()) if roles[i].startswith("node") else set()
+        )
         if len(found) > 1:
             kept = min(found, key=_backend_rank)
             if str(m.get("backend", "")) != kept:
@@ -190,8 +211,13 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
     return roles
 
 
-_NODE_WHAT = {"node": "node", "node_cpu": "node CPU", "node_memory": "node memory", "node_accel": "accelerator",
-              "node_other": "other node-level"}
+_NODE_WHAT = {
+    "node": "node",
+    "node_cpu": "node CPU",
+    "node_memory": "node memory",
+    "node_accel": "accelerator",
+    "node_other": "other node-level",
+}
 
 
 def role_notes(metas: Sequence[dict[str, Any]], roles: Sequence[str]) -> list[str]:
@@ -201,14 +227,22 @@ def role_notes(metas: Sequence[dict[str, Any]], roles: Sequence[str]) -> list[st
     for m, role in zip(metas, roles):
         if role == "skip" and str(m.get("not_added", "")):
             what = _NODE_WHAT.get(channel_role(m), "node-level")
-            hosts.setdefault((what, str(m["not_added"]), str(m.get("backend", ""))), set()).add(str(m.get("host", "")))
-    return [f"{what} energy from {kept}; {other}'s channels of the same scope on the same host "
-            f"({len(h)} host(s)) not added: both measure it"
-            for (what, kept, other), h in sorted(hosts.items())]
+            hosts.setdefault((what, str(m["not_added"]), str(m.get("backend", ""))), set()).add(
+                str(m.get("host", ""))
+            )
+    return [
+        f"{what} energy from {kept}; {other}'s channels of the same scope on the same host "
+        f"({len(h)} host(s)) not added: both measure it"
+        for (what, kept, other), h in sorted(hosts.items())
+    ]
 
 
-def package_shares(meta: dict[str, Any], bus_to_rank: dict[str, int], recording_rank: int,
-                   ranks_in_case: Sequence[int] | None = None) -> tuple[dict[int, float], str]:
+def package_shares(
+    meta: dict[str, Any],
+    bus_to_rank: dict[str, int],
+    recording_rank: int,
+    ranks_in_case: Sequence[int] | None = None,
+) -> tuple[dict[int, float], str]:
     """Ranks that get a share of a package channel, with the share, and the label of the rule.
 
     ``bus_to_rank`` maps the normalised bus ids of the devices bound to ranks on the channel's host.
@@ -233,8 +267,9 @@ def package_shares(meta: dict[str, Any], bus_to_rank: dict[str, int], recording_
     return {recording_rank: 1.0}, "whole package (devices not matched to ranks)"
 
 
-def _sharer_shares(meta: dict[str, Any], sharers: Sequence[int], recording_rank: int,
-                   ranks_in_case: Sequence[int] | None) -> tuple[dict[int, float], str]:
+def _sharer_shares(
+    meta: dict[str, Any], sharers: Sequence[int], recording_rank: int, ranks_in_case: Sequence[int] | None
+) -> tuple[dict[int, float], str]:
     """A device recorded by several ranks, split equally among those of them that ran the case: the
     same reasoning as for a package (the hardware gives only the sum). For a MIG GPU with instances
     no rank of this run used, what they drew (another job's work, or idle slices) is inside the
@@ -243,7 +278,9 @@ def _sharer_shares(meta: dict[str, Any], sharers: Sequence[int], recording_rank:
     what = "GPU" if str(meta.get("scope", "")) == "gpu" else "device"
     if is_mig_gpu(meta):
         n_instances = len(shared_devices(meta))
-        label = f"equal split of GPU among {len(users)} MIG instances" if len(users) > 1 else "whole GPU (MIG)"
+        label = (
+            f"equal split of GPU among {len(users)} MIG instances" if len(users) > 1 else "whole GPU (MIG)"
+        )
         if n_instances > len(sharers):
             label += f"; includes {n_instances - len(sharers)} MIG instance(s) this run did not use"
     else:

@@ -37,9 +37,9 @@ period and the nominal sample spacing: its figure is dominated by edge effects.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -90,9 +90,9 @@ class WindowEnergy:
     def random_J(self) -> np.ndarray:
         """The part of ``uncertainty_J`` that is independent between windows."""
         sys_ = self.systematic_J if self.systematic_J is not None else 0.0
-        return np.sqrt(np.maximum(self.uncertainty_J ** 2 - np.square(sys_), 0.0))
+        return np.sqrt(np.maximum(self.uncertainty_J**2 - np.square(sys_), 0.0))
 
-    def take(self, idx: np.ndarray) -> "WindowEnergy":
+    def take(self, idx: np.ndarray) -> WindowEnergy:
         return WindowEnergy(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
 
 
@@ -230,7 +230,9 @@ class _Refreshes:
             self.last_out = (float(times[-1]), float(vals[-1]))
         if len(ci):
             self.t_change = float(t[ci[-1]])
-        self.q_prev = math.floor((float(t[-1]) - self.t_change) / tau) if len(t) > 1 or len(ci) else self.q_prev
+        self.q_prev = (
+            math.floor((float(t[-1]) - self.t_change) / tau) if len(t) > 1 or len(ci) else self.q_prev
+        )
         return times, vals
 
     def _held(self, t: np.ndarray, ci: np.ndarray) -> np.ndarray:
@@ -266,9 +268,16 @@ class _Stream:
     it keeps the highest value, the most negative step and the longest interval.
     """
 
-    def __init__(self, x: np.ndarray, starts: np.ndarray, ends: np.ndarray, integrate: bool,
-                 scratch: Scratch | None = None, prefix: str = "",
-                 nominal_hint: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        integrate: bool,
+        scratch: Scratch | None = None,
+        prefix: str = "",
+        nominal_hint: Callable[[], float] | None = None,
+    ) -> None:
         n, nw = len(x), len(starts)
         self._nominal_hint = nominal_hint
         self.n_starts = nw  # x is starts then ends
@@ -316,8 +325,10 @@ class _Stream:
             c0 = v0 = 0.0
         # read-only sums tell whether every value is finite (the common case); only if not is the
         # mask built
-        if not ((dt is not None or math.isfinite(float(np.add.reduce(t))))
-                and math.isfinite(float(np.add.reduce(y)))):
+        if not (
+            (dt is not None or math.isfinite(float(np.add.reduce(t))))
+            and math.isfinite(float(np.add.reduce(y)))
+        ):
             ok = np.isfinite(t)
             ok &= np.isfinite(y)
             t, y, dt = t[ok], y[ok], None
@@ -325,7 +336,9 @@ class _Stream:
             return
         if dt is None:
             dt = np.diff(t)
-            if len(dt) and not dt.min() > 0:  # keep strictly increasing time (a repeated stamp is one reading)
+            if (
+                len(dt) and not dt.min() > 0
+            ):  # keep strictly increasing time (a repeated stamp is one reading)
                 keep = np.concatenate([[True], dt > 0])
                 t, y = t[keep], y[keep]
                 dt = np.diff(t)
@@ -340,6 +353,7 @@ class _Stream:
         if math.isnan(self.nominal):  # the first 65536 intervals tell the sampling period as well as all
             hint = self._nominal_hint() if self._nominal_hint else math.nan
             self.nominal = hint if math.isfinite(hint) else float(np.median(dt[:65536]))
+
         def rate(i: np.ndarray | int) -> np.ndarray:  # mean rate of intervals i (only where asked)
             return dy[i] / dt[i]
 
@@ -360,7 +374,14 @@ class _Stream:
         # on a reading takes that reading on the window's side)
         if len(m):
             xm_ = self.x[m]
-            k = np.where(m < self.n_starts, np.searchsorted(t, xm_, side="right"), np.searchsorted(t, xm_, side="left")) - 1
+            k = (
+                np.where(
+                    m < self.n_starts,
+                    np.searchsorted(t, xm_, side="right"),
+                    np.searchsorted(t, xm_, side="left"),
+                )
+                - 1
+            )
             k = np.clip(k, 0, len(t) - 2)
         else:
             k = m
@@ -389,8 +410,9 @@ class _Stream:
                 # read before it (linear interpolation across the step would be biased every time).
                 start = m < self.n_starts
                 seg_k = dt[k] * (y[k] + y[k + 1]) * 0.5
-                self.cum[m] = np.where(start, cum_k + seg_k - (t[k + 1] - xm) * y[k + 1],
-                                       cum_k + (xm - t[k]) * y[k])
+                self.cum[m] = np.where(
+                    start, cum_k + seg_k - (t[k + 1] - xm) * y[k + 1], cum_k + (xm - t[k]) * y[k]
+                )
                 self.var[m] = var_k + f * sig2_k
         # windows touching this segment: power keeps peak and longest gap, the counter its lowest step
         w = np.flatnonzero((self.starts <= t[-1]) & (self.ends >= t[0]))
@@ -403,15 +425,29 @@ class _Stream:
                 self.wmax[w] = np.fmax(self.wmax[w], _range_reduce(np.maximum, y, lo, hi, -np.inf))
                 self.wgap[w] = np.fmax(self.wgap[w], _range_reduce(np.maximum, dt, jlo, jhi, 0.0))
             else:
-                self.wmin_step[w] = np.fmin(self.wmin_step[w], _range_reduce(np.minimum, dy, jlo, jhi, np.inf))
+                self.wmin_step[w] = np.fmin(
+                    self.wmin_step[w], _range_reduce(np.minimum, dy, jlo, jhi, np.inf)
+                )
                 self.wmin_dt[w] = np.fmin(self.wmin_dt[w], _range_reduce(np.minimum, dt, jlo, jhi, np.inf))
                 self.wgap[w] = np.fmax(self.wgap[w], _range_reduce(np.maximum, dt, jlo, jhi, 0.0))
         self._last_rates = (float(rate(-1)), float(rate(-2)) if len(dt) > 1 else self._last_rates[0])
-        self._carry = (float(t[-1]), float(y[-1]), c_end if self.integrate else 0.0,
-                       v_end if self.integrate else 0.0)
+        self._carry = (
+            float(t[-1]),
+            float(y[-1]),
+            c_end if self.integrate else 0.0,
+            v_end if self.integrate else 0.0,
+        )
 
-    def _integrate(self, t: np.ndarray, y: np.ndarray, dt: np.ndarray, dy: np.ndarray, k: np.ndarray,
-                   c0: float, v0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    def _integrate(
+        self,
+        t: np.ndarray,
+        y: np.ndarray,
+        dt: np.ndarray,
+        dy: np.ndarray,
+        k: np.ndarray,
+        c0: float,
+        v0: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
         """The trapezoid integral and the interior variance, cumulative from the run's first sample,
         at the start of each interval ``k`` and at the last sample; and each interval ``k``'s own
         variance. Interval ``i`` adds ``dt * (y[i] + y[i+1]) / 2`` and ``(dt * spread)**2 / 12``,
@@ -456,8 +492,9 @@ def _range_reduce(op: np.ufunc, arr: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     return out
 
 
-def _counter_windows(es: _Stream, starts: np.ndarray, ends: np.ndarray, tau: float,
-                     raw_spacing: float, raw_jitter: float) -> tuple[np.ndarray, np.ndarray]:
+def _counter_windows(
+    es: _Stream, starts: np.ndarray, ends: np.ndarray, tau: float, raw_spacing: float, raw_jitter: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Each window's counter energy and its variance (resolution aside), from the refresh points
     around its edges.
 
@@ -494,9 +531,10 @@ def _counter_windows(es: _Stream, starts: np.ndarray, ends: np.ndarray, tau: flo
     if w > 0:
         ha, hb = np.clip(w / 2 - out_a, 0.0, None), np.clip(w / 2 - out_b, 0.0, None)
         step_a, step_b = inside - pre, inside - post
-        counter = counter + step_a * ha ** 2 / (2 * w) + step_b * hb ** 2 / (2 * w)
-        var_cross = step_a ** 2 * (ha ** 3 / (3 * w) - ha ** 4 / (4 * w * w)) \
-            + step_b ** 2 * (hb ** 3 / (3 * w) - hb ** 4 / (4 * w * w))
+        counter = counter + step_a * ha**2 / (2 * w) + step_b * hb**2 / (2 * w)
+        var_cross = step_a**2 * (ha**3 / (3 * w) - ha**4 / (4 * w * w)) + step_b**2 * (
+            hb**3 / (3 * w) - hb**4 / (4 * w * w)
+        )
     else:
         var_cross = 0.0
     counter = np.clip(counter, 0.0, np.maximum(hi_y - lo_y, 0.0))
@@ -510,15 +548,28 @@ def _counter_windows(es: _Stream, starts: np.ndarray, ends: np.ndarray, tau: flo
     slide = np.minimum(CLOCK_PPM * (ends - starts), w)
     spread = np.where(np.isfinite(es.wgap - es.wmin_dt), es.wgap - es.wmin_dt, 0.0)
     slid = spread > 0.5 * w
-    timing = np.where(slid, (pre ** 2 + post ** 2) * np.maximum(w, spread) ** 2,
-                      (post - pre) ** 2 * w * w) / 12.0
-    var = timing + (np.maximum(pre, post) * slide) ** 2 / 3.0 + ((pre ** 2 + post ** 2) * raw_jitter ** 2) \
-        + (da * out_a) ** 2 + (db * out_b) ** 2 + var_cross
+    timing = np.where(slid, (pre**2 + post**2) * np.maximum(w, spread) ** 2, (post - pre) ** 2 * w * w) / 12.0
+    var = (
+        timing
+        + (np.maximum(pre, post) * slide) ** 2 / 3.0
+        + ((pre**2 + post**2) * raw_jitter**2)
+        + (da * out_a) ** 2
+        + (db * out_b) ** 2
+        + var_cross
+    )
     return counter, var
 
 
-def _integral_edges(ps: _Stream, starts: np.ndarray, ends: np.ndarray, tau: float, raw_spacing: float,
-                    raw_jitter: float, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+def _integral_edges(
+    ps: _Stream,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    tau: float,
+    raw_spacing: float,
+    raw_jitter: float,
+    pa: np.ndarray,
+    pb: np.ndarray,
+) -> np.ndarray:
     """The variance of the integral's two edge stretches (from a start edge to the first point inside,
     from the last point inside to an end edge, each held at that point's level): the level may change
     over the stretch as much as it changes from that point to the next one inward, and the points are
@@ -530,14 +581,22 @@ def _integral_edges(ps: _Stream, starts: np.ndarray, ends: np.ndarray, tau: floa
     in_b = np.where(np.isfinite(ps.lo_t[n:]), ends - ps.lo_t[n:], 0.0)
     da = np.abs(np.where(np.isfinite(ps.next_rate[:n]), ps.next_rate[:n], 0.0)) * step
     db = np.abs(np.where(np.isfinite(ps.prev_rate[n:]), ps.prev_rate[n:], 0.0)) * step
-    return ((da * in_a) ** 2 + (db * in_b) ** 2) / 3.0 + (pa ** 2 + pb ** 2) * (w * w / 12.0 + raw_jitter ** 2)
+    return ((da * in_a) ** 2 + (db * in_b) ** 2) / 3.0 + (pa**2 + pb**2) * (w * w / 12.0 + raw_jitter**2)
 
 
-def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], starts: np.ndarray,
-                   ends: np.ndarray, *, update_period: float = 0.0, resolution: float = 0.0,
-                   method_hint: str = "counter", counter_ok: bool = True,
-                   check_counter: bool = True, scratch: Scratch | None = None,
-                   power_window: float = 0.0) -> WindowEnergy:
+def reduce_channel(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    *,
+    update_period: float = 0.0,
+    resolution: float = 0.0,
+    method_hint: str = "counter",
+    counter_ok: bool = True,
+    check_counter: bool = True,
+    scratch: Scratch | None = None,
+    power_window: float = 0.0,
+) -> WindowEnergy:
     """Energy of one channel over windows ``[starts[i], ends[i]]``.
 
     ``chunks`` yields consecutive ``(time s, power W, energy J)`` blocks of the channel in time order
@@ -609,8 +668,9 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     # edge power: sampled where there is power, else the counter's mean power across the bracket
     pa = np.where(np.isfinite(pa), pa, es.slope_mean[:n])
     pb = np.where(np.isfinite(pb), pb, es.slope_mean[n:])
-    mean_p = np.where(dur > 0, np.where(np.isfinite(counter), counter, integral) / np.where(dur > 0, dur, 1),
-                      np.nan)
+    mean_p = np.where(
+        dur > 0, np.where(np.isfinite(counter), counter, integral) / np.where(dur > 0, dur, 1), np.nan
+    )
     pa = np.abs(np.where(np.isfinite(pa), pa, mean_p))
     pb = np.abs(np.where(np.isfinite(pb), pb, mean_p))
     common = (np.abs(pb - pa) * tau / (2 * SQRT3)) ** 2
@@ -620,7 +680,7 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         wa_c = np.where(np.isfinite(es.spacing[:n]), es.spacing[:n], 0.0)
         wb_c = np.where(np.isfinite(es.spacing[n:]), es.spacing[n:], 0.0)
         var_counter_edges = ((pa * wa_c) ** 2 + (pb * wb_c) ** 2) / 12.0 + common
-    var_counter = var_counter_edges + resolution ** 2 / 6.0
+    var_counter = var_counter_edges + resolution**2 / 6.0
     if tau > 0:
         var_integral = _integral_edges(ps, starts, ends, tau, raw_spacing, raw_jitter, pa, pb) + var_int
     else:  # readings exact at each read: the edges are known to the sample spacing (term of var_int)
@@ -655,22 +715,28 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         both = np.isfinite(counter) & np.isfinite(integral)
         res = max(float(resolution), 0.0)
         backwards = np.isfinite(counter) & (es.wmin_step < -max(res, 1e-12))
-        stuck = both & (counter <= res) & (dur >= STUCK_MIN_PERIODS * max(tau, es.nominal if
-                                                                            math.isfinite(es.nominal) else 0.0)) \
+        stuck = (
+            both
+            & (counter <= res)
+            & (dur >= STUCK_MIN_PERIODS * max(tau, es.nominal if math.isfinite(es.nominal) else 0.0))
             & (integral > STUCK_MIN_POWER_W * dur)
-        sig = np.sqrt(var_counter + sys_counter ** 2 + var_integral + sys_integral ** 2)
+        )
+        sig = np.sqrt(var_counter + sys_counter**2 + var_integral + sys_integral**2)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = counter / integral
-        disagree = both & (np.maximum(counter, integral) >= DISAGREE_MIN_J) \
-            & ((ratio > DISAGREE_RATIO) | (ratio < 1.0 / DISAGREE_RATIO) | ~np.isfinite(ratio)) \
+        disagree = (
+            both
+            & (np.maximum(counter, integral) >= DISAGREE_MIN_J)
+            & ((ratio > DISAGREE_RATIO) | (ratio < 1.0 / DISAGREE_RATIO) | ~np.isfinite(ratio))
             & (np.abs(counter - integral) > DISAGREE_SIGMA * sig)
+        )
         fault[disagree] = CounterFault.DISAGREES
         fault[stuck] = CounterFault.STUCK
         fault[backwards] = CounterFault.BACKWARDS
 
     use_counter = np.isfinite(counter) & (fault == "")
     energy_J = np.where(use_counter, counter, integral)
-    unc = np.sqrt(np.where(use_counter, var_counter + sys_counter ** 2, var_integral + sys_integral ** 2))
+    unc = np.sqrt(np.where(use_counter, var_counter + sys_counter**2, var_integral + sys_integral**2))
     unc[~np.isfinite(energy_J)] = np.nan
 
     method = np.full(n, "", dtype=object)
@@ -682,16 +748,45 @@ def reduce_channel(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         method[has & ~use_counter] = "integral"
 
     zero = np.zeros(n)
-    return WindowEnergy(counter, integral, energy_J, unc, method, peak, short, fault, ps.wgap,
-                        np.sqrt(var_counter), sys_counter, np.sqrt(var_integral), sys_integral,
-                        np.where(use_counter, sys_counter, sys_integral))
+    return WindowEnergy(
+        counter,
+        integral,
+        energy_J,
+        unc,
+        method,
+        peak,
+        short,
+        fault,
+        ps.wgap,
+        np.sqrt(var_counter),
+        sys_counter,
+        np.sqrt(var_integral),
+        sys_integral,
+        np.where(use_counter, sys_counter, sys_integral),
+    )
 
 
-def channel_window_energy(time: np.ndarray, power: np.ndarray, energy: np.ndarray, starts: np.ndarray,
-                          ends: np.ndarray, *, update_period: float = 0.0, resolution: float = 0.0,
-                          method_hint: str = "counter", counter_ok: bool = True,
-                          check_counter: bool = True) -> WindowEnergy:
+def channel_window_energy(
+    time: np.ndarray,
+    power: np.ndarray,
+    energy: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    *,
+    update_period: float = 0.0,
+    resolution: float = 0.0,
+    method_hint: str = "counter",
+    counter_ok: bool = True,
+    check_counter: bool = True,
+) -> WindowEnergy:
     """:func:`reduce_channel` over one channel held in memory (s, W, J)."""
-    return reduce_channel([(np.asarray(time, float), np.asarray(power, float), np.asarray(energy, float))],
-                          starts, ends, update_period=update_period, resolution=resolution,
-                          method_hint=method_hint, counter_ok=counter_ok, check_counter=check_counter)
+    return reduce_channel(
+        [(np.asarray(time, float), np.asarray(power, float), np.asarray(energy, float))],
+        starts,
+        ends,
+        update_period=update_period,
+        resolution=resolution,
+        method_hint=method_hint,
+        counter_ok=counter_ok,
+        check_counter=check_counter,
+    )

@@ -12,8 +12,9 @@ Long channels are drawn from a min/max envelope built chunk by chunk, never from
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,17 @@ from energy_hpc.analysis.runfile import RunFile
 from energy_hpc.store import EMULATED_MARK, emulated_text, sensor_words
 
 MAX_POINTS = 4000  # envelope bins per channel in a power figure
-_CASE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
-                 "tab:olive", "tab:cyan")
+_CASE_COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+)
 
 
 def _figure(w: float, h: float) -> Any:
@@ -101,8 +111,11 @@ def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Any
         status = np.array([str(x) for x in w["status"]])
         rank, case = w["rank"].astype(int), w["case"].astype(int)
         rank_node = {r: int(n) for r, n in enumerate(rf.ranks["node"].values)} if "node" in rf.ranks else {}
-        metas = [m for m, role in zip(rf.channel_meta, channel_roles(rf.channel_meta))
-                 if role not in NEVER_ADDED and int(m["n_samples"]) > 1]
+        metas = [
+            m
+            for m, role in zip(rf.channel_meta, channel_roles(rf.channel_meta))
+            if role not in NEVER_ADDED and int(m["n_samples"]) > 1
+        ]
         if channels is not None:
             metas = [m for m in metas if int(m["index"]) in set(channels)]
         fig = _figure(10, 1.0 + 2.0 * max(len(metas), 1))
@@ -125,24 +138,41 @@ def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Any
                 sel = np.flatnonzero(shaded & (case == c))
                 colour = _CASE_COLOURS[c % len(_CASE_COLOURS)]
                 for k, i in enumerate(sel):  # alternate shades so that adjacent iterations stay apart
-                    ax.axvspan(w["start"][i], w["end"][i], color=colour, alpha=0.3 if k % 2 else 0.18, lw=0,
-                               zorder=0)
+                    ax.axvspan(
+                        w["start"][i], w["end"][i], color=colour, alpha=0.3 if k % 2 else 0.18, lw=0, zorder=0
+                    )
                 x0 = float(w["start"][sel].min())
-                ax.annotate(labels[c], (x0, 1.0), xycoords=("data", "axes fraction"), va="top", ha="left",
-                            fontsize=7, color=colour)
+                ax.annotate(
+                    labels[c],
+                    (x0, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    va="top",
+                    ha="left",
+                    fontsize=7,
+                    color=colour,
+                )
             ax.set_ylabel("W")
             where = "node" if int(m.get("node_level", 0)) else f"rank {r}"
-            ax.set_title(f"{m.get('name', '')} ({m.get('scope', '')}, {where}; {m.get('method', '')})",
-                         fontsize=8, loc="left")
+            ax.set_title(
+                f"{m.get('name', '')} ({m.get('scope', '')}, {where}; {m.get('method', '')})",
+                fontsize=8,
+                loc="left",
+            )
         axes[-1].set_xlabel("time since run start (s)")
-        fig.suptitle(f"Power per channel - {rf.path.name} - {data_label(rf.synthetic, rf.estimate, rf.emulated)}\n"
-                     "grey: idle baseline; coloured: measured iterations by case", fontsize=9)
+        fig.suptitle(
+            f"Power per channel - {rf.path.name} - {data_label(rf.synthetic, rf.estimate, rf.emulated)}\n"
+            "grey: idle baseline; coloured: measured iterations by case",
+            fontsize=9,
+        )
     return fig
 
 
 def _case_label(p: dict[str, Any], stage: str = "") -> str:
-    parts = [str(p.get("label") or Path(str(p.get("model", "?"))).name), str(p.get("dtype", "")),
-             f"b{p.get('batch_size')}" if p.get("batch_size") is not None else ""]
+    parts = [
+        str(p.get("label") or Path(str(p.get("model", "?"))).name),
+        str(p.get("dtype", "")),
+        f"b{p.get('batch_size')}" if p.get("batch_size") is not None else "",
+    ]
     if stage:
         parts.append(stage)
     return " ".join(x for x in parts if x)
@@ -150,9 +180,12 @@ def _case_label(p: dict[str, Any], stage: str = "") -> str:
 
 def _rows_label(rows: list[dict[str, Any]]) -> str:
     kinds = {r.get("data", "measured") for r in rows}
-    parts = [t for k, t in (("SYNTHETIC", "SYNTHETIC data"), ("ESTIMATE", "ESTIMATE from CPU time"))
-             if k in kinds]
-    parts[1:1] = [f"SYNTHETIC data ({sensor_words(k)})" for k in sorted(kinds) if str(k).startswith(EMULATED_MARK)]
+    parts = [
+        t for k, t in (("SYNTHETIC", "SYNTHETIC data"), ("ESTIMATE", "ESTIMATE from CPU time")) if k in kinds
+    ]
+    parts[1:1] = [
+        f"SYNTHETIC data ({sensor_words(k)})" for k in sorted(kinds) if str(k).startswith(EMULATED_MARK)
+    ]
     if parts:
         return " + ".join(parts) + " - not a measurement"
     return "measured"
@@ -162,8 +195,11 @@ def _total_or_meas(r: dict[str, Any]) -> float:
     """The combined ± (measurement and spread between iterations); the measurement's alone where the
     spread is undefined (one iteration)."""
     total = r.get("energy_per_unit_unc_J", math.nan)
-    return total if isinstance(total, float) and math.isfinite(total) else r.get("energy_per_unit_uncertainty_J",
-                                                                                 math.nan)
+    return (
+        total
+        if isinstance(total, float) and math.isfinite(total)
+        else r.get("energy_per_unit_uncertainty_J", math.nan)
+    )
 
 
 def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
@@ -176,9 +212,11 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
     err = np.array([r.get(ukey, math.nan) for r in rows], float)
     if not net:  # bars show the combined figure where iterations give one (measurement and spread)
         err = np.array([_total_or_meas(r) for r in rows], float)
-    labels = [_case_label(r.get("case") or {}, r.get("stage", "")) + (f"\n{r['n_nodes']} node(s)"
-                                                                     if len({x['n_nodes'] for x in rows}) > 1 else "")
-              for r in rows]
+    labels = [
+        _case_label(r.get("case") or {}, r.get("stage", ""))
+        + (f"\n{r['n_nodes']} node(s)" if len({x["n_nodes"] for x in rows}) > 1 else "")
+        for r in rows
+    ]
     if len({r.get("data") for r in rows}) > 1:  # mixed kinds: every bar says which it is
         labels = [f"{lab}\n[{r.get('data')}]" for lab, r in zip(labels, rows)]
     dtypes = sorted({str(r.get("dtype")) for r in rows})
@@ -190,8 +228,9 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
     ax.set_ylabel(f"{'net ' if net else ''}J per {'/'.join(units)}")
     methods = sorted({r["method"] for r in rows})
     bars = "1 sigma, measurement" if net else "1 sigma, measurement and spread between iterations"
-    ax.set_title(f"Energy per unit - {_rows_label(rows)}\nmethod: {', '.join(methods)}; bars: {bars}",
-                 fontsize=9)
+    ax.set_title(
+        f"Energy per unit - {_rows_label(rows)}\nmethod: {', '.join(methods)}; bars: {bars}", fontsize=9
+    )
     for d, c in zip(dtypes, _CASE_COLOURS):
         ax.bar([], [], color=c, label=d)
     if len(dtypes) > 1:
@@ -209,9 +248,15 @@ def scaling_figure(srows: list[dict[str, Any]]) -> Any:
     for (name, rs), colour in zip(sorted(series.items()), _CASE_COLOURS * 10):
         rs = sorted(rs, key=lambda r: r["n_nodes"])
         n = np.array([r["n_nodes"] for r in rs], float)
-        ax_e.errorbar(n, [r["energy_per_unit_J"] for r in rs],
-                      yerr=np.nan_to_num([_total_or_meas(r) for r in rs]), marker="o",
-                      color=colour, label=name, capsize=3)
+        ax_e.errorbar(
+            n,
+            [r["energy_per_unit_J"] for r in rs],
+            yerr=np.nan_to_num([_total_or_meas(r) for r in rs]),
+            marker="o",
+            color=colour,
+            label=name,
+            capsize=3,
+        )
         ax_e.plot(n, [r["energy_per_unit_ideal_J"] for r in rs], ls="--", color=colour, alpha=0.6)
         ax_t.plot(n, [r["throughput_per_s"] for r in rs], marker="o", color=colour, label=name)
         ax_t.plot(n, [r["throughput_ideal_per_s"] for r in rs], ls="--", color=colour, alpha=0.6)

@@ -141,28 +141,44 @@ def _union_spans(w: dict[str, np.ndarray], idx: np.ndarray, key_of) -> list[tupl
 def _node_windows(w: dict[str, np.ndarray], counted: np.ndarray) -> dict[str, np.ndarray]:
     """The spans over which a node's channels count, per (node, case, stage): the union of that node's
     rank windows (:func:`_union_spans`)."""
-    cols: dict[str, list] = {k: [] for k in ("node", "case", "stage", "iteration", "start", "end", "units",
-                                             "n_ranks")}
-    spans = _union_spans(w, np.flatnonzero(counted),
-                         lambda i: (int(w["node"][i]), int(w["case"][i]), str(w["stage"][i])))
+    cols: dict[str, list] = {
+        k: [] for k in ("node", "case", "stage", "iteration", "start", "end", "units", "n_ranks")
+    }
+    spans = _union_spans(
+        w, np.flatnonzero(counted), lambda i: (int(w["node"][i]), int(w["case"][i]), str(w["stage"][i]))
+    )
     for (node, case, stage), first_it, a, b, units, ranks, _ in spans:
-        for k, v in (("node", node), ("case", case), ("stage", stage), ("iteration", first_it), ("start", a),
-                     ("end", b), ("units", units), ("n_ranks", len(ranks))):
+        for k, v in (
+            ("node", node),
+            ("case", case),
+            ("stage", stage),
+            ("iteration", first_it),
+            ("start", a),
+            ("end", b),
+            ("units", units),
+            ("n_ranks", len(ranks)),
+        ):
             cols[k].append(v)
-    return {k: np.asarray(v, dtype=object if k == "stage" else float if k in ("start", "end", "units")
-                          else int) for k, v in cols.items()}
+    return {
+        k: np.asarray(v, dtype=object if k == "stage" else float if k in ("start", "end", "units") else int)
+        for k, v in cols.items()
+    }
 
 
 def _sharers(meta: dict[str, Any]) -> list[int]:
     return [int(x) for x in str(meta.get("sharers", "") or "").split(",") if x.strip()]
 
 
-def _append_shared_windows(w: dict[str, np.ndarray], counted: np.ndarray, meta: dict[str, Any],
-                           node: int) -> np.ndarray:
+def _append_shared_windows(
+    w: dict[str, np.ndarray], counted: np.ndarray, meta: dict[str, Any], node: int
+) -> np.ndarray:
     """Append the shared windows of a device recorded by the ranks ``meta["sharers"]`` (the union of
     their counted windows, per (case, stage)) to the window table; returns their indices."""
-    spans = _union_spans(w, np.flatnonzero(counted & np.isin(w["rank"], _sharers(meta))),
-                         lambda i: (int(w["case"][i]), str(w["stage"][i])))
+    spans = _union_spans(
+        w,
+        np.flatnonzero(counted & np.isin(w["rank"], _sharers(meta))),
+        lambda i: (int(w["case"][i]), str(w["stage"][i])),
+    )
     n0 = len(w["rank"])
     if not spans:
         return np.zeros(0, dtype=int)
@@ -215,15 +231,27 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
         w["node"] = np.array([rank_node.get(int(r), 0) for r in w["rank"]], dtype=int)
         missing = rf.missing
         if missing:
-            log.warning("%s: partial run, analysed with what is there; missing: %s", Path(path).name,
-                        "; ".join(missing))
+            log.warning(
+                "%s: partial run, analysed with what is there; missing: %s",
+                Path(path).name,
+                "; ".join(missing),
+            )
         red = RunReduction(
-            path=Path(path), attrs=rf.attrs, status=rf.status, missing=missing, synthetic=rf.synthetic,
+            path=Path(path),
+            attrs=rf.attrs,
+            status=rf.status,
+            missing=missing,
+            synthetic=rf.synthetic,
             estimate=rf.estimate or any(m.get("method") == "estimate" for m in rf.channel_meta),
-            n_ranks=rf.n_ranks, n_nodes=rf.n_nodes,
+            n_ranks=rf.n_ranks,
+            n_nodes=rf.n_nodes,
             params=[rf.case_params(c) for c in range(rf.n_cases)],
-            units_name=[rf.case_unit(c) for c in range(rf.n_cases)], windows=w, node_windows={}, ranks=ranks,
-            emulated=rf.emulated)
+            units_name=[rf.case_unit(c) for c in range(rf.n_cases)],
+            windows=w,
+            node_windows={},
+            ranks=ranks,
+            emulated=rf.emulated,
+        )
         counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
         idle = (w["phase"] == "idle") & (w["status"] == "ok") & (w["end"] > w["start"])
         nw = red.node_windows = _node_windows(w, counted)
@@ -250,12 +278,17 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
         scratch = Scratch()  # work arrays shared by every channel's reduction
 
         def reduce_one(m: dict[str, Any], starts: np.ndarray, ends: np.ndarray) -> WindowEnergy:
-            return reduce_channel(rf.chunks(int(m["index"]), chunk, overlap=1, reuse=True), starts, ends,
-                                  update_period=float(m.get("update_period", 0.0) or 0.0),
-                                  resolution=float(m.get("energy_resolution", 0.0) or 0.0),
-                                  power_window=float(m.get("power_window", 0.0) or 0.0),
-                                  method_hint=str(m.get("method", "counter")), counter_ok=counter_ok(m),
-                                  scratch=scratch)
+            return reduce_channel(
+                rf.chunks(int(m["index"]), chunk, overlap=1, reuse=True),
+                starts,
+                ends,
+                update_period=float(m.get("update_period", 0.0) or 0.0),
+                resolution=float(m.get("energy_resolution", 0.0) or 0.0),
+                power_window=float(m.get("power_window", 0.0) or 0.0),
+                method_hint=str(m.get("method", "counter")),
+                counter_ok=counter_ok(m),
+                scratch=scratch,
+            )
 
         for pos, (meta, role) in enumerate(zip(metas, roles)):
             if role in NEVER_ADDED:
@@ -274,11 +307,15 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
             if not (len(own_idx) or len(node_idx)):
                 continue
             has_nw = len(nw["node"]) > 0
-            starts = np.concatenate([w["start"][own_idx], idle_a] + ([nw["start"][node_idx]] if has_nw else []))
+            starts = np.concatenate(
+                [w["start"][own_idx], idle_a] + ([nw["start"][node_idx]] if has_nw else [])
+            )
             ends = np.concatenate([w["end"][own_idx], idle_b] + ([nw["end"][node_idx]] if has_nw else []))
             we = reduce_one(meta, starts, ends)
             # a copy without samples somewhere (its rank's sampler died): the next rank's copy stands in
-            copies = [by_index[i] for i in meta.get("copies", []) if i in by_index and by_index[i] is not meta]
+            copies = [
+                by_index[i] for i in meta.get("copies", []) if i in by_index and by_index[i] is not meta
+            ]
             for other in copies:
                 gap = np.flatnonzero(~np.isfinite(we.energy_J))
                 if not len(gap):
@@ -295,9 +332,19 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
             ok = np.isfinite(idle_we.energy_J)
             if idle_dur > 0 and ok.all() and ok.any():
                 idle_W = float(idle_we.energy_J.sum()) / idle_dur
-                idle_W_unc = float(np.sqrt((idle_we.uncertainty_J ** 2).sum())) / idle_dur
+                idle_W_unc = float(np.sqrt((idle_we.uncertainty_J**2).sum())) / idle_dur
             else:
                 idle_W = idle_W_unc = math.nan
-            red.channels.append(ChannelResult(meta, role, own_idx, we.take(np.arange(a)), node_idx,
-                                              we.take(np.arange(b, len(starts))), idle_W, idle_W_unc))
+            red.channels.append(
+                ChannelResult(
+                    meta,
+                    role,
+                    own_idx,
+                    we.take(np.arange(a)),
+                    node_idx,
+                    we.take(np.arange(b, len(starts))),
+                    idle_W,
+                    idle_W_unc,
+                )
+            )
         return red

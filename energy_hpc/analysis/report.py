@@ -5,21 +5,31 @@ from __future__ import annotations
 import html
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from energy_hpc.analysis.plots import energy_figure, power_figure, save, scaling_figure
 from energy_hpc.analysis.scaling import format_scaling, scaling_rows
-from energy_hpc.analysis.table import (data_banner, device_rows, format_rows, reduce_files, rows_from_reductions,
-                                       _jsonable)
+from energy_hpc.analysis.table import (
+    _jsonable,
+    data_banner,
+    device_rows,
+    format_rows,
+    reduce_files,
+    rows_from_reductions,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_POWER_FIGURES = 8
 
 
-def write_report(files: Sequence[Path], out: Path, by: Sequence[str] | None = None,
-                 max_power_figures: int = MAX_POWER_FIGURES) -> Path:
+def write_report(
+    files: Sequence[Path],
+    out: Path,
+    by: Sequence[str] | None = None,
+    max_power_figures: int = MAX_POWER_FIGURES,
+) -> Path:
     """Write the report into ``out``; returns the index page (index.md; index.html beside it)."""
     out.mkdir(parents=True, exist_ok=True)
     reds = reduce_files(files)
@@ -38,8 +48,9 @@ def write_report(files: Sequence[Path], out: Path, by: Sequence[str] | None = No
     sections.append(("Energy per case", format_rows(rows, "markdown"), ["energy_per_unit.png"]))
     if has_stages:
         save(energy_figure([r for r in stage_rows if r["stage"]]), out / "energy_per_unit_stages")
-        sections.append(("Energy per stage", format_rows(stage_rows, "markdown"),
-                         ["energy_per_unit_stages.png"]))
+        sections.append(
+            ("Energy per stage", format_rows(stage_rows, "markdown"), ["energy_per_unit_stages.png"])
+        )
     if len({r["n_nodes"] for r in rows}) > 1:
         srows = scaling_rows(rows, by)
         for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("json", "json")):
@@ -55,12 +66,21 @@ def write_report(files: Sequence[Path], out: Path, by: Sequence[str] | None = No
         log.info("power figures for the first %d of %d run files", max_power_figures, len(files))
     sections.append(("Power over time", "", images))
 
-    md = [f"# Energy report", "", f"**Data: {banner}**", "",
-          f"{len(files)} run file(s): " + ", ".join(Path(f).name for f in files[:20])
-          + (" ..." if len(files) > 20 else ""), "",
-          "Tables: table.md/.csv/.json/.tex" + (", table_stages.*" if has_stages else "")
-          + ", devices.json (per device, MI250X packages split equally between their GCDs). "
-          "Uncertainties are one standard deviation (see docs/analysis.md).", ""]
+    md = [
+        "# Energy report",
+        "",
+        f"**Data: {banner}**",
+        "",
+        f"{len(files)} run file(s): "
+        + ", ".join(Path(f).name for f in files[:20])
+        + (" ..." if len(files) > 20 else ""),
+        "",
+        "Tables: table.md/.csv/.json/.tex"
+        + (", table_stages.*" if has_stages else "")
+        + ", devices.json (per device, MI250X packages split equally between their GCDs). "
+        "Uncertainties are one standard deviation (see docs/analysis.md).",
+        "",
+    ]
     for title, text, imgs in sections:
         md += [f"## {title}", "", text] + [f"![{title}]({i})" for i in imgs] + [""]
     index = out / "index.md"
@@ -71,6 +91,8 @@ def write_report(files: Sequence[Path], out: Path, by: Sequence[str] | None = No
         if text:
             body.append(f"<pre>{html.escape(text)}</pre>")
         body += [f'<p><img src="{html.escape(i)}" style="max-width:100%"></p>' for i in imgs]
-    (out / "index.html").write_text("<!doctype html><html><head><meta charset='utf-8'><title>energy-hpc report"
-                                    "</title></head><body>" + "\n".join(body) + "</body></html>\n")
+    (out / "index.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>energy-hpc report"
+        "</title></head><body>" + "\n".join(body) + "</body></html>\n"
+    )
     return index

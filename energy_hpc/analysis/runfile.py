@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,10 @@ class Trace:
 
 
 def _damaged(path: Path, exc: BaseException) -> RunFileError:
-    return RunFileError(f"{path}: run file is incomplete or damaged ({type(exc).__name__}: {exc}); "
-                        "it may have been truncated by a full disk or a killed job: copy it again, or re-run")
+    return RunFileError(
+        f"{path}: run file is incomplete or damaged ({type(exc).__name__}: {exc}); "
+        "it may have been truncated by a full disk or a killed job: copy it again, or re-run"
+    )
 
 
 class RunFile:
@@ -64,42 +67,51 @@ class RunFile:
             msg = str(exc)
             if "truncated" in msg.lower() or "eof" in msg.lower():
                 raise _damaged(self.path, exc) from None
-            raise RunFileError(f"{self.path}: not a readable HDF5 run file ({msg}); give the .h5 files "
-                               "energy-hpc run wrote") from None
+            raise RunFileError(
+                f"{self.path}: not a readable HDF5 run file ({msg}); give the .h5 files energy-hpc run wrote"
+            ) from None
         try:
             self.attrs = {k: _scalar(v) for k, v in self._h5.attrs.items()}
-        except Exception as exc:  # noqa: BLE001 - h5py raises many types for a damaged header
+        except Exception as exc:
             self._h5.close()
             raise _damaged(self.path, exc) from None
         if self.attrs.get("format") != "energy-hpc run":
             self._h5.close()
-            raise RunFileError(f"{self.path}: an HDF5 file but not an energy-hpc run file (no 'format' "
-                               "attribute); give the .h5 files energy-hpc run wrote")
+            raise RunFileError(
+                f"{self.path}: an HDF5 file but not an energy-hpc run file (no 'format' "
+                "attribute); give the .h5 files energy-hpc run wrote"
+            )
         version = str(self.attrs.get("schema_version", "?"))
         if version.split(".")[0] != SUPPORTED_MAJOR:
             self._h5.close()
-            raise RunFileError(f"{self.path}: schema version {version} is not supported by this energy-hpc "
-                               f"(reads {SUPPORTED_MAJOR}.x); upgrade energy-hpc")
+            raise RunFileError(
+                f"{self.path}: schema version {version} is not supported by this energy-hpc "
+                f"(reads {SUPPORTED_MAJOR}.x); upgrade energy-hpc"
+            )
         missing_groups = [g for g in ("ranks", "traces", "windows", "cases") if g not in self._h5]
         if missing_groups:
             self._h5.close()
-            raise RunFileError(f"{self.path}: run file lacks the group(s) {', '.join(missing_groups)}: it was "
-                               "not finished; re-run, or analyse the complete files only")
+            raise RunFileError(
+                f"{self.path}: run file lacks the group(s) {', '.join(missing_groups)}: it was "
+                "not finished; re-run, or analyse the complete files only"
+            )
         try:
             self.ranks = _read_group(self._h5["ranks"], "rank")
             self.windows = _read_group(self._h5["windows"], "window")
             self.cases = _read_group(self._h5["cases"], "case")
             meta = _read_group(self._h5["traces"], "channel")
             meta_vars = list(meta.data_vars)
-            self._tr = {k: self._h5["traces"][k] for k in TRACE_COLUMNS + ("sensor_time",)
-                        if k in self._h5["traces"]}
+            self._tr = {
+                k: self._h5["traces"][k] for k in TRACE_COLUMNS + ("sensor_time",) if k in self._h5["traces"]
+            }
             self._ring: list[list[np.ndarray]] = []  # chunks(reuse=True)'s buffers
             self._ring_key: tuple | None = None
-        except Exception as exc:  # noqa: BLE001 - truncated files fail deep inside h5py
+        except Exception as exc:
             self._h5.close()
             raise _damaged(self.path, exc) from None
-        self.channel_meta = [{k: _scalar(meta[k].values[i]) for k in meta_vars}
-                             for i in range(meta.sizes.get("channel", 0))]
+        self.channel_meta = [
+            {k: _scalar(meta[k].values[i]) for k in meta_vars} for i in range(meta.sizes.get("channel", 0))
+        ]
         for i, m in enumerate(self.channel_meta):
             m.setdefault("n_samples", 0)
             m["index"] = i
@@ -141,7 +153,9 @@ class RunFile:
         if self.status != "complete":
             out.append(f"run_status {self.status!r}: {self.status_reason or 'no reason recorded'}")
         rank_status = [str(s) for s in self.ranks["status"].values] if "status" in self.ranks else []
-        errors = [str(s) for s in self.ranks["error"].values] if "error" in self.ranks else [""] * len(rank_status)
+        errors = (
+            [str(s) for s in self.ranks["error"].values] if "error" in self.ranks else [""] * len(rank_status)
+        )
         for r, (s, e) in enumerate(zip(rank_status, errors)):
             if s != "ok":
                 out.append(f"rank {r} {s}" + (f" ({e})" if e else ""))
@@ -172,8 +186,15 @@ class RunFile:
         return {k: self.ranks[k].values for k in self.ranks.data_vars}
 
     # ------------------------------------------------------------------ traces
-    def chunks(self, i: int, chunk: int = CHUNK_SAMPLES, columns: tuple[str, ...] = TRACE_COLUMNS,
-               prefetch: bool = True, overlap: int = 0, reuse: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
+    def chunks(
+        self,
+        i: int,
+        chunk: int = CHUNK_SAMPLES,
+        columns: tuple[str, ...] = TRACE_COLUMNS,
+        prefetch: bool = True,
+        overlap: int = 0,
+        reuse: bool = False,
+    ) -> Iterator[tuple[np.ndarray, ...]]:
         """Channel ``i``'s valid samples in consecutive blocks of at most ``chunk`` samples, as float64;
         with ``overlap``, every block after the first starts with the last ``overlap`` samples of the
         one before (a reduction then needs no copy to join them).
@@ -201,9 +222,13 @@ class RunFile:
         def read(span: tuple[int, int]) -> tuple[np.ndarray, ...]:
             s, e = span
             if not reuse:
-                return tuple(self._tr[k][i, s:e].astype(np.float64, copy=False) if k in self._tr
-                             else np.full(e - s, np.nan) for k in columns)
-            bufs = [b[:e - s] for b in self._ring[turn[0] % 3]]
+                return tuple(
+                    self._tr[k][i, s:e].astype(np.float64, copy=False)
+                    if k in self._tr
+                    else np.full(e - s, np.nan)
+                    for k in columns
+                )
+            bufs = [b[: e - s] for b in self._ring[turn[0] % 3]]
             turn[0] += 1
             for k, b in zip(columns, bufs):
                 if k in self._tr:
@@ -231,8 +256,10 @@ class RunFile:
 
     def trace(self, i: int) -> Trace:
         """One channel in memory (small channels, plots of short runs, tests)."""
-        cols = [np.concatenate(c) if c else np.zeros(0) for c in
-                zip(*self.chunks(i, columns=TRACE_COLUMNS + ("sensor_time",)))] or [np.zeros(0)] * 4
+        cols = [
+            np.concatenate(c) if c else np.zeros(0)
+            for c in zip(*self.chunks(i, columns=TRACE_COLUMNS + ("sensor_time",)))
+        ] or [np.zeros(0)] * 4
         return Trace(i, self.channel_meta[i], *cols)
 
     def iter_traces(self) -> Iterator[Trace]:
@@ -242,7 +269,7 @@ class RunFile:
     def close(self) -> None:
         self._h5.close()
 
-    def __enter__(self) -> "RunFile":
+    def __enter__(self) -> RunFile:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 _SERIES_EXCLUDE = ("n_nodes", "n_ranks")
 
@@ -24,8 +25,11 @@ def _series_key(row: dict[str, Any], by: Sequence[str] | None) -> str:
         fields = {k: row.get(k) for k in by if k not in _SERIES_EXCLUDE}
     else:
         fields = {k: v for k, v in (row.get("case") or {}).items() if k not in _SERIES_EXCLUDE}
-    return json.dumps({**fields, "stage": row.get("stage", ""), "unit": row.get("unit"),
-                       "data": row.get("data")}, sort_keys=True, default=str)
+    return json.dumps(
+        {**fields, "stage": row.get("stage", ""), "unit": row.get("unit"), "data": row.get("data")},
+        sort_keys=True,
+        default=str,
+    )
 
 
 def scaling_rows(rows: list[dict[str, Any]], by: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -42,33 +46,61 @@ def scaling_rows(rows: list[dict[str, Any]], by: Sequence[str] | None = None) ->
             ideal = r["n_nodes"] / n0 if n0 else math.nan
             thr, e = r["throughput_per_s"], r["energy_per_unit_J"]
             speedup = thr / thr0 if thr0 and math.isfinite(thr0) and thr0 > 0 else math.nan
-            out.append({
-                "series": json.loads(key), "case": r.get("case"), "stage": r.get("stage", ""),
-                "model": r.get("model"), "dtype": r.get("dtype"), "batch_size": r.get("batch_size"),
-                "n_nodes": r["n_nodes"], "n_ranks": r["n_ranks"], "unit": r["unit"], "units": r["units"],
-                "throughput_per_s": thr, "throughput_ideal_per_s": thr0 * ideal if thr0 else math.nan,
-                "speedup": speedup, "ideal_speedup": ideal,
-                "parallel_efficiency": speedup / ideal if ideal and math.isfinite(speedup) else math.nan,
-                "energy_per_unit_J": e, "energy_per_unit_uncertainty_J": r["energy_per_unit_uncertainty_J"],
-                "energy_per_unit_meas_unc_J": r.get("energy_per_unit_meas_unc_J", r["energy_per_unit_uncertainty_J"]),
-                "energy_per_unit_sem_J": r.get("energy_per_unit_sem_J", math.nan),
-                "energy_per_unit_unc_J": r.get("energy_per_unit_unc_J", math.nan),
-                "n_iterations": r.get("n_iterations", 0),
-                "energy_per_unit_ideal_J": e0,
-                "energy_efficiency": e0 / e if e and math.isfinite(e) and e > 0 else math.nan,
-                "node_energy_per_unit_J": r.get("node_energy_per_unit_J", math.nan),
-                "method": r["method"], "data": r.get("data", "measured"), "reference_n_nodes": n0,
-                "flags": list(r.get("flags", [])),
-            })
+            out.append(
+                {
+                    "series": json.loads(key),
+                    "case": r.get("case"),
+                    "stage": r.get("stage", ""),
+                    "model": r.get("model"),
+                    "dtype": r.get("dtype"),
+                    "batch_size": r.get("batch_size"),
+                    "n_nodes": r["n_nodes"],
+                    "n_ranks": r["n_ranks"],
+                    "unit": r["unit"],
+                    "units": r["units"],
+                    "throughput_per_s": thr,
+                    "throughput_ideal_per_s": thr0 * ideal if thr0 else math.nan,
+                    "speedup": speedup,
+                    "ideal_speedup": ideal,
+                    "parallel_efficiency": speedup / ideal if ideal and math.isfinite(speedup) else math.nan,
+                    "energy_per_unit_J": e,
+                    "energy_per_unit_uncertainty_J": r["energy_per_unit_uncertainty_J"],
+                    "energy_per_unit_meas_unc_J": r.get(
+                        "energy_per_unit_meas_unc_J", r["energy_per_unit_uncertainty_J"]
+                    ),
+                    "energy_per_unit_sem_J": r.get("energy_per_unit_sem_J", math.nan),
+                    "energy_per_unit_unc_J": r.get("energy_per_unit_unc_J", math.nan),
+                    "n_iterations": r.get("n_iterations", 0),
+                    "energy_per_unit_ideal_J": e0,
+                    "energy_efficiency": e0 / e if e and math.isfinite(e) and e > 0 else math.nan,
+                    "node_energy_per_unit_J": r.get("node_energy_per_unit_J", math.nan),
+                    "method": r["method"],
+                    "data": r.get("data", "measured"),
+                    "reference_n_nodes": n0,
+                    "flags": list(r.get("flags", [])),
+                }
+            )
     return out
 
 
-_COLUMNS = [("model", "model"), ("dtype", "dtype"), ("batch_size", "batch"), ("stage", "stage"),
-            ("n_nodes", "nodes"), ("n_ranks", "ranks"), ("throughput_per_s", "units/s"),
-            ("speedup", "speedup"), ("ideal_speedup", "ideal"), ("parallel_efficiency", "efficiency"),
-            ("energy_per_unit_J", "J/unit"), ("energy_per_unit_meas_unc_J", "±meas J/unit"),
-            ("energy_per_unit_sem_J", "±SEM J/unit"), ("energy_per_unit_unc_J", "±total J/unit"),
-            ("energy_efficiency", "energy eff."), ("method", "method")]
+_COLUMNS = [
+    ("model", "model"),
+    ("dtype", "dtype"),
+    ("batch_size", "batch"),
+    ("stage", "stage"),
+    ("n_nodes", "nodes"),
+    ("n_ranks", "ranks"),
+    ("throughput_per_s", "units/s"),
+    ("speedup", "speedup"),
+    ("ideal_speedup", "ideal"),
+    ("parallel_efficiency", "efficiency"),
+    ("energy_per_unit_J", "J/unit"),
+    ("energy_per_unit_meas_unc_J", "±meas J/unit"),
+    ("energy_per_unit_sem_J", "±SEM J/unit"),
+    ("energy_per_unit_unc_J", "±total J/unit"),
+    ("energy_efficiency", "energy eff."),
+    ("method", "method"),
+]
 
 
 def format_scaling(rows: list[dict[str, Any]], fmt: str) -> str:
@@ -90,15 +122,27 @@ def format_scaling(rows: list[dict[str, Any]], fmt: str) -> str:
             wr.writerow([_fmt(r.get(k), 8) for k, _ in cols] + [r["data"]])
         return buf.getvalue()
     if fmt == "latex":
-        lines = [f"% {data_banner(rows)}", "\\begin{tabular}{" + "l" * 4 + "r" * (len(cols) - 5) + "l}",
-                 "\\hline", " & ".join(h.replace("±", "$\\pm$") for h in headers) + " \\\\", "\\hline"]
+        lines = [
+            f"% {data_banner(rows)}",
+            "\\begin{tabular}{" + "l" * 4 + "r" * (len(cols) - 5) + "l}",
+            "\\hline",
+            " & ".join(h.replace("±", "$\\pm$") for h in headers) + " \\\\",
+            "\\hline",
+        ]
         lines += [" & ".join(c.replace("_", "\\_") for c in b) + " \\\\" for b in body]
         return "\n".join(lines + ["\\hline", "\\end{tabular}", f"% {UNCERTAINTY_LEGEND}"]) + "\n"
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
-    out = [f"Data: {data_banner(rows)}", "",
-           "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out = [
+        f"Data: {data_banner(rows)}",
+        "",
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     out += ["| " + " | ".join(c.ljust(w) for c, w in zip(b, widths)) + " |" for b in body]
-    out += ["", "Efficiency against ideal (linear) scaling from the smallest node count of each series.",
-            "", UNCERTAINTY_LEGEND]
+    out += [
+        "",
+        "Efficiency against ideal (linear) scaling from the smallest node count of each series.",
+        "",
+        UNCERTAINTY_LEGEND,
+    ]
     return "\n".join(out) + "\n"

@@ -39,9 +39,10 @@ import json
 import logging
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,12 +103,24 @@ class _Acc:
     # by several ranks, a node window over drifting ranks): they count as one sample of the spread
     iter_links: dict = field(default_factory=lambda: defaultdict(list))
 
-    def merge(self, o: "_Acc") -> None:
+    def merge(self, o: _Acc) -> None:
         self.n_ranks |= o.n_ranks
         self.files += o.files
         self.aux_unit = self.aux_unit or o.aux_unit
-        for k in ("rank_runs", "wall_seconds", "n_windows", "units", "iter_units", "aux_units", "rank_seconds", "short",
-                  "no_data", "interrupted", "failed", "idle_missing"):
+        for k in (
+            "rank_runs",
+            "wall_seconds",
+            "n_windows",
+            "units",
+            "iter_units",
+            "aux_units",
+            "rank_seconds",
+            "short",
+            "no_data",
+            "interrupted",
+            "failed",
+            "idle_missing",
+        ):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         for k, v in o.s.items():
             self.s[k] += v
@@ -251,8 +264,16 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
         stages = sorted(set(w["stage"][measure & (w["case"] == c)]) | {""})
         whole = counted & (w["case"] == c) & (w["stage"] == "")
         for st in stages:
-            a = _Acc(params=red.params[c], unit=red.units_name[c], n_nodes=red.n_nodes, stage=st, data=red.label,
-                     files=[str(red.path)], synthetic=red.synthetic, estimate=red.estimate)
+            a = _Acc(
+                params=red.params[c],
+                unit=red.units_name[c],
+                n_nodes=red.n_nodes,
+                stage=st,
+                data=red.label,
+                files=[str(red.path)],
+                synthetic=red.synthetic,
+                estimate=red.estimate,
+            )
             sel = counted & (w["case"] == c) & (w["stage"] == st)
             ranks = set(int(r) for r in w["rank"][sel])
             a.n_ranks = {len(ranks)} if ranks else set()
@@ -265,8 +286,12 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
                 a.aux_unit = next((str(u) for u in w["aux_unit"][sel] if str(u)), "")
             a.rank_seconds = float((w["end"][sel] - w["start"][sel]).sum())
             a.wall_seconds = a.rank_seconds / len(ranks) if ranks else 0.0
-            a.interrupted = int((measure & (w["case"] == c) & (w["stage"] == st) & (w["status"] == "interrupted")).sum())
-            a.failed = int((measure & (w["case"] == c) & (w["stage"] == st) & (w["status"] == "failed")).sum())
+            a.interrupted = int(
+                (measure & (w["case"] == c) & (w["stage"] == st) & (w["status"] == "interrupted")).sum()
+            )
+            a.failed = int(
+                (measure & (w["case"] == c) & (w["stage"] == st) & (w["status"] == "failed")).sum()
+            )
             if red.missing:
                 a.partial.append(f"{red.path.name}: " + "; ".join(red.missing))
             a.same_run = list(same_run_notes(red))
@@ -280,10 +305,19 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
     node_dev: dict[int, float] = defaultdict(float)  # node window -> device J over it
     for cr in red.channels:
         m, role = cr.meta, cr.role
-        kind = "device" if role in ("device", "package") else ("module" if role == "module" else
-                                                               "node" if role == "node" else
-                                                               "hostcpu" if role in ("node_cpu", "node_memory")
-                                                               else "other")
+        kind = (
+            "device"
+            if role in ("device", "package")
+            else (
+                "module"
+                if role == "module"
+                else "node"
+                if role == "node"
+                else "hostcpu"
+                if role in ("node_cpu", "node_memory")
+                else "other"
+            )
+        )
         shares: dict[int, float] = {}
         if role == "package":
             bus = red.bus_to_rank(str(m.get("host", "")))
@@ -305,9 +339,15 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
                 e = we.energy_J[j]
                 cell = _iter_cell(a, kind, fid, int(w["iteration"][wi]))
                 if w["phase"][wi] != "measure":  # a span over several ranks' windows (shared device)
-                    _link_spanned(a, kind, fid, int(w["iteration"][wi]),
-                                  spans.iterations(int(w["node"][wi]), key[0], key[1], float(w["start"][wi]),
-                                                   float(w["end"][wi])))
+                    _link_spanned(
+                        a,
+                        kind,
+                        fid,
+                        int(w["iteration"][wi]),
+                        spans.iterations(
+                            int(w["node"][wi]), key[0], key[1], float(w["start"][wi]), float(w["end"][wi])
+                        ),
+                    )
                 if not np.isfinite(e):
                     _bump(a, kind, "no_data")
                     a.methods[kind].add("")
@@ -344,7 +384,9 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
                 if role == "package":
                     a.attribution.add(label)
             for key, dur in per_acc_dur.items():
-                accs[key].s[kind + "_idle_var"] += (cr.idle_W_unc * dur) ** 2 if math.isfinite(cr.idle_W_unc) else 0.0
+                accs[key].s[kind + "_idle_var"] += (
+                    (cr.idle_W_unc * dur) ** 2 if math.isfinite(cr.idle_W_unc) else 0.0
+                )
                 accs[key].s[pre + "idle_W_sum"] += cr.idle_W
             if kind == "device":
                 for j, k in enumerate(cr.node_idx):
@@ -352,8 +394,12 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
                         node_dev[int(k)] += float(cr.node.energy_J[j])
             continue
         # node-level channels: over the node windows
-        col = {"node": "node", "node_cpu": "node_cpu", "node_memory": "node_memory", "node_accel": "node_accel"
-               }.get(role, "node_other")
+        col = {
+            "node": "node",
+            "node_cpu": "node_cpu",
+            "node_memory": "node_memory",
+            "node_accel": "node_accel",
+        }.get(role, "node_other")
         node_sets[col].add(int(m.get("node", 0)))
         if kind == "hostcpu":
             node_sets["hostcpu"].add(int(m.get("node", 0)))
@@ -368,9 +414,15 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
             for t in targets:
                 a.has.add(t)
                 cell = _iter_cell(a, t, fid, int(nw["iteration"][k]))
-                _link_spanned(a, t, fid, int(nw["iteration"][k]),
-                              spans.iterations(int(nw["node"][k]), key[0], key[1], float(nw["start"][k]),
-                                               float(nw["end"][k])))
+                _link_spanned(
+                    a,
+                    t,
+                    fid,
+                    int(nw["iteration"][k]),
+                    spans.iterations(
+                        int(nw["node"][k]), key[0], key[1], float(nw["start"][k]), float(nw["end"][k])
+                    ),
+                )
                 if not np.isfinite(e):
                     a.methods[t].add("")
                     cell[3] += 1
@@ -420,9 +472,23 @@ def _nan_div(a: float, b: float) -> float:
 
 def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
     # a GH200 module (GPU + Grace CPU + memory) is the row's figure only where no rank has a GPU-scope one
-    kind = "device" if "device" in a.has else ("module" if "module" in a.has else "hostcpu" if "hostcpu" in a.has
-                                               else ("node" if "node" in a.has else "device"))
-    scope = {"device": "devices", "module": MODULE_SCOPE, "hostcpu": "cpu+memory (node-level)", "node": "node"}[kind]
+    kind = (
+        "device"
+        if "device" in a.has
+        else (
+            "module"
+            if "module" in a.has
+            else "hostcpu"
+            if "hostcpu" in a.has
+            else ("node" if "node" in a.has else "device")
+        )
+    )
+    scope = {
+        "device": "devices",
+        "module": MODULE_SCOPE,
+        "hostcpu": "cpu+memory (node-level)",
+        "node": "node",
+    }[kind]
     if not a.has:
         scope = "none"
     s = a.s
@@ -435,22 +501,39 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         units = s["node_units"]
     energy = s[kind] if kind in a.has else math.nan
     sys_ = s[kind + "_sys"]  # the estimate's watts-per-core assumption (0 for measurements)
-    var = s[kind + "_var"] + sys_ ** 2
+    var = s[kind + "_var"] + sys_**2
     unc = math.sqrt(var) if kind in a.has else math.nan
     net = energy - s[kind + "_idle"]
-    net_unc = math.sqrt(s[kind + "_var"] + s[kind + "_idle_var"] + (sys_ - s[kind + "_idle_sys"]) ** 2) \
-        if kind in a.has else math.nan
+    net_unc = (
+        math.sqrt(s[kind + "_var"] + s[kind + "_idle_var"] + (sys_ - s[kind + "_idle_sys"]) ** 2)
+        if kind in a.has
+        else math.nan
+    )
     meas_pu = _nan_div(unc, units)
     sem_pu, n_iter = iteration_spread(a.iters[kind], a.iter_links[kind]) if kind in a.has else (math.nan, 0)
     total_pu = math.hypot(meas_pu, sem_pu) if math.isfinite(sem_pu) else math.nan
     seconds = a.wall_seconds if a.rank_runs else math.nan
     n_dev = max(a.rank_runs, 1)
-    idle_W = (s["idle_W_sum"] / n_dev if kind == "device" else s[kind + "_idle_W_sum"] / n_dev if kind == "module"
-              else s[kind + "_idle_W_sum"]) if kind in a.has else math.nan
+    idle_W = (
+        (
+            s["idle_W_sum"] / n_dev
+            if kind == "device"
+            else s[kind + "_idle_W_sum"] / n_dev
+            if kind == "module"
+            else s[kind + "_idle_W_sum"]
+        )
+        if kind in a.has
+        else math.nan
+    )
     # the window counts of what the row's energy is (a module's when the row falls back to it)
     if kind == "module":
-        short, faults, no_data, idle_missing, peak_W = (a.module["short"], a.module_faults, a.module["no_data"],
-                                                        a.module["idle_missing"], a.module_peak_W)
+        short, faults, no_data, idle_missing, peak_W = (
+            a.module["short"],
+            a.module_faults,
+            a.module["no_data"],
+            a.module["idle_missing"],
+            a.module_peak_W,
+        )
         both_c, both_i = s["module_both_counter"], s["module_both_integral"]
     else:
         short, faults, no_data, idle_missing, peak_W = a.short, a.faults, a.no_data, a.idle_missing, a.peak_W
@@ -458,17 +541,27 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
     method = _method_label(a.methods[kind])
     flags = []
     if a.synthetic:
-        flags.append(f"SYNTHETIC data from the {sensor_words(a.data)}: not a measurement"
-                     if is_emulated(a.data) else "SYNTHETIC data: not a measurement")
+        flags.append(
+            f"SYNTHETIC data from the {sensor_words(a.data)}: not a measurement"
+            if is_emulated(a.data)
+            else "SYNTHETIC data: not a measurement"
+        )
     if a.estimate or method == "estimate":
-        flags.append("ESTIMATE from CPU time: not a measurement" + (
-            f"; its ± includes ±{ESTIMATE_REL_UNC:.0%} (1 sigma, systematic) for the watts-per-core figure"
-            if sys_ > 0 else "; its ± is the CPU-time reading alone: the watts-per-core figure is not in it"))
+        flags.append(
+            "ESTIMATE from CPU time: not a measurement"
+            + (
+                f"; its ± includes ±{ESTIMATE_REL_UNC:.0%} (1 sigma, systematic) for the watts-per-core figure"
+                if sys_ > 0
+                else "; its ± is the CPU-time reading alone: the watts-per-core figure is not in it"
+            )
+        )
     for note in dict.fromkeys(a.same_run):
         flags.append(note)
     if kind in a.has and n_iter < 2 and math.isfinite(energy):
-        flags.append(f"{n_iter} iteration(s) with data: the spread between iterations is unknown "
-                     "(SEM undefined, no total ±); only the measurement uncertainty is given")
+        flags.append(
+            f"{n_iter} iteration(s) with data: the spread between iterations is unknown "
+            "(SEM undefined, no total ±); only the measurement uncertainty is given"
+        )
     if a.partial:
         flags.append("partial run: " + " | ".join(dict.fromkeys(a.partial))[:400])
     if a.interrupted:
@@ -480,8 +573,10 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
     if short:
         flags.append(f"{short} window(s) shorter than 3 sensor updates: edge effects dominate")
     if faults:
-        flags.append("energy counter distrusted, power integral used: " +
-                     ", ".join(f"{n} window(s) {f}" for f, n in sorted(faults.items())))
+        flags.append(
+            "energy counter distrusted, power integral used: "
+            + ", ".join(f"{n} window(s) {f}" for f, n in sorted(faults.items()))
+        )
     if no_data or "" in a.methods[kind]:
         flags.append(f"{no_data} window(s) had no samples on some channel (energy under-counted)")
     if idle_missing:
@@ -503,14 +598,24 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "case": a.params,
         **key_fields,
         "stage": a.stage,
-        "task": a.params.get("task"), "model": a.params.get("model"), "dtype": a.params.get("dtype"),
-        "batch_size": a.params.get("batch_size"), "label": a.params.get("label", ""),
-        "n_ranks": n_ranks, "n_nodes": a.n_nodes, "n_files": len(a.files), "iterations": a.n_windows,
-        "units": units, "unit": a.unit, "seconds": seconds,
-        "aux_units": a.aux_units, "aux_unit": a.aux_unit,
+        "task": a.params.get("task"),
+        "model": a.params.get("model"),
+        "dtype": a.params.get("dtype"),
+        "batch_size": a.params.get("batch_size"),
+        "label": a.params.get("label", ""),
+        "n_ranks": n_ranks,
+        "n_nodes": a.n_nodes,
+        "n_files": len(a.files),
+        "iterations": a.n_windows,
+        "units": units,
+        "unit": a.unit,
+        "seconds": seconds,
+        "aux_units": a.aux_units,
+        "aux_unit": a.aux_unit,
         "energy_per_aux_unit_J": _nan_div(energy, a.aux_units) if a.aux_unit else math.nan,
         "throughput_per_s": _nan_div(units, seconds),
-        "energy_J": energy, "energy_uncertainty_J": unc,
+        "energy_J": energy,
+        "energy_uncertainty_J": unc,
         "energy_per_unit_J": _nan_div(energy, units),
         "energy_per_unit_uncertainty_J": meas_pu,  # kept name: the measurement uncertainty, as before
         "energy_per_unit_meas_unc_J": meas_pu,
@@ -518,10 +623,13 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "energy_per_unit_unc_J": total_pu,
         "n_iterations": n_iter,
         "wh_per_1000_units": _nan_div(energy, units) * 1000.0 / 3600.0,
-        "mean_power_W": _nan_div(energy, a.rank_seconds) if kind in ("device", "module") else _nan_div(energy, seconds),
+        "mean_power_W": _nan_div(energy, a.rank_seconds)
+        if kind in ("device", "module")
+        else _nan_div(energy, seconds),
         "idle_power_W": idle_W,
         "peak_power_W": peak_W if math.isfinite(peak_W) else math.nan,
-        "net_energy_J": net, "net_energy_uncertainty_J": net_unc,
+        "net_energy_J": net,
+        "net_energy_uncertainty_J": net_unc,
         "net_energy_per_unit_J": _nan_div(net, units),
         "net_energy_per_unit_uncertainty_J": _nan_div(net_unc, units),
         "counter_energy_J": both_c if both_c else math.nan,
@@ -538,14 +646,21 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "node_net_energy_per_unit_J": _nan_div(node_J - s["node_idle"], node_units) if has_node else math.nan,
         "host_cpu_memory_energy_J": s["hostcpu"] if "hostcpu" in a.has and kind != "hostcpu" else math.nan,
         # GH200 modules read at NVML module scope: GPU + Grace CPU + memory, never in a GPU-only energy_J
-        "module_energy_J": module_J, "module_energy_uncertainty_J": module_unc,
+        "module_energy_J": module_J,
+        "module_energy_uncertainty_J": module_unc,
         "module_energy_per_unit_J": _nan_div(module_J, units) if has_module else math.nan,
         "module_includes_cpu_memory": has_module,
-        "method": method, "energy_scope": scope, "data": a.data, "synthetic": a.synthetic,
-        "estimate": a.estimate, "per_unit_of": per_unit_of if a.stage else "iteration units",
-        "short_windows": short, "counter_fallback_windows": int(sum(faults.values())),
+        "method": method,
+        "energy_scope": scope,
+        "data": a.data,
+        "synthetic": a.synthetic,
+        "estimate": a.estimate,
+        "per_unit_of": per_unit_of if a.stage else "iteration units",
+        "short_windows": short,
+        "counter_fallback_windows": int(sum(faults.values())),
         "attribution": sorted(a.attribution),
-        "flags": flags, "files": a.files,
+        "flags": flags,
+        "files": a.files,
     }
     return row
 
@@ -559,14 +674,20 @@ def _module_flags(a: _Acc, kind: str) -> list[str]:
         return []
     mod = a.ranks_of["module"]
     if kind == "module":
-        return [f"energy_J is GH200 module energy (GPU + Grace CPU + memory) of {len(mod)} rank(s): NVML answers "
-                "only at module scope there; not comparable with GPU-only figures"]
+        return [
+            f"energy_J is GH200 module energy (GPU + Grace CPU + memory) of {len(mod)} rank(s): NVML answers "
+            "only at module scope there; not comparable with GPU-only figures"
+        ]
     alone = mod - a.ranks_of["device"]
-    out = [f"module_energy_J: GH200 module energy (GPU + Grace CPU + memory) of {len(mod)} rank(s), recorded at "
-           "module scope; not in energy_J (GPU only)"]
+    out = [
+        f"module_energy_J: GH200 module energy (GPU + Grace CPU + memory) of {len(mod)} rank(s), recorded at "
+        "module scope; not in energy_J (GPU only)"
+    ]
     if alone:
-        out.append(f"energy_J leaves out {len(alone)} rank(s) whose GPU answers only at module scope "
-                   "(their module energy is in module_energy_J)")
+        out.append(
+            f"energy_J leaves out {len(alone)} rank(s) whose GPU answers only at module scope "
+            "(their module energy is in module_energy_J)"
+        )
     return out
 
 
@@ -599,9 +720,16 @@ def run_identity(red: RunReduction) -> tuple:
         slurm = json.loads(str(a.get("slurm_json") or "{}"))
     except ValueError:
         slurm = {}
-    return (str(a.get("job_name", "")), repr(float(a.get("epoch_unix", math.nan))),
-            str(a.get("slurm_job_id", "")), str(slurm.get("array_task_id", "")), str(a.get("slurm_step_id", "")),
-            int(red.n_ranks), int(red.n_nodes), red.label)
+    return (
+        str(a.get("job_name", "")),
+        repr(float(a.get("epoch_unix", math.nan))),
+        str(a.get("slurm_job_id", "")),
+        str(slurm.get("array_task_id", "")),
+        str(a.get("slurm_step_id", "")),
+        int(red.n_ranks),
+        int(red.n_nodes),
+        red.label,
+    )
 
 
 def _window_keys(red: RunReduction) -> dict[int, set]:
@@ -626,14 +754,23 @@ def _shared_measurements(a: RunReduction, b: RunReduction) -> list[int]:
     ka, kb = _window_keys(a), _window_keys(b)
     shared = sorted(r for r in ka.keys() & kb.keys() if ka[r] & kb[r])
     ha, hb = a.ranks.get("host", []), b.ranks.get("host", [])
-    shared = [r for r in shared if not (r < len(ha) and r < len(hb) and str(ha[r]) and str(hb[r])
-                                        and str(ha[r]) != str(hb[r]))]
+    shared = [
+        r
+        for r in shared
+        if not (r < len(ha) and r < len(hb) and str(ha[r]) and str(hb[r]) and str(ha[r]) != str(hb[r]))
+    ]
     if not shared:
         return []
-    ca = {(int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"]) for c in a.channels
-          if int(c.meta.get("rank", -1)) in shared and int(c.meta.get("n_samples", 0) or 0)}
-    cb = {(int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"]) for c in b.channels
-          if int(c.meta.get("rank", -1)) in shared and int(c.meta.get("n_samples", 0) or 0)}
+    ca = {
+        (int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"])
+        for c in a.channels
+        if int(c.meta.get("rank", -1)) in shared and int(c.meta.get("n_samples", 0) or 0)
+    }
+    cb = {
+        (int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"])
+        for c in b.channels
+        if int(c.meta.get("rank", -1)) in shared and int(c.meta.get("n_samples", 0) or 0)
+    }
     both = sorted(ca.keys() & cb.keys())
     if both:
         heads_a = trace_heads(a.path, [ca[k] for k in both])
@@ -650,9 +787,13 @@ def _completeness(red: RunReduction) -> tuple:
     windows, samples; a file written by the run before one rebuilt from its spills."""
     w = red.windows
     counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
-    return (red.status == "complete", len(_measured_ranks(red)), int(counted.sum()),
-            sum(int(c.meta.get("n_samples", 0) or 0) for c in red.channels),
-            not int(red.attrs.get("rebuilt_from_spills", 0) or 0))
+    return (
+        red.status == "complete",
+        len(_measured_ranks(red)),
+        int(counted.sum()),
+        sum(int(c.meta.get("n_samples", 0) or 0) for c in red.channels),
+        not int(red.attrs.get("rebuilt_from_spills", 0) or 0),
+    )
 
 
 def _ranks_text(ranks: Iterable[int]) -> str:
@@ -681,7 +822,7 @@ def unique_runs(reds: Iterable[RunReduction]) -> list[RunReduction]:
     shared: dict[tuple[int, int], list[int]] = {}
     for idx in by_id.values():
         for x, i in enumerate(idx):
-            for j in idx[x + 1:]:
+            for j in idx[x + 1 :]:
                 ranks = _shared_measurements(reds[i], reds[j])
                 if ranks:
                     shared[(i, j)] = shared[(j, i)] = ranks
@@ -702,21 +843,35 @@ def unique_runs(reds: Iterable[RunReduction]) -> list[RunReduction]:
             d = reds[i]
             dropped.add(i)
             ck, cd = _completeness(k), _completeness(d)
-            why = ("complete" if ck[0] and not cd[0] else "more ranks" if ck[1] > cd[1] else
-                   "more windows" if ck[2] > cd[2] else "more samples" if ck[3] > cd[3] else
-                   "written by the run" if ck[4] and not cd[4] else "given first")
+            why = (
+                "complete"
+                if ck[0] and not cd[0]
+                else "more ranks"
+                if ck[1] > cd[1]
+                else "more windows"
+                if ck[2] > cd[2]
+                else "more samples"
+                if ck[3] > cd[3]
+                else "written by the run"
+                if ck[4] and not cd[4]
+                else "given first"
+            )
             same = shared.get((keep, i)) or sorted(_measured_ranks(d) & k_ranks)
             lost = _measured_ranks(d) - k_ranks
             if d.path.resolve() == k.path.resolve():
                 text = f"same run: {d.path.name} given twice; counted once"
             else:
-                text = (f"same run in {k.path.name} and {d.path.name} (job {k.attrs.get('job_name', '')!r}, "
-                        f"epoch {k.attrs.get('epoch_unix', '?')}, the same measurements of rank(s) "
-                        f"{_ranks_text(same)}): counted once, from {k.path.name} ({why}); {d.path.name} "
-                        "left out")
+                text = (
+                    f"same run in {k.path.name} and {d.path.name} (job {k.attrs.get('job_name', '')!r}, "
+                    f"epoch {k.attrs.get('epoch_unix', '?')}, the same measurements of rank(s) "
+                    f"{_ranks_text(same)}): counted once, from {k.path.name} ({why}); {d.path.name} "
+                    "left out"
+                )
                 if lost:
-                    text += (f", and with it rank(s) {_ranks_text(lost)} that only it holds: merge all of the "
-                             "run's spill folders into one file to count them")
+                    text += (
+                        f", and with it rank(s) {_ranks_text(lost)} that only it holds: merge all of the "
+                        "run's spill folders into one file to count them"
+                    )
                 text += "; move the extra file away to silence this"
             log.warning("%s (%s, %s)", text, k.path, d.path)
             setattr(k, _SAME_RUN_ATTR, same_run_notes(k) + [text])
@@ -729,8 +884,9 @@ def reduce_files(paths: Iterable[str | Path]) -> list[RunReduction]:
     return unique_runs(reduce_run(p) for p in paths)
 
 
-def rows_from_reductions(reds: Iterable[RunReduction], by: Sequence[str] | None = None,
-                         stages: bool = False) -> list[dict[str, Any]]:
+def rows_from_reductions(
+    reds: Iterable[RunReduction], by: Sequence[str] | None = None, stages: bool = False
+) -> list[dict[str, Any]]:
     groups: dict[tuple, _Acc] = {}
     for red in unique_runs(reds):
         for (c, st), a in accumulate(red).items():
@@ -745,19 +901,24 @@ def rows_from_reductions(reds: Iterable[RunReduction], by: Sequence[str] | None 
                 groups[k] = a
     rows = []
     for k, a in groups.items():
-        key_fields = {name: json.loads(v) for name, v in k
-                      if name not in ("case", "unit", "stage", "data")} if by else {}
+        key_fields = (
+            {name: json.loads(v) for name, v in k if name not in ("case", "unit", "stage", "data")}
+            if by
+            else {}
+        )
         rows.append(_row(key_fields, a))
     return rows
 
 
-def energy_table(paths: Iterable[str | Path], by: Sequence[str] | None = None,
-                 stages: bool = False) -> list[dict[str, Any]]:
+def energy_table(
+    paths: Iterable[str | Path], by: Sequence[str] | None = None, stages: bool = False
+) -> list[dict[str, Any]]:
     """One row per case (or per ``by`` group), and per stage with ``stages``, over the given run files."""
     return rows_from_reductions(reduce_files(paths), by=by, stages=stages)
 
 
 # ---------------------------------------------------------------- per device (MI250X split)
+
 
 def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict[str, Any]]:
     """One row per (file, case, stage, device): a package's energy split among its GCDs
@@ -776,8 +937,9 @@ def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict
                 sel_case = counted & (w["case"] == c)
                 ranks_in_case = sorted(set(int(r) for r in w["rank"][sel_case]))
                 if cr.role == "package":
-                    shares, label = package_shares(m, red.bus_to_rank(str(m.get("host", ""))), rec_rank,
-                                                   ranks_in_case)
+                    shares, label = package_shares(
+                        m, red.bus_to_rank(str(m.get("host", ""))), rec_rank, ranks_in_case
+                    )
                 else:
                     shares, label = {rec_rank: 1.0}, "own channel"
                 for st in sorted(set(str(s) for s in w["stage"][cr.own_idx])):
@@ -792,31 +954,46 @@ def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict
                     sys_j = cr.own.systematic_J[j] if cr.own.systematic_J is not None else np.zeros(len(j))
                     var = float(np.nansum(cr.own.random_J()[j] ** 2)) + float(np.nansum(sys_j)) ** 2
                     for r, share in shares.items():
-                        cell = cells.setdefault((c, st, r), {"energy_J": 0.0, "var": 0.0, "channels": [],
-                                                             "attribution": set(), "no_data": 0})
+                        cell = cells.setdefault(
+                            (c, st, r),
+                            {"energy_J": 0.0, "var": 0.0, "channels": [], "attribution": set(), "no_data": 0},
+                        )
                         cell["no_data"] += no_data
                         cell["energy_J"] += share * E
-                        cell["var"] += (share ** 2) * var
+                        cell["var"] += (share**2) * var
                         cell["channels"].append(str(m.get("name", "")))
                         cell["attribution"].add(label if cr.role == "package" else "own channel")
         for (c, st, r), cell in sorted(cells.items()):
             sel = counted & (w["case"] == c) & (w["stage"] == st) & (w["rank"] == r)
             units = float(w["units"][sel].sum())
             unc = math.sqrt(cell["var"])
-            out.append({
-                "file": red.path.name, "case": red.params[c], "stage": st, "rank": r,
-                "host": str(red.ranks["host"][r]) if r < len(red.ranks.get("host", [])) else "",
-                "device": str(red.ranks["device_bus_id"][r]) if r < len(red.ranks.get("device_bus_id", [])) else "",
-                "units": units, "unit": red.units_name[c], "energy_J": cell["energy_J"],
-                "energy_uncertainty_J": unc, "energy_per_unit_J": _nan_div(cell["energy_J"], units),
-                "energy_per_unit_uncertainty_J": _nan_div(unc, units),
-                "channels": sorted(set(cell["channels"])), "attribution": sorted(cell["attribution"]),
-                "data": red.label, "no_data_windows": cell["no_data"],
-            })
+            out.append(
+                {
+                    "file": red.path.name,
+                    "case": red.params[c],
+                    "stage": st,
+                    "rank": r,
+                    "host": str(red.ranks["host"][r]) if r < len(red.ranks.get("host", [])) else "",
+                    "device": str(red.ranks["device_bus_id"][r])
+                    if r < len(red.ranks.get("device_bus_id", []))
+                    else "",
+                    "units": units,
+                    "unit": red.units_name[c],
+                    "energy_J": cell["energy_J"],
+                    "energy_uncertainty_J": unc,
+                    "energy_per_unit_J": _nan_div(cell["energy_J"], units),
+                    "energy_per_unit_uncertainty_J": _nan_div(unc, units),
+                    "channels": sorted(set(cell["channels"])),
+                    "attribution": sorted(cell["attribution"]),
+                    "data": red.label,
+                    "no_data_windows": cell["no_data"],
+                }
+            )
     return out
 
 
 # ---------------------------------------------------------------- formatting
+
 
 def _fmt(v: Any, digits: int = 4) -> str:
     if isinstance(v, float):
@@ -831,15 +1008,32 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 _COLUMNS = [
-    ("task", "task"), ("model", "model"), ("dtype", "dtype"), ("batch_size", "batch"), ("n_ranks", "ranks"),
-    ("n_nodes", "nodes"), ("units", "units"), ("seconds", "s"), ("energy_J", "energy J"),
-    ("energy_per_unit_J", "J/unit"), ("energy_per_unit_meas_unc_J", "±meas J/unit"),
-    ("energy_per_unit_sem_J", "±SEM J/unit"), ("energy_per_unit_unc_J", "±total J/unit"), ("n_iterations", "n iter"),
-    ("wh_per_1000_units", "Wh/1000"), ("mean_power_W", "W/device"), ("idle_power_W", "idle W"),
-    ("net_energy_per_unit_J", "net J/unit"), ("counter_vs_integral_pct", "int-ctr %"), ("method", "method"),
+    ("task", "task"),
+    ("model", "model"),
+    ("dtype", "dtype"),
+    ("batch_size", "batch"),
+    ("n_ranks", "ranks"),
+    ("n_nodes", "nodes"),
+    ("units", "units"),
+    ("seconds", "s"),
+    ("energy_J", "energy J"),
+    ("energy_per_unit_J", "J/unit"),
+    ("energy_per_unit_meas_unc_J", "±meas J/unit"),
+    ("energy_per_unit_sem_J", "±SEM J/unit"),
+    ("energy_per_unit_unc_J", "±total J/unit"),
+    ("n_iterations", "n iter"),
+    ("wh_per_1000_units", "Wh/1000"),
+    ("mean_power_W", "W/device"),
+    ("idle_power_W", "idle W"),
+    ("net_energy_per_unit_J", "net J/unit"),
+    ("counter_vs_integral_pct", "int-ctr %"),
+    ("method", "method"),
 ]
 _STAGE_COLUMN = ("stage", "stage")
-_MODULE_COLUMN = ("module_energy_per_unit_J", "module J/unit")  # GH200 module scope (GPU + Grace CPU + memory)
+_MODULE_COLUMN = (
+    "module_energy_per_unit_J",
+    "module J/unit",
+)  # GH200 module scope (GPU + Grace CPU + memory)
 _NODE_COLUMNS = [("node_energy_per_unit_J", "node J/unit"), ("node_rest_per_unit_J", "rest J/unit")]
 
 
@@ -874,7 +1068,8 @@ def _cells(row: dict[str, Any], cols: list[tuple[str, str]]) -> list[str]:
 UNCERTAINTY_LEGEND = (
     "±meas: measurement uncertainty, 1 sigma (sensor model, docs/analysis.md; for an ESTIMATE it includes "
     "the watts-per-core assumption); ±SEM: standard error of the mean from the spread between the n iter "
-    "iterations (all repeats pooled; '-' when fewer than 2); ±total: both in quadrature")
+    "iterations (all repeats pooled; '-' when fewer than 2); ±total: both in quadrature"
+)
 
 
 def _notes(rows: list[dict[str, Any]]) -> list[str]:
@@ -917,25 +1112,43 @@ def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
         keys = [k for k in rows[0] if k not in ("case", "files", "flags")] if rows else []
         wr.writerow(keys + ["flags"])
         for r in rows:
-            wr.writerow([_fmt(r[k], 8) if isinstance(r[k], (float, list)) else r[k] for k in keys]
-                        + ["; ".join(r["flags"])])
+            wr.writerow(
+                [_fmt(r[k], 8) if isinstance(r[k], (float, list)) else r[k] for k in keys]
+                + ["; ".join(r["flags"])]
+            )
         return buf.getvalue()
     if fmt == "latex":
+
         def esc(s: str) -> str:
-            return (s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%")
-                    .replace("&", "\\&").replace("#", "\\#").replace("±", "$\\pm$"))
+            return (
+                s.replace("\\", "\\textbackslash{}")
+                .replace("_", "\\_")
+                .replace("%", "\\%")
+                .replace("&", "\\&")
+                .replace("#", "\\#")
+                .replace("±", "$\\pm$")
+            )
+
         n_text = sum(1 for k, _ in cols if k in ("task", "model", "dtype", "stage"))
         spec = "l" * n_text + "r" * (len(headers) - n_text - 1) + "l"
-        lines = [f"% {esc(data_banner(rows))}", "\\begin{tabular}{" + spec + "}", "\\hline",
-                 " & ".join(esc(h) for h in headers) + " \\\\", "\\hline"]
+        lines = [
+            f"% {esc(data_banner(rows))}",
+            "\\begin{tabular}{" + spec + "}",
+            "\\hline",
+            " & ".join(esc(h) for h in headers) + " \\\\",
+            "\\hline",
+        ]
         lines += [" & ".join(esc(c) for c in cells) + " \\\\" for cells in body]
         lines += ["\\hline", "\\end{tabular}"]
         lines += [f"% {esc(UNCERTAINTY_LEGEND)}"] + [f"% {esc(n)}" for n in _notes(rows)]
         return "\n".join(lines) + "\n"
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
-    out = [f"Data: {data_banner(rows)}", "",
-           "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out = [
+        f"Data: {data_banner(rows)}",
+        "",
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     out += ["| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |" for cells in body]
     out += ["", UNCERTAINTY_LEGEND]
     notes = _notes(rows)

@@ -12,12 +12,23 @@ log = logging.getLogger(__name__)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spills", nargs="+", type=Path, metavar="SPILLDIR",
-                   help="the run's spill folder(s): <output>/.<run>.spill (one per rank-NNNNN.h5 set)")
+    p.add_argument(
+        "spills",
+        nargs="+",
+        type=Path,
+        metavar="SPILLDIR",
+        help="the run's spill folder(s): <output>/.<run>.spill (one per rank-NNNNN.h5 set)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the rebuilt run file")
-    p.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none",
-                   help="compression of the traces in the rebuilt file (default: none)")
-    p.add_argument("--remove", action="store_true", help="remove the spill folder(s) once the run file is written")
+    p.add_argument(
+        "--compression",
+        choices=("none", "gzip", "lzf"),
+        default="none",
+        help="compression of the traces in the rebuilt file (default: none)",
+    )
+    p.add_argument(
+        "--remove", action="store_true", help="remove the spill folder(s) once the run file is written"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

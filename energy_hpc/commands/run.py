@@ -13,16 +13,28 @@ HELP = "run a job file: sample power around its inference on every rank, write o
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("job", help="job file (TOML)")
     p.add_argument("-o", "--output", default="results", help="folder for the run file (default: results)")
-    p.add_argument("--sensors", help="comma-separated sensor backends, overriding the job file "
-                                     "(auto, nvml, amdsmi, pm_counters, rapl, estimate, synthetic, "
-                                     "emulated:<part>)")
+    p.add_argument(
+        "--sensors",
+        help="comma-separated sensor backends, overriding the job file "
+        "(auto, nvml, amdsmi, pm_counters, rapl, estimate, synthetic, "
+        "emulated:<part>)",
+    )
     p.add_argument("--interval-ms", type=float, help="sampling interval, overriding the job file")
-    p.add_argument("--keep-spills", action="store_true", default=None,
-                   help="keep the per-rank spill files after the run file is written (default: removed; "
-                        "also ENERGY_HPC_KEEP_SPILLS=1)")
+    p.add_argument(
+        "--keep-spills",
+        action="store_true",
+        default=None,
+        help="keep the per-rank spill files after the run file is written (default: removed; "
+        "also ENERGY_HPC_KEEP_SPILLS=1)",
+    )
     mpi = p.add_mutually_exclusive_group()
-    mpi.add_argument("--mpi", dest="mpi", action="store_true", default=None,
-                     help="initialise MPI even if no launcher variables are seen")
+    mpi.add_argument(
+        "--mpi",
+        dest="mpi",
+        action="store_true",
+        default=None,
+        help="initialise MPI even if no launcher variables are seen",
+    )
     mpi.add_argument("--no-mpi", dest="mpi", action="store_false", help="never initialise MPI")
 
 
@@ -40,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if ctx.is_root:
         try:
             job = load_job(args.job)
-        except Exception as exc:  # noqa: BLE001 - re-raised below on every rank
+        except Exception as exc:
             err = exc
     err_text = comm.bcast(str(err) if err else "", root=0)
     if err_text:
@@ -59,10 +71,19 @@ def run(args: argparse.Namespace) -> int:
             if s.partition(":")[0] == EMULATED and ":" in s:
                 parse_sensor(s, "--sensors")  # an unknown part: one line naming the parts
             elif s not in SENSOR_CHOICES:
-                raise SpecError(f"--sensors: unknown sensor {s!r}; choose from {', '.join(SENSOR_CHOICES)}, "
-                                f"or {EMULATED}:<part>")
-    result = run_job(job, Path(args.output), ctx, comm, sensors=sensors, interval_ms=args.interval_ms,
-                     keep_spills=args.keep_spills)
+                raise SpecError(
+                    f"--sensors: unknown sensor {s!r}; choose from {', '.join(SENSOR_CHOICES)}, "
+                    f"or {EMULATED}:<part>"
+                )
+    result = run_job(
+        job,
+        Path(args.output),
+        ctx,
+        comm,
+        sensors=sensors,
+        interval_ms=args.interval_ms,
+        keep_spills=args.keep_spills,
+    )
     if result.path is not None:
         print(result.path)
         sys.stdout.flush()

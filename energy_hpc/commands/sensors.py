@@ -12,8 +12,11 @@ _BACKENDS_WITH_PROBE = ("nvml", "amdsmi", "pm_counters")
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--probe", action="store_true",
-                   help="run each backend's start-up counter probe (slower; reports counter faults)")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="run each backend's start-up counter probe (slower; reports counter faults)",
+    )
 
 
 def sensor_context(env=None, probe: bool = False):
@@ -27,9 +30,14 @@ def sensor_context(env=None, probe: bool = False):
     env = os.environ if env is None else env
     var, entries = visible_devices(env)
     options = {} if probe else {b: {"probe_reads": 0} for b in _BACKENDS_WITH_PROBE}
-    return SensorContext(hostname=socket.gethostname().split(".")[0],
-                         local_rank=_env_int(env, _LOCAL_RANK_VARS, 0), node_leader=True,
-                         visible_devices=entries, visible_env=var, options=options)
+    return SensorContext(
+        hostname=socket.gethostname().split(".")[0],
+        local_rank=_env_int(env, _LOCAL_RANK_VARS, 0),
+        node_leader=True,
+        visible_devices=entries,
+        visible_env=var,
+        options=options,
+    )
 
 
 def rows(ctx) -> list[dict]:
@@ -42,11 +50,22 @@ def run(args: argparse.Namespace) -> int:
     ctx = sensor_context(probe=args.probe)
     table = rows(ctx)
     if args.json:
-        print(json.dumps({"host": ctx.hostname, "visible_env": ctx.visible_env,
-                          "visible_devices": list(ctx.visible_devices), "backends": table}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "host": ctx.hostname,
+                    "visible_env": ctx.visible_env,
+                    "visible_devices": list(ctx.visible_devices),
+                    "backends": table,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"sensors on {ctx.hostname}" + (f" ({ctx.visible_env}={','.join(ctx.visible_devices)})"
-                                          if ctx.visible_env else ""))
+    print(
+        f"sensors on {ctx.hostname}"
+        + (f" ({ctx.visible_env}={','.join(ctx.visible_devices)})" if ctx.visible_env else "")
+    )
     width = max(len(r["backend"]) for r in table)
     for r in table:
         state = "usable" if r["usable"] else "no"
@@ -56,15 +75,19 @@ def run(args: argparse.Namespace) -> int:
             for lvl in ("rank", "node"):
                 names = [p["sensor"] for p in r["parts"] if p["node_level"] == (lvl == "node")]
                 if names:
-                    print(f"  {'':<{width}}    {lvl}-level parts: {', '.join(names)}"
-                          + (" (node leader only)" if lvl == "node" else ""))
+                    print(
+                        f"  {'':<{width}}    {lvl}-level parts: {', '.join(names)}"
+                        + (" (node leader only)" if lvl == "node" else "")
+                    )
             if r["usable"]:
                 print(f"  {'':<{width}}    channels of {r['channels_of']} (EMULATED, not a measurement):")
         if r["usable"]:
             for c in r["channels"]:
                 extra = f", shares {'+'.join(c['shared_with'])}" if c["shared_with"] else ""
-                print(f"  {'':<{width}}    - {c['name']}  [{c['scope']}, {c['method']}, "
-                      f"every {c['update_period_s']:g} s{extra}]")
+                print(
+                    f"  {'':<{width}}    - {c['name']}  [{c['scope']}, {c['method']}, "
+                    f"every {c['update_period_s']:g} s{extra}]"
+                )
         else:
             print(f"  {'':<{width}}    why: {r['reason']}")
     return 0

@@ -20,20 +20,46 @@ log = logging.getLogger(__name__)
 
 # Formats no workload loads (ONNX, OpenVINO, Flax, TensorFlow, Rust, single-file checkpoints): skipping
 # them keeps SDXL at ~14 GB instead of ~70 GB. --all-files takes everything.
-SKIP = ("*.onnx", "*.onnx_data", "*.pb", "openvino*", "*.msgpack", "flax_model*", "tf_model*", "*.h5", "*.ot",
-        "rust_model*", "*.ckpt", "*.tflite", "coreml*", "*.mlmodel*")
+SKIP = (
+    "*.onnx",
+    "*.onnx_data",
+    "*.pb",
+    "openvino*",
+    "*.msgpack",
+    "flax_model*",
+    "tf_model*",
+    "*.h5",
+    "*.ot",
+    "rust_model*",
+    "*.ckpt",
+    "*.tflite",
+    "coreml*",
+    "*.mlmodel*",
+)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="+", metavar="MODEL", help="hub ids, e.g. stabilityai/stable-diffusion-xl-base-1.0")
+    p.add_argument(
+        "models", nargs="+", metavar="MODEL", help="hub ids, e.g. stabilityai/stable-diffusion-xl-base-1.0"
+    )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--to", metavar="DIR", help="one plain folder per model: DIR/ORG--NAME (source = \"local\")")
-    where.add_argument("--hub-cache", metavar="DIR", help="a hub cache for source = \"hub\" (set HF_HUB_CACHE=DIR "
-                                                          "on the compute nodes)")
+    where.add_argument(
+        "--to", metavar="DIR", help='one plain folder per model: DIR/ORG--NAME (source = "local")'
+    )
+    where.add_argument(
+        "--hub-cache",
+        metavar="DIR",
+        help='a hub cache for source = "hub" (set HF_HUB_CACHE=DIR on the compute nodes)',
+    )
     p.add_argument("--revision", help="branch, tag or commit (default: main); the same for every model")
-    p.add_argument("--all-files", action="store_true", help="also download formats no workload loads "
-                                                             f"({', '.join(SKIP[:4])}, ...)")
-    p.add_argument("--bin", action="store_true", help="also download PyTorch .bin weights next to .safetensors")
+    p.add_argument(
+        "--all-files",
+        action="store_true",
+        help=f"also download formats no workload loads ({', '.join(SKIP[:4])}, ...)",
+    )
+    p.add_argument(
+        "--bin", action="store_true", help="also download PyTorch .bin weights next to .safetensors"
+    )
 
 
 def folder_name(model_id: str) -> str:
@@ -44,8 +70,10 @@ def folder_name(model_id: str) -> str:
 def _check_id(model_id: str) -> str:
     parts = model_id.strip("/").split("/")
     if not 1 <= len(parts) <= 2 or not all(parts) or any(p in (".", "..") for p in parts):
-        raise SpecError(f"model {model_id!r} is not a hub id; write ORG/NAME, e.g. "
-                        "stabilityai/stable-diffusion-xl-base-1.0")
+        raise SpecError(
+            f"model {model_id!r} is not a hub id; write ORG/NAME, e.g. "
+            "stabilityai/stable-diffusion-xl-base-1.0"
+        )
     return model_id.strip("/")
 
 
@@ -73,15 +101,19 @@ def run(args: argparse.Namespace) -> int:
         try:
             folder = Path(snapshot_download(model_id, **kwargs))
         except LocalEntryNotFoundError as exc:  # no connection (or HF_HUB_OFFLINE set)
-            raise ModelSourceError(f"cannot download {model_id!r}: this node cannot reach the hub "
-                                   f"({_first_line(exc)}); run "
-                                   "`energy-hpc stage` on a login node that has internet, and unset "
-                                   "HF_HUB_OFFLINE there") from None
+            raise ModelSourceError(
+                f"cannot download {model_id!r}: this node cannot reach the hub "
+                f"({_first_line(exc)}); run "
+                "`energy-hpc stage` on a login node that has internet, and unset "
+                "HF_HUB_OFFLINE there"
+            ) from None
         except HfHubHTTPError as exc:  # unknown repo, gated model, bad revision, server error
-            raise ModelSourceError(f"cannot download {model_id!r}: {_first_line(exc)}; check the id and revision, "
-                                   "and for "
-                                   "gated models accept the licence on the hub and log in "
-                                   "(hf auth login)") from None
+            raise ModelSourceError(
+                f"cannot download {model_id!r}: {_first_line(exc)}; check the id and revision, "
+                "and for "
+                "gated models accept the licence on the hub and log in "
+                "(hf auth login)"
+            ) from None
         if not any(folder.rglob("*.safetensors")) and not args.bin and not args.all_files:
             log.warning("%s has no .safetensors weights; stage it again with --bin", model_id)
         print(folder, flush=True)

@@ -22,8 +22,17 @@ def run(args: argparse.Namespace) -> int:
     study = Study(args.study)
     manifest = status(study)
     if args.json:
-        print(json.dumps({"study": str(study.root), "job": manifest.job_name, "system": manifest.system,
-                          "points": [asdict(p) for p in manifest.points]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "study": str(study.root),
+                    "job": manifest.job_name,
+                    "system": manifest.system,
+                    "points": [asdict(p) for p in manifest.points],
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"# study {study.root}: job {manifest.job_name}, system {manifest.system}")
     print(f"{'nodes':>5}  {'state':<8} {'job':<10} {'tries':>5}  run file / note")

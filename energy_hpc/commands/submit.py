@@ -16,28 +16,47 @@ log = logging.getLogger(__name__)
 def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``submit`` and ``sweep``."""
     parser.add_argument("job", type=Path, help="the job file (TOML)")
-    parser.add_argument("--system", required=True,
-                        help="a system profile: frontier, perlmutter, generic, or the path of your own TOML")
+    parser.add_argument(
+        "--system",
+        required=True,
+        help="a system profile: frontier, perlmutter, generic, or the path of your own TOML",
+    )
     parser.add_argument("--time", metavar="HH:MM:SS", help="time limit (default: the profile's)")
-    parser.add_argument("--account", "-A", default="",
-                        help="project account to charge (default: $SBATCH_ACCOUNT)")
+    parser.add_argument(
+        "--account", "-A", default="", help="project account to charge (default: $SBATCH_ACCOUNT)"
+    )
     parser.add_argument("--partition", "-p", help="partition (default: the profile's; '' for Slurm's)")
     parser.add_argument("--qos", "-q", help="quality of service (default: the profile's; '' for Slurm's)")
     parser.add_argument("--constraint", "-C", help="node features (default: the profile's)")
-    parser.add_argument("--ranks-per-node", type=int, metavar="R",
-                        help="ranks per node (default: the profile's, e.g. 8 on Frontier)")
+    parser.add_argument(
+        "--ranks-per-node",
+        type=int,
+        metavar="R",
+        help="ranks per node (default: the profile's, e.g. 8 on Frontier)",
+    )
     parser.add_argument("--launcher", help="one of the profile's launchers (generic: srun or mpiexec)")
-    parser.add_argument("--enable", action="append", default=[], metavar="NAME",
-                        help="turn on one of the profile's optional settings (frontier: nvme, all-cores)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the script(s) on stdout; write and submit nothing")
+    parser.add_argument(
+        "--enable",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="turn on one of the profile's optional settings (frontier: nvme, all-cores)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the script(s) on stdout; write and submit nothing"
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_slurm_arguments(parser)
     parser.add_argument("--nodes", "-N", type=int, required=True, help="number of nodes")
-    parser.add_argument("-o", "--output", type=Path, metavar="RESULTS_DIR",
-                        help="where the run file, script and Slurm log go (default: results/<job name>)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="RESULTS_DIR",
+        help="where the run file, script and Slurm log go (default: results/<job name>)",
+    )
 
 
 def current_venv() -> str:
@@ -50,8 +69,12 @@ def current_venv() -> str:
 def account_from(args: argparse.Namespace, profile) -> str:
     account = args.account or os.environ.get("SBATCH_ACCOUNT", "")
     if account and profile.account_suffix and not account.endswith(profile.account_suffix):
-        log.warning("account %r does not end in %r, as %s GPU accounts do; check --account",
-                    account, profile.account_suffix, profile.name)
+        log.warning(
+            "account %r does not end in %r, as %s GPU accounts do; check --account",
+            account,
+            profile.account_suffix,
+            profile.name,
+        )
     return account
 
 
@@ -62,10 +85,10 @@ def command_line() -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from energy_hpc.errors import OutputError
     from energy_hpc.slurm.render import Request, render, slurm_job_name
     from energy_hpc.slurm.submit import load_job_name, sbatch
     from energy_hpc.slurm.systems import load_profile
-    from energy_hpc.errors import OutputError
 
     profile = load_profile(args.system)
     job = args.job.expanduser().resolve()
@@ -74,11 +97,22 @@ def run(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     # The script names the job file where it is (not a copy): relative model folders in it stay
     # valid. The header records its sha256, and the run file keeps the text that actually ran.
-    req = Request(job_file=job, job_name=name, results_dir=results, nodes=args.nodes, time=args.time,
-                  account=account_from(args, profile), partition=args.partition, qos=args.qos,
-                  constraint=args.constraint, ranks_per_node=args.ranks_per_node,
-                  launcher=args.launcher, enable=tuple(args.enable), venv=current_venv(),
-                  command=command_line())
+    req = Request(
+        job_file=job,
+        job_name=name,
+        results_dir=results,
+        nodes=args.nodes,
+        time=args.time,
+        account=account_from(args, profile),
+        partition=args.partition,
+        qos=args.qos,
+        constraint=args.constraint,
+        ranks_per_node=args.ranks_per_node,
+        launcher=args.launcher,
+        enable=tuple(args.enable),
+        venv=current_venv(),
+        command=command_line(),
+    )
     rendered = render(profile, req)
     if args.dry_run:
         sys.stdout.write(rendered.script)
@@ -89,10 +123,15 @@ def run(args: argparse.Namespace) -> int:
         script.write_text(rendered.script)
         script.chmod(0o755)
     except OSError as exc:
-        raise OutputError(f"cannot write to results folder {results}: {exc}; choose another with -o") from None
+        raise OutputError(
+            f"cannot write to results folder {results}: {exc}; choose another with -o"
+        ) from None
     log.info("wrote %s", script)
     job_id = sbatch(script, cwd=results)
-    log.info("submitted job %s; Slurm log: %s", job_id, rendered.log_pattern.replace("%x", rendered.job_name)
-             .replace("%j", job_id))
+    log.info(
+        "submitted job %s; Slurm log: %s",
+        job_id,
+        rendered.log_pattern.replace("%x", rendered.job_name).replace("%j", job_id),
+    )
     print(job_id)
     return 0

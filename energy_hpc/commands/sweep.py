@@ -16,10 +16,19 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_slurm_arguments(parser)
-    parser.add_argument("--nodes", "-N", required=True, metavar="N1,N2,...",
-                        help="node counts, comma-separated (e.g. 1,2,4,8)")
-    parser.add_argument("--study", type=Path, metavar="DIR",
-                        help="the study folder (default: results/<job name>-<system>-sweep)")
+    parser.add_argument(
+        "--nodes",
+        "-N",
+        required=True,
+        metavar="N1,N2,...",
+        help="node counts, comma-separated (e.g. 1,2,4,8)",
+    )
+    parser.add_argument(
+        "--study",
+        type=Path,
+        metavar="DIR",
+        help="the study folder (default: results/<job name>-<system>-sweep)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,17 +43,33 @@ def run(args: argparse.Namespace) -> int:
     job = args.job.expanduser().resolve()
     name = load_job_name(job)
     study = Study(args.study or Path("results") / f"{slurm_job_name(name)}-{profile.name}-sweep")
-    settings = SweepSettings(time=args.time, account=account_from(args, profile),
-                             partition=args.partition, qos=args.qos, constraint=args.constraint,
-                             ranks_per_node=args.ranks_per_node, launcher=args.launcher,
-                             enable=tuple(args.enable), venv=current_venv(), command=command_line())
+    settings = SweepSettings(
+        time=args.time,
+        account=account_from(args, profile),
+        partition=args.partition,
+        qos=args.qos,
+        constraint=args.constraint,
+        ranks_per_node=args.ranks_per_node,
+        launcher=args.launcher,
+        enable=tuple(args.enable),
+        venv=current_venv(),
+        command=command_line(),
+    )
 
     def show(nodes: int, script: str) -> None:
         sys.stdout.write(f"# ===== {nodes} node(s): would submit =====\n{script}\n")
 
-    actions = run_sweep(study, job, name, profile, counts, settings,
-                        submit=lambda script, cwd: sbatch(script, cwd=cwd),
-                        dry_run=args.dry_run, show=show)
+    actions = run_sweep(
+        study,
+        job,
+        name,
+        profile,
+        counts,
+        settings,
+        submit=lambda script, cwd: sbatch(script, cwd=cwd),
+        dry_run=args.dry_run,
+        show=show,
+    )
     if not args.dry_run:
         log.info("study: %s", study.root)
         print(f"{'nodes':>5}  {'action':<12} {'state':<8} job")

@@ -11,15 +11,25 @@ HELP = "reduce run files (or folders of them) to a per-case energy table"
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="run files (.h5) or folders searched for them (recursively)")
     p.add_argument("--format", "-f", choices=("markdown", "csv", "json", "latex"), default="markdown")
-    p.add_argument("--by", help="comma-separated fields to group by (case fields such as model, dtype, "
-                                "batch_size, or n_ranks, n_nodes); default: one row per case and rank count")
+    p.add_argument(
+        "--by",
+        help="comma-separated fields to group by (case fields such as model, dtype, "
+        "batch_size, or n_ranks, n_nodes); default: one row per case and rank count",
+    )
     view = p.add_mutually_exclusive_group()
-    view.add_argument("--stages", action="store_true",
-                      help="also one row per stage window (base/refiner, prefill/decode)")
-    view.add_argument("--scaling", action="store_true",
-                      help="scaling over node counts: throughput, energy per unit, efficiency vs ideal")
-    view.add_argument("--devices", action="store_true",
-                      help="one row per device (MI250X packages split equally between their GCDs)")
+    view.add_argument(
+        "--stages", action="store_true", help="also one row per stage window (base/refiner, prefill/decode)"
+    )
+    view.add_argument(
+        "--scaling",
+        action="store_true",
+        help="scaling over node counts: throughput, energy per unit, efficiency vs ideal",
+    )
+    view.add_argument(
+        "--devices",
+        action="store_true",
+        help="one row per device (MI250X packages split equally between their GCDs)",
+    )
 
 
 def parse_by(text: str | None) -> list[str] | None:
@@ -27,19 +37,22 @@ def parse_by(text: str | None) -> list[str] | None:
 
 
 def find_files(paths: list[str]) -> list:
-    from energy_hpc.errors import RunFileError
     from pathlib import Path
 
+    from energy_hpc.errors import RunFileError
     from energy_hpc.store import find_run_files, is_spill_folder
 
     files = find_run_files(paths)
     if not files:
         spills = [p for p in paths if is_spill_folder(Path(p))]
         if spills:
-            raise RunFileError(f"{', '.join(spills)}: a spill folder holds spills, not a run file; rebuild the "
-                               f"run from it with energy-hpc merge {' '.join(spills)} -o FOLDER")
-        raise RunFileError(f"no run files (*.h5) in {', '.join(paths)}; give the folder energy-hpc run "
-                           "wrote to (-o)")
+            raise RunFileError(
+                f"{', '.join(spills)}: a spill folder holds spills, not a run file; rebuild the "
+                f"run from it with energy-hpc merge {' '.join(spills)} -o FOLDER"
+            )
+        raise RunFileError(
+            f"no run files (*.h5) in {', '.join(paths)}; give the folder energy-hpc run wrote to (-o)"
+        )
     return files
 
 
@@ -47,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from energy_hpc.analysis.scaling import format_scaling, scaling_rows
-    from energy_hpc.analysis.table import _jsonable, device_rows, format_rows, reduce_files, rows_from_reductions
+    from energy_hpc.analysis.table import (
+        _jsonable,
+        device_rows,
+        format_rows,
+        reduce_files,
+        rows_from_reductions,
+    )
 
     files = find_files(args.paths)
     by = parse_by(args.by)
@@ -60,13 +79,26 @@ def run(args: argparse.Namespace) -> int:
             import csv
 
             wr = csv.writer(sys.stdout) if args.format == "csv" else None
-            keys = ["file", "rank", "host", "device", "stage", "units", "unit", "energy_J",
-                    "energy_uncertainty_J", "energy_per_unit_J", "attribution", "data"]
+            keys = [
+                "file",
+                "rank",
+                "host",
+                "device",
+                "stage",
+                "units",
+                "unit",
+                "energy_J",
+                "energy_uncertainty_J",
+                "energy_per_unit_J",
+                "attribution",
+                "data",
+            ]
             if wr:
                 wr.writerow(["case"] + keys)
             for r in rows:
                 vals = [json.dumps(r["case"], sort_keys=True)] + [
-                    "; ".join(r[k]) if isinstance(r[k], list) else r[k] for k in keys]
+                    "; ".join(r[k]) if isinstance(r[k], list) else r[k] for k in keys
+                ]
                 if wr:
                     wr.writerow(vals)
                 else:

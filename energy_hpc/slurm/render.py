@@ -58,8 +58,10 @@ class ScriptTemplate(string.Template):
 
 def check_slurm_value(kind: str, value: str) -> str:
     if not _SLURM_VALUE[kind].fullmatch(value):
-        raise SlurmError(f"{kind} {value!r} is not a valid Slurm {kind} name (letters, digits and "
-                         f"{'_.,:+&|*[]()-' if kind == 'constraint' else '_.+-'} only); check the spelling")
+        raise SlurmError(
+            f"{kind} {value!r} is not a valid Slurm {kind} name (letters, digits and "
+            f"{'_.,:+&|*[]()-' if kind == 'constraint' else '_.+-'} only); check the spelling"
+        )
     return value
 
 
@@ -94,16 +96,17 @@ def slurm_job_name(name: str) -> str:
 def directive_path(path: Path, what: str) -> str:
     text = str(path)
     if not _DIRECTIVE_PATH.fullmatch(text):
-        raise SlurmError(f"{what} {text!r} cannot go into an #SBATCH line (it has spaces, quotes, '%' or "
-                         "other special characters); choose a folder whose path has only letters, "
-                         "digits and ._-/+,:@=~")
+        raise SlurmError(
+            f"{what} {text!r} cannot go into an #SBATCH line (it has spaces, quotes, '%' or "
+            "other special characters); choose a folder whose path has only letters, "
+            "digits and ._-/+,:@=~"
+        )
     return text
 
 
 def comment(text: str) -> str:
     """Text safe inside a '#' comment line: control characters (newlines too) are escaped."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in text)
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def resolve_resource(profile: SystemProfile, ref: str, default_dir: Path, what: str) -> Path:
@@ -116,8 +119,10 @@ def resolve_resource(profile: SystemProfile, ref: str, default_dir: Path, what: 
     else:
         path = default_dir / ref
     if not path.is_file():
-        raise SystemProfileError(f"{what} {path} named by system profile {profile.source} does not "
-                                 f"exist; fix system.{what} in the profile")
+        raise SystemProfileError(
+            f"{what} {path} named by system profile {profile.source} does not "
+            f"exist; fix system.{what} in the profile"
+        )
     return path.resolve()
 
 
@@ -129,9 +134,9 @@ class Request:
     job_name: str
     results_dir: Path
     nodes: int
-    time: str | None = None          # None: the profile's default
+    time: str | None = None  # None: the profile's default
     account: str = ""
-    partition: str | None = None     # None: the profile's default; "": leave it to Slurm
+    partition: str | None = None  # None: the profile's default; "": leave it to Slurm
     qos: str | None = None
     constraint: str | None = None
     ranks_per_node: int | None = None
@@ -152,8 +157,13 @@ class Rendered:
 
 def _launcher_argv(profile: SystemProfile, req: Request, ntasks: int, rpn: int) -> list[str]:
     launcher = profile.launcher(req.launcher)
-    values = {"nodes": req.nodes, "ntasks": ntasks, "ranks_per_node": rpn,
-              "cores_per_rank": profile.cores_per_rank, "gpus_per_rank": profile.gpus_per_rank}
+    values = {
+        "nodes": req.nodes,
+        "ntasks": ntasks,
+        "ranks_per_node": rpn,
+        "cores_per_rank": profile.cores_per_rank,
+        "gpus_per_rank": profile.gpus_per_rank,
+    }
     return [a.format(**values) for a in launcher.argv]
 
 
@@ -163,9 +173,15 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
     rpn = profile.ranks_per_node if req.ranks_per_node is None else req.ranks_per_node
     if rpn < 1:
         raise SlurmError(f"--ranks-per-node must be at least 1, not {rpn}")
-    if profile.gpus_per_node and profile.gpus_per_rank and rpn * profile.gpus_per_rank > profile.gpus_per_node:
-        raise SlurmError(f"{rpn} ranks per node × {profile.gpus_per_rank} GPU(s) exceed the "
-                         f"{profile.gpus_per_node} GPUs of a {profile.name} node; lower --ranks-per-node")
+    if (
+        profile.gpus_per_node
+        and profile.gpus_per_rank
+        and rpn * profile.gpus_per_rank > profile.gpus_per_node
+    ):
+        raise SlurmError(
+            f"{rpn} ranks per node × {profile.gpus_per_rank} GPU(s) exceed the "
+            f"{profile.gpus_per_node} GPUs of a {profile.name} node; lower --ranks-per-node"
+        )
     ntasks = req.nodes * rpn
     time = req.time or profile.time
     time_s = check_time(time)
@@ -183,8 +199,9 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
     unknown = [e for e in req.enable if e not in profile.optional]
     if unknown:
         known = ", ".join(sorted(profile.optional)) or "none"
-        raise SlurmError(f"system {profile.name} has no optional setting "
-                         f"{', '.join(map(repr, unknown))}; known: {known}")
+        raise SlurmError(
+            f"system {profile.name} has no optional setting {', '.join(map(repr, unknown))}; known: {known}"
+        )
     launcher = profile.launcher(req.launcher)
     template_path = resolve_resource(profile, profile.template, TEMPLATE_DIR, "template")
     modules_path = resolve_resource(profile, profile.modules, MODULES_DIR, "modules")
@@ -202,14 +219,19 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         directives.append(f"--qos={qos}")
     if constraint:
         directives.append(f"--constraint={constraint}")
-    directives += [f"--nodes={req.nodes}", f"--ntasks-per-node={rpn}",
-                   f"--cpus-per-task={profile.cores_per_rank}"]
+    directives += [
+        f"--nodes={req.nodes}",
+        f"--ntasks-per-node={rpn}",
+        f"--cpus-per-task={profile.cores_per_rank}",
+    ]
     if profile.gpus_per_node:
         directives.append(f"--gpus-per-node={profile.gpus_per_node}")
-    directives += [f"--time={time}",
-                   f"--chdir={directive_path(results, 'results folder')}",
-                   f"--output={log_pattern}",
-                   f"--signal={sig_prefix}{profile.signal_name}@{profile.signal_seconds}"]
+    directives += [
+        f"--time={time}",
+        f"--chdir={directive_path(results, 'results folder')}",
+        f"--output={log_pattern}",
+        f"--signal={sig_prefix}{profile.signal_name}@{profile.signal_seconds}",
+    ]
     directives += list(profile.directives)
     env = list(profile.env)
     for name in req.enable:
@@ -236,8 +258,10 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         "# This is plain sbatch: edit it and submit it by hand with `sbatch THIS_FILE` if you like.",
     ]
     if time_s <= profile.signal_seconds:
-        header.append(f"# NOTE: the time limit ({time}) is not longer than the warning signal's lead "
-                      f"({profile.signal_seconds} s): the signal comes at the start.")
+        header.append(
+            f"# NOTE: the time limit ({time}) is not longer than the warning signal's lead "
+            f"({profile.signal_seconds} s): the signal comes at the start."
+        )
 
     q = shlex.quote
     settings = [
@@ -258,10 +282,13 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         text = ScriptTemplate(template_path.read_text()).substitute(
             header="\n".join(header),
             directives="\n".join(f"#SBATCH {d}" for d in directives),
-            settings="\n".join(settings))
+            settings="\n".join(settings),
+        )
     except (KeyError, ValueError) as exc:
-        raise SystemProfileError(f"template {template_path} has a bad placeholder ({exc}); "
-                                 "templates may use @@{header}, @@{directives}, @@{settings}") from None
+        raise SystemProfileError(
+            f"template {template_path} has a bad placeholder ({exc}); "
+            "templates may use @@{header}, @@{directives}, @@{settings}"
+        ) from None
     if not text.startswith("#!"):
         raise SystemProfileError(f"template {template_path} must start with a #! line")
     return Rendered(script=text, job_name=job_name, ntasks=ntasks, log_pattern=log_pattern)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from energy_hpc.errors import SlurmError
 
@@ -24,12 +24,12 @@ QUERY_TIMEOUT_S = 60
 class JobState(str, Enum):
     """Where a submitted job stands, reduced to what a sweep must decide on."""
 
-    QUEUED = "queued"          # PENDING, CONFIGURING, REQUEUED, SUSPENDED, ...
-    RUNNING = "running"        # RUNNING, COMPLETING, STAGE_OUT, ...
-    COMPLETED = "completed"    # Slurm says COMPLETED (exit status 0)
-    FAILED = "failed"          # FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL, DEADLINE, ...
+    QUEUED = "queued"  # PENDING, CONFIGURING, REQUEUED, SUSPENDED, ...
+    RUNNING = "running"  # RUNNING, COMPLETING, STAGE_OUT, ...
+    COMPLETED = "completed"  # Slurm says COMPLETED (exit status 0)
+    FAILED = "failed"  # FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL, DEADLINE, ...
     CANCELLED = "cancelled"
-    UNKNOWN = "unknown"        # Slurm no longer knows the job and there is no accounting
+    UNKNOWN = "unknown"  # Slurm no longer knows the job and there is no accounting
 
     @property
     def active(self) -> bool:
@@ -41,16 +41,30 @@ class JobState(str, Enum):
 
 
 _SLURM_STATES = {
-    "PENDING": JobState.QUEUED, "CONFIGURING": JobState.QUEUED, "REQUEUED": JobState.QUEUED,
-    "REQUEUE_HOLD": JobState.QUEUED, "REQUEUE_FED": JobState.QUEUED, "RESV_DEL_HOLD": JobState.QUEUED,
-    "SUSPENDED": JobState.QUEUED, "STOPPED": JobState.QUEUED, "RESIZING": JobState.QUEUED,
-    "RUNNING": JobState.RUNNING, "COMPLETING": JobState.RUNNING, "STAGE_OUT": JobState.RUNNING,
+    "PENDING": JobState.QUEUED,
+    "CONFIGURING": JobState.QUEUED,
+    "REQUEUED": JobState.QUEUED,
+    "REQUEUE_HOLD": JobState.QUEUED,
+    "REQUEUE_FED": JobState.QUEUED,
+    "RESV_DEL_HOLD": JobState.QUEUED,
+    "SUSPENDED": JobState.QUEUED,
+    "STOPPED": JobState.QUEUED,
+    "RESIZING": JobState.QUEUED,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
     "SIGNALING": JobState.RUNNING,
     "COMPLETED": JobState.COMPLETED,
-    "CANCELLED": JobState.CANCELLED, "REVOKED": JobState.CANCELLED,
-    "FAILED": JobState.FAILED, "TIMEOUT": JobState.FAILED, "NODE_FAIL": JobState.FAILED,
-    "BOOT_FAIL": JobState.FAILED, "DEADLINE": JobState.FAILED, "OUT_OF_MEMORY": JobState.FAILED,
-    "PREEMPTED": JobState.FAILED, "SPECIAL_EXIT": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED,
+    "FAILED": JobState.FAILED,
+    "TIMEOUT": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "DEADLINE": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "PREEMPTED": JobState.FAILED,
+    "SPECIAL_EXIT": JobState.FAILED,
 }
 
 
@@ -63,8 +77,10 @@ def map_state(slurm_state: str) -> JobState:
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise SlurmError(f"`{name}` is not on PATH: run this on a Slurm login node (or load the "
-                         "Slurm module), or use --dry-run to only write the script")
+        raise SlurmError(
+            f"`{name}` is not on PATH: run this on a Slurm login node (or load the "
+            "Slurm module), or use --dry-run to only write the script"
+        )
     return path
 
 
@@ -77,17 +93,25 @@ def parse_parsable(stdout: str) -> str:
     return job_id
 
 
-def sbatch(script: Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-           cwd: Path | None = None) -> str:
+def sbatch(
+    script: Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> str:
     """Submit ``script``; return the job id. Slurm's refusal becomes a one-line SlurmError."""
     argv = [_tool("sbatch"), "--parsable", *args, str(script)]
     log.debug("running %s", argv)
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S,
-                           env=dict(env) if env is not None else None, cwd=cwd)
+        r = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=QUERY_TIMEOUT_S,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
     except subprocess.TimeoutExpired:
-        raise SlurmError(f"sbatch did not answer within {QUERY_TIMEOUT_S} s; is slurmctld up "
-                         "(`sinfo`)? Try again later") from None
+        raise SlurmError(
+            f"sbatch did not answer within {QUERY_TIMEOUT_S} s; is slurmctld up (`sinfo`)? Try again later"
+        ) from None
     for line in r.stderr.strip().splitlines():
         log.info("sbatch: %s", line)
     if r.returncode != 0:
@@ -162,11 +186,13 @@ def load_job_name(job_file: Path) -> str:
     if load_job is not None:
         return str(load_job(job_file).name)
     import sys
+
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
     from energy_hpc.errors import SpecError
+
     try:
         data = tomllib.loads(Path(job_file).read_text())
     except FileNotFoundError:
@@ -177,5 +203,5 @@ def load_job_name(job_file: Path) -> str:
         raise SpecError(f"job file {job_file} is not valid TOML: {exc}") from None
     name = data.get("job", {}).get("name") if isinstance(data.get("job"), dict) else None
     if not isinstance(name, str) or not name.strip():
-        raise SpecError(f"job file {job_file} has no [job] name = \"...\"; add one")
+        raise SpecError(f'job file {job_file} has no [job] name = "..."; add one')
     return name

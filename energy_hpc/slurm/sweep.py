@@ -27,10 +27,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from energy_hpc import __version__
 from energy_hpc.errors import OutputError, SlurmError
@@ -45,12 +45,12 @@ SCHEMA = 1
 
 
 class PointState(str, Enum):
-    NEW = "new"              # never submitted
+    NEW = "new"  # never submitted
     QUEUED = "queued"
     RUNNING = "running"
-    DONE = "done"            # Slurm says COMPLETED and/or the run file is there
-    FAILED = "failed"        # failed, timed out, cancelled, or completed without a run file
-    LOST = "lost"            # Slurm no longer knows the job and there is no run file
+    DONE = "done"  # Slurm says COMPLETED and/or the run file is there
+    FAILED = "failed"  # failed, timed out, cancelled, or completed without a run file
+    LOST = "lost"  # Slurm no longer knows the job and there is no run file
 
     @property
     def needs_submit(self) -> bool:
@@ -75,10 +75,10 @@ def parse_node_counts(text: str) -> list[int]:
 @dataclass
 class Attempt:
     job_id: str
-    script: str              # relative to the study
+    script: str  # relative to the study
     submitted_at: str
     state: str = JobState.QUEUED.value
-    state_source: str = "sbatch"   # squeue | sacct | run-file | sbatch
+    state_source: str = "sbatch"  # squeue | sacct | run-file | sbatch
     checked_at: str = ""
     time: str = ""
     account: str = ""
@@ -87,9 +87,9 @@ class Attempt:
 @dataclass
 class Point:
     nodes: int
-    dir: str                 # relative to the study
+    dir: str  # relative to the study
     attempts: list[Attempt] = field(default_factory=list)
-    run_files: list[str] = field(default_factory=list)   # relative to the study
+    run_files: list[str] = field(default_factory=list)  # relative to the study
     state: str = PointState.NEW.value
     note: str = ""
 
@@ -101,8 +101,8 @@ class Point:
 @dataclass
 class Manifest:
     job_name: str
-    job_file: str            # absolute; the scripts name it where it is (relative model paths)
-    job_sha256: str          # its content when the study was started
+    job_file: str  # absolute; the scripts name it where it is (relative model paths)
+    job_sha256: str  # its content when the study was started
     system: str
     profile: str
     launcher: str
@@ -119,18 +119,24 @@ class Manifest:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: Path) -> "Manifest":
+    def from_json(cls, text: str, where: Path) -> Manifest:
         try:
             data = json.loads(text)
             if data.get("schema") != SCHEMA:
-                raise OutputError(f"{where} has manifest schema {data.get('schema')!r}; this "
-                                  f"energy-hpc reads schema {SCHEMA}: use a new --study folder")
-            points = [Point(**{**p, "attempts": [Attempt(**a) for a in p.get("attempts", [])]})
-                      for p in data.pop("points", [])]
+                raise OutputError(
+                    f"{where} has manifest schema {data.get('schema')!r}; this "
+                    f"energy-hpc reads schema {SCHEMA}: use a new --study folder"
+                )
+            points = [
+                Point(**{**p, "attempts": [Attempt(**a) for a in p.get("attempts", [])]})
+                for p in data.pop("points", [])
+            ]
             return cls(**data, points=points)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise OutputError(f"{where} is not an energy-hpc study manifest ({exc}); point --study "
-                              "at a study folder, or at an empty/new one") from None
+            raise OutputError(
+                f"{where} is not an energy-hpc study manifest ({exc}); point --study "
+                "at a study folder, or at an empty/new one"
+            ) from None
 
 
 class Study:
@@ -142,7 +148,7 @@ class Study:
         self._lock_file = None
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator["Study"]:
+    def locked(self) -> Iterator[Study]:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fh = open(self.root / ".manifest.lock", "a")
@@ -160,8 +166,10 @@ class Study:
 
     def load(self) -> Manifest:
         if not self.exists():
-            raise OutputError(f"{self.root} is not a study folder (no {MANIFEST}); start one with "
-                              "`energy-hpc sweep JOB --system S --nodes 1,2,4 --study DIR`")
+            raise OutputError(
+                f"{self.root} is not a study folder (no {MANIFEST}); start one with "
+                "`energy-hpc sweep JOB --system S --nodes 1,2,4 --study DIR`"
+            )
         return Manifest.from_json(self.manifest_path.read_text(), self.manifest_path)
 
     def save(self, manifest: Manifest) -> None:
@@ -175,15 +183,16 @@ def find_run_files(point_dir: Path, job_id: str) -> list[Path]:
     """Run files of one job: ``<jobname>-<jobid>.<step>.h5`` (or ``<jobname>-<jobid>.h5``)."""
     if not point_dir.is_dir():
         return []
-    return sorted(p for p in point_dir.glob(f"*-{job_id}*.h5")
-                  if p.name.split("-")[-1].split(".")[0] == job_id)
+    return sorted(
+        p for p in point_dir.glob(f"*-{job_id}*.h5") if p.name.split("-")[-1].split(".")[0] == job_id
+    )
 
 
-def refresh(study: Study, manifest: Manifest,
-            query: Callable[[Sequence[str]], dict[str, JobState]] = job_states) -> None:
+def refresh(
+    study: Study, manifest: Manifest, query: Callable[[Sequence[str]], dict[str, JobState]] = job_states
+) -> None:
     """Bring every point's state up to date (Slurm first, then run files)."""
-    pending = [p.last.job_id for p in manifest.points
-               if p.last and not JobState(p.last.state).final]
+    pending = [p.last.job_id for p in manifest.points if p.last and not JobState(p.last.state).final]
     states = query(pending) if pending else {}
     stamp = now()
     for point in manifest.points:
@@ -243,36 +252,56 @@ class SweepSettings:
 @dataclass(frozen=True)
 class Action:
     nodes: int
-    action: str              # submitted | would-submit | kept
+    action: str  # submitted | would-submit | kept
     state: str
     job_id: str = ""
     script: str = ""
 
 
-def open_or_start(study: Study, job_file: Path, job_name: str, profile: SystemProfile,
-                  launcher: str) -> Manifest:
+def open_or_start(
+    study: Study, job_file: Path, job_name: str, profile: SystemProfile, launcher: str
+) -> Manifest:
     """The study's manifest; a new one if there is none. A study belongs to one job file (by
     content) and one system and launcher: mixing would make its points incomparable."""
     digest = _sha256(job_file)
     if study.exists():
         m = study.load()
         if m.job_sha256 != digest:
-            raise OutputError(f"job file {job_file} is not the one study {study.root} was started with "
-                              f"({m.job_file}, sha256 {m.job_sha256[:12]}); use a new --study folder, "
-                              "or restore the job file")
+            raise OutputError(
+                f"job file {job_file} is not the one study {study.root} was started with "
+                f"({m.job_file}, sha256 {m.job_sha256[:12]}); use a new --study folder, "
+                "or restore the job file"
+            )
         if m.system != profile.name or m.launcher != launcher:
-            raise OutputError(f"study {study.root} runs on system {m.system!r} with launcher "
-                              f"{m.launcher!r}, not {profile.name!r}/{launcher!r}; use a new --study folder")
+            raise OutputError(
+                f"study {study.root} runs on system {m.system!r} with launcher "
+                f"{m.launcher!r}, not {profile.name!r}/{launcher!r}; use a new --study folder"
+            )
         return m
-    return Manifest(job_name=job_name, job_file=str(job_file), job_sha256=digest, system=profile.name,
-                    profile=str(profile.source), launcher=launcher, created=now())
+    return Manifest(
+        job_name=job_name,
+        job_file=str(job_file),
+        job_sha256=digest,
+        system=profile.name,
+        profile=str(profile.source),
+        launcher=launcher,
+        created=now(),
+    )
 
 
-def run_sweep(study: Study, job_file: Path, job_name: str, profile: SystemProfile,
-              node_counts: Sequence[int], settings: SweepSettings, *,
-              submit: Callable[[Path, Path], str], dry_run: bool = False,
-              query: Callable[[Sequence[str]], dict[str, JobState]] = job_states,
-              show: Callable[[int, str], None] | None = None) -> list[Action]:
+def run_sweep(
+    study: Study,
+    job_file: Path,
+    job_name: str,
+    profile: SystemProfile,
+    node_counts: Sequence[int],
+    settings: SweepSettings,
+    *,
+    submit: Callable[[Path, Path], str],
+    dry_run: bool = False,
+    query: Callable[[Sequence[str]], dict[str, JobState]] = job_states,
+    show: Callable[[int, str], None] | None = None,
+) -> list[Action]:
     """Submit every point that needs it; return what happened to each requested point.
 
     ``submit(script, cwd) -> job id`` is :func:`energy_hpc.slurm.submit.sbatch` in real use.
@@ -282,25 +311,37 @@ def run_sweep(study: Study, job_file: Path, job_name: str, profile: SystemProfil
     launcher = settings.launcher or profile.default_launcher
     profile.launcher(launcher)  # fail early on an unknown launcher
     if dry_run and not study.exists():
-        manifest = Manifest(job_name=job_name, job_file=str(job_file), job_sha256=_sha256(job_file),
-                            system=profile.name, profile=str(profile.source), launcher=launcher,
-                            created=now())
+        manifest = Manifest(
+            job_name=job_name,
+            job_file=str(job_file),
+            job_sha256=_sha256(job_file),
+            system=profile.name,
+            profile=str(profile.source),
+            launcher=launcher,
+            created=now(),
+        )
         return _plan(study, manifest, job_file, profile, node_counts, settings, submit, True, show)
     with study.locked():
         manifest = open_or_start(study, job_file, job_name, profile, launcher)
         refresh(study, manifest, query)
         try:
-            return _plan(study, manifest, job_file, profile, node_counts, settings, submit,
-                         dry_run, show)
+            return _plan(study, manifest, job_file, profile, node_counts, settings, submit, dry_run, show)
         finally:
             if not dry_run:
                 study.save(manifest)
 
 
-def _plan(study: Study, manifest: Manifest, job_file: Path, profile: SystemProfile,
-          node_counts: Sequence[int], settings: SweepSettings,
-          submit: Callable[[Path, Path], str], dry_run: bool,
-          show: Callable[[int, str], None] | None) -> list[Action]:
+def _plan(
+    study: Study,
+    manifest: Manifest,
+    job_file: Path,
+    profile: SystemProfile,
+    node_counts: Sequence[int],
+    settings: SweepSettings,
+    submit: Callable[[Path, Path], str],
+    dry_run: bool,
+    show: Callable[[int, str], None] | None,
+) -> list[Action]:
     actions = []
     for nodes in node_counts:
         point = manifest.point(nodes)
@@ -311,16 +352,31 @@ def _plan(study: Study, manifest: Manifest, job_file: Path, profile: SystemProfi
                 manifest.points.sort(key=lambda p: p.nodes)
         state = PointState(point.state)
         if not state.needs_submit:
-            log.info("%d node(s): %s (job %s); not resubmitting", nodes, state.value,
-                     point.last.job_id if point.last else "-")
+            log.info(
+                "%d node(s): %s (job %s); not resubmitting",
+                nodes,
+                state.value,
+                point.last.job_id if point.last else "-",
+            )
             actions.append(Action(nodes, "kept", state.value, point.last.job_id if point.last else ""))
             continue
         point_dir = study.root / point.dir
-        req = Request(job_file=job_file, job_name=manifest.job_name, results_dir=point_dir,
-                      nodes=nodes, time=settings.time, account=settings.account,
-                      partition=settings.partition, qos=settings.qos, constraint=settings.constraint,
-                      ranks_per_node=settings.ranks_per_node, launcher=manifest.launcher,
-                      enable=settings.enable, venv=settings.venv, command=settings.command)
+        req = Request(
+            job_file=job_file,
+            job_name=manifest.job_name,
+            results_dir=point_dir,
+            nodes=nodes,
+            time=settings.time,
+            account=settings.account,
+            partition=settings.partition,
+            qos=settings.qos,
+            constraint=settings.constraint,
+            ranks_per_node=settings.ranks_per_node,
+            launcher=manifest.launcher,
+            enable=settings.enable,
+            venv=settings.venv,
+            command=settings.command,
+        )
         rendered = render(profile, req)
         script_rel = f"{point.dir}/attempt-{len(point.attempts) + 1}.sbatch"
         if dry_run:
@@ -334,8 +390,15 @@ def _plan(study: Study, manifest: Manifest, job_file: Path, profile: SystemProfi
         script.chmod(0o755)
         job_id = submit(script, point_dir)
         log.info("%d node(s): submitted job %s (%s)", nodes, job_id, script_rel)
-        point.attempts.append(Attempt(job_id=job_id, script=script_rel, submitted_at=now(),
-                                      time=settings.time or profile.time, account=settings.account))
+        point.attempts.append(
+            Attempt(
+                job_id=job_id,
+                script=script_rel,
+                submitted_at=now(),
+                time=settings.time or profile.time,
+                account=settings.account,
+            )
+        )
         point.state, point.note, point.run_files = PointState.QUEUED.value, "", []
         actions.append(Action(nodes, "submitted", PointState.QUEUED.value, job_id, script_rel))
     return actions

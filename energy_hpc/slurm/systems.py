@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -94,8 +95,10 @@ class SystemProfile:
     def launcher(self, name: str | None = None) -> Launcher:
         name = name or self.default_launcher
         if name not in self.launchers:
-            raise SystemProfileError(f"system {self.name!r} has no launcher {name!r}; choose one of "
-                                     f"{', '.join(sorted(self.launchers))}")
+            raise SystemProfileError(
+                f"system {self.name!r} has no launcher {name!r}; choose one of "
+                f"{', '.join(sorted(self.launchers))}"
+            )
         return self.launchers[name]
 
 
@@ -109,12 +112,16 @@ def resolve_profile_path(system: str) -> Path:
     if looks_like_path:
         path = Path(system).expanduser()
         if not path.is_file():
-            raise SystemProfileError(f"system profile {system} does not exist; give a built-in name "
-                                     f"({', '.join(builtin_profiles())}) or the path of a TOML file")
+            raise SystemProfileError(
+                f"system profile {system} does not exist; give a built-in name "
+                f"({', '.join(builtin_profiles())}) or the path of a TOML file"
+            )
         return path.resolve()
     if not _NAME.fullmatch(system) or not (PROFILE_DIR / f"{system}.toml").is_file():
-        raise SystemProfileError(f"unknown system {system!r}; use one of {', '.join(builtin_profiles())} "
-                                 "or the path of your own profile (copy one of energy_hpc/systems/*.toml)")
+        raise SystemProfileError(
+            f"unknown system {system!r}; use one of {', '.join(builtin_profiles())} "
+            "or the path of your own profile (copy one of energy_hpc/systems/*.toml)"
+        )
     return PROFILE_DIR / f"{system}.toml"
 
 
@@ -170,20 +177,22 @@ def _check_directives(directives: tuple[str, ...], where: str, path: Path) -> tu
         if not _DIRECTIVE.fullmatch(d):
             raise SystemProfileError(
                 f"{path}: {where} has directive {d!r}; a directive is one option such as "
-                "'--constraint=nvme' (no quotes, '#', '$', backslashes or line breaks)")
+                "'--constraint=nvme' (no quotes, '#', '$', backslashes or line breaks)"
+            )
     return directives
 
 
 def _check_env(env: Any, where: str, path: Path) -> tuple[tuple[str, str], ...]:
     if not isinstance(env, dict):
-        raise SystemProfileError(f"{path}: {where} must be a table of NAME = \"value\"")
+        raise SystemProfileError(f'{path}: {where} must be a table of NAME = "value"')
     out = []
     for k, v in env.items():
         if not _ENV_NAME.fullmatch(k) or not isinstance(v, str) or not _ENV_VALUE.fullmatch(v):
             raise SystemProfileError(
                 f"{path}: {where}.{k} = {v!r} is not allowed; names are shell identifiers and values "
                 "plain text with at most $NAME or ${NAME} references (no quotes, backticks, $( ) or "
-                "backslashes)")
+                "backslashes)"
+            )
         out.append((k, v))
     return tuple(out)
 
@@ -210,8 +219,9 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
     try:
         vendor = GpuVendor(node.get("gpu_vendor", str))
     except ValueError:
-        raise SystemProfileError(f"{path}: node.gpu_vendor must be one of "
-                                 f"{', '.join(v.value for v in GpuVendor)}") from None
+        raise SystemProfileError(
+            f"{path}: node.gpu_vendor must be one of {', '.join(v.value for v in GpuVendor)}"
+        ) from None
     gpus = node.get("gpus", int)
     ranks = node.get("ranks", int)
     cores = node.get("cores_per_rank", int)
@@ -219,14 +229,20 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
     visible = node.get("visible_devices", str, "")
     node.done()
     if ranks < 1 or cores < 1 or gpus < 0 or gpr < 0:
-        raise SystemProfileError(f"{path}: node.ranks and node.cores_per_rank must be >= 1, "
-                                 "node.gpus and node.gpus_per_rank >= 0")
+        raise SystemProfileError(
+            f"{path}: node.ranks and node.cores_per_rank must be >= 1, node.gpus and node.gpus_per_rank >= 0"
+        )
     if gpus and gpr and ranks * gpr > gpus:
-        raise SystemProfileError(f"{path}: {ranks} ranks × {gpr} GPU(s) per rank exceed the node's {gpus} GPUs")
+        raise SystemProfileError(
+            f"{path}: {ranks} ranks × {gpr} GPU(s) per rank exceed the node's {gpus} GPUs"
+        )
     if (vendor is GpuVendor.NONE) != (gpus == 0):
-        raise SystemProfileError(f"{path}: node.gpu_vendor = {vendor.value!r} does not fit node.gpus = {gpus}")
+        raise SystemProfileError(
+            f"{path}: node.gpu_vendor = {vendor.value!r} does not fit node.gpus = {gpus}"
+        )
 
     from energy_hpc.slurm.render import check_slurm_value, check_time  # one validator for all
+
     partition = slurm.get("partition", str, "")
     qos = slurm.get("qos", str, "")
     constraint = slurm.get("constraint", str, "")
@@ -265,21 +281,26 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
         try:
             signal_to = SignalTo(lt.get("signal_to", str, "steps"))
         except ValueError:
-            raise SystemProfileError(f"{path}: launcher.{lname}.signal_to must be 'steps' or 'batch'") from None
+            raise SystemProfileError(
+                f"{path}: launcher.{lname}.signal_to must be 'steps' or 'batch'"
+            ) from None
         lt.done()
         if not argv:
             raise SystemProfileError(f"{path}: launcher.{lname}.argv is empty")
         for arg in argv:
             try:
-                arg.format(**{f: 1 for f in LAUNCHER_FIELDS})
+                arg.format(**dict.fromkeys(LAUNCHER_FIELDS, 1))
             except (KeyError, IndexError, ValueError) as exc:
                 raise SystemProfileError(
                     f"{path}: launcher.{lname}.argv item {arg!r} uses an unknown placeholder ({exc}); "
-                    f"known: {', '.join('{' + f + '}' for f in LAUNCHER_FIELDS)}") from None
+                    f"known: {', '.join('{' + f + '}' for f in LAUNCHER_FIELDS)}"
+                ) from None
         launchers[lname] = Launcher(lname, argv, signal_to)
     launch.done()
     if default_launcher not in launchers:
-        raise SystemProfileError(f"{path}: launcher.default = {default_launcher!r} names no [launcher.*] table")
+        raise SystemProfileError(
+            f"{path}: launcher.default = {default_launcher!r} names no [launcher.*] table"
+        )
 
     optional: dict[str, Optional_] = {}
     for oname, odata in opt_data.items():
@@ -287,15 +308,36 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
             raise SystemProfileError(f"{path}: optional.{oname}: names are letters, digits, '.', '_', '-'")
         ot = _Table(odata, f"optional.{oname}", path)
         optional[oname] = Optional_(
-            name=oname, help=ot.get("help", str, ""),
+            name=oname,
+            help=ot.get("help", str, ""),
             directives=_check_directives(ot.strings("directives", ()), f"optional.{oname}.directives", path),
-            env=_check_env(ot.get("env", dict, {}), f"optional.{oname}.env", path))
+            env=_check_env(ot.get("env", dict, {}), f"optional.{oname}.env", path),
+        )
         ot.done()
 
     return SystemProfile(
-        name=name, description=description, source=path, template=template, modules=modules,
-        gpus_per_node=gpus, gpu_vendor=vendor, ranks_per_node=ranks, cores_per_rank=cores,
-        gpus_per_rank=gpr, visible_devices=visible, partition=partition, qos=qos,
-        constraint=constraint, account_required=account_required, account_suffix=account_suffix,
-        time=time, directives=directives, signal_name=signal_name, signal_seconds=signal_seconds,
-        launchers=launchers, default_launcher=default_launcher, env=env, optional=optional)
+        name=name,
+        description=description,
+        source=path,
+        template=template,
+        modules=modules,
+        gpus_per_node=gpus,
+        gpu_vendor=vendor,
+        ranks_per_node=ranks,
+        cores_per_rank=cores,
+        gpus_per_rank=gpr,
+        visible_devices=visible,
+        partition=partition,
+        qos=qos,
+        constraint=constraint,
+        account_required=account_required,
+        account_suffix=account_suffix,
+        time=time,
+        directives=directives,
+        signal_name=signal_name,
+        signal_seconds=signal_seconds,
+        launchers=launchers,
+        default_launcher=default_launcher,
+        env=env,
+        optional=optional,
+    )

@@ -73,8 +73,9 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
@@ -87,9 +88,14 @@ NAN = math.nan
 DEFAULT_UPDATE_PERIOD_S = 0.001
 MI200_DEVICE_IDS = (0x7408, 0x740C)  # MI250X, MI250 (MI210, 0x740f, has one GCD)
 MI200_ALL_IDS = (0x7408, 0x740C, 0x740F)
-MI300_DEVICE_IDS = frozenset(range(0x74A0, 0x74C0)) | frozenset(range(0x75A0, 0x75C0))  # MI300A/X, MI325X, MI35x
+MI300_DEVICE_IDS = frozenset(range(0x74A0, 0x74C0)) | frozenset(
+    range(0x75A0, 0x75C0)
+)  # MI300A/X, MI325X, MI35x
 # ROCm 5.7 spells it "bandwith"; 6.0 and later "bandwidth" (amdsmi_interface.py of each release)
-_BANDWIDTH_FNS = ("amdsmi_get_minmax_bandwidth_between_processors", "amdsmi_get_minmax_bandwith_between_processors")
+_BANDWIDTH_FNS = (
+    "amdsmi_get_minmax_bandwidth_between_processors",
+    "amdsmi_get_minmax_bandwith_between_processors",
+)
 
 # amdsmi_status_t (amdsmi.h) -> (name, meaning). The numbers are those Zeus maps in
 # zeus/device/gpu/amd.py and the AmdSmiRetCode enum of py-interface/amdsmi_exception.py.
@@ -99,12 +105,18 @@ _STATUS = {
     3: ("AMDSMI_STATUS_NOT_YET_IMPLEMENTED", "not implemented in this ROCm release"),
     8: ("AMDSMI_STATUS_TIMEOUT", "the driver timed out"),
     9: ("AMDSMI_STATUS_RETRY", "the device is busy, retry"),
-    10: ("AMDSMI_STATUS_NO_PERM", "permission denied; ask the system administrators for access to the GPU "
-                                  "management interface (render group)"),
+    10: (
+        "AMDSMI_STATUS_NO_PERM",
+        "permission denied; ask the system administrators for access to the GPU "
+        "management interface (render group)",
+    ),
     18: ("AMDSMI_STATUS_INIT_ERROR", "amdsmi could not initialise (is the amdgpu driver loaded?)"),
     31: ("AMDSMI_STATUS_NOT_FOUND", "device not found"),
     32: ("AMDSMI_STATUS_NOT_INIT", "amdsmi is not initialised"),
-    34: ("AMDSMI_STATUS_DRIVER_NOT_LOADED", "the amdgpu kernel driver is not loaded (no AMD GPU on this node?)"),
+    34: (
+        "AMDSMI_STATUS_DRIVER_NOT_LOADED",
+        "the amdgpu kernel driver is not loaded (no AMD GPU on this node?)",
+    ),
 }
 NOT_SUPPORTED = 2
 
@@ -127,14 +139,17 @@ def import_amdsmi() -> ModuleType:
     # amdsmi prints to stdout when libamd_smi.so is missing; stdout carries only what we were asked for.
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            import amdsmi  # noqa: PLC0415
+            import amdsmi
     except ImportError as exc:
         raise SensorUnavailable(
             f"amdsmi: the Python package amdsmi is not importable ({exc}); install the copy that matches "
-            "the node's ROCm: `pip install /opt/rocm/share/amd_smi`") from None
+            "the node's ROCm: `pip install /opt/rocm/share/amd_smi`"
+        ) from None
     except (OSError, AttributeError, KeyError) as exc:  # library missing, or package/ROCm mismatch
-        raise SensorUnavailable(f"amdsmi: the package is installed but its library cannot be loaded ({exc}); "
-                                "load the ROCm module and use the amdsmi shipped with it") from None
+        raise SensorUnavailable(
+            f"amdsmi: the package is installed but its library cannot be loaded ({exc}); "
+            "load the ROCm module and use the amdsmi shipped with it"
+        ) from None
     return amdsmi
 
 
@@ -159,6 +174,7 @@ def power_key(d: dict, part: str = "other") -> tuple[str, str, str] | None:
 
     The kind comes from the part (see the module docstring), never from which key holds a number:
     ROCm 6.0 fills ``current_socket_power`` with the average on MI200."""
+
     def numeric(k: str) -> bool:
         return not math.isnan(_number(d.get(k)))
 
@@ -167,10 +183,17 @@ def power_key(d: dict, part: str = "other") -> tuple[str, str, str] | None:
             if numeric(k):
                 return k, "instant", f"power from {k}: instantaneous socket power (MI300-class)"
         if numeric("average_socket_power"):
-            return "average_socket_power", "average", "power from average_socket_power (no current power here)"
+            return (
+                "average_socket_power",
+                "average",
+                "power from average_socket_power (no current power here)",
+            )
         return None
-    why = ("running average of socket power (MI200 firmware reports no instantaneous power)" if part == "mi200"
-           else "taken as an average: this part's power kind is not known")
+    why = (
+        "running average of socket power (MI200 firmware reports no instantaneous power)"
+        if part == "mi200"
+        else "taken as an average: this part's power kind is not known"
+    )
     for k in ("average_socket_power", "socket_power", "current_socket_power"):
         if numeric(k):
             return k, "average", f"power from {k}: {why}"
@@ -178,7 +201,7 @@ def power_key(d: dict, part: str = "other") -> tuple[str, str, str] | None:
 
 
 def _part(device_id: int, market: str, gfx: str) -> str:
-    """"mi300" (gfx94x/gfx95x), "mi200" (gfx90a) or "other": what the power readings mean."""
+    """ "mi300" (gfx94x/gfx95x), "mi200" (gfx90a) or "other": what the power readings mean."""
     gfx = gfx.lower()
     if gfx.startswith(("gfx94", "gfx95")) or device_id in MI300_DEVICE_IDS or re.search(r"\bMI3\d\d", market):
         return "mi300"
@@ -188,8 +211,9 @@ def _part(device_id: int, market: str, gfx: str) -> str:
 
 
 class _Gcd:
-    def __init__(self, handle: Any, bdf: str, uuid: str, serial: str, market: str, device_id: int,
-                 gfx: str = "") -> None:
+    def __init__(
+        self, handle: Any, bdf: str, uuid: str, serial: str, market: str, device_id: int, gfx: str = ""
+    ) -> None:
         self.handle, self.bdf, self.uuid, self.serial = handle, bdf, uuid, serial
         self.market, self.device_id = market, device_id
         self.part = _part(device_id, market, gfx)
@@ -215,8 +239,17 @@ def _enumerate(lib: Any) -> list[_Gcd]:
                 dev_id = int(dev, 16) if isinstance(dev, str) else int(dev)
             except ValueError:
                 dev_id = 0
-            out.append(_Gcd(h, normalize_bus_id(lib.amdsmi_get_gpu_device_bdf(h)), uuid, serial,
-                            str(asic.get("market_name", "")), dev_id, str(asic.get("target_graphics_version", ""))))
+            out.append(
+                _Gcd(
+                    h,
+                    normalize_bus_id(lib.amdsmi_get_gpu_device_bdf(h)),
+                    uuid,
+                    serial,
+                    str(asic.get("market_name", "")),
+                    dev_id,
+                    str(asic.get("target_graphics_version", "")),
+                )
+            )
     except lib.AmdSmiException as exc:
         raise amdsmi_error(exc, "listing GPUs") from None
     return sorted(out, key=lambda g: g.bdf)
@@ -237,8 +270,12 @@ def select_gcd(gcds: list[_Gcd], ctx: SensorContext) -> tuple[_Gcd, str]:
         if g is not None:
             return g, f"uuid {ctx.device_uuid}"
         unmatched = f"uuid {ctx.device_uuid} matched no GPU; "
-        log.warning("amdsmi: device uuid %s matches no GPU (amdsmi uuids %s, serials %s); mapping by the next key",
-                    ctx.device_uuid, [x.uuid for x in gcds], [x.serial for x in gcds])
+        log.warning(
+            "amdsmi: device uuid %s matches no GPU (amdsmi uuids %s, serials %s); mapping by the next key",
+            ctx.device_uuid,
+            [x.uuid for x in gcds],
+            [x.serial for x in gcds],
+        )
     g, how = _select_without_uuid(gcds, ctx)
     return g, unmatched + how
 
@@ -287,8 +324,10 @@ def _select_without_uuid(gcds: list[_Gcd], ctx: SensorContext) -> tuple[_Gcd, st
         for g in gcds:
             if g.serial and g.serial == want:
                 return g, f"{var} {entry} (ASIC serial)"
-        raise SensorUnavailable(f"amdsmi: {var} entry {entry!r} matches no GPU (known serials "
-                                f"{['GPU-' + g.serial for g in gcds]})")
+        raise SensorUnavailable(
+            f"amdsmi: {var} entry {entry!r} matches no GPU (known serials "
+            f"{['GPU-' + g.serial for g in gcds]})"
+        )
     return gcds[ctx.local_rank % len(gcds)], f"local rank {ctx.local_rank} (PCI bus order)"
 
 
@@ -311,7 +350,9 @@ def _reports_power(lib: Any, g: _Gcd) -> bool:
     return acc > 0 or watts > 0
 
 
-def find_packages(lib: Any, gcds: list[_Gcd], explicit: Sequence[Sequence[str]] = ()) -> list[tuple[_Gcd, _Gcd]]:
+def find_packages(
+    lib: Any, gcds: list[_Gcd], explicit: Sequence[Sequence[str]] = ()
+) -> list[tuple[_Gcd, _Gcd]]:
     """MI250X packages as (primary, secondary) pairs; see the module docstring for the rules."""
     by_bdf = {g.bdf: g for g in gcds}
     pairs: list[tuple[_Gcd, _Gcd]] = []
@@ -325,9 +366,11 @@ def find_packages(lib: Any, gcds: list[_Gcd], explicit: Sequence[Sequence[str]] 
         mi200 = [g for g in gcds if g.mi200]
         pairs = _pairs_by_bandwidth(lib, mi200)
         if pairs is None:
-            log.warning("amdsmi: xGMI bandwidth between GCDs unavailable; pairing MI250X GCDs by PCI bus "
-                        "order (neighbours), as rocm-smi assumes. Set [measure.sensor_options.amdsmi] "
-                        "packages to be sure")
+            log.warning(
+                "amdsmi: xGMI bandwidth between GCDs unavailable; pairing MI250X GCDs by PCI bus "
+                "order (neighbours), as rocm-smi assumes. Set [measure.sensor_options.amdsmi] "
+                "packages to be sure"
+            )
             pairs = [(mi200[i], mi200[i + 1]) for i in range(0, len(mi200) - 1, 2)]
     out = []
     for a, b in pairs:
@@ -336,8 +379,12 @@ def find_packages(lib: Any, gcds: list[_Gcd], explicit: Sequence[Sequence[str]] 
             log.warning("amdsmi: both GCDs %s and %s report power; recording them separately", a.bdf, b.bdf)
             continue
         if not ra and not rb:
-            log.warning("amdsmi: neither GCD of package %s+%s reports power; taking %s as primary",
-                        a.bdf, b.bdf, a.bdf)
+            log.warning(
+                "amdsmi: neither GCD of package %s+%s reports power; taking %s as primary",
+                a.bdf,
+                b.bdf,
+                a.bdf,
+            )
         out.append((a, b) if ra or not rb else (b, a))
     return out
 
@@ -378,9 +425,18 @@ class AmdSmiSensor(Sensor):
 
     backend = "amdsmi"
 
-    def __init__(self, lib: Any, gcd: _Gcd, role: str, partner: _Gcd | None = None, how: str = "",
-                 update_period_s: float = DEFAULT_UPDATE_PERIOD_S, clock: Callable[[], float] = time.monotonic,
-                 hygiene: HygieneConfig | None = None, why_here: str = "") -> None:
+    def __init__(
+        self,
+        lib: Any,
+        gcd: _Gcd,
+        role: str,
+        partner: _Gcd | None = None,
+        how: str = "",
+        update_period_s: float = DEFAULT_UPDATE_PERIOD_S,
+        clock: Callable[[], float] = time.monotonic,
+        hygiene: HygieneConfig | None = None,
+        why_here: str = "",
+    ) -> None:
         self.lib, self.clock, self.role = lib, clock, role
         label = gcd.market
         note = [f"mapped by {how}"] if how else []
@@ -388,16 +444,29 @@ class AmdSmiSensor(Sensor):
             assert partner is not None
             self.source = None
             pkg = f"amdsmi:pkg:{partner.bdf}"
-            note.append(f"MI250X secondary GCD: no power of its own; its consumption is in {pkg} "
-                        f"(primary {partner.bdf}), recorded by the rank on that GCD")
-            info = ChannelInfo(name=f"amdsmi:{gcd.bdf}", scope=Scope.GPU, device=gcd.bdf, backend=self.backend,
-                               has_power=False, has_energy=False, update_period_s=update_period_s,
-                               shared_with=(partner.bdf, gcd.bdf), label=label, included_in=pkg,
-                               note="; ".join(note))
+            note.append(
+                f"MI250X secondary GCD: no power of its own; its consumption is in {pkg} "
+                f"(primary {partner.bdf}), recorded by the rank on that GCD"
+            )
+            info = ChannelInfo(
+                name=f"amdsmi:{gcd.bdf}",
+                scope=Scope.GPU,
+                device=gcd.bdf,
+                backend=self.backend,
+                has_power=False,
+                has_energy=False,
+                update_period_s=update_period_s,
+                shared_with=(partner.bdf, gcd.bdf),
+                label=label,
+                included_in=pkg,
+                note="; ".join(note),
+            )
             self._infos = [info]
             self.guard = CounterGuard(self._infos, hygiene)
             return
-        self.source = gcd if role in ("gpu", "package") else partner  # "package-for-secondary" reads the primary
+        self.source = (
+            gcd if role in ("gpu", "package") else partner
+        )  # "package-for-secondary" reads the primary
         assert self.source is not None
         try:
             pinfo = lib.amdsmi_get_power_info(self.source.handle)
@@ -420,16 +489,30 @@ class AmdSmiSensor(Sensor):
             assert primary is not None and secondary is not None
             name, scope, device = f"amdsmi:pkg:{primary.bdf}", Scope.PACKAGE, primary.bdf
             shared = (primary.bdf, secondary.bdf)
-            note.append(f"MI250X package: primary {primary.bdf} reports both GCDs ({primary.bdf}, "
-                        f"{secondary.bdf}); per-GCD figures split it equally")
+            note.append(
+                f"MI250X package: primary {primary.bdf} reports both GCDs ({primary.bdf}, "
+                f"{secondary.bdf}); per-GCD figures split it equally"
+            )
             if why_here:
                 note.append(why_here)
-        self._infos = [ChannelInfo(
-            name=name, scope=scope, device=device, backend=self.backend, has_power=bool(key),
-            has_energy=self.has_energy, update_period_s=update_period_s, energy_resolution_J=resolution,
-            power_kind=kind, shared_with=shared, label=label, note="; ".join(note),
-            # MI300-class current_socket_power is the last 1 ms; MI200's average has no documented window
-            power_window_s=update_period_s if kind == "instant" else 0.0)]
+        self._infos = [
+            ChannelInfo(
+                name=name,
+                scope=scope,
+                device=device,
+                backend=self.backend,
+                has_power=bool(key),
+                has_energy=self.has_energy,
+                update_period_s=update_period_s,
+                energy_resolution_J=resolution,
+                power_kind=kind,
+                shared_with=shared,
+                label=label,
+                note="; ".join(note),
+                # MI300-class current_socket_power is the last 1 ms; MI200's average has no documented window
+                power_window_s=update_period_s if kind == "instant" else 0.0,
+            )
+        ]
         self.guard = CounterGuard(self._infos, hygiene)
 
     def channels(self) -> Sequence[ChannelInfo]:
@@ -459,8 +542,12 @@ def _init_flag(lib: Any) -> Any:
     return getattr(flags, "INIT_AMD_GPUS", None) or flags.AMD_GPUS  # AMD_GPUS in ROCm 5.x
 
 
-def open_sensor(ctx: SensorContext, library: Any = None, clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep) -> Sensor:
+def open_sensor(
+    ctx: SensorContext,
+    library: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Sensor:
     """Open amdsmi for the rank's GCD. ``library`` replaces the ``amdsmi`` module (tests).
 
     Options (``[measure.sensor_options.amdsmi]``): ``packages`` (explicit MI250X pairs),
@@ -474,8 +561,11 @@ def open_sensor(ctx: SensorContext, library: Any = None, clock: Callable[[], flo
     try:
         gcds = _enumerate(lib)
         gcd, how = select_gcd(gcds, ctx)
-        kw = dict(update_period_s=float(opts.get("update_period_s", DEFAULT_UPDATE_PERIOD_S)), clock=clock,
-                  hygiene=HygieneConfig.from_options(opts.get("hygiene")))
+        kw = dict(
+            update_period_s=float(opts.get("update_period_s", DEFAULT_UPDATE_PERIOD_S)),
+            clock=clock,
+            hygiene=HygieneConfig.from_options(opts.get("hygiene")),
+        )
         role, partner, why = "gpu", None, ""
         for primary, secondary in find_packages(lib, gcds, opts.get("packages", ())):
             if gcd is primary:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 NAN = math.nan
 
@@ -118,7 +119,9 @@ class SensorContext:
     # PCI bus ids of the devices bound by all ranks of this node, when the launcher gathered them;
     # empty means unknown. amdsmi uses it to decide which rank records a shared MI250X package.
     node_devices: tuple[str, ...] = ()
-    options: dict = field(default_factory=dict)  # backend options from the job file ([measure.sensor_options])
+    options: dict = field(
+        default_factory=dict
+    )  # backend options from the job file ([measure.sensor_options])
 
 
 class Sensor(ABC):
@@ -138,7 +141,7 @@ class Sensor(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the backend (NVML shutdown, file handles)."""
 
-    def __enter__(self) -> "Sensor":
+    def __enter__(self) -> Sensor:
         return self
 
     def __exit__(self, *exc: object) -> None:

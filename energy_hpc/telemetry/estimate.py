@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
 
@@ -28,9 +28,13 @@ def process_cpu_seconds() -> float:
 class CpuTimeEstimate(Sensor):
     backend = "estimate"
 
-    def __init__(self, watts_per_core: float = DEFAULT_WATTS_PER_CORE, hostname: str = "localhost",
-                 cpu_seconds: Callable[[], float] = process_cpu_seconds,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+        hostname: str = "localhost",
+        cpu_seconds: Callable[[], float] = process_cpu_seconds,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not watts_per_core > 0:
             raise ValueError(f"watts_per_core must be positive, got {watts_per_core}")
         self.watts_per_core = float(watts_per_core)
@@ -40,11 +44,19 @@ class CpuTimeEstimate(Sensor):
         # os.times() advances in clock ticks (usually 10 ms of CPU time)
         tick = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
         self._info = ChannelInfo(
-            name=f"estimate:cpu:pid{os.getpid()}", scope=Scope.CPU, device=f"{hostname}:pid{os.getpid()}",
-            backend=self.backend, has_power=True, has_energy=True, update_period_s=tick,
-            energy_resolution_J=tick * self.watts_per_core, power_kind="average", estimate=True,
+            name=f"estimate:cpu:pid{os.getpid()}",
+            scope=Scope.CPU,
+            device=f"{hostname}:pid{os.getpid()}",
+            backend=self.backend,
+            has_power=True,
+            has_energy=True,
+            update_period_s=tick,
+            energy_resolution_J=tick * self.watts_per_core,
+            power_kind="average",
+            estimate=True,
             label=f"ESTIMATE: process CPU time x {self.watts_per_core:g} W/core",
-            note="estimate from process CPU time; not a measurement")
+            note="estimate from process CPU time; not a measurement",
+        )
 
     def channels(self) -> Sequence[ChannelInfo]:
         return [self._info]
@@ -65,5 +77,6 @@ class CpuTimeEstimate(Sensor):
 
 def open_sensor(ctx: SensorContext) -> Sensor:
     opts = ctx.options.get("estimate", {})
-    return CpuTimeEstimate(watts_per_core=float(opts.get("watts_per_core", DEFAULT_WATTS_PER_CORE)),
-                           hostname=ctx.hostname)
+    return CpuTimeEstimate(
+        watts_per_core=float(opts.get("watts_per_core", DEFAULT_WATTS_PER_CORE)), hostname=ctx.hostname
+    )

@@ -23,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class HygieneConfig:
     min_energy_J: float = 50.0  # do not judge ratios on less energy than this (idle, startup)
 
     @classmethod
-    def from_options(cls, opts: dict | None) -> "HygieneConfig":
+    def from_options(cls, opts: dict | None) -> HygieneConfig:
         """Build from ``[measure.sensor_options.<backend>.hygiene]``; unknown keys are an error."""
         opts = dict(opts or {})
         names = {f.name for f in dataclasses.fields(cls)}
@@ -85,8 +85,13 @@ class Unwrapper:
 class CounterWatch:
     """Watches one channel's counter against its power; :meth:`update` returns the energy to keep."""
 
-    def __init__(self, name: str, resolution_J: float = 0.0, config: HygieneConfig | None = None,
-                 power_is_independent: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        resolution_J: float = 0.0,
+        config: HygieneConfig | None = None,
+        power_is_independent: bool = True,
+    ) -> None:
         self.name = name
         self.config = config or HygieneConfig()
         self.resolution = max(float(resolution_J), 1e-9)
@@ -106,8 +111,10 @@ class CounterWatch:
     def _set_fault(self, fault: CounterFault, t: float, why: str) -> None:
         self.fault = fault
         # the analysis recognises a flagged channel by this prefix (and by ChannelInfo.counter_fault)
-        self.note = (f"counter-fault: {fault.value}: energy counter distrusted ({why}) at t={t:.3f} s; "
-                     "windows use the power integral")
+        self.note = (
+            f"counter-fault: {fault.value}: energy counter distrusted ({why}) at t={t:.3f} s; "
+            "windows use the power integral"
+        )
         log.warning("%s: %s", self.name, self.note)
 
     def update(self, t: float, power_W: float, energy_J: float) -> float:
@@ -134,8 +141,11 @@ class CounterWatch:
         elif powered and dt > 0:
             self._still_powered_s += dt
             if self._still_powered_s >= cfg.stuck_after_s:
-                self._set_fault(CounterFault.STUCK, t, f"no change for {self._still_powered_s:.2f} s "
-                                f"while power was {power_W:.1f} W")
+                self._set_fault(
+                    CounterFault.STUCK,
+                    t,
+                    f"no change for {self._still_powered_s:.2f} s while power was {power_W:.1f} W",
+                )
                 return NAN
         if self.power_is_independent and dt > 0:
             p0 = self._last_p if not math.isnan(self._last_p) else power_W
@@ -148,8 +158,11 @@ class CounterWatch:
                 if max(counted, integral) >= cfg.min_energy_J:
                     ratio = (counted / integral) if integral > 0 else math.inf
                     if not (1.0 / cfg.ratio_limit <= ratio <= cfg.ratio_limit):
-                        self._set_fault(CounterFault.DISAGREES, t, f"counter {counted:.1f} J vs "
-                                        f"power integral {integral:.1f} J over {span:.1f} s")
+                        self._set_fault(
+                            CounterFault.DISAGREES,
+                            t,
+                            f"counter {counted:.1f} J vs power integral {integral:.1f} J over {span:.1f} s",
+                        )
                         return NAN
                 self._win_t0, self._win_e0, self._win_int = t, energy_J, 0.0
         self._last_t, self._last_e, self._last_p = t, energy_J, power_W
@@ -163,10 +176,16 @@ class CounterGuard:
     and report :meth:`infos` from ``channels()`` so that a fault reaches the file's metadata.
     """
 
-    def __init__(self, infos: Sequence[ChannelInfo], config: HygieneConfig | None = None,
-                 power_is_independent: bool = True) -> None:
+    def __init__(
+        self,
+        infos: Sequence[ChannelInfo],
+        config: HygieneConfig | None = None,
+        power_is_independent: bool = True,
+    ) -> None:
         self.watches: list[CounterWatch | None] = [
-            CounterWatch(i.name, i.energy_resolution_J, config, power_is_independent) if i.has_energy else None
+            CounterWatch(i.name, i.energy_resolution_J, config, power_is_independent)
+            if i.has_energy
+            else None
             for i in infos
         ]
 
@@ -200,15 +219,22 @@ class TraceVerdict:
         return self.fault is CounterFault.NONE
 
 
-def check_trace(time: np.ndarray, power: np.ndarray, energy: np.ndarray, resolution_J: float = 0.0,
-                config: HygieneConfig | None = None, name: str = "trace") -> TraceVerdict:
+def check_trace(
+    time: np.ndarray,
+    power: np.ndarray,
+    energy: np.ndarray,
+    resolution_J: float = 0.0,
+    config: HygieneConfig | None = None,
+    name: str = "trace",
+) -> TraceVerdict:
     """Apply the live rules to a recorded channel (s, W, J); for the analysis of old files.
 
     Power is taken as independent of the counter; pass NaN power for RAPL-like channels.
     """
     watch = CounterWatch(name, resolution_J, config)
-    for i, (t, p, e) in enumerate(zip(np.asarray(time, float), np.asarray(power, float),
-                                      np.asarray(energy, float))):
+    for i, (t, p, e) in enumerate(
+        zip(np.asarray(time, float), np.asarray(power, float), np.asarray(energy, float))
+    ):
         watch.update(float(t), float(p), float(e))
         if watch.fault is not CounterFault.NONE:
             return TraceVerdict(watch.fault, i, watch.note)

@@ -53,8 +53,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
@@ -76,13 +77,13 @@ FIELD_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
 _MEANING = {
     "NVML_ERROR_LIBRARY_NOT_FOUND": "libnvidia-ml.so.1 was not found: no NVIDIA driver is installed on this node",
     "NVML_ERROR_DRIVER_NOT_LOADED": "the NVIDIA kernel driver is not loaded (no NVIDIA GPU on this node, "
-                                    "or the driver failed to start)",
+    "or the driver failed to start)",
     "NVML_ERROR_NO_PERMISSION": "NVML refused the query for lack of permission; ask the system administrators "
-                                "to allow power/energy queries for users",
+    "to allow power/energy queries for users",
     "NVML_ERROR_NOT_SUPPORTED": "not supported by this GPU or driver (the energy counter needs Volta or newer)",
     "NVML_ERROR_GPU_IS_LOST": "the GPU has fallen off the bus or is otherwise inaccessible; report the node",
     "NVML_ERROR_LIB_RM_VERSION_MISMATCH": "the NVML library and the kernel driver differ in version "
-                                          "(driver updated without a reboot?)",
+    "(driver updated without a reboot?)",
     "NVML_ERROR_NOT_FOUND": "no such device",
     "NVML_ERROR_UNINITIALIZED": "NVML is not initialised",
     "NVML_ERROR_FUNCTION_NOT_FOUND": "the installed driver is too old for this NVML call",
@@ -91,8 +92,14 @@ _MEANING = {
     "NVML_ERROR_INSUFFICIENT_POWER": "a power cable of the GPU is not connected properly",
 }
 # Codes after which the whole sensor is unusable (as opposed to one value missing this time).
-_FATAL = ("NVML_ERROR_LIBRARY_NOT_FOUND", "NVML_ERROR_DRIVER_NOT_LOADED", "NVML_ERROR_GPU_IS_LOST",
-          "NVML_ERROR_LIB_RM_VERSION_MISMATCH", "NVML_ERROR_UNINITIALIZED", "NVML_ERROR_RESET_REQUIRED")
+_FATAL = (
+    "NVML_ERROR_LIBRARY_NOT_FOUND",
+    "NVML_ERROR_DRIVER_NOT_LOADED",
+    "NVML_ERROR_GPU_IS_LOST",
+    "NVML_ERROR_LIB_RM_VERSION_MISMATCH",
+    "NVML_ERROR_UNINITIALIZED",
+    "NVML_ERROR_RESET_REQUIRED",
+)
 
 
 def _code_name(nvml: Any, code: int) -> str:
@@ -118,10 +125,12 @@ def _is(nvml: Any, exc: BaseException, name: str) -> bool:
 
 def import_pynvml() -> ModuleType:
     try:
-        import pynvml  # noqa: PLC0415 - kept out of module import on purpose
+        import pynvml
     except ImportError as exc:
-        raise SensorUnavailable(f"nvml: the Python package nvidia-ml-py is not installed ({exc}); "
-                                "install it with `pip install energy-hpc[nvidia]`") from None
+        raise SensorUnavailable(
+            f"nvml: the Python package nvidia-ml-py is not installed ({exc}); "
+            "install it with `pip install energy-hpc[nvidia]`"
+        ) from None
     return pynvml
 
 
@@ -146,8 +155,13 @@ class _Gpu:
 
 
 def _describe(nvml: Any, index: int, handle: Any) -> _Gpu:
-    return _Gpu(index, handle, str(nvml.nvmlDeviceGetUUID(handle)),
-                normalize_bus_id(str(nvml.nvmlDeviceGetPciInfo(handle).busId)), str(nvml.nvmlDeviceGetName(handle)))
+    return _Gpu(
+        index,
+        handle,
+        str(nvml.nvmlDeviceGetUUID(handle)),
+        normalize_bus_id(str(nvml.nvmlDeviceGetPciInfo(handle).busId)),
+        str(nvml.nvmlDeviceGetName(handle)),
+    )
 
 
 class _Listing:
@@ -176,9 +190,11 @@ def _enumerate(nvml: Any) -> _Listing:
         raise nvml_error(nvml, exc, "listing GPUs") from None
     if not gpus:
         if hidden:
-            raise SensorUnavailable(f"nvml: NVML counts {hidden} GPU(s) on this node but refuses every one "
-                                    "[NVML_ERROR_NO_PERMISSION]: none is in this job's device cgroup (did the job "
-                                    "ask for a GPU?), or power queries need a permission users lack")
+            raise SensorUnavailable(
+                f"nvml: NVML counts {hidden} GPU(s) on this node but refuses every one "
+                "[NVML_ERROR_NO_PERMISSION]: none is in this job's device cgroup (did the job "
+                "ask for a GPU?), or power queries need a permission users lack"
+            )
         raise SensorUnavailable("nvml: NVML works but reports no GPU on this node")
     return _Listing(gpus, hidden)
 
@@ -198,9 +214,11 @@ def _lookup(nvml: Any, names: Sequence[str], key: str, what: str) -> Any:
             if _is(nvml, exc, "NVML_ERROR_NOT_FOUND") or _is(nvml, exc, "NVML_ERROR_INVALID_ARGUMENT"):
                 return None
             if _is(nvml, exc, "NVML_ERROR_NO_PERMISSION"):
-                raise SensorUnavailable(f"nvml: the GPU with {what} {key} refuses this job "
-                                        "[NVML_ERROR_NO_PERMISSION]: it is not in the job's device cgroup, or "
-                                        "NVML queries need a permission users lack") from None
+                raise SensorUnavailable(
+                    f"nvml: the GPU with {what} {key} refuses this job "
+                    "[NVML_ERROR_NO_PERMISSION]: it is not in the job's device cgroup, or "
+                    "NVML queries need a permission users lack"
+                ) from None
             raise nvml_error(nvml, exc, f"looking up the GPU with {what} {key}") from None
     return None
 
@@ -245,7 +263,10 @@ def _legacy_mig(nvml: Any, gpu: _Gpu, legacy: str) -> str:
         return legacy
     for h in _mig_handles(nvml, gpu):
         try:
-            if (int(nvml.nvmlDeviceGetGpuInstanceId(h)), int(nvml.nvmlDeviceGetComputeInstanceId(h))) == (gi, ci):
+            if (int(nvml.nvmlDeviceGetGpuInstanceId(h)), int(nvml.nvmlDeviceGetComputeInstanceId(h))) == (
+                gi,
+                ci,
+            ):
                 return str(nvml.nvmlDeviceGetUUID(h))
         except (nvml.NVMLError, AttributeError):
             return legacy
@@ -278,6 +299,7 @@ def select_gpu(nvml: Any, ctx: SensorContext) -> tuple[_Gpu, str, str]:
     :class:`NvmlSensor`), so a GPU found by its bus id alone is still marked shared."""
     if ctx.device_bus_id:
         want = normalize_bus_id(ctx.device_bus_id)
+
         def by_listing(listing: _Listing) -> _Gpu:
             hits = [g for g in listing.gpus if g.bus_id == want]
             if not hits:
@@ -307,12 +329,18 @@ def select_gpu(nvml: Any, ctx: SensorContext) -> tuple[_Gpu, str, str]:
             # CUDA numbers the GPUs it can open: with a device cgroup (Slurm ConstrainDevices) the
             # job's GPUs are 0..n-1 whatever NVML's index of them; without one the two agree
             if k >= len(gpus):
-                raise SensorUnavailable(f"nvml: {var} entry {entry} but the node has {len(gpus)} GPUs "
-                                        f"this job may use; {listing.where()}")
+                raise SensorUnavailable(
+                    f"nvml: {var} entry {entry} but the node has {len(gpus)} GPUs "
+                    f"this job may use; {listing.where()}"
+                )
             if len({g.name for g in gpus}) > 1:
-                log.warning("nvml: mixed GPU models on this node: %s index %s is taken in PCI bus order, "
-                            "which CUDA follows only with CUDA_DEVICE_ORDER=PCI_BUS_ID; bind by UUID to "
-                            "be sure", var, entry)
+                log.warning(
+                    "nvml: mixed GPU models on this node: %s index %s is taken in PCI bus order, "
+                    "which CUDA follows only with CUDA_DEVICE_ORDER=PCI_BUS_ID; bind by UUID to "
+                    "be sure",
+                    var,
+                    entry,
+                )
             among = f" among the {len(gpus)} GPUs this job may use" if listing.hidden else ""
             return gpus[k], "", f"{var} index {entry} (PCI order{among})"
         return _by_uuid(nvml, entry, var)
@@ -325,7 +353,7 @@ def _by_uuid(nvml: Any, uuid: str, source: str) -> tuple[_Gpu, str, str]:
     u = uuid.strip()
     legacy = ""
     if u.startswith("MIG-GPU-"):  # pre-R470 MIG form: MIG-GPU-<gpu uuid>/<gi>/<ci>
-        legacy, u = u, u[len("MIG-"):].split("/", 1)[0]
+        legacy, u = u, u[len("MIG-") :].split("/", 1)[0]
     if u.startswith("MIG-"):
         h = _lookup(nvml, _BY_UUID, u, "MIG instance")
         if h is not None:
@@ -345,10 +373,11 @@ def _by_uuid(nvml: Any, uuid: str, source: str) -> tuple[_Gpu, str, str]:
     def by_listing(listing: _Listing) -> _Gpu:
         hits = [g for g in listing.gpus if g.uuid.startswith(u)]  # CUDA accepts unique prefixes
         if len(hits) != 1:
-            raise SensorUnavailable(f"nvml: {source} {uuid!r} matches {len(hits)} GPUs on this node; "
-                                    f"NVML sees {[g.uuid for g in listing.gpus]}"
-                                    + (f" and {listing.hidden} hidden by the job's device cgroup"
-                                       if listing.hidden else ""))
+            raise SensorUnavailable(
+                f"nvml: {source} {uuid!r} matches {len(hits)} GPUs on this node; "
+                f"NVML sees {[g.uuid for g in listing.gpus]}"
+                + (f" and {listing.hidden} hidden by the job's device cgroup" if listing.hidden else "")
+            )
         return hits[0]
 
     gpu = _direct_or_listed(nvml, _BY_UUID, u, "UUID", by_listing)
@@ -370,12 +399,22 @@ MODULE_LABEL = "module (Grace CPU + memory + GPU)"
 class NvmlSensor(Sensor):
     backend = "nvml"
 
-    def __init__(self, nvml: Any, gpu: _Gpu, mig_uuid: str = "", how: str = "",
-                 clock: Callable[[], float] = time.monotonic, hygiene: HygieneConfig | None = None) -> None:
+    def __init__(
+        self,
+        nvml: Any,
+        gpu: _Gpu,
+        mig_uuid: str = "",
+        how: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        hygiene: HygieneConfig | None = None,
+    ) -> None:
         self.nvml, self.gpu, self.clock = nvml, gpu, clock
         h = gpu.handle
         note = [f"mapped by {how}"] if how else []
-        inst, avg = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None), getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None)
+        inst, avg = (
+            getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None),
+            getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None),
+        )
         fi_energy = getattr(nvml, "NVML_FI_DEV_ENERGY", None)
         gpu_scope = getattr(nvml, "NVML_POWER_SCOPE_GPU", None)
         mod_scope = getattr(nvml, "NVML_POWER_SCOPE_MODULE", None)
@@ -416,12 +455,14 @@ class NvmlSensor(Sensor):
                     self.energy_spec = (fi_energy, gpu_scope)
             self.has_energy = self.energy_spec is not None
         else:
-            self.has_energy = self._supported(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h),
-                                              "reading the energy counter")
+            self.has_energy = self._supported(
+                lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h), "reading the energy counter"
+            )
         if not self.has_power and not self.has_energy:
             raise SensorUnavailable(f"nvml: {gpu.name} ({gpu.bus_id}) reports neither power nor energy")
-        self.read_specs = self.power_specs[: 2 if self.with_avg else 1] + \
-            ([self.energy_spec] if self.energy_spec is not None else [])
+        self.read_specs = self.power_specs[: 2 if self.with_avg else 1] + (
+            [self.energy_spec] if self.energy_spec is not None else []
+        )
 
         main = f"nvml:{gpu.bus_id}" + (":module" if self.scope_out else "")
         shared: tuple[str, ...] = tuple(_mig_uuids(nvml, gpu))
@@ -429,44 +470,79 @@ class NvmlSensor(Sensor):
             shared = shared or (mig_uuid,)
             note.append(f"rank uses MIG instance {mig_uuid}; NVML counts the whole GPU, all MIG instances")
         elif shared:
-            note.append(f"MIG is on for this GPU ({len(shared)} instance(s)) and the rank's instance is not "
-                        "known; NVML counts the whole GPU, all MIG instances, recorded once per GPU")
+            note.append(
+                f"MIG is on for this GPU ({len(shared)} instance(s)) and the rank's instance is not "
+                "known; NVML counts the whole GPU, all MIG instances, recorded once per GPU"
+            )
         scope, label = Scope.GPU, gpu.name
         if self.scope_out:
             scope, label = Scope.MODULE, f"{gpu.name} {MODULE_LABEL}"
-            note.append("GH200 module scope: NVML answers only for the whole module (Grace CPU + memory + GPU), "
-                        "not for the GPU alone (NVML_POWER_SCOPE_GPU not supported); recorded as scope 'module', "
-                        "not GPU energy: keep it out of GPU-only totals")
+            note.append(
+                "GH200 module scope: NVML answers only for the whole module (Grace CPU + memory + GPU), "
+                "not for the GPU alone (NVML_POWER_SCOPE_GPU not supported); recorded as scope 'module', "
+                "not GPU energy: keep it out of GPU-only totals"
+            )
         elif self.module:
-            note.append("GH200: power" + (" and energy" if self.has_energy else "") + " read at GPU scope "
-                        "(NVML_POWER_SCOPE_GPU); nvmlDeviceGetTotalEnergyConsumption and the module scope "
-                        "cover the whole module (Grace CPU + memory + GPU) and are not recorded")
+            note.append(
+                "GH200: power" + (" and energy" if self.has_energy else "") + " read at GPU scope "
+                "(NVML_POWER_SCOPE_GPU); nvmlDeviceGetTotalEnergyConsumption and the module scope "
+                "cover the whole module (Grace CPU + memory + GPU) and are not recorded"
+            )
             if not self.has_energy:
-                note.append("no GPU-scope energy counter (NVML_FI_DEV_ENERGY at GPU scope): windows use the "
-                            "power integral")
+                note.append(
+                    "no GPU-scope energy counter (NVML_FI_DEV_ENERGY at GPU scope): windows use the "
+                    "power integral"
+                )
         if self.use_usage:
-            note.append("power from nvmlDeviceGetPowerUsage (1 s average on Ampere except GA100 and newer, "
-                        "instantaneous on older GPUs): NVML_FI_DEV_POWER_INSTANT is not supported here")
+            note.append(
+                "power from nvmlDeviceGetPowerUsage (1 s average on Ampere except GA100 and newer, "
+                "instantaneous on older GPUs): NVML_FI_DEV_POWER_INSTANT is not supported here"
+            )
         if not self.has_power:
-            note.append("no power reading on this GPU (neither NVML_FI_DEV_POWER_INSTANT nor "
-                        "nvmlDeviceGetPowerUsage): energy from the counter only")
+            note.append(
+                "no power reading on this GPU (neither NVML_FI_DEV_POWER_INSTANT nor "
+                "nvmlDeviceGetPowerUsage): energy from the counter only"
+            )
         if not self.has_energy and not self.module:
             note.append("no energy counter on this GPU: windows use the power integral")
-        infos = [ChannelInfo(
-            name=main, scope=scope, device=gpu.bus_id, backend=self.backend, has_power=self.has_power,
-            has_energy=self.has_energy, update_period_s=UPDATE_PERIOD_S, energy_resolution_J=1e-3,
-            power_kind="average" if self.use_usage else "instant", shared_with=shared, label=label,
-            power_window_s=AVERAGE_WINDOW_S if self.use_usage else INSTANT_WINDOW_S,
-            note="; ".join(note))]
+        infos = [
+            ChannelInfo(
+                name=main,
+                scope=scope,
+                device=gpu.bus_id,
+                backend=self.backend,
+                has_power=self.has_power,
+                has_energy=self.has_energy,
+                update_period_s=UPDATE_PERIOD_S,
+                energy_resolution_J=1e-3,
+                power_kind="average" if self.use_usage else "instant",
+                shared_with=shared,
+                label=label,
+                power_window_s=AVERAGE_WINDOW_S if self.use_usage else INSTANT_WINDOW_S,
+                note="; ".join(note),
+            )
+        ]
         if self.with_avg:
-            infos.append(ChannelInfo(
-                name=f"{main}:avg", scope=scope, device=gpu.bus_id, backend=self.backend, has_power=True,
-                has_energy=False, update_period_s=UPDATE_PERIOD_S, power_kind="average", shared_with=shared,
-                power_window_s=AVERAGE_WINDOW_S,
-                label=label, view_of=main,
-                note="NVML_FI_DEV_POWER_AVERAGE (1 s average), recorded beside the instant power to show the "
-                     "averaging lag; a view of the same " + ("module" if self.scope_out else "GPU")
-                     + ", never added to totals"))
+            infos.append(
+                ChannelInfo(
+                    name=f"{main}:avg",
+                    scope=scope,
+                    device=gpu.bus_id,
+                    backend=self.backend,
+                    has_power=True,
+                    has_energy=False,
+                    update_period_s=UPDATE_PERIOD_S,
+                    power_kind="average",
+                    shared_with=shared,
+                    power_window_s=AVERAGE_WINDOW_S,
+                    label=label,
+                    view_of=main,
+                    note="NVML_FI_DEV_POWER_AVERAGE (1 s average), recorded beside the instant power to show the "
+                    "averaging lag; a view of the same "
+                    + ("module" if self.scope_out else "GPU")
+                    + ", never added to totals",
+                )
+            )
         self._infos = infos
         self.guard = CounterGuard(infos, hygiene)
 
@@ -482,15 +558,22 @@ class NvmlSensor(Sensor):
             if _is(nvml, exc, "NVML_ERROR_NO_PERMISSION") or _code_name(nvml, exc.value) in _FATAL:
                 raise nvml_error(nvml, exc, "reading power field values") from None
             return None
-        return [(int(v.nvmlReturn) == nvml.NVML_SUCCESS,
-                 _field(v) if int(v.nvmlReturn) == nvml.NVML_SUCCESS else NAN) for v in vals]
+        return [
+            (
+                int(v.nvmlReturn) == nvml.NVML_SUCCESS,
+                _field(v) if int(v.nvmlReturn) == nvml.NVML_SUCCESS else NAN,
+            )
+            for v in vals
+        ]
 
     def _supported(self, call: Callable[[], Any], doing: str) -> bool:
         try:
             call()
             return True
         except self.nvml.NVMLError as exc:
-            if _is(self.nvml, exc, "NVML_ERROR_NOT_SUPPORTED") or _is(self.nvml, exc, "NVML_ERROR_FUNCTION_NOT_FOUND"):
+            if _is(self.nvml, exc, "NVML_ERROR_NOT_SUPPORTED") or _is(
+                self.nvml, exc, "NVML_ERROR_FUNCTION_NOT_FOUND"
+            ):
                 return False
             raise nvml_error(self.nvml, exc, f"{doing} on {self.gpu.bus_id}") from None
 
@@ -535,8 +618,12 @@ class NvmlSensor(Sensor):
             log.debug("nvml: shutdown: %s", exc)
 
 
-def open_sensor(ctx: SensorContext, library: Any = None, clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep) -> Sensor:
+def open_sensor(
+    ctx: SensorContext,
+    library: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Sensor:
     """Open NVML for the rank's GPU. ``library`` replaces ``pynvml`` (tests pass the stand-in).
 
     Options (``[measure.sensor_options.nvml]``): ``probe_reads`` (start-up probe, default 3, 0 to
@@ -549,8 +636,9 @@ def open_sensor(ctx: SensorContext, library: Any = None, clock: Callable[[], flo
         raise nvml_error(nvml, exc, "initialising NVML") from None
     try:
         gpu, mig, how = select_gpu(nvml, ctx)
-        sensor = NvmlSensor(nvml, gpu, mig, how, clock=clock,
-                            hygiene=HygieneConfig.from_options(opts.get("hygiene")))
+        sensor = NvmlSensor(
+            nvml, gpu, mig, how, clock=clock, hygiene=HygieneConfig.from_options(opts.get("hygiene"))
+        )
         try:
             startup_probe(sensor.read, int(opts.get("probe_reads", 3)), UPDATE_PERIOD_S, sleep)
         except SensorReadError as exc:

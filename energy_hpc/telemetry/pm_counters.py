@@ -29,9 +29,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
@@ -87,7 +87,9 @@ def _domains(files: set[str]) -> list[_Domain]:
             scope, inside = Scope.NODE, ""
         elif key.startswith("cpu"):
             scope = Scope.CPU
-            inside = "pm_counters:cpu" if key != "cpu" and has_cpu else ("pm_counters:node" if has_node else "")
+            inside = (
+                "pm_counters:cpu" if key != "cpu" and has_cpu else ("pm_counters:node" if has_node else "")
+            )
         else:  # memory, accelN (or "accel" on older blades)
             scope = Scope.MEMORY if key == "memory" else Scope.PACKAGE
             inside = "pm_counters:node" if has_node else ""
@@ -98,8 +100,13 @@ def _domains(files: set[str]) -> list[_Domain]:
 class PmCountersSensor(Sensor):
     backend = "pm_counters"
 
-    def __init__(self, root: str | os.PathLike = DEFAULT_ROOT, hostname: str = "localhost",
-                 clock: Callable[[], float] = time.monotonic, hygiene: HygieneConfig | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike = DEFAULT_ROOT,
+        hostname: str = "localhost",
+        clock: Callable[[], float] = time.monotonic,
+        hygiene: HygieneConfig | None = None,
+    ) -> None:
         self.root = Path(root)
         self.clock = clock
         if not self.root.is_dir():
@@ -108,8 +115,11 @@ class PmCountersSensor(Sensor):
             files = {p.name for p in self.root.iterdir() if p.is_file()}
         except OSError as exc:
             raise SensorUnavailable(f"pm_counters: cannot list {self.root}: {exc}") from None
-        self.meta = {k: self._read_meta(k) for k in ("version", "raw_scan_hz", "startup", "generation",
-                                                       "power_cap", "accel_power_cap") if k in files}
+        self.meta = {
+            k: self._read_meta(k)
+            for k in ("version", "raw_scan_hz", "startup", "generation", "power_cap", "accel_power_cap")
+            if k in files
+        }
         hz = self.meta.get("raw_scan_hz", NAN)
         self.update_period_s = 1.0 / hz if hz and hz > 0 and not math.isnan(hz) else 0.1
         self.has_freshness = "freshness" in files
@@ -124,12 +134,24 @@ class PmCountersSensor(Sensor):
                     except (OSError, ValueError) as exc:
                         raise SensorUnavailable(f"pm_counters: cannot read {self.root / f}: {exc}") from None
         cap = self.meta.get("power_cap", NAN)
-        self._infos = [ChannelInfo(
-            name=f"pm_counters:{d.key}", scope=d.scope, device=f"{hostname}:{d.key}", backend=self.backend,
-            has_power=d.power_file is not None, has_energy=d.energy_file is not None,
-            update_period_s=self.update_period_s, energy_resolution_J=1.0, power_kind="instant",
-            node_level=True, included_in=d.included_in, label=f"Cray EX pm_counters {d.key}",
-            note=self._note(d, cap)) for d in self.domains]
+        self._infos = [
+            ChannelInfo(
+                name=f"pm_counters:{d.key}",
+                scope=d.scope,
+                device=f"{hostname}:{d.key}",
+                backend=self.backend,
+                has_power=d.power_file is not None,
+                has_energy=d.energy_file is not None,
+                update_period_s=self.update_period_s,
+                energy_resolution_J=1.0,
+                power_kind="instant",
+                node_level=True,
+                included_in=d.included_in,
+                label=f"Cray EX pm_counters {d.key}",
+                note=self._note(d, cap),
+            )
+            for d in self.domains
+        ]
         self.guard = CounterGuard(self._infos, hygiene)
 
     def _note(self, d: _Domain, cap: float) -> str:
@@ -177,10 +199,14 @@ class PmCountersSensor(Sensor):
         return Reading(power=power, energy=self.guard.apply(t, power, energy), sensor_time=stamp)
 
 
-def open_sensor(ctx: SensorContext, clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep) -> Sensor:
+def open_sensor(
+    ctx: SensorContext,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Sensor:
     opts = dict(ctx.options.get("pm_counters", {}))
-    sensor = PmCountersSensor(opts.get("root", DEFAULT_ROOT), ctx.hostname, clock,
-                              HygieneConfig.from_options(opts.get("hygiene")))
+    sensor = PmCountersSensor(
+        opts.get("root", DEFAULT_ROOT), ctx.hostname, clock, HygieneConfig.from_options(opts.get("hygiene"))
+    )
     startup_probe(sensor.read, int(opts.get("probe_reads", 2)), sensor.update_period_s, sleep)
     return sensor

@@ -27,9 +27,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
@@ -45,7 +45,8 @@ PERMISSION_HELP = (
     "rapl: {path} is readable by root only (Linux 5.10 and later restrict RAPL energy counters, "
     "CVE-2020-8694). Ask the administrators to make them readable, e.g. at boot "
     "`chmod o+r /sys/class/powercap/intel-rapl:*/energy_uj /sys/class/powercap/intel-rapl:*:*/energy_uj` "
-    "or a udev rule, or leave 'rapl' out of [measure] sensors")
+    "or a udev rule, or leave 'rapl' out of [measure] sensors"
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,10 @@ def _zones(root: Path) -> tuple[list[_Zone], list[str]]:
                 # as the platform defines it). Not recorded: added to CPU energy it counts the packages
                 # twice, and it is no well-defined node total either (what it covers is up to the
                 # platform), so it must not stand beside pm_counters' node channel. Said in the notes.
-                skipped.append(f"{d.name} (psys, the platform domain that contains the packages) is not "
-                               "recorded: it is neither CPU energy nor a defined node total")
+                skipped.append(
+                    f"{d.name} (psys, the platform domain that contains the packages) is not "
+                    "recorded: it is neither CPU energy nor a defined node total"
+                )
                 continue
             else:
                 skipped.append(f"{d.name} ({name!r}) is not recorded: not a CPU package")
@@ -106,15 +109,21 @@ def _zones(root: Path) -> tuple[list[_Zone], list[str]]:
 class RaplSensor(Sensor):
     backend = "rapl"
 
-    def __init__(self, root: str | os.PathLike = DEFAULT_ROOT, hostname: str = "localhost",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike = DEFAULT_ROOT,
+        hostname: str = "localhost",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.root, self.clock = Path(root), clock
         self.zones, skipped = _zones(self.root)
         for text in skipped:
             log.info("rapl: %s", text)
         if not self.zones:
-            raise SensorUnavailable(f"rapl: no RAPL zones under {self.root} (the intel_rapl/rapl powercap "
-                                    "driver is not loaded, or this CPU or VM does not expose RAPL)")
+            raise SensorUnavailable(
+                f"rapl: no RAPL zones under {self.root} (the intel_rapl/rapl powercap "
+                "driver is not loaded, or this CPU or VM does not expose RAPL)"
+            )
         for z in self.zones:
             path = z.path / "energy_uj"
             try:
@@ -125,12 +134,29 @@ class RaplSensor(Sensor):
                 raise SensorUnavailable(f"rapl: cannot read {path}: {exc}") from None
         self.unwrap = [Unwrapper(z.max_range_uj) for z in self.zones]
         self.last: list[tuple[float, float]] = [(NAN, NAN)] * len(self.zones)
-        self._infos = [ChannelInfo(
-            name=f"rapl:{z.key}", scope=z.scope, device=f"{hostname}:{z.key}", backend=self.backend,
-            has_power=True, has_energy=True, update_period_s=UPDATE_PERIOD_S, energy_resolution_J=1e-6,
-            power_kind="average", node_level=True, label=f"RAPL {z.key}",
-            note="; ".join([f"power = counter difference over the sampling interval; counter wraps at "
-                            f"{z.max_range_uj * 1e-6:.0f} J and is unwrapped", *skipped])) for z in self.zones]
+        self._infos = [
+            ChannelInfo(
+                name=f"rapl:{z.key}",
+                scope=z.scope,
+                device=f"{hostname}:{z.key}",
+                backend=self.backend,
+                has_power=True,
+                has_energy=True,
+                update_period_s=UPDATE_PERIOD_S,
+                energy_resolution_J=1e-6,
+                power_kind="average",
+                node_level=True,
+                label=f"RAPL {z.key}",
+                note="; ".join(
+                    [
+                        f"power = counter difference over the sampling interval; counter wraps at "
+                        f"{z.max_range_uj * 1e-6:.0f} J and is unwrapped",
+                        *skipped,
+                    ]
+                ),
+            )
+            for z in self.zones
+        ]
 
     def channels(self) -> Sequence[ChannelInfo]:
         return self._infos

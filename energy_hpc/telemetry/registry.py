@@ -11,8 +11,8 @@ import dataclasses
 import difflib
 import importlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from energy_hpc.errors import SensorUnavailable, SpecError
 from energy_hpc.telemetry.base import ChannelInfo, Sensor, SensorContext
@@ -33,17 +33,35 @@ BACKENDS: dict[str, Backend] = {
     for b in (
         Backend("nvml", "energy_hpc.telemetry.nvml", False, "NVIDIA GPUs through NVML (nvidia-ml-py)"),
         Backend("amdsmi", "energy_hpc.telemetry.amdsmi", False, "AMD GPUs/GCDs through ROCm amdsmi"),
-        Backend("pm_counters", "energy_hpc.telemetry.pm_counters", True,
-                "HPE Cray EX node telemetry in /sys/cray/pm_counters"),
-        Backend("rapl", "energy_hpc.telemetry.rapl", True, "CPU package/DRAM energy via Linux powercap (RAPL)"),
-        Backend("estimate", "energy_hpc.telemetry.estimate", False,
-                "ESTIMATE from process CPU time x watts per core (not a measurement)"),
-        Backend("synthetic", "energy_hpc.telemetry.synthetic", False,
-                "SYNTHETIC deterministic test signal (not a measurement)"),
+        Backend(
+            "pm_counters",
+            "energy_hpc.telemetry.pm_counters",
+            True,
+            "HPE Cray EX node telemetry in /sys/cray/pm_counters",
+        ),
+        Backend(
+            "rapl", "energy_hpc.telemetry.rapl", True, "CPU package/DRAM energy via Linux powercap (RAPL)"
+        ),
+        Backend(
+            "estimate",
+            "energy_hpc.telemetry.estimate",
+            False,
+            "ESTIMATE from process CPU time x watts per core (not a measurement)",
+        ),
+        Backend(
+            "synthetic",
+            "energy_hpc.telemetry.synthetic",
+            False,
+            "SYNTHETIC deterministic test signal (not a measurement)",
+        ),
         # per rank for the GPU parts, per node (node leader only) for cray-ex and rapl: see backend_node_level
-        Backend("emulated", "energy_hpc.telemetry.emulated.parts", False,
-                "EMULATED sensors: the real backends on a vendor-library stand-in driven by a known true power "
-                "signal, for tests and demos (not a measurement); name a part: emulated:<part>"),
+        Backend(
+            "emulated",
+            "energy_hpc.telemetry.emulated.parts",
+            False,
+            "EMULATED sensors: the real backends on a vendor-library stand-in driven by a known true power "
+            "signal, for tests and demos (not a measurement); name a part: emulated:<part>",
+        ),
     )
 }
 
@@ -56,7 +74,7 @@ DEFAULT_EMULATED_PART = "h100"
 
 def emulated_parts() -> dict[str, str]:
     """The emulated parts, each with the real backend it runs on (imported only when asked for)."""
-    from energy_hpc.telemetry.emulated.parts import PARTS  # noqa: PLC0415
+    from energy_hpc.telemetry.emulated.parts import PARTS
 
     return {name: part.backend for name, part in PARTS.items()}
 
@@ -78,12 +96,16 @@ def parse_sensor(name: str, where: str = "sensor") -> tuple[str, dict]:
     backend, sep, arg = name.partition(":")
     if not sep:
         if name not in BACKENDS and name != "auto":
-            raise SpecError(f"{where}: unknown sensor {name!r}; choose from {', '.join(SENSOR_CHOICES)}, "
-                            f"or {EMULATED}:<part>")
+            raise SpecError(
+                f"{where}: unknown sensor {name!r}; choose from {', '.join(SENSOR_CHOICES)}, "
+                f"or {EMULATED}:<part>"
+            )
         return name, {}
     if backend != EMULATED:
-        raise SpecError(f"{where}: {name!r}: only {EMULATED} takes a part ({EMULATED}:<part>); "
-                        f"choose from {', '.join(SENSOR_CHOICES)}")
+        raise SpecError(
+            f"{where}: {name!r}: only {EMULATED} takes a part ({EMULATED}:<part>); "
+            f"choose from {', '.join(SENSOR_CHOICES)}"
+        )
     return EMULATED, {"part": check_emulated_part(arg, where)}
 
 
@@ -111,7 +133,7 @@ class _PerRankDevice(Sensor):
     def channels(self) -> Sequence[ChannelInfo]:
         return [dataclasses.replace(c, device=c.device + self.suffix) for c in self.inner.channels()]
 
-    def read(self):  # noqa: ANN201 - a Reading
+    def read(self):
         return self.inner.read()
 
     def close(self) -> None:
@@ -125,8 +147,10 @@ def open_backend(name: str, ctx: SensorContext) -> Sensor:
     except KeyError:
         raise SpecError(f"unknown sensor {name!r}: choose from {', '.join(SENSOR_CHOICES)}") from None
     if name == EMULATED:
-        check_emulated_part(str(ctx.options.get(EMULATED, {}).get("part", DEFAULT_EMULATED_PART)),
-                            f"[measure.sensor_options.{EMULATED}] part")
+        check_emulated_part(
+            str(ctx.options.get(EMULATED, {}).get("part", DEFAULT_EMULATED_PART)),
+            f"[measure.sensor_options.{EMULATED}] part",
+        )
     try:
         module = importlib.import_module(backend.module)
     except ImportError as exc:
@@ -158,8 +182,9 @@ def open_sensors(names: Sequence[str], ctx: SensorContext) -> Opened:
         backend, options = parse_sensor(name) if name not in BACKENDS else (name, {})
         bctx = ctx
         if options:  # "emulated:h100": the part goes into the backend's options
-            bctx = dataclasses.replace(ctx, options={**ctx.options,
-                                                     backend: {**ctx.options.get(backend, {}), **options}})
+            bctx = dataclasses.replace(
+                ctx, options={**ctx.options, backend: {**ctx.options.get(backend, {}), **options}}
+            )
         if backend_node_level(backend, bctx) and not ctx.node_leader:
             out.skipped[name] = "node-level sensor: opened by the node leader only"
             continue
@@ -217,8 +242,10 @@ def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
         by = sorted({covered[sc] for sc in scopes if sc in covered})
         if scopes and all(sc in covered for sc in scopes):
             sensor.close()
-            out.skipped[name] = (f"{' and '.join(by)} already measures this node's {', '.join(sorted(scopes))}; "
-                                 f"{name} beside it would count them twice")
+            out.skipped[name] = (
+                f"{' and '.join(by)} already measures this node's {', '.join(sorted(scopes))}; "
+                f"{name} beside it would count them twice"
+            )
             continue
         for scope in scopes:
             covered.setdefault(scope, name)
@@ -231,9 +258,11 @@ def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
         # once per node, not once per rank
         (log.warning if ctx.node_leader else log.debug)(
             "auto: no measurable sensor on %s (%s); falling back to the CPU-time ESTIMATE, which is a "
-            "model, not a measurement", ctx.hostname,
+            "model, not a measurement",
+            ctx.hostname,
             "; ".join(v if v.startswith(f"{k}:") else f"{k}: {v}" for k, v in out.skipped.items())
-            or "nothing found")
+            or "nothing found",
+        )
         out.sensors.append(open_backend("estimate", ctx))
 
 
@@ -245,10 +274,14 @@ def describe(ctx: SensorContext) -> list[dict]:
         bctx = ctx
         if name == EMULATED:  # usable anywhere; the channels shown are those of the default part
             parts = emulated_parts()
-            row["parts"] = [{"part": p, "sensor": f"{EMULATED}:{p}", "backend": b, "node_level": b in NODE_BACKENDS}
-                            for p, b in parts.items()]
+            row["parts"] = [
+                {"part": p, "sensor": f"{EMULATED}:{p}", "backend": b, "node_level": b in NODE_BACKENDS}
+                for p, b in parts.items()
+            ]
             row["channels_of"] = f"{EMULATED}:{DEFAULT_EMULATED_PART}"
-            bctx = dataclasses.replace(ctx, options={**ctx.options, EMULATED: {"part": DEFAULT_EMULATED_PART}})
+            bctx = dataclasses.replace(
+                ctx, options={**ctx.options, EMULATED: {"part": DEFAULT_EMULATED_PART}}
+            )
         try:
             sensor = open_backend(name, bctx)
         except SensorUnavailable as exc:
@@ -262,8 +295,17 @@ def describe(ctx: SensorContext) -> list[dict]:
 
 def channel_dict(c: ChannelInfo) -> dict:
     return {
-        "name": c.name, "scope": c.scope.value, "device": c.device, "method": c.method.value,
-        "has_power": c.has_power, "has_energy": c.has_energy, "update_period_s": c.update_period_s,
-        "shared_with": list(c.shared_with), "label": c.label, "note": c.note,
-        "included_in": c.included_in, "view_of": c.view_of, "counter_fault": c.counter_fault,
+        "name": c.name,
+        "scope": c.scope.value,
+        "device": c.device,
+        "method": c.method.value,
+        "has_power": c.has_power,
+        "has_energy": c.has_energy,
+        "update_period_s": c.update_period_s,
+        "shared_with": list(c.shared_with),
+        "label": c.label,
+        "note": c.note,
+        "included_in": c.included_in,
+        "view_of": c.view_of,
+        "counter_fault": c.counter_fault,
     }

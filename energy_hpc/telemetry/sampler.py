@@ -13,8 +13,8 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -63,8 +63,13 @@ class _SensorBuffer:
         )
         self.fill = 0
 
-    def append(self, t: float, power: Sequence[float] | None, energy: Sequence[float] | None,
-               sensor_time: Sequence[float] | None) -> None:
+    def append(
+        self,
+        t: float,
+        power: Sequence[float] | None,
+        energy: Sequence[float] | None,
+        sensor_time: Sequence[float] | None,
+    ) -> None:
         if self.fill == _BLOCK:
             self._new_block()
         tb, pb, eb, sb = self.blocks[-1]
@@ -117,8 +122,13 @@ class Sampler:
     return, what it read is dropped. ``stop`` never waits longer than the timeout either.
     """
 
-    def __init__(self, sensors: Sequence[Sensor], interval_s: float,
-                 clock: Callable[[], float] = time.monotonic, read_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        sensors: Sequence[Sensor],
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        read_timeout_s: float | None = None,
+    ) -> None:
         if not interval_s > 0:
             raise ValueError(f"sampling interval must be positive, got {interval_s}")
         self.interval_s = float(interval_s)
@@ -180,8 +190,13 @@ class Sampler:
             buf.failed_reads += 1
             buf.errors += 1
             if buf.failed_reads == 1:
-                log.warning("%s: read failed (%s%s); recording a gap and going on", buf.sensor.backend,
-                            f"{type(exc).__name__}: " if unexpected else "", exc, exc_info=unexpected)
+                log.warning(
+                    "%s: read failed (%s%s); recording a gap and going on",
+                    buf.sensor.backend,
+                    f"{type(exc).__name__}: " if unexpected else "",
+                    exc,
+                    exc_info=unexpected,
+                )
             buf.append((t0 + self.clock()) / 2, None, None, None)
 
     def _loop(self, gen: int) -> None:
@@ -203,16 +218,20 @@ class Sampler:
                 k = int((now - t0) / self.interval_s) + 1
 
     def _spawn(self) -> None:
-        self._thread = threading.Thread(target=self._loop, args=(self._gen,), name="energy-hpc-sampler",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._gen,), name="energy-hpc-sampler", daemon=True
+        )
         self._thread.start()
 
     def _watch(self) -> None:
         period = min(1.0, self.read_timeout_s / 4)
         while not self._stop.wait(period):
             reading = self._reading
-            if reading is not None and reading[0] == self._gen \
-                    and time.monotonic() - reading[2] >= self.read_timeout_s:
+            if (
+                reading is not None
+                and reading[0] == self._gen
+                and time.monotonic() - reading[2] >= self.read_timeout_s
+            ):
                 self._give_up(reading[0], reading[1])
 
     def _give_up(self, gen: int, i: int | None) -> None:
@@ -227,16 +246,18 @@ class Sampler:
             else:
                 buf = self._buffers[i]
                 names = ", ".join(c.name for c in buf.infos)
-                self.hung[i] = (f"sensor {buf.sensor.backend} ({names}): a read did not return within "
-                                f"{self.read_timeout_s:.0f} s; its sampling ended there, the other sensors "
-                                "went on")
+                self.hung[i] = (
+                    f"sensor {buf.sensor.backend} ({names}): a read did not return within "
+                    f"{self.read_timeout_s:.0f} s; its sampling ended there, the other sensors "
+                    "went on"
+                )
                 log.error("%s", self.hung[i])
             self._gen += 1
             self._read_lock = threading.Lock()  # the stuck thread keeps the old one
             if not self._stop.is_set():
                 self._spawn()
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         if self._thread is not None:
             raise RuntimeError("sampler already started")
         self.started_at = self.clock()
@@ -260,7 +281,7 @@ class Sampler:
             self._watchdog.join(2.0)
         self.stopped_at = self.clock()
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -284,8 +305,11 @@ class Sampler:
             for buf in self._buffers:
                 t, p, e, s = buf.columns(start or 0)
                 for j, info in enumerate(self._current_infos(buf)):
-                    out.append(ChannelTrace(info, t, p[:, j].copy(), e[:, j].copy(), s[:, j].copy(),
-                                            int(buf.errors[j])))
+                    out.append(
+                        ChannelTrace(
+                            info, t, p[:, j].copy(), e[:, j].copy(), s[:, j].copy(), int(buf.errors[j])
+                        )
+                    )
         return out
 
     @staticmethod
@@ -294,7 +318,7 @@ class Sampler:
         reach the file. Falls back to what it said at start if it cannot answer any more."""
         try:
             infos = list(buf.sensor.channels())
-        except Exception:  # noqa: BLE001 - a closed or broken backend keeps its start-up metadata
+        except Exception:
             return buf.infos
         return infos if len(infos) == buf.n_channels else buf.infos
 

@@ -25,7 +25,8 @@ import struct
 import subprocess
 import sys
 import threading
-from typing import Any, BinaryIO, Sequence
+from collections.abc import Sequence
+from typing import Any, BinaryIO
 
 from energy_hpc import errors
 from energy_hpc.telemetry.base import ChannelInfo, SensorContext
@@ -75,16 +76,29 @@ class ProcessSampler:
         self.skipped: dict[str, str] = {}
         self.hung_notes: list[str] = []  # sensors the child gave up as hung (see Sampler)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = subprocess.Popen([sys.executable, "-m", "energy_hpc.telemetry.sampler_proc"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "energy_hpc.telemetry.sampler_proc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
 
-    def open(self, names: Sequence[str], ctx: SensorContext, interval_s: float) -> "ProcessSampler":
+    def open(self, names: Sequence[str], ctx: SensorContext, interval_s: float) -> ProcessSampler:
         from energy_hpc.telemetry import registry
 
         self.interval_s = interval_s
         # what the parent registered (a site's extra backend, a test's) exists in the child too
-        reply = self._ask(("open", list(names), ctx, interval_s, dict(registry.BACKENDS),
-                           logging.getLogger("energy_hpc").level))
+        reply = self._ask(
+            (
+                "open",
+                list(names),
+                ctx,
+                interval_s,
+                dict(registry.BACKENDS),
+                logging.getLogger("energy_hpc").level,
+            )
+        )
         if reply[0] == "error":
             self._finish()
             cls = getattr(errors, reply[1], None)
@@ -128,7 +142,7 @@ class ProcessSampler:
     def channels(self) -> list[ChannelInfo]:
         return list(self._infos)
 
-    def start(self) -> "ProcessSampler":
+    def start(self) -> ProcessSampler:
         self._ask(("start",))
         return self
 
@@ -147,8 +161,10 @@ class ProcessSampler:
             # after stop (or a crash): what the child handed over; with no samples, still every
             # channel (a spill must keep its channel records even when no samples come any more)
             k = start or 0
-            return [ChannelTrace(t.info, t.time[k:], t.power[k:], t.energy[k:], t.sensor_time[k:], t.errors)
-                    for t in (self._last or self._empty())]
+            return [
+                ChannelTrace(t.info, t.time[k:], t.power[k:], t.energy[k:], t.sensor_time[k:], t.errors)
+                for t in (self._last or self._empty())
+            ]
         try:
             return self._ask(("traces", start or 0))
         except SamplerProcessError as exc:
@@ -172,7 +188,7 @@ class ProcessSampler:
     def close_sensors(self) -> None:
         """The child closes its sensors when it stops."""
 
-    def __enter__(self) -> "ProcessSampler":
+    def __enter__(self) -> ProcessSampler:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -211,7 +227,7 @@ def _child() -> int:
     except errors.UserError as exc:
         _send(stdout, ("error", type(exc).__name__, str(exc)))
         return 0
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides
+    except Exception as exc:
         _send(stdout, ("error", type(exc).__name__, str(exc)))
         return 1
     sampler = Sampler(opened.sensors, interval_s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
 
@@ -28,19 +28,34 @@ def synthetic_energy(t: float, base_W: float, amp_W: float, period_s: float) -> 
 class SyntheticSensor(Sensor):
     backend = "synthetic"
 
-    def __init__(self, n_channels: int = 1, base_W: float = 50.0, amp_W: float = 100.0,
-                 period_s: float = 1.0, step_W: float = 10.0, update_period_s: float = 0.0,
-                 device_prefix: str = "synthetic-gpu", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        n_channels: int = 1,
+        base_W: float = 50.0,
+        amp_W: float = 100.0,
+        period_s: float = 1.0,
+        step_W: float = 10.0,
+        update_period_s: float = 0.0,
+        device_prefix: str = "synthetic-gpu",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clock = clock
         self.t_open = clock()
         self.base = [base_W + j * step_W for j in range(n_channels)]
         self.amp_W, self.period_s, self.update_period_s = amp_W, period_s, update_period_s
         self._infos = [
-            ChannelInfo(name=f"synthetic:{device_prefix}{j}", scope=Scope.GPU, device=f"{device_prefix}{j}",
-                        backend=self.backend, has_power=True, has_energy=True,
-                        update_period_s=update_period_s, synthetic=True,
-                        label="SYNTHETIC sensor (not a measurement)",
-                        note="deterministic test signal; not a measurement")
+            ChannelInfo(
+                name=f"synthetic:{device_prefix}{j}",
+                scope=Scope.GPU,
+                device=f"{device_prefix}{j}",
+                backend=self.backend,
+                has_power=True,
+                has_energy=True,
+                update_period_s=update_period_s,
+                synthetic=True,
+                label="SYNTHETIC sensor (not a measurement)",
+                note="deterministic test signal; not a measurement",
+            )
             for j in range(n_channels)
         ]
 

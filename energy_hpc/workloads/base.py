@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, ClassVar, ContextManager
+from typing import Any, ClassVar, ContextManager
 
 from energy_hpc.spec import Case
 from energy_hpc.windows import Window
@@ -86,14 +87,18 @@ class StageSequence:
         self.window = self.windows[name] = self._cm.__enter__()
         return self.window
 
-    def _close(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def _close(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         cm, self._cm = self._cm, None
         if cm is not None:
             cm.__exit__(et, ev, tb)
 
-    def __enter__(self) -> "StageSequence":
+    def __enter__(self) -> StageSequence:
         self.switch(self._first)
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._close(et, ev, tb)

@@ -45,11 +45,17 @@ class TorchDevice:
             import torch
 
             if not torch.cuda.is_bf16_supported():
-                raise DeviceError(f"{self.name} cannot run bf16; use dtype = \"fp16\" or \"fp32\" for this case")
+                raise DeviceError(f'{self.name} cannot run bf16; use dtype = "fp16" or "fp32" for this case')
 
     def describe(self) -> dict[str, str]:
-        return {"kind": self.kind, "index": "" if self.index is None else str(self.index), "name": self.name,
-                "uuid": self.uuid, "bus_id": self.bus_id, "runtime": "hip" if self.hip else self.kind}
+        return {
+            "kind": self.kind,
+            "index": "" if self.index is None else str(self.index),
+            "name": self.name,
+            "uuid": self.uuid,
+            "bus_id": self.bus_id,
+            "runtime": "hip" if self.hip else self.kind,
+        }
 
 
 def _bus_id(props: Any) -> str:
@@ -69,15 +75,18 @@ def resolve(want: str, ordinal_for: Any) -> TorchDevice:
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n == 0:
         if want == "cuda":
-            raise DeviceError("the job asks for device = \"cuda\" but this rank sees no GPU; check the "
-                              "allocation (--gpus-per-task) and CUDA/ROCR_VISIBLE_DEVICES, or set device = \"auto\"")
+            raise DeviceError(
+                'the job asks for device = "cuda" but this rank sees no GPU; check the '
+                'allocation (--gpus-per-task) and CUDA/ROCR_VISIBLE_DEVICES, or set device = "auto"'
+            )
         return TorchDevice("cpu", None)
     k = ordinal_for(n)
     props = torch.cuda.get_device_properties(k)
     uuid = str(getattr(props, "uuid", "") or "")
     if uuid and not uuid.startswith(("GPU-", "MIG-")) and torch.version.hip is None:
         uuid = f"GPU-{uuid}"
-    dev = TorchDevice("cuda", k, name=props.name, uuid=uuid, bus_id=_bus_id(props),
-                      hip=torch.version.hip is not None)
+    dev = TorchDevice(
+        "cuda", k, name=props.name, uuid=uuid, bus_id=_bus_id(props), hip=torch.version.hip is not None
+    )
     torch.cuda.set_device(k)
     return dev

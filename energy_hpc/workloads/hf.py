@@ -56,7 +56,7 @@ class PrefillDecode:
         self._stages = StageSequence(stage, "prefill", unit)
         self._puts = 0
 
-    def __enter__(self) -> "PrefillDecode":
+    def __enter__(self) -> PrefillDecode:
         self._stages.__enter__()
         return self
 

@@ -14,10 +14,16 @@ from energy_hpc.workloads.inputs import in_turn, read_images, synthetic_images
 from energy_hpc.workloads.options import Option
 
 OPTIONS: dict[str, Option] = {
-    "image_folder": Option(str, "", "a folder of images (png, jpg, ...), used in turn; empty: noise images",
-                           path=True),
-    "image_size": Option(int, 0, "side in pixels of the generated noise images, before preprocessing "
-                         "(0: the model's input size)", lo=0, hi=16384),
+    "image_folder": Option(
+        str, "", "a folder of images (png, jpg, ...), used in turn; empty: noise images", path=True
+    ),
+    "image_size": Option(
+        int,
+        0,
+        "side in pixels of the generated noise images, before preprocessing (0: the model's input size)",
+        lo=0,
+        hi=16384,
+    ),
     "images": Option(int, 16, "how many distinct noise images to generate (used in turn)", lo=1, hi=100_000),
     "seed": Option(int, 0, "seed of the noise images", lo=0, hi=2**32 - 1),
 }

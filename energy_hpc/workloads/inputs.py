@@ -39,7 +39,9 @@ def text_lines(path: str, what: str) -> list[str]:
     try:
         lines = [x.strip() for x in Path(path).read_text(encoding="utf-8").splitlines()]
     except OSError as exc:
-        raise SpecError(f"{what} {path!r} cannot be read ({exc.strerror}); give a UTF-8 text file, one entry a line")
+        raise SpecError(
+            f"{what} {path!r} cannot be read ({exc.strerror}); give a UTF-8 text file, one entry a line"
+        )
     lines = [x for x in lines if x]
     if not lines:
         raise SpecError(f"{what} {path!r} has no non-empty lines")
@@ -57,6 +59,7 @@ def _files(folder: str, suffixes: tuple[str, ...], what: str) -> list[Path]:
 
 
 # ---------------------------------------------------------------- images
+
 
 def synthetic_images(n: int, size: int, seed: int) -> list:
     """``n`` RGB images of ``size`` x ``size`` pixels of uniform noise (PIL), the same for a seed."""
@@ -82,6 +85,7 @@ def read_images(folder: str) -> list:
 
 # ---------------------------------------------------------------- audio
 
+
 def tone(seconds: float, rate: int, index: int) -> np.ndarray:
     """A deterministic test signal: a chord of three sines whose pitch depends on ``index``, with a
     slow amplitude envelope, as float32 in [-1, 1]."""
@@ -100,8 +104,10 @@ def read_wav(path: Path, rate: int) -> np.ndarray:
             channels, width, src_rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
             raw = w.readframes(w.getnframes())
     except (wave.Error, EOFError, OSError) as exc:
-        raise SpecError(f"audio file {str(path)!r} is not a readable PCM .wav ({exc}); convert it, e.g. "
-                        "ffmpeg -i in.mp3 -ac 1 -ar 16000 out.wav") from None
+        raise SpecError(
+            f"audio file {str(path)!r} is not a readable PCM .wav ({exc}); convert it, e.g. "
+            "ffmpeg -i in.mp3 -ac 1 -ar 16000 out.wav"
+        ) from None
     if width == 1:
         x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
     elif width == 2:

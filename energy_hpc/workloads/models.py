@@ -14,13 +14,15 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from energy_hpc.errors import ModelSourceError
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RandomConfig:
@@ -42,8 +44,15 @@ class RandomConfig:
 _CONFIGS: dict[str, RandomConfig] = {}
 
 
-def register_random(name: str, task: str, build: Callable[[Path], None],
-                    modules: Callable[[], dict[str, Callable[[], Any]]], *, architecture: str, about: str) -> None:
+def register_random(
+    name: str,
+    task: str,
+    build: Callable[[Path], None],
+    modules: Callable[[], dict[str, Callable[[], Any]]],
+    *,
+    architecture: str,
+    about: str,
+) -> None:
     _CONFIGS[name] = RandomConfig(name, task, build, modules, architecture, about)
 
 
@@ -67,7 +76,8 @@ def _load_builtin_configs() -> None:
 
 def cache_dir() -> Path:
     root = os.environ.get("ENERGY_HPC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "energy-hpc")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "energy-hpc"
+    )
     return Path(root)
 
 
@@ -88,8 +98,9 @@ def materialise_random(name_or_folder: str) -> Path:
         return p  # a folder with configs only is loaded with random init by the workload
     _load_builtin_configs()
     if name_or_folder not in _CONFIGS:
-        raise ModelSourceError(f"no built-in config {name_or_folder!r}; choose from "
-                               f"{', '.join(random_config_names())}")
+        raise ModelSourceError(
+            f"no built-in config {name_or_folder!r}; choose from {', '.join(random_config_names())}"
+        )
     final = random_model_folder(name_or_folder)
     if (final / ".complete").exists():
         return final
@@ -117,23 +128,28 @@ def resolve_hub(model_id: str) -> Path:
         from huggingface_hub import snapshot_download
         from huggingface_hub.utils import LocalEntryNotFoundError
     except ImportError:
-        raise ModelSourceError("source = \"hub\" needs huggingface_hub: pip install energy-hpc[stage]") from None
+        raise ModelSourceError(
+            'source = "hub" needs huggingface_hub: pip install energy-hpc[stage]'
+        ) from None
     try:
         return Path(snapshot_download(model_id, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
         raise ModelSourceError(
             f"model {model_id!r} is not in the local hub cache ({type(exc).__name__}) and compute nodes do not "
             f"download; on a login node run `energy-hpc stage {model_id} --to DIR` and point the job at "
-            f"DIR/{model_id.replace('/', '--')} with source = \"local\", or run `energy-hpc stage {model_id} "
-            f"--hub-cache DIR` and set HF_HUB_CACHE=DIR for this run") from None
+            f'DIR/{model_id.replace("/", "--")} with source = "local", or run `energy-hpc stage {model_id} '
+            f"--hub-cache DIR` and set HF_HUB_CACHE=DIR for this run"
+        ) from None
 
 
 def model_folder(source: str, model_path: str) -> Path:
     if source == "local":
         p = Path(model_path)
         if not p.is_dir():
-            raise ModelSourceError(f"model folder {model_path!r} does not exist on this node; stage it "
-                                   "on a file system the compute nodes mount")
+            raise ModelSourceError(
+                f"model folder {model_path!r} does not exist on this node; stage it "
+                "on a file system the compute nodes mount"
+            )
         return p
     if source == "hub":
         return resolve_hub(model_path)
@@ -149,8 +165,10 @@ def check_random_task(task: str, source: str, model_path: str) -> None:
     configs = random_configs()
     if model_path in configs and configs[model_path].task != task:
         fits = sorted(n for n, c in configs.items() if c.task == task)
-        raise ModelSourceError(f"built-in config {model_path!r} is a {configs[model_path].task} model, not "
-                               f"{task}; for {task} choose one of {', '.join(fits)}")
+        raise ModelSourceError(
+            f"built-in config {model_path!r} is a {configs[model_path].task} model, not "
+            f"{task}; for {task} choose one of {', '.join(fits)}"
+        )
 
 
 def architecture(source: str, model_path: str) -> str:

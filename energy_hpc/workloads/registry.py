@@ -24,16 +24,44 @@ class Task:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("text-to-image", "energy_hpc.workloads.text_to_image", "TextToImage", "image",
-             "diffusers text-to-image pipeline (Stable Diffusion 1.x/2.x, SDXL, optional refiner)"),
-        Task("text-generation", "energy_hpc.workloads.text_generation", "TextGeneration", "token",
-             "transformers causal LM, fixed number of new tokens, prefill and decode windows", "prompt-token"),
-        Task("image-classification", "energy_hpc.workloads.image_classification", "ImageClassification", "image",
-             "transformers image classifier (ViT, ConvNeXt, ResNet)"),
-        Task("speech-recognition", "energy_hpc.workloads.speech_recognition", "SpeechRecognition", "sample",
-             "transformers speech-to-text (Whisper)", "audio-second"),
-        Task("translation", "energy_hpc.workloads.translation", "Translation", "token",
-             "transformers encoder-decoder (Marian, T5, NLLB)", "source-token"),
+        Task(
+            "text-to-image",
+            "energy_hpc.workloads.text_to_image",
+            "TextToImage",
+            "image",
+            "diffusers text-to-image pipeline (Stable Diffusion 1.x/2.x, SDXL, optional refiner)",
+        ),
+        Task(
+            "text-generation",
+            "energy_hpc.workloads.text_generation",
+            "TextGeneration",
+            "token",
+            "transformers causal LM, fixed number of new tokens, prefill and decode windows",
+            "prompt-token",
+        ),
+        Task(
+            "image-classification",
+            "energy_hpc.workloads.image_classification",
+            "ImageClassification",
+            "image",
+            "transformers image classifier (ViT, ConvNeXt, ResNet)",
+        ),
+        Task(
+            "speech-recognition",
+            "energy_hpc.workloads.speech_recognition",
+            "SpeechRecognition",
+            "sample",
+            "transformers speech-to-text (Whisper)",
+            "audio-second",
+        ),
+        Task(
+            "translation",
+            "energy_hpc.workloads.translation",
+            "Translation",
+            "token",
+            "transformers encoder-decoder (Marian, T5, NLLB)",
+            "source-token",
+        ),
     )
 }
 
@@ -42,9 +70,9 @@ def _module(task: str):
     return importlib.import_module(TASKS[task].module)
 
 
-def task_options(task: str) -> "dict[str, Option]":
+def task_options(task: str) -> dict[str, Option]:
     return _module(task).OPTIONS
 
 
-def workload_class(task: str) -> "type[Workload]":
+def workload_class(task: str) -> type[Workload]:
     return getattr(_module(task), TASKS[task].cls)

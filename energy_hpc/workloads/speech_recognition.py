@@ -21,14 +21,24 @@ from energy_hpc.workloads.inputs import in_turn, read_wavs, tone
 from energy_hpc.workloads.options import Option
 
 OPTIONS: dict[str, Option] = {
-    "audio_folder": Option(str, "", "a folder of PCM .wav files, used in turn; empty: generated tones", path=True),
+    "audio_folder": Option(
+        str, "", "a folder of PCM .wav files, used in turn; empty: generated tones", path=True
+    ),
     "audio_seconds": Option(float, 10.0, "length of each generated tone in seconds", lo=0.1, hi=3600),
     "clips": Option(int, 8, "how many distinct tones to generate (used in turn)", lo=1, hi=100_000),
     "max_new_tokens": Option(int, 96, "most tokens generated per clip", lo=1, hi=100_000),
-    "ignore_eos": Option(bool, False, "generate exactly max_new_tokens per clip (end-of-text is ignored), so "
-                         "the work does not depend on what the model hears"),
-    "language": Option(str, "", "language token for multilingual models, e.g. \"en\" (empty: the model's "
-                       "default; a multilingual Whisper then detects the language, an extra decoder pass)"),
+    "ignore_eos": Option(
+        bool,
+        False,
+        "generate exactly max_new_tokens per clip (end-of-text is ignored), so "
+        "the work does not depend on what the model hears",
+    ),
+    "language": Option(
+        str,
+        "",
+        'language token for multilingual models, e.g. "en" (empty: the model\'s '
+        "default; a multilingual Whisper then detects the language, an extra decoder pass)",
+    ),
 }
 
 

@@ -20,14 +20,25 @@ from energy_hpc.workloads.options import Option
 log = logging.getLogger(__name__)
 
 OPTIONS: dict[str, Option] = {
-    "max_new_tokens": Option(int, 128, "tokens generated per prompt, exactly (end-of-sequence is ignored)",
-                             lo=1, hi=1_000_000),
-    "prompt_tokens": Option(int, 0, "prompt length in tokens: 0 keeps each prompt as written (batches are "
-                            "left-padded); N repeats or cuts each prompt's tokens to exactly N", lo=0, hi=1_000_000),
+    "max_new_tokens": Option(
+        int, 128, "tokens generated per prompt, exactly (end-of-sequence is ignored)", lo=1, hi=1_000_000
+    ),
+    "prompt_tokens": Option(
+        int,
+        0,
+        "prompt length in tokens: 0 keeps each prompt as written (batches are "
+        "left-padded); N repeats or cuts each prompt's tokens to exactly N",
+        lo=0,
+        hi=1_000_000,
+    ),
     "prompts": Option(list, [PROMPT], "prompts, used in turn to fill each batch"),
     "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path=True),
-    "attention": Option(str, "", "attention implementation (empty: the library's default, sdpa where it can)",
-                        choices=("", "eager", "sdpa", "flash_attention_2")),
+    "attention": Option(
+        str,
+        "",
+        "attention implementation (empty: the library's default, sdpa where it can)",
+        choices=("", "eager", "sdpa", "flash_attention_2"),
+    ),
 }
 
 
@@ -49,17 +60,27 @@ class TextGeneration(Workload):
         tok.padding_side = "left"  # decoder-only: new tokens follow the prompt directly
         if tok.pad_token is None:
             if tok.eos_token is None:
-                raise ModelSourceError(f"the tokenizer in {str(folder)!r} has neither a pad nor an end-of-sequence "
-                                       "token; batches cannot be padded")
+                raise ModelSourceError(
+                    f"the tokenizer in {str(folder)!r} has neither a pad nor an end-of-sequence "
+                    "token; batches cannot be padded"
+                )
             tok.pad_token = tok.eos_token
         self.tokenizer = tok
         extra = {"attn_implementation": o["attention"]} if o["attention"] else {}
         self.model = load_model(AutoModelForCausalLM, folder, self.device, self.case.dtype, **extra)
         n = int(o["max_new_tokens"])
         self.generation = GenerationConfig(
-            max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-        prompts = text_lines(o["prompt_file"], "options.prompt_file") if o["prompt_file"] else list(o["prompts"])
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.bos_token_id,
+        )
+        prompts = (
+            text_lines(o["prompt_file"], "options.prompt_file") if o["prompt_file"] else list(o["prompts"])
+        )
         self.prompts = self._fixed_length(prompts, int(o["prompt_tokens"])) if o["prompt_tokens"] else prompts
         self._check_length(n)
 
@@ -77,10 +98,14 @@ class TextGeneration(Workload):
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if not limit:
             return
-        longest = max(len(p) if isinstance(p, list) else len(self.tokenizer(p)["input_ids"]) for p in self.prompts)
+        longest = max(
+            len(p) if isinstance(p, list) else len(self.tokenizer(p)["input_ids"]) for p in self.prompts
+        )
         if longest + new_tokens > limit:
-            raise SpecError(f"prompt ({longest} tokens) + max_new_tokens ({new_tokens}) exceed the model's "
-                            f"{limit} positions; shorten the prompt (prompt_tokens) or lower max_new_tokens")
+            raise SpecError(
+                f"prompt ({longest} tokens) + max_new_tokens ({new_tokens}) exceed the model's "
+                f"{limit} positions; shorten the prompt (prompt_tokens) or lower max_new_tokens"
+            )
 
     def _batch(self, iteration: int) -> dict[str, Any]:
         import torch
@@ -105,7 +130,11 @@ class TextGeneration(Workload):
         made = out.shape[1] - prompt_len
         if made != n:  # the count is the measurement's denominator: never report one that was not produced
             raise RuntimeError(f"generate made {made} new tokens per prompt, not the {n} asked for")
-        split.prefill.units, split.prefill.aux_units, split.prefill.aux_unit = batch, prompt_tokens, self.aux_unit
+        split.prefill.units, split.prefill.aux_units, split.prefill.aux_unit = (
+            batch,
+            prompt_tokens,
+            self.aux_unit,
+        )
         split.decode.units = batch * (n - 1)
         return Units(batch * n, prompt_tokens)
 

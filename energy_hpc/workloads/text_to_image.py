@@ -18,9 +18,11 @@ from energy_hpc.workloads.options import Option
 
 log = logging.getLogger(__name__)
 
-SEED_PROMPT = ("A hyper realistic photograph of a dew-covered spider web sparkling in the morning sun. Each "
-               "strand is individually discernible, with water droplets reflecting the vibrant colors of a "
-               "nearby flower.")
+SEED_PROMPT = (
+    "A hyper realistic photograph of a dew-covered spider web sparkling in the morning sun. Each "
+    "strand is individually discernible, with water droplets reflecting the vibrant colors of a "
+    "nearby flower."
+)
 
 OPTIONS: dict[str, Option] = {
     "steps": Option(int, 30, "denoising steps", lo=1, hi=1000),
@@ -29,13 +31,22 @@ OPTIONS: dict[str, Option] = {
     "width": Option(int, 0, "image width in pixels (0: the model's default)", lo=0, hi=8192),
     "prompts": Option(list, [SEED_PROMPT], "prompts, used in turn to fill each batch"),
     "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path=True),
-    "seed": Option(int, 0, "random seed of the first iteration (iteration i uses seed + i)", lo=0, hi=2**63 - 1),
-    "refiner": Option(str, "", "SDXL refiner: a model folder (source local), hub id (source hub) or built-in "
-                      "config (source random); empty: none. Needs an SDXL base.", path=True),
-    "refiner_source": Option(str, "", "source of the refiner (default: the case's source)",
-                             choices=("", "local", "hub", "random")),
-    "denoising_end": Option(float, 0.8, "fraction of steps the base runs before the refiner takes over",
-                            lo=0.0, hi=1.0),
+    "seed": Option(
+        int, 0, "random seed of the first iteration (iteration i uses seed + i)", lo=0, hi=2**63 - 1
+    ),
+    "refiner": Option(
+        str,
+        "",
+        "SDXL refiner: a model folder (source local), hub id (source hub) or built-in "
+        "config (source random); empty: none. Needs an SDXL base.",
+        path=True,
+    ),
+    "refiner_source": Option(
+        str, "", "source of the refiner (default: the case's source)", choices=("", "local", "hub", "random")
+    ),
+    "denoising_end": Option(
+        float, 0.8, "fraction of steps the base runs before the refiner takes over", lo=0.0, hi=1.0
+    ),
 }
 
 
@@ -65,12 +76,15 @@ class TextToImage(Workload):
                 raise ModelSourceError(
                     f"options.refiner is set but the base model {case.model!r} is a {base or 'pipeline of unknown class'}"
                     f", not a {SDXL}: only SDXL bases stop at denoising_end and hand latents to a refiner; "
-                    f"remove the refiner from this case or use an SDXL base")
+                    f"remove the refiner from this case or use an SDXL base"
+                )
             kind = architecture(rsrc, refiner)
             if kind != REFINER:
-                raise ModelSourceError(f"options.refiner {refiner!r} is a {kind or 'pipeline of unknown class'}, "
-                                       f"not an SDXL refiner ({REFINER}); point it at e.g. "
-                                       "stabilityai/stable-diffusion-xl-refiner-1.0")
+                raise ModelSourceError(
+                    f"options.refiner {refiner!r} is a {kind or 'pipeline of unknown class'}, "
+                    f"not an SDXL refiner ({REFINER}); point it at e.g. "
+                    "stabilityai/stable-diffusion-xl-refiner-1.0"
+                )
             model_folder(rsrc, refiner)
         model_folder(case.source, case.model_path)
 
@@ -102,7 +116,9 @@ class TextToImage(Workload):
             if self.case.options.get("refiner"):
                 rsrc = self.case.options.get("refiner_source") or self.case.source
                 rfolder = model_folder(rsrc, self.case.options["refiner"])
-                self.refiner = DiffusionPipeline.from_pretrained(rfolder, dtype=dtype).to(self.device.torch, dtype)
+                self.refiner = DiffusionPipeline.from_pretrained(rfolder, dtype=dtype).to(
+                    self.device.torch, dtype
+                )
                 self.refiner.set_progress_bar_config(disable=True)
         self.prompts = self._prompts()
 
@@ -123,8 +139,12 @@ class TextToImage(Workload):
         o = self.case.options
         prompts = self._batch_prompts(iteration)
         gen = torch.Generator(device="cpu").manual_seed(int(o["seed"]) + max(iteration, 0))
-        common = dict(prompt=prompts, num_inference_steps=int(o["steps"]), guidance_scale=float(o["guidance"]),
-                      generator=gen)
+        common = dict(
+            prompt=prompts,
+            num_inference_steps=int(o["steps"]),
+            guidance_scale=float(o["guidance"]),
+            generator=gen,
+        )
         with warnings.catch_warnings():  # diffusers' deprecation notices are not for our users
             warnings.simplefilter("ignore", FutureWarning)
             return self._run(prompts, common, stage)

@@ -19,12 +19,17 @@ from energy_hpc.workloads.options import Option
 
 OPTIONS: dict[str, Option] = {
     "sentences": Option(list, list(SENTENCES), "source sentences, used in turn to fill each batch"),
-    "text_file": Option(str, "", "a text file with one source sentence per line (overrides sentences)", path=True),
-    "prefix": Option(str, "", "text put before every sentence, e.g. \"translate English to German: \" for T5"),
+    "text_file": Option(
+        str, "", "a text file with one source sentence per line (overrides sentences)", path=True
+    ),
+    "prefix": Option(str, "", 'text put before every sentence, e.g. "translate English to German: " for T5'),
     "max_new_tokens": Option(int, 128, "most target tokens per sentence", lo=1, hi=100_000),
-    "ignore_eos": Option(bool, False, "generate exactly max_new_tokens per sentence (end-of-sequence is ignored)"),
-    "num_beams": Option(int, 1, "beam width (1: greedy; 0: the model's own generation config, e.g. 4 for Marian)",
-                        lo=0, hi=64),
+    "ignore_eos": Option(
+        bool, False, "generate exactly max_new_tokens per sentence (end-of-sequence is ignored)"
+    ),
+    "num_beams": Option(
+        int, 1, "beam width (1: greedy; 0: the model's own generation config, e.g. 4 for Marian)", lo=0, hi=64
+    ),
 }
 
 
@@ -37,8 +42,11 @@ def generated_tokens(sequences: Any, eos_id: int | None) -> int:
     if eos_id is None or gen.shape[1] == 0:
         return int(gen.numel())
     is_eos = gen == eos_id
-    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, torch.full_like(is_eos[:, 0], gen.shape[1],
-                                                                                           dtype=torch.long))
+    first = torch.where(
+        is_eos.any(dim=1),
+        is_eos.int().argmax(dim=1) + 1,
+        torch.full_like(is_eos[:, 0], gen.shape[1], dtype=torch.long),
+    )
     return int(first.sum())
 
 
@@ -64,7 +72,11 @@ class Translation(Workload):
         gen = self.model.generation_config
         self.beams = int(o["num_beams"]) or int(getattr(gen, "num_beams", 1) or 1)
         self.eos_id = gen.eos_token_id if isinstance(gen.eos_token_id, int) else self.tokenizer.eos_token_id
-        self.generate_kwargs: dict[str, Any] = {"max_new_tokens": n, "num_beams": self.beams, "do_sample": False}
+        self.generate_kwargs: dict[str, Any] = {
+            "max_new_tokens": n,
+            "num_beams": self.beams,
+            "do_sample": False,
+        }
         if o["ignore_eos"]:
             self.generate_kwargs["min_new_tokens"] = n
 
@@ -72,7 +84,10 @@ class Translation(Workload):
         from energy_hpc.workloads.hf import PrefillDecode
 
         batch = in_turn(self.sentences, iteration, self.case.batch_size)
-        enc = {k: v.to(self.device.torch) for k, v in self.tokenizer(batch, return_tensors="pt", padding=True).items()}
+        enc = {
+            k: v.to(self.device.torch)
+            for k, v in self.tokenizer(batch, return_tensors="pt", padding=True).items()
+        }
         source = float(enc["attention_mask"].sum())
         if self.beams == 1:
             with PrefillDecode(stage, self.unit) as split:
@@ -82,7 +97,11 @@ class Translation(Workload):
                 out = self.model.generate(**enc, **self.generate_kwargs)
         made = generated_tokens(out, self.eos_id)
         if self.beams == 1:
-            split.prefill.units, split.prefill.aux_units, split.prefill.aux_unit = len(batch), source, self.aux_unit
+            split.prefill.units, split.prefill.aux_units, split.prefill.aux_unit = (
+                len(batch),
+                source,
+                self.aux_unit,
+            )
             split.decode.units = made - len(batch)
         else:
             w.units, w.aux_units, w.aux_unit = made, source, self.aux_unit

@@ -16,13 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _runs import build, channel, rank_row, window
+
 from energy_hpc.analysis.attribution import channel_roles
 from energy_hpc.analysis.table import device_rows, energy_table, reduce_files
 from energy_hpc.telemetry.synthetic import synthetic_energy, synthetic_power
 
-BASE_W, AMP_W, PERIOD_S = 120.0, 200.0, 1.7  # the GPU's true power: a known signal with a closed-form integral
+BASE_W, AMP_W, PERIOD_S = (
+    120.0,
+    200.0,
+    1.7,
+)  # the GPU's true power: a known signal with a closed-form integral
 BUS = "0000:17:00.0"
 MIGS = ",".join(f"MIG-{k:08d}-0000-0000-0000-000000000000" for k in range(3))
 
@@ -53,8 +57,18 @@ def true_J(spans) -> float:
 def gpu_copy(rank: int, *, phase: float = 0.0, t_end: float = 12.0, **meta):
     """Rank ``rank``'s record of the one shared GPU: the same signal, sampled every 2 ms at the
     rank's own times (samplers of different ranks are not in step), counter = exact integral."""
-    c = channel(rank, t_end=t_end, dt=0.002, name=f"nvml:{BUS}", device=BUS, backend="nvml", scope="gpu",
-                update_period=0.0, energy_resolution=0.0, **meta)
+    c = channel(
+        rank,
+        t_end=t_end,
+        dt=0.002,
+        name=f"nvml:{BUS}",
+        device=BUS,
+        backend="nvml",
+        scope="gpu",
+        update_period=0.0,
+        energy_resolution=0.0,
+        **meta,
+    )
     t = c["time"] + phase
     c.update(time=t, power=P(t), energy=E(t))
     return c
@@ -70,15 +84,29 @@ def two_ranks(bus0: str = BUS, bus1: str = BUS) -> list[dict]:
 
 # ------------------------------------------------------------------ 1. one device, several ranks
 
-def test_two_ranks_on_one_gpu_without_mig_count_it_once_over_the_union_of_their_windows(tmp_path: Path) -> None:
+
+def test_two_ranks_on_one_gpu_without_mig_count_it_once_over_the_union_of_their_windows(
+    tmp_path: Path,
+) -> None:
     """CUDA_VISIBLE_DEVICES=0 on two ranks: each records the same GPU (no shared_with). Their windows
     overlap in part; the GPU counts once over the union, in the device total, the node's device
     figure and the net energy, and each rank gets half."""
     w0, w1 = [(2.0, 4.0), (6.0, 8.0)], [(2.5, 4.5), (6.2, 8.3)]
     idle = [(0.5, 1.5)]
-    chans = [gpu_copy(0), gpu_copy(1, phase=0.0007),
-             channel(0, power=900.0, scope="node", node_level=1, name="pm_counters:node", device="h0:node",
-                     backend="pm_counters", t_end=12.0)]
+    chans = [
+        gpu_copy(0),
+        gpu_copy(1, phase=0.0007),
+        channel(
+            0,
+            power=900.0,
+            scope="node",
+            node_level=1,
+            name="pm_counters:node",
+            device="h0:node",
+            backend="pm_counters",
+            t_end=12.0,
+        ),
+    ]
     wins = [window(r, -1, "idle", *idle[0]) for r in (0, 1)] + measure(0, w0) + measure(1, w1)
     f = build(tmp_path / "shared.h5", chans, wins, ranks=two_ranks())
     (row,) = energy_table([f])
@@ -121,8 +149,9 @@ def test_mig_ranks_whose_channel_lacks_shared_with_count_the_gpu_once(tmp_path: 
     NVML's bus-id lookup gives), and a fourth rank on a GPU of its own."""
     spans = [(2.0, 4.0), (5.0, 7.5)]
     chans = [gpu_copy(r, phase=0.0003 * r) for r in range(3)]
-    chans.append(channel(3, power=100.0, t_end=12.0, name="nvml:0000:65:00.0", device="0000:65:00.0",
-                         backend="nvml"))
+    chans.append(
+        channel(3, power=100.0, t_end=12.0, name="nvml:0000:65:00.0", device="0000:65:00.0", backend="nvml")
+    )
     ranks = [rank_row(local_rank=r, bus=BUS) for r in range(3)] + [rank_row(local_rank=3, bus="0000:65:00.0")]
     wins = [w for r in range(4) for w in measure(r, spans)]
     f = build(tmp_path / "mig.h5", chans, wins, ranks=ranks)
@@ -148,19 +177,33 @@ def test_a_copy_without_samples_in_a_window_is_stood_in_for_by_another_rank_s_co
 
 def test_channels_of_different_devices_hosts_or_scopes_are_not_merged() -> None:
     base = dict(scope="gpu", backend="nvml", node_level=0, included_in="", view_of="", shared_with="")
-    metas = [dict(base, rank=0, host="h0", node=0, device="0000:17:00.0", name="a"),
-             dict(base, rank=1, host="h1", node=1, device="0000:17:00.0", name="a"),  # same bus, other host
-             dict(base, rank=2, host="h0", node=0, device="0000:65:00.0", name="b"),
-             dict(base, rank=3, host="h0", node=0, device="h0:pid12", name="est:3", scope="cpu",
-                  backend="estimate"),
-             dict(base, rank=4, host="h0", node=0, device="h0:pid13", name="est:4", scope="cpu",
-                  backend="estimate")]
+    metas = [
+        dict(base, rank=0, host="h0", node=0, device="0000:17:00.0", name="a"),
+        dict(base, rank=1, host="h1", node=1, device="0000:17:00.0", name="a"),  # same bus, other host
+        dict(base, rank=2, host="h0", node=0, device="0000:65:00.0", name="b"),
+        dict(
+            base, rank=3, host="h0", node=0, device="h0:pid12", name="est:3", scope="cpu", backend="estimate"
+        ),
+        dict(
+            base, rank=4, host="h0", node=0, device="h0:pid13", name="est:4", scope="cpu", backend="estimate"
+        ),
+    ]
     assert channel_roles(metas) == ["device"] * 5
 
 
 def test_roles_are_the_same_when_worked_out_twice() -> None:
-    base = dict(scope="gpu", backend="nvml", node_level=0, included_in="", view_of="", shared_with="",
-                host="h0", node=0, device=BUS, name=f"nvml:{BUS}")
+    base = dict(
+        scope="gpu",
+        backend="nvml",
+        node_level=0,
+        included_in="",
+        view_of="",
+        shared_with="",
+        host="h0",
+        node=0,
+        device=BUS,
+        name=f"nvml:{BUS}",
+    )
     metas = [dict(base, rank=r, index=10 + k) for k, r in enumerate((2, 0, 1))]
     first = channel_roles(metas)
     assert first == ["placeholder", "package", "placeholder"] and metas[1]["sharers"] == "0,1,2"
@@ -170,21 +213,39 @@ def test_roles_are_the_same_when_worked_out_twice() -> None:
 
 # ------------------------------------------------------------------ 2. included_in at node level
 
+
 def _node_run(tmp_path: Path, chans: list[dict], name: str = "node.h5") -> Path:
     dev = channel(0, power=300.0, name="nvml:gpu0", device="0000:17:00.0", backend="nvml", t_end=12.0)
-    return build(tmp_path / name, [dev, *chans], measure(0, [(2.0, 4.0), (6.0, 7.0)]),
-                 ranks=[rank_row(bus="0000:17:00.0")])
+    return build(
+        tmp_path / name,
+        [dev, *chans],
+        measure(0, [(2.0, 4.0), (6.0, 7.0)]),
+        ranks=[rank_row(bus="0000:17:00.0")],
+    )
 
 
 def pm(key: str, watts: float, included_in: str = "", scope: str = "cpu") -> dict:
-    return channel(0, power=watts, t_end=12.0, scope=scope, node_level=1, name=f"pm_counters:{key}",
-                   device=f"h0:{key}", backend="pm_counters", included_in=included_in)
+    return channel(
+        0,
+        power=watts,
+        t_end=12.0,
+        scope=scope,
+        node_level=1,
+        name=f"pm_counters:{key}",
+        device=f"h0:{key}",
+        backend="pm_counters",
+        included_in=included_in,
+    )
 
 
 def test_per_socket_pm_counters_included_in_the_cpu_channel_are_not_added_to_it(tmp_path: Path) -> None:
-    chans = [pm("node", 1500.0, scope="node"), pm("cpu", 200.0, "pm_counters:node"),
-             pm("cpu0", 110.0, "pm_counters:cpu"), pm("cpu1", 90.0, "pm_counters:cpu"),
-             pm("memory", 50.0, "pm_counters:node", scope="memory")]
+    chans = [
+        pm("node", 1500.0, scope="node"),
+        pm("cpu", 200.0, "pm_counters:node"),
+        pm("cpu0", 110.0, "pm_counters:cpu"),
+        pm("cpu1", 90.0, "pm_counters:cpu"),
+        pm("memory", 50.0, "pm_counters:node", scope="memory"),
+    ]
     (row,) = energy_table([_node_run(tmp_path, chans)])
     assert row["node_cpu_energy_J"] == pytest.approx(200.0 * 3, rel=1e-6)  # cpu's, not cpu + cpu0 + cpu1
     assert row["node_memory_energy_J"] == pytest.approx(50.0 * 3, rel=1e-6)
@@ -200,17 +261,33 @@ def test_per_socket_channels_count_when_the_channel_they_are_included_in_is_abse
 
 # ------------------------------------------------------------------ 3. two backends, one scope, one host
 
+
 def rapl(key: str, watts: float, scope: str, host: str = "h0", rank: int = 0, node: int = 0) -> dict:
-    return channel(rank, power=watts, t_end=12.0, scope=scope, node_level=1, name=f"rapl:{key}",
-                   device=f"{host}:{key}", backend="rapl", host=host, node=node)
+    return channel(
+        rank,
+        power=watts,
+        t_end=12.0,
+        scope=scope,
+        node_level=1,
+        name=f"rapl:{key}",
+        device=f"{host}:{key}",
+        backend="rapl",
+        host=host,
+        node=node,
+    )
 
 
 def test_pm_counters_and_rapl_on_one_host_are_not_both_added(tmp_path: Path) -> None:
     """sensors = ["pm_counters", "rapl"] on a Cray EX node: CPU and memory come from pm_counters
     alone, and the table says RAPL's were left out."""
-    chans = [pm("node", 1500.0, scope="node"), pm("cpu", 200.0, "pm_counters:node"),
-             pm("memory", 50.0, "pm_counters:node", scope="memory"),
-             rapl("package-0", 95.0, "cpu"), rapl("package-1", 85.0, "cpu"), rapl("dram-0", 30.0, "memory")]
+    chans = [
+        pm("node", 1500.0, scope="node"),
+        pm("cpu", 200.0, "pm_counters:node"),
+        pm("memory", 50.0, "pm_counters:node", scope="memory"),
+        rapl("package-0", 95.0, "cpu"),
+        rapl("package-1", 85.0, "cpu"),
+        rapl("dram-0", 30.0, "memory"),
+    ]
     (row,) = energy_table([_node_run(tmp_path, chans)])
     assert row["node_cpu_energy_J"] == pytest.approx(200.0 * 3, rel=1e-6)
     assert row["node_memory_energy_J"] == pytest.approx(50.0 * 3, rel=1e-6)
@@ -220,8 +297,12 @@ def test_pm_counters_and_rapl_on_one_host_are_not_both_added(tmp_path: Path) -> 
 
 def test_cpu_and_memory_only_run_with_two_backends_counts_one(tmp_path: Path) -> None:
     """No device channel: the row falls back to node CPU + memory, from one backend."""
-    chans = [pm("cpu", 200.0), pm("memory", 50.0, scope="memory"),
-             rapl("package-0", 180.0, "cpu"), rapl("dram-0", 30.0, "memory")]
+    chans = [
+        pm("cpu", 200.0),
+        pm("memory", 50.0, scope="memory"),
+        rapl("package-0", 180.0, "cpu"),
+        rapl("dram-0", 30.0, "memory"),
+    ]
     (row,) = energy_table([build(tmp_path / "cpu.h5", chans, measure(0, [(2.0, 4.0)]))])
     assert row["energy_scope"] == "cpu+memory (node-level)"
     assert row["energy_J"] == pytest.approx(250.0 * 2, rel=1e-6)

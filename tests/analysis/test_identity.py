@@ -9,17 +9,27 @@ from pathlib import Path
 
 import h5py
 import pytest
-
 from _runs import build, channel, rank_row, window
+from reliability import testkit
+
 from energy_hpc.analysis.table import device_rows, energy_table, reduce_files
 from energy_hpc.context import RankContext, SingleComm
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
 from energy_hpc.spill import rebuild
-from reliability import testkit
 
-CTX = RankContext(rank=0, size=1, local_rank=0, local_size=1, node_index=0, n_nodes=1, hostname="h",
-                  launcher="single", visible_env="", visible_devices=())
+CTX = RankContext(
+    rank=0,
+    size=1,
+    local_rank=0,
+    local_size=1,
+    node_index=0,
+    n_nodes=1,
+    hostname="h",
+    launcher="single",
+    visible_env="",
+    visible_devices=(),
+)
 
 
 @pytest.fixture
@@ -38,8 +48,9 @@ def _dup_flags(row: dict) -> list[str]:
     return [f for f in row["flags"] if "same run" in f]
 
 
-def test_a_merge_of_kept_spills_beside_the_run_file_is_counted_once(tmp_path: Path, kit: None,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_a_merge_of_kept_spills_beside_the_run_file_is_counted_once(
+    tmp_path: Path, kit: None, caplog: pytest.LogCaptureFixture
+) -> None:
     r = _run(tmp_path)
     [spills] = (tmp_path / "out").glob(".*.spill")
     merged, _ = rebuild([spills], tmp_path / "out")  # the user merges the kept spills into the same folder
@@ -93,16 +104,25 @@ def test_two_runs_of_the_same_job_still_merge_as_repeats(tmp_path: Path, kit: No
 EPOCH = 1.7e9 + 0.123456
 
 
-def _two_rank_file(path: Path, ranks_measured: tuple[int, ...], status: str, reason: str = "",
-                   epoch: float = EPOCH) -> Path:
+def _two_rank_file(
+    path: Path, ranks_measured: tuple[int, ...], status: str, reason: str = "", epoch: float = EPOCH
+) -> Path:
     """A 2-rank run; only ``ranks_measured`` have windows and channels (the others are missing)."""
     chans, wins, ranks = [], [], []
     for r in (0, 1):
-        ranks.append(rank_row(local_rank=r, bus=f"0000:{r}:00.0", status="ok" if r in ranks_measured
-                              else "missing", error="" if r in ranks_measured else "no spill file"))
+        ranks.append(
+            rank_row(
+                local_rank=r,
+                bus=f"0000:{r}:00.0",
+                status="ok" if r in ranks_measured else "missing",
+                error="" if r in ranks_measured else "no spill file",
+            )
+        )
         if r in ranks_measured:
             chans.append(channel(r, power=100.0 + 50 * r, name=f"gpu{r}", device=f"dev{r}"))
-            wins += [window(r, 0, "measure", 2.0 + 2 * i, 3.0 + 2 * i, units=1, iteration=i) for i in range(4)]
+            wins += [
+                window(r, 0, "measure", 2.0 + 2 * i, 3.0 + 2 * i, units=1, iteration=i) for i in range(4)
+            ]
     f = build(path, chans, wins, ranks=ranks, status=status, reason=reason)
     with h5py.File(f, "a") as h:  # one real run: a real epoch and job (build() writes 0 and "t")
         h.attrs["epoch_unix"] = epoch

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from _runs import build, channel, rank_row, window
+
 from energy_hpc.analysis.table import MODULE_SCOPE, energy_table, format_rows
 
 WINDOWS = [(2.0, 4.0), (5.0, 8.0)]  # 5 s measured per rank
@@ -21,19 +21,42 @@ def _measure(rank: int, units: float = 1.0) -> list[tuple]:
 
 
 def _module(rank: int = 0, watts: float = 600.0, host: str = "h0", bus: str = "0009:01:00.0") -> dict:
-    return channel(rank, power=watts, energy=lambda t: watts * t, scope="module", backend="nvml", host=host,
-                   name=f"nvml:{bus}:module", device=bus, label=LABEL, update_period=0.1)
+    return channel(
+        rank,
+        power=watts,
+        energy=lambda t: watts * t,
+        scope="module",
+        backend="nvml",
+        host=host,
+        name=f"nvml:{bus}:module",
+        device=bus,
+        label=LABEL,
+        update_period=0.1,
+    )
 
 
 def _gpu(rank: int = 0, watts: float = 400.0, bus: str = "0019:01:00.0") -> dict:
-    return channel(rank, power=watts, energy=lambda t: watts * t, scope="gpu", backend="nvml", name=f"nvml:{bus}",
-                   device=bus, label="NVIDIA GH200 480GB", update_period=0.1)
+    return channel(
+        rank,
+        power=watts,
+        energy=lambda t: watts * t,
+        scope="gpu",
+        backend="nvml",
+        name=f"nvml:{bus}",
+        device=bus,
+        label="NVIDIA GH200 480GB",
+        update_period=0.1,
+    )
 
 
 def test_a_module_next_to_gpu_channels_stays_out_of_the_gpu_total(tmp_path: Path) -> None:
     """Rank 0's GPU answers at GPU scope, rank 1's only at module scope."""
-    f = build(tmp_path / "r.h5", [_gpu(0), _module(1)], _measure(0) + _measure(1),
-              ranks=[rank_row(local_rank=0), rank_row(local_rank=1)])
+    f = build(
+        tmp_path / "r.h5",
+        [_gpu(0), _module(1)],
+        _measure(0) + _measure(1),
+        ranks=[rank_row(local_rank=0), rank_row(local_rank=1)],
+    )
     (row,) = energy_table([f])
     assert row["energy_J"] == pytest.approx(400.0 * 5, rel=1e-6)  # GPU only, not 400 + 600 W
     assert row["energy_scope"] == "devices"
@@ -77,8 +100,12 @@ def test_a_gpu_only_run_has_no_module_figures(tmp_path: Path) -> None:
 
 def test_one_module_recorded_by_two_ranks_counts_once(tmp_path: Path) -> None:
     """Two ranks bound to one GH200 both record its module: one module, over the union of their windows."""
-    f = build(tmp_path / "r.h5", [_module(0), _module(1)], _measure(0) + _measure(1),
-              ranks=[rank_row(local_rank=0), rank_row(local_rank=1)])
+    f = build(
+        tmp_path / "r.h5",
+        [_module(0), _module(1)],
+        _measure(0) + _measure(1),
+        ranks=[rank_row(local_rank=0), rank_row(local_rank=1)],
+    )
     (row,) = energy_table([f])
     assert row["module_energy_J"] == pytest.approx(3000.0, rel=1e-6)
     assert row["energy_J"] == pytest.approx(3000.0, rel=1e-6)

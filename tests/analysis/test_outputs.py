@@ -10,23 +10,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _runs import build, channel, rank_row, window
+
 from energy_hpc.analysis.energy import channel_window_energy, reduce_channel
 from energy_hpc.analysis.plots import energy_figure, power_figure, save, scaling_figure
 from energy_hpc.analysis.report import write_report
+from energy_hpc.analysis.runfile import RunFile
 from energy_hpc.analysis.scaling import scaling_rows
 from energy_hpc.analysis.table import energy_table
 from energy_hpc.cli import main
 from energy_hpc.errors import RunFileError
-from energy_hpc.analysis.runfile import RunFile
 
 
 @pytest.fixture
 def run2(tmp_path: Path) -> Path:
     """Two ranks, two cases, 3 iterations each, an idle window per rank; synthetic."""
-    chans = [channel(r, power=lambda t: 100 + 50 * np.sin(t), name=f"c{r}", device=f"d{r}", method="synthetic")
-             for r in (0, 1)]
+    chans = [
+        channel(r, power=lambda t: 100 + 50 * np.sin(t), name=f"c{r}", device=f"d{r}", method="synthetic")
+        for r in (0, 1)
+    ]
     wins = []
     for r in (0, 1):
         wins.append(window(r, -1, "idle", 0.5, 1.5))
@@ -35,8 +37,15 @@ def run2(tmp_path: Path) -> Path:
                 a = 2.0 + 8 * c + 2.5 * i
                 wins.append(window(r, c, "measure", a, a + 2.0, 1 + c, iteration=i))
     from _runs import case_row
-    return build(tmp_path / "run.h5", chans, wins, ranks=[rank_row(), rank_row(local_rank=1)],
-                 cases=[case_row(batch_size=1), case_row(batch_size=2)], synthetic=True)
+
+    return build(
+        tmp_path / "run.h5",
+        chans,
+        wins,
+        ranks=[rank_row(), rank_row(local_rank=1)],
+        cases=[case_row(batch_size=1), case_row(batch_size=2)],
+        synthetic=True,
+    )
 
 
 def test_power_figure_shades_every_window_and_draws_one_line_per_channel(run2: Path, tmp_path: Path) -> None:
@@ -69,8 +78,9 @@ def test_scaling_figure_draws_measured_and_ideal_lines(tmp_path: Path) -> None:
     for n in (1, 2):
         chans = [channel(r, power=100.0, name=f"c{r}", node=r) for r in range(n)]
         wins = [window(r, 0, "measure", 2.0, 3.0, 1) for r in range(n)]
-        files.append(build(tmp_path / f"n{n}.h5", chans, wins, ranks=[rank_row(node=r) for r in range(n)],
-                           n_nodes=n))
+        files.append(
+            build(tmp_path / f"n{n}.h5", chans, wins, ranks=[rank_row(node=r) for r in range(n)], n_nodes=n)
+        )
     fig = scaling_figure(scaling_rows(energy_table(files)))
     ax_e, ax_t = fig.axes
     assert len(ax_t.lines) == 2  # measured + ideal
@@ -80,8 +90,16 @@ def test_scaling_figure_draws_measured_and_ideal_lines(tmp_path: Path) -> None:
 def test_report_writes_tables_figures_and_an_index(run2: Path, tmp_path: Path) -> None:
     index = write_report([run2], tmp_path / "rep")
     out = index.parent
-    for name in ("table.md", "table.csv", "table.json", "table.tex", "energy_per_unit.png", "energy_per_unit.pdf",
-                 "index.html", f"power_{run2.stem}.png"):
+    for name in (
+        "table.md",
+        "table.csv",
+        "table.json",
+        "table.tex",
+        "energy_per_unit.png",
+        "energy_per_unit.pdf",
+        "index.html",
+        f"power_{run2.stem}.png",
+    ):
         assert (out / name).exists(), name
     text = index.read_text()
     assert "SYNTHETIC" in text and "energy_per_unit.png" in text
@@ -96,6 +114,7 @@ def test_cli_table_over_a_study_folder_with_scaling(run2: Path, capsys) -> None:
 
 
 # ------------------------------------------------------------------ bad input
+
 
 def test_not_a_run_file_exits_2(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "x.h5"
@@ -124,9 +143,14 @@ def test_truncated_run_file_exits_2_with_a_clear_message(run2: Path, tmp_path: P
 
 def test_partial_run_is_analysed_with_a_warning_naming_what_is_missing(tmp_path: Path, caplog) -> None:
     chans = [channel(0, power=100.0)]
-    f = build(tmp_path / "p.h5", chans, [window(0, 0, "measure", 2.0, 4.0, 1)],
-              ranks=[rank_row(), rank_row(local_rank=1, status="missing", error="rank died")],
-              status="partial", reason="rank 1: missing: rank died")
+    f = build(
+        tmp_path / "p.h5",
+        chans,
+        [window(0, 0, "measure", 2.0, 4.0, 1)],
+        ranks=[rank_row(), rank_row(local_rank=1, status="missing", error="rank died")],
+        status="partial",
+        reason="rank 1: missing: rank died",
+    )
     (row,) = energy_table([f])
     assert row["energy_J"] == pytest.approx(200.0, rel=1e-6)
     assert any("partial run" in fl and "rank 1" in fl for fl in row["flags"])
@@ -134,6 +158,7 @@ def test_partial_run_is_analysed_with_a_warning_naming_what_is_missing(tmp_path:
 
 
 # ------------------------------------------------------------------ scale
+
 
 def test_chunked_reduction_equals_the_one_shot_reduction() -> None:
     rng = np.random.default_rng(1)
@@ -145,7 +170,7 @@ def test_chunked_reduction_equals_the_one_shot_reduction() -> None:
     starts = np.sort(rng.uniform(t[0], t[-1] - 5, 40))
     ends = starts + rng.uniform(0.01, 5, 40)
     one = channel_window_energy(t, p, e, starts, ends, update_period=0.02)
-    chunks = [(t[i:i + 777], p[i:i + 777], e[i:i + 777]) for i in range(0, len(t), 777)]
+    chunks = [(t[i : i + 777], p[i : i + 777], e[i : i + 777]) for i in range(0, len(t), 777)]
     many = reduce_channel(chunks, starts, ends, update_period=0.02)
     for k in ("counter_J", "integral_J", "energy_J", "uncertainty_J", "peak_W", "max_gap_s"):
         np.testing.assert_allclose(getattr(many, k), getattr(one, k), rtol=1e-9, err_msg=k)
@@ -163,7 +188,9 @@ def test_run_file_reduced_in_small_overlapping_chunks_equals_one_chunk(run2: Pat
     assert len(whole.channels) == len(small.channels) > 0
     for a, b in zip(whole.channels, small.channels):
         for k in ("counter_J", "integral_J", "energy_J", "uncertainty_J", "peak_W", "max_gap_s"):
-            np.testing.assert_allclose(getattr(b.own, k), getattr(a.own, k), rtol=1e-9, equal_nan=True, err_msg=k)
+            np.testing.assert_allclose(
+                getattr(b.own, k), getattr(a.own, k), rtol=1e-9, equal_nan=True, err_msg=k
+            )
         assert b.idle_W == pytest.approx(a.idle_W, rel=1e-9)
 
 

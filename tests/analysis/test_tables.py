@@ -9,19 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _runs import build, case_row, channel, rank_row, window
+
 from energy_hpc.analysis.scaling import format_scaling, scaling_rows
 from energy_hpc.analysis.table import device_rows, energy_table, format_rows, reduce_files
 
 
 def _steps(levels: list[tuple[float, float]]):
     """Piecewise-constant power: [(t_from, W), ...]."""
+
     def f(t: np.ndarray) -> np.ndarray:
         p = np.zeros_like(t)
         for t0, w in levels:
             p[t >= t0] = w
         return p
+
     return f
 
 
@@ -54,14 +56,30 @@ def test_idle_power_is_subtracted_for_net_energy(tmp_path: Path) -> None:
 
 
 def _mi250x(tmp_path: Path, both_used: bool = True) -> Path:
-    pkg = channel(0, power=400.0, scope="package", name="amdsmi:pkg:0000:c1:00.0", device="0000:c1:00.0",
-                  shared_with="0000:c1:00.0,0000:c6:00.0", update_period=0.001)
+    pkg = channel(
+        0,
+        power=400.0,
+        scope="package",
+        name="amdsmi:pkg:0000:c1:00.0",
+        device="0000:c1:00.0",
+        shared_with="0000:c1:00.0,0000:c6:00.0",
+        update_period=0.001,
+    )
     chans, ranks = [pkg], [rank_row(bus="0000:c1:00.0")]
     wins = _measure(0, [(2.0, 4.0), (5.0, 7.0)], units=1)
     if both_used:
         # the secondary GCD's rank records a placeholder without power: never added
-        chans.append(channel(1, power=np.nan, energy=None, has_energy=0, name="amdsmi:0000:c6:00.0",
-                             device="0000:c6:00.0", shared_with="0000:c1:00.0,0000:c6:00.0"))
+        chans.append(
+            channel(
+                1,
+                power=np.nan,
+                energy=None,
+                has_energy=0,
+                name="amdsmi:0000:c6:00.0",
+                device="0000:c6:00.0",
+                shared_with="0000:c1:00.0,0000:c6:00.0",
+            )
+        )
         ranks.append(rank_row(local_rank=1, bus="0000:c6:00.0"))
         wins += _measure(1, [(2.01, 4.01), (5.01, 7.01)], units=1)
     return build(tmp_path / "mi.h5", chans, wins, ranks=ranks)
@@ -90,9 +108,12 @@ def test_mi250x_package_with_one_used_gcd_goes_whole_to_it_and_says_so(tmp_path:
 
 
 def test_node_energy_sits_beside_the_devices_with_the_rest_in_its_own_column(tmp_path: Path) -> None:
-    chans = [channel(0, power=300.0), channel(1, power=300.0, name="ch1b", device="dev1"),
-             channel(0, power=1000.0, scope="node", node_level=1, name="pm:node", device="node"),
-             channel(0, power=200.0, scope="cpu", node_level=1, name="pm:cpu", device="cpu")]
+    chans = [
+        channel(0, power=300.0),
+        channel(1, power=300.0, name="ch1b", device="dev1"),
+        channel(0, power=1000.0, scope="node", node_level=1, name="pm:node", device="node"),
+        channel(0, power=200.0, scope="cpu", node_level=1, name="pm:cpu", device="cpu"),
+    ]
     ranks = [rank_row(local_rank=0), rank_row(local_rank=1)]
     # rank 1's windows run concurrently, a little later: node spans are [2, 4.1] and [5, 7.1]
     wins = _measure(0, [(2.0, 4.0), (5.0, 7.0)]) + _measure(1, [(2.1, 4.1), (5.1, 7.1)])
@@ -108,8 +129,10 @@ def test_node_energy_sits_beside_the_devices_with_the_rest_in_its_own_column(tmp
 
 
 def test_rapl_only_run_falls_back_to_node_cpu_and_memory(tmp_path: Path) -> None:
-    chans = [channel(0, power=80.0, scope="cpu", node_level=1, name="rapl:pkg"),
-             channel(0, power=20.0, scope="memory", node_level=1, name="rapl:dram")]
+    chans = [
+        channel(0, power=80.0, scope="cpu", node_level=1, name="rapl:pkg"),
+        channel(0, power=20.0, scope="memory", node_level=1, name="rapl:dram"),
+    ]
     (row,) = energy_table([build(tmp_path / "r.h5", chans, _measure(0, [(2.0, 4.0)]))])
     assert row["energy_scope"] == "cpu+memory (node-level)"
     assert row["energy_J"] == pytest.approx(200.0, rel=1e-6)
@@ -121,11 +144,14 @@ def test_channel_flagged_counter_fault_uses_the_integral(tmp_path: Path) -> None
     assert row["method"] == "integral" and row["energy_J"] == pytest.approx(200.0, rel=1e-6)
 
 
-@pytest.mark.parametrize("energy, fault", [
-    (lambda t: 100.0 * t - 150.0 * (t > 3.0), "backwards"),
-    (lambda t: 100.0 * np.minimum(t, 1.0), "stuck"),
-    (lambda t: 1000.0 * t, "disagrees"),
-])
+@pytest.mark.parametrize(
+    "energy, fault",
+    [
+        (lambda t: 100.0 * t - 150.0 * (t > 3.0), "backwards"),
+        (lambda t: 100.0 * np.minimum(t, 1.0), "stuck"),
+        (lambda t: 1000.0 * t, "disagrees"),
+    ],
+)
 def test_misbehaving_counter_is_detected_and_replaced_by_the_integral(tmp_path: Path, energy, fault) -> None:
     ch = channel(power=100.0, energy=energy)
     wins = _measure(0, [(2.0, 4.0), (10.0, 12.0)])
@@ -144,8 +170,11 @@ def test_short_windows_are_flagged_in_the_table(tmp_path: Path) -> None:
 
 def test_stage_rows_report_base_and_refiner_separately(tmp_path: Path) -> None:
     ch = channel(power=_steps([(0, 100.0), (3.0, 300.0)]))
-    wins = [window(0, 0, "measure", 2.0, 4.0, 1), window(0, 0, "measure", 2.0, 3.0, 1, stage="base"),
-            window(0, 0, "measure", 3.0, 4.0, 1, stage="refiner")]
+    wins = [
+        window(0, 0, "measure", 2.0, 4.0, 1),
+        window(0, 0, "measure", 2.0, 3.0, 1, stage="base"),
+        window(0, 0, "measure", 3.0, 4.0, 1, stage="refiner"),
+    ]
     f = build(tmp_path / "r.h5", [ch], wins)
     assert [r["stage"] for r in energy_table([f])] == [""]
     rows = {r["stage"]: r for r in energy_table([f], stages=True)}
@@ -194,16 +223,34 @@ def test_every_format_labels_synthetic_data(tmp_path: Path, fmt: str) -> None:
     assert "SYNTHETIC" in out
     if fmt == "json":
         (row,) = json.loads(out)
-        for key in ("case", "n_ranks", "units", "unit", "energy_J", "energy_per_unit_J", "wh_per_1000_units",
-                    "mean_power_W", "method", "energy_per_unit_uncertainty_J", "net_energy_per_unit_J",
-                    "idle_power_W", "peak_power_W", "n_nodes", "node_energy_per_unit_J"):
+        for key in (
+            "case",
+            "n_ranks",
+            "units",
+            "unit",
+            "energy_J",
+            "energy_per_unit_J",
+            "wh_per_1000_units",
+            "mean_power_W",
+            "method",
+            "energy_per_unit_uncertainty_J",
+            "net_energy_per_unit_J",
+            "idle_power_W",
+            "peak_power_W",
+            "n_nodes",
+            "node_energy_per_unit_J",
+        ):
             assert key in row, key
         assert row["method"] == "synthetic"
 
 
 def test_measured_and_synthetic_runs_never_merge(tmp_path: Path) -> None:
-    a = build(tmp_path / "a.h5", [channel(power=100.0, method="synthetic")], _measure(0, [(2.0, 4.0)]),
-              synthetic=True)
+    a = build(
+        tmp_path / "a.h5",
+        [channel(power=100.0, method="synthetic")],
+        _measure(0, [(2.0, 4.0)]),
+        synthetic=True,
+    )
     b = build(tmp_path / "b.h5", [channel(power=100.0)], _measure(0, [(2.0, 4.0)]))
     assert sorted(r["data"] for r in energy_table([a, b])) == ["SYNTHETIC", "measured"]
 
@@ -211,8 +258,11 @@ def test_measured_and_synthetic_runs_never_merge(tmp_path: Path) -> None:
 def test_uncertainty_covers_a_slow_counter(tmp_path: Path) -> None:
     # power ramps; the counter refreshes every 0.1 s (held in between)
     tau = 0.1
-    ch = channel(power=lambda t: 50 + 20 * t, energy=lambda t: (lambda q: 50 * q + 10 * q ** 2)(np.floor(t / tau) * tau),
-                 update_period=tau)
+    ch = channel(
+        power=lambda t: 50 + 20 * t,
+        energy=lambda t: (lambda q: 50 * q + 10 * q**2)(np.floor(t / tau) * tau),
+        update_period=tau,
+    )
     wins = _measure(0, [(2.03, 4.07), (5.01, 9.55)])
     (row,) = energy_table([build(tmp_path / "r.h5", [ch], wins)])
     truth = sum(50 * (b - a) + 10 * (b * b - a * a) for a, b in [(2.03, 4.07), (5.01, 9.55)])
@@ -223,8 +273,20 @@ def test_uncertainty_covers_a_slow_counter(tmp_path: Path) -> None:
 def test_aux_units_and_labels_reach_the_table(tmp_path: Path) -> None:
     """Text generation: J per generated token and per prompt token; labelled cases stay apart."""
     wins = [window(0, 0, "idle", 0.0, 1.0)]
-    wins += [window(0, c, "measure", 2.0 + 4 * c, 4.0 + 4 * c, units=50, unit="token", aux_units=200,
-                    aux_unit="prompt-token") for c in (0, 1)]
+    wins += [
+        window(
+            0,
+            c,
+            "measure",
+            2.0 + 4 * c,
+            4.0 + 4 * c,
+            units=50,
+            unit="token",
+            aux_units=200,
+            aux_unit="prompt-token",
+        )
+        for c in (0, 1)
+    ]
     cases = [case_row(task="text-generation", unit="token", label=lab) for lab in ("short", "long")]
     path = build(tmp_path / "r.h5", [channel(0, power=100.0)], wins, cases=cases)
     rows = energy_table([path])
@@ -240,8 +302,11 @@ def test_aux_units_and_labels_reach_the_table(tmp_path: Path) -> None:
 def test_node_energy_is_not_counted_twice_when_ranks_drift_apart(tmp_path: Path) -> None:
     """Rank 1 is 10 % slower: its iteration i overlaps rank 0's iteration i+1. The node channel must
     be counted over the union of the node's work, once."""
-    chans = [channel(0, power=300.0), channel(1, power=300.0, name="ch1b", device="dev1"),
-             channel(0, power=1000.0, scope="node", node_level=1, name="pm:node", device="node", t_end=30.0)]
+    chans = [
+        channel(0, power=300.0),
+        channel(1, power=300.0, name="ch1b", device="dev1"),
+        channel(0, power=1000.0, scope="node", node_level=1, name="pm:node", device="node", t_end=30.0),
+    ]
     ranks = [rank_row(local_rank=0), rank_row(local_rank=1)]
     fast = [(2.0 + k, 3.0 + k) for k in range(10)]  # 2 .. 12 s
     slow = [(2.0 + 1.1 * k, 3.1 + 1.1 * k) for k in range(10)]  # 2 .. 13 s
@@ -258,8 +323,9 @@ def test_device_rows_do_not_turn_missing_windows_into_zero_joules(tmp_path: Path
     wins = _measure(0, [(2.0, 3.0), (6.0, 7.0)])  # the second window has no data
     (d,) = device_rows(reduce_files([build(tmp_path / "gap.h5", chans, wins)]))
     assert math.isnan(d["energy_J"]) and d["no_data_windows"] == 1
-    (ok,) = device_rows(reduce_files([build(tmp_path / "ok.h5", [channel(0, power=100.0)],
-                                            _measure(0, [(2.0, 3.0)]))]))
+    (ok,) = device_rows(
+        reduce_files([build(tmp_path / "ok.h5", [channel(0, power=100.0)], _measure(0, [(2.0, 3.0)]))])
+    )
     assert ok["energy_J"] == pytest.approx(100.0, rel=1e-6) and ok["no_data_windows"] == 0
 
 
@@ -268,12 +334,21 @@ def _mig(tmp_path: Path, n_instances: int = 2) -> Path:
     rank 2 on a whole GPU of its own."""
     migs = ",".join(f"MIG-{k:08d}-0000-0000-0000-000000000000" for k in range(n_instances))
     gpu = dict(scope="gpu", name="nvml:GPU-aaaa", device="GPU-aaaa", backend="nvml", shared_with=migs)
-    chans = [channel(0, power=300.0, **gpu), channel(1, power=300.0, **gpu),
-             channel(2, power=100.0, name="nvml:GPU-bbbb", device="GPU-bbbb", backend="nvml")]
-    ranks = [rank_row(local_rank=0, bus="0000:17:00.0"), rank_row(local_rank=1, bus="0000:17:00.0"),
-             rank_row(local_rank=2, bus="0000:65:00.0")]
-    wins = _measure(0, [(2.0, 4.0)], units=1) + _measure(1, [(2.01, 4.01)], units=1) \
+    chans = [
+        channel(0, power=300.0, **gpu),
+        channel(1, power=300.0, **gpu),
+        channel(2, power=100.0, name="nvml:GPU-bbbb", device="GPU-bbbb", backend="nvml"),
+    ]
+    ranks = [
+        rank_row(local_rank=0, bus="0000:17:00.0"),
+        rank_row(local_rank=1, bus="0000:17:00.0"),
+        rank_row(local_rank=2, bus="0000:65:00.0"),
+    ]
+    wins = (
+        _measure(0, [(2.0, 4.0)], units=1)
+        + _measure(1, [(2.01, 4.01)], units=1)
         + _measure(2, [(2.0, 4.0)], units=1)
+    )
     return build(tmp_path / "mig.h5", chans, wins, ranks=ranks)
 
 
@@ -293,5 +368,6 @@ def test_mig_gpu_recorded_by_every_instance_is_counted_once_and_split(tmp_path: 
 
 def test_mig_gpu_with_instances_outside_the_run_says_its_figure_includes_them(tmp_path: Path) -> None:
     devs = {d["rank"]: d for d in device_rows(reduce_files([_mig(tmp_path, n_instances=3)]))}
-    assert devs[0]["attribution"] == ["equal split of GPU among 2 MIG instances; includes 1 MIG instance(s) "
-                                      "this run did not use"]
+    assert devs[0]["attribution"] == [
+        "equal split of GPU among 2 MIG instances; includes 1 MIG instance(s) this run did not use"
+    ]

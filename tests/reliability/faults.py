@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import mpiexec
 
 HERE = Path(__file__).resolve().parent

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-
 from helpers import run_cli
+
 from reliability.faults import finish, start, wait_for
 from reliability.testkit import sleep_job
 
@@ -91,7 +91,9 @@ def test_kill_9_of_one_rank_loses_at_most_one_spill_interval(tmp_path: Path) -> 
     lost = (killed_at - epoch) - _last_sample_time(path, 1)
     assert lost < 1.0 + 1.0, f"rank 1 lost {lost:.2f} s of samples (spill interval 1 s)"
     w = _open(path, "windows")
-    assert "interrupted" in w["status"].values  # the window open at the kill is kept, closed at the last spill
+    assert (
+        "interrupted" in w["status"].values
+    )  # the window open at the kill is kept, closed at the last spill
     assert ((w["rank"] == 1) & (w["phase"] == "measure")).sum() >= 20
 
 
@@ -140,8 +142,11 @@ def test_signal_writes_a_partial_run_quickly(tmp_path: Path, signame: str, mpi: 
     p = start("run", str(job), "-o", str(out), mpi=mpi, env={"ENERGY_HPC_TEST_PIDDIR": str(tmp_path)})
     try:
         # every rank has loaded its case (a rank still loading has no window to interrupt yet)
-        wait_for(lambda: all((tmp_path / f"rank-{r}.pid").exists() for r in range(max(mpi, 1))), 120,
-                 "the case to start on every rank")
+        wait_for(
+            lambda: all((tmp_path / f"rank-{r}.pid").exists() for r in range(max(mpi, 1))),
+            120,
+            "the case to start on every rank",
+        )
         time.sleep(1.0)
         p.send_signal(getattr(signal, signame))
         sent = time.monotonic()

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import run_cli
 
 from energy_hpc.context import RankContext, SingleComm
 from energy_hpc.errors import RunFileError
@@ -19,10 +20,18 @@ from energy_hpc.spill import Liveness, RankSpill, SpillWriter, rebuild
 from energy_hpc.windows import WINDOW_DTYPE
 from reliability import testkit
 
-from helpers import run_cli
-
-CTX = RankContext(rank=0, size=1, local_rank=0, local_size=1, node_index=0, n_nodes=1, hostname="h",
-                  launcher="single", visible_env="", visible_devices=())
+CTX = RankContext(
+    rank=0,
+    size=1,
+    local_rank=0,
+    local_size=1,
+    node_index=0,
+    n_nodes=1,
+    hostname="h",
+    launcher="single",
+    visible_env="",
+    visible_devices=(),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -62,13 +71,19 @@ def test_kept_spills_hold_what_the_run_file_holds(tmp_path: Path) -> None:
     path, reason = rebuild([folder], tmp_path / "merged")
     t2 = xr.open_datatree(path, engine="h5netcdf")
     assert t2.attrs["run_status"] == "partial" and reason == "rebuilt from spills"
-    np.testing.assert_array_equal(xr.open_dataset(path, group="traces", engine="h5netcdf")["time"].values,
-                                  xr.open_dataset(r.path, group="traces", engine="h5netcdf")["time"].values)
+    np.testing.assert_array_equal(
+        xr.open_dataset(path, group="traces", engine="h5netcdf")["time"].values,
+        xr.open_dataset(r.path, group="traces", engine="h5netcdf")["time"].values,
+    )
 
 
 def test_a_sensor_that_vanishes_leaves_a_gap_and_a_note_and_the_run_goes_on(tmp_path: Path) -> None:
-    body = testkit.sleep_job(iterations=4, seconds=0.1, sensors='["synthetic", "faulty"]',
-                             extra_measure="[measure.sensor_options.faulty]\nfail_after = 20\nvanish = true")
+    body = testkit.sleep_job(
+        iterations=4,
+        seconds=0.1,
+        sensors='["synthetic", "faulty"]',
+        extra_measure="[measure.sensor_options.faulty]\nfail_after = 20\nvanish = true",
+    )
     r = _run(tmp_path, body)
     assert r.path is not None and r.status == "complete"
     tr = xr.open_dataset(r.path, group="traces", engine="h5netcdf")
@@ -78,15 +93,21 @@ def test_a_sensor_that_vanishes_leaves_a_gap_and_a_note_and_the_run_goes_on(tmp_
     assert np.all(power[:20] == 100.0) and np.isnan(power[20:]).all()
     assert int(tr["read_errors"].values[j]) == n - 20
     synthetic = list(tr["backend"].values).index("synthetic")
-    assert int(tr["read_errors"].values[synthetic]) == 0 and not np.isnan(tr["power"].values[synthetic, :n]).any()
+    assert (
+        int(tr["read_errors"].values[synthetic]) == 0
+        and not np.isnan(tr["power"].values[synthetic, :n]).any()
+    )
     ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
     assert "faulty:gpu0" in ranks["error"].values[0] and "stopped answering" in ranks["error"].values[0]
 
 
 def test_intermittent_read_errors_are_counted_gaps(tmp_path: Path) -> None:
-    body = testkit.sleep_job(iterations=3, seconds=0.1, sensors='["faulty"]',
-                             extra_measure="[measure.sensor_options.faulty]\nfail_after = 5\nvanish = false\n"
-                                           "every = 3")
+    body = testkit.sleep_job(
+        iterations=3,
+        seconds=0.1,
+        sensors='["faulty"]',
+        extra_measure="[measure.sensor_options.faulty]\nfail_after = 5\nvanish = false\nevery = 3",
+    )
     r = _run(tmp_path, body)
     tr = xr.open_dataset(r.path, group="traces", engine="h5netcdf")
     n = int(tr["n_samples"].values[0])
@@ -134,8 +155,11 @@ def test_merge_command_rejects_a_folder_without_spills(tmp_path: Path) -> None:
 
 
 def test_spill_of_an_open_window_is_closed_as_interrupted_on_rebuild(tmp_path: Path) -> None:
-    w = SpillWriter(tmp_path / "rank-00000.h5", {"rank": 0, "n_ranks": 1, "stem": "x", "job_name": "x"},
-                    {"status": "running"})
+    w = SpillWriter(
+        tmp_path / "rank-00000.h5",
+        {"rank": 0, "n_ranks": 1, "stem": "x", "job_name": "x"},
+        {"status": "running"},
+    )
     win = np.zeros(2, WINDOW_DTYPE)
     win["start"], win["end"], win["status"] = [0.0, 1.0], [0.5, np.nan], b"ok"
     w.append([], 0.0, win, rank=0, host="h", node=0, last_time=2.5)
@@ -156,6 +180,7 @@ def test_liveness_follows_the_spill_file_not_the_clock(tmp_path: Path) -> None:
     assert live.why_dead() == ""
     f.write_bytes(b"xy")
     import os
+
     os.utime(f, ns=(time.time_ns(), time.time_ns() + 10**9))
     t[0] = 15.0
     assert live.why_dead() == ""  # it changed: alive
@@ -168,8 +193,9 @@ def test_liveness_follows_the_spill_file_not_the_clock(tmp_path: Path) -> None:
     assert "no spill file" in gone.why_dead()
 
 
-def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GPU ranks sample in a child process; if it dies, the rank says so and its spill is kept,
     with its channels, for energy-hpc merge."""
     import threading
@@ -189,7 +215,9 @@ def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(tmp_path:
     assert r.status == "partial"
     ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
     assert ranks["status"].values[0] == "failed"
-    assert "sampler process ended" in ranks["error"].values[0] and "energy-hpc merge" in ranks["error"].values[0]
+    assert (
+        "sampler process ended" in ranks["error"].values[0] and "energy-hpc merge" in ranks["error"].values[0]
+    )
     [folder] = (tmp_path / "out").glob(".*.spill")
     s = RankSpill.open(folder / "rank-00000.h5")
     try:
@@ -201,12 +229,17 @@ def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(tmp_path:
     assert int(tr["n_samples"].values[0]) > 100
 
 
-def test_a_sensor_whose_read_hangs_is_given_up_and_the_run_goes_on(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sensor_whose_read_hangs_is_given_up_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ENERGY_HPC_SENSOR_TIMEOUT_S", "0.4")
     testkit.HANG.clear()
-    body = testkit.sleep_job(iterations=6, seconds=0.2, sensors='["synthetic", "faulty"]',
-                             extra_measure="[measure.sensor_options.faulty]\nhang_after = 20")
+    body = testkit.sleep_job(
+        iterations=6,
+        seconds=0.2,
+        sensors='["synthetic", "faulty"]',
+        extra_measure="[measure.sensor_options.faulty]\nhang_after = 20",
+    )
     try:
         r = _run(tmp_path, body)
     finally:
@@ -224,8 +257,12 @@ def test_a_sensor_whose_read_hangs_is_given_up_and_the_run_goes_on(tmp_path: Pat
 
 
 def test_a_signal_while_sampling_starts_still_writes_the_run(tmp_path: Path) -> None:
-    body = testkit.sleep_job(iterations=3, seconds=0.2, sensors='["synthetic", "faulty"]',
-                             extra_measure="[measure.sensor_options.faulty]\nsigterm_on_read = 1")
+    body = testkit.sleep_job(
+        iterations=3,
+        seconds=0.2,
+        sensors='["synthetic", "faulty"]',
+        extra_measure="[measure.sensor_options.faulty]\nsigterm_on_read = 1",
+    )
     r = _run(tmp_path, body)
     assert r.path is not None and r.status == "partial"
     ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
@@ -235,8 +272,11 @@ def test_a_signal_while_sampling_starts_still_writes_the_run(tmp_path: Path) -> 
 def test_a_rank_whose_spilling_failed_still_looks_alive(tmp_path: Path) -> None:
     from energy_hpc.spill import Spiller
 
-    w = SpillWriter(tmp_path / "rank-00000.h5", {"rank": 0, "n_ranks": 1, "stem": "x", "job_name": "x"},
-                    {"status": "running"})
+    w = SpillWriter(
+        tmp_path / "rank-00000.h5",
+        {"rank": 0, "n_ranks": 1, "stem": "x", "job_name": "x"},
+        {"status": "running"},
+    )
 
     def disk_full(start: int):
         raise OSError(28, "No space left on device")

@@ -16,14 +16,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from energy_hpc.errors import SensorReadError
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
 from energy_hpc.workloads.base import Units, Workload
 from energy_hpc.workloads.options import Option
-
 
 OPTIONS = {"seconds": Option(float, 0.1, "seconds per iteration", lo=0.0, hi=3600.0)}
 
@@ -55,16 +54,30 @@ HANG = threading.Event()
 class FaultySensor(Sensor):
     backend = "faulty"
 
-    def __init__(self, fail_after: int = 10, vanish: bool = True, every: int = 2, hang_after: int = 0,
-                 sigterm_on_read: int = 0) -> None:
+    def __init__(
+        self,
+        fail_after: int = 10,
+        vanish: bool = True,
+        every: int = 2,
+        hang_after: int = 0,
+        sigterm_on_read: int = 0,
+    ) -> None:
         self.fail_after, self.vanish, self.every = int(fail_after), bool(vanish), max(int(every), 1)
         self.hang_after = int(hang_after)  # read number from which a read blocks (0: never)
         self.sigterm_on_read = int(sigterm_on_read)  # read number that sends this process SIGTERM
         self.reads = 0
         self.t0 = time.monotonic()
-        self._info = ChannelInfo(name="faulty:gpu0", scope=Scope.GPU, device="faulty-gpu0", backend="faulty",
-                                 has_power=True, has_energy=False, synthetic=True,
-                                 label="SYNTHETIC faulty sensor", note="test sensor that fails")
+        self._info = ChannelInfo(
+            name="faulty:gpu0",
+            scope=Scope.GPU,
+            device="faulty-gpu0",
+            backend="faulty",
+            has_power=True,
+            has_energy=False,
+            synthetic=True,
+            label="SYNTHETIC faulty sensor",
+            note="test sensor that fails",
+        )
 
     def channels(self) -> Sequence[ChannelInfo]:
         return [self._info]
@@ -115,8 +128,16 @@ def install(patch=None) -> None:
         setattr_(run, "_sleep", sleep_then_fail)
 
 
-def sleep_job(name: str = "fault", *, iterations: int = 10, seconds: float = 0.2, spill_seconds: float = 1,
-              sensors: str = '["synthetic"]', interval_ms: float = 5, extra_measure: str = "") -> str:
+def sleep_job(
+    name: str = "fault",
+    *,
+    iterations: int = 10,
+    seconds: float = 0.2,
+    spill_seconds: float = 1,
+    sensors: str = '["synthetic"]',
+    interval_ms: float = 5,
+    extra_measure: str = "",
+) -> str:
     return f"""
 [job]
 name = "{name}"

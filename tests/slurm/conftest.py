@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: slurm_cluster
-from slurm_cluster import ClusterUnavailable, SlurmCluster, why_unavailable  # noqa: E402
+from slurm_cluster import ClusterUnavailable, SlurmCluster, why_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -49,11 +49,18 @@ def slurm(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Slurm
     return slurm_cluster
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """``energy-hpc ARGS`` as a user runs it (a subprocess of this venv's Python)."""
-    return subprocess.run([PYTHON, "-m", "energy_hpc", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [PYTHON, "-m", "energy_hpc", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def wait_for_job(job_id: str, timeout: float = 300) -> str:
@@ -61,12 +68,21 @@ def wait_for_job(job_id: str, timeout: float = 300) -> str:
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
-        r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True
+        )
         state = r.stdout.strip()
         # SIGNALING (a --signal being delivered) and the others are passing states, not an end
-        if state and state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SIGNALING",
-                                   "STAGE_OUT", "SUSPENDED", "RESIZING"):
+        if state and state not in (
+            "PENDING",
+            "CONFIGURING",
+            "RUNNING",
+            "COMPLETING",
+            "SIGNALING",
+            "STAGE_OUT",
+            "SUSPENDED",
+            "RESIZING",
+        ):
             return state
         time.sleep(1)
     subprocess.run(["scancel", job_id])

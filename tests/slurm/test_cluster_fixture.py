@@ -20,8 +20,8 @@ def test_with_energy_hpc_require_slurm_they_fail_instead(monkeypatch) -> None:
 
 
 def test_missing_binaries_are_named(monkeypatch) -> None:
-    from slurm_cluster import why_unavailable
     import slurm_cluster
+    from slurm_cluster import why_unavailable
 
     monkeypatch.setattr(slurm_cluster, "_which", lambda name: None if name == "slurmd" else "/bin/" + name)
     assert "slurmd" in why_unavailable() and "install-slurm.sh" in why_unavailable()

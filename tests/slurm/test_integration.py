@@ -65,8 +65,22 @@ def ranks(out: Path) -> dict[str, dict]:
 
 
 def submit(job_file: Path, out: Path, *extra: str, env: dict | None = None) -> str:
-    r = cli("submit", str(job_file), "--system", "generic", "--nodes", "1", "--ranks-per-node", "2",
-            "--time", "00:05:00", "-o", str(out), *extra, env=env)
+    r = cli(
+        "submit",
+        str(job_file),
+        "--system",
+        "generic",
+        "--nodes",
+        "1",
+        "--ranks-per-node",
+        "2",
+        "--time",
+        "00:05:00",
+        "-o",
+        str(out),
+        *extra,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip()
     assert job_id.isdigit(), r.stdout  # stdout carries only the job id
@@ -78,7 +92,9 @@ def slurm_log(out: Path, job_id: str) -> str:
     return logs[0].read_text() if logs else "(no Slurm log)"
 
 
-def test_generic_mpiexec_job_starts_two_ranks_with_the_rendered_command(slurm, job_file, tmp_path, stub) -> None:
+def test_generic_mpiexec_job_starts_two_ranks_with_the_rendered_command(
+    slurm, job_file, tmp_path, stub
+) -> None:
     out = tmp_path / "results"
     job_id = submit(job_file, out, "--launcher", "mpiexec", env=stub)
     assert wait_for_job(job_id) == "COMPLETED", slurm_log(out, job_id)
@@ -110,9 +126,23 @@ def test_warning_signal_reaches_every_rank(launcher, slurm, job_file, tmp_path, 
     profile = tmp_path / "quick.toml"
     profile.write_text(text.replace("seconds = 120", "seconds = 30"))
     out = tmp_path / "results"
-    r = cli("submit", str(job_file), "--system", str(profile), "--nodes", "1", "--ranks-per-node", "2",
-            "--time", "1", "--launcher", launcher, "-o", str(out),
-            env={**stub, "STUB_WAIT_FOR_SIGNAL": "1"})
+    r = cli(
+        "submit",
+        str(job_file),
+        "--system",
+        str(profile),
+        "--nodes",
+        "1",
+        "--ranks-per-node",
+        "2",
+        "--time",
+        "1",
+        "--launcher",
+        launcher,
+        "-o",
+        str(out),
+        env={**stub, "STUB_WAIT_FOR_SIGNAL": "1"},
+    )
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip()
     state = wait_for_job(job_id, timeout=150)
@@ -124,8 +154,22 @@ def test_warning_signal_reaches_every_rank(launcher, slurm, job_file, tmp_path, 
 
 def test_sweep_one_point_and_status_with_real_slurm(slurm, job_file, tmp_path, stub) -> None:
     study = tmp_path / "study"
-    args = ("sweep", str(job_file), "--system", "generic", "--nodes", "1", "--ranks-per-node", "2",
-            "--launcher", "mpiexec", "--time", "00:05:00", "--study", str(study))
+    args = (
+        "sweep",
+        str(job_file),
+        "--system",
+        "generic",
+        "--nodes",
+        "1",
+        "--ranks-per-node",
+        "2",
+        "--launcher",
+        "mpiexec",
+        "--time",
+        "00:05:00",
+        "--study",
+        str(study),
+    )
     r = cli(*args, env=stub)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((study / "manifest.json").read_text())
@@ -145,6 +189,7 @@ def test_sweep_one_point_and_status_with_real_slurm(slurm, job_file, tmp_path, s
 
 # -- with the real `energy-hpc run` -------------------------------------------------------------------
 
+
 def test_submit_generic_runs_energy_hpc_run_and_writes_a_run_file(slurm, job_file, tmp_path, tiny_sd) -> None:
     out = tmp_path / "results"
     job_id = submit(job_file, out, "--launcher", "mpiexec")
@@ -160,8 +205,22 @@ def test_submit_generic_runs_energy_hpc_run_and_writes_a_run_file(slurm, job_fil
 
 def test_sweep_with_energy_hpc_run_then_status_shows_done(slurm, job_file, tmp_path, tiny_sd) -> None:
     study = tmp_path / "study"
-    r = cli("sweep", str(job_file), "--system", "generic", "--nodes", "1", "--ranks-per-node", "2",
-            "--launcher", "mpiexec", "--time", "00:10:00", "--study", str(study))
+    r = cli(
+        "sweep",
+        str(job_file),
+        "--system",
+        "generic",
+        "--nodes",
+        "1",
+        "--ranks-per-node",
+        "2",
+        "--launcher",
+        "mpiexec",
+        "--time",
+        "00:10:00",
+        "--study",
+        str(study),
+    )
     assert r.returncode == 0, r.stderr
     job_id = json.loads((study / "manifest.json").read_text())["points"][0]["attempts"][0]["job_id"]
     assert wait_for_job(job_id, timeout=600) == "COMPLETED", slurm_log(study / "nodes-1", job_id)

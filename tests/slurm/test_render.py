@@ -17,8 +17,14 @@ from .conftest import cli
 
 def req(job_file: Path, tmp_path: Path, **kw) -> Request:
     kw.setdefault("nodes", 2)
-    return Request(job_file=job_file, job_name="slurmtest", results_dir=tmp_path / "results",
-                   command=("energy-hpc", "submit", str(job_file)), venv="/opt/venv", **kw)
+    return Request(
+        job_file=job_file,
+        job_name="slurmtest",
+        results_dir=tmp_path / "results",
+        command=("energy-hpc", "submit", str(job_file)),
+        venv="/opt/venv",
+        **kw,
+    )
 
 
 def directives(script: str) -> list[str]:
@@ -58,16 +64,23 @@ def test_all_directives_come_before_the_first_command(system, job_file, tmp_path
 
 def test_frontier_directives(job_file, tmp_path) -> None:
     d = directives(render(load_profile("frontier"), req(job_file, tmp_path, account="ABC123")).script)
-    for want in ("--account=ABC123", "--partition=batch", "--nodes=2", "--ntasks-per-node=8",
-                 "--cpus-per-task=7", "--gpus-per-node=8", "--time=01:00:00", "--job-name=slurmtest"):
+    for want in (
+        "--account=ABC123",
+        "--partition=batch",
+        "--nodes=2",
+        "--ntasks-per-node=8",
+        "--cpus-per-task=7",
+        "--gpus-per-node=8",
+        "--time=01:00:00",
+        "--job-name=slurmtest",
+    ):
         assert want in d
     assert not any(x.startswith(("--qos", "--constraint", "--core-spec")) for x in d)
 
 
 def test_frontier_launcher_is_one_rank_per_gcd_bound_closest(job_file, tmp_path) -> None:
     script = render(load_profile("frontier"), req(job_file, tmp_path, nodes=3, account="ABC123")).script
-    assert launcher(script) == ("srun -N 3 -n 24 -c 7 --gpus-per-task=1 --gpu-bind=closest "
-                                "--mpi=cray_shasta")
+    assert launcher(script) == ("srun -N 3 -n 24 -c 7 --gpus-per-task=1 --gpu-bind=closest --mpi=cray_shasta")
 
 
 def test_frontier_signal_goes_to_the_job_steps_not_the_batch_shell(job_file, tmp_path) -> None:
@@ -82,8 +95,9 @@ def test_frontier_needs_an_account(job_file, tmp_path) -> None:
 
 
 def test_frontier_optional_nvme_and_all_cores(job_file, tmp_path) -> None:
-    script = render(load_profile("frontier"),
-                    req(job_file, tmp_path, account="ABC123", enable=("nvme", "all-cores"))).script
+    script = render(
+        load_profile("frontier"), req(job_file, tmp_path, account="ABC123", enable=("nvme", "all-cores"))
+    ).script
     d = directives(script)
     assert "--constraint=nvme" in d and "--core-spec=0" in d
     assert 'export ENERGY_HPC_LOCAL_DIR="/mnt/bb/$USER"' in script
@@ -97,8 +111,9 @@ def test_frontier_unknown_optional_setting_is_refused(job_file, tmp_path) -> Non
 def test_frontier_script_makes_node_local_miopen_caches(job_file, tmp_path) -> None:
     script = render(load_profile("frontier"), req(job_file, tmp_path, account="ABC123")).script
     assert 'mkdir -p "$MIOPEN_USER_DB_PATH"' in script
-    modules = Path(next(l for l in script.splitlines() if l.startswith("ENERGY_HPC_MODULES="))
-                   .split("=", 1)[1]).read_text()
+    modules = Path(
+        next(l for l in script.splitlines() if l.startswith("ENERGY_HPC_MODULES=")).split("=", 1)[1]
+    ).read_text()
     assert 'MIOPEN_USER_DB_PATH="/tmp/' in modules and "MIOPEN_CUSTOM_CACHE_DIR" in modules
     assert "HF_HUB_OFFLINE=1" in modules and "MPICH_GPU_SUPPORT_ENABLED" in modules
 
@@ -106,8 +121,15 @@ def test_frontier_script_makes_node_local_miopen_caches(job_file, tmp_path) -> N
 def test_perlmutter_directives_and_launcher(job_file, tmp_path) -> None:
     script = render(load_profile("perlmutter"), req(job_file, tmp_path, account="m1234_g")).script
     d = directives(script)
-    for want in ("--constraint=gpu", "--qos=regular", "--ntasks-per-node=4", "--cpus-per-task=32",
-                 "--gpus-per-node=4", "--account=m1234_g", "--signal=USR1@120"):
+    for want in (
+        "--constraint=gpu",
+        "--qos=regular",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=32",
+        "--gpus-per-node=4",
+        "--account=m1234_g",
+        "--signal=USR1@120",
+    ):
         assert want in d
     assert not any(x.startswith("--partition") for x in d)
     assert launcher(script) == "srun -N 2 -n 8 -c 32 --gpus-per-task=1 --gpu-bind=none --mpi=cray_shasta"
@@ -119,8 +141,9 @@ def test_perlmutter_qos_can_be_overridden(job_file, tmp_path) -> None:
 
 
 def test_generic_mpiexec_signals_the_batch_shell_which_forwards(job_file, tmp_path) -> None:
-    script = render(load_profile("generic"),
-                    req(job_file, tmp_path, nodes=1, launcher="mpiexec", ranks_per_node=2)).script
+    script = render(
+        load_profile("generic"), req(job_file, tmp_path, nodes=1, launcher="mpiexec", ranks_per_node=2)
+    ).script
     assert "--signal=B:USR1@120" in directives(script)
     assert "ENERGY_HPC_FORWARD_SIGNALS=1" in script
     assert launcher(script) == "mpiexec -n 2"
@@ -148,8 +171,9 @@ def test_too_many_ranks_for_the_gpus_is_refused(job_file, tmp_path) -> None:
         render(load_profile("frontier"), req(job_file, tmp_path, account="A1", ranks_per_node=9))
 
 
-@pytest.mark.parametrize("text,seconds", [("30", 1800), ("01:30", 90), ("01:00:00", 3600),
-                                          ("1-00", 86400), ("2-01:00:30", 176430)])
+@pytest.mark.parametrize(
+    "text,seconds", [("30", 1800), ("01:30", 90), ("01:00:00", 3600), ("1-00", 86400), ("2-01:00:30", 176430)]
+)
 def test_time_limits_in_sbatch_forms(text, seconds) -> None:
     assert check_time(text) == seconds
 
@@ -167,6 +191,7 @@ def test_job_names_become_safe_slurm_names() -> None:
 
 # -- custom profiles ------------------------------------------------------------------------------
 
+
 def _custom(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "mysite.toml"
     p.write_text(text)
@@ -178,15 +203,18 @@ def _generic_text() -> str:
 
 
 def test_a_profile_can_be_a_path_to_the_users_own_toml(job_file, tmp_path) -> None:
-    text = _generic_text().replace('name = "generic"', 'name = "mysite"').replace(
-        'partition = ""', 'partition = "gpu-a100"')
+    text = (
+        _generic_text()
+        .replace('name = "generic"', 'name = "mysite"')
+        .replace('partition = ""', 'partition = "gpu-a100"')
+    )
     profile = load_profile(str(_custom(tmp_path, text)))
     assert profile.name == "mysite"
     assert "--partition=gpu-a100" in directives(render(profile, req(job_file, tmp_path)).script)
 
 
 def test_unknown_profile_keys_are_errors(tmp_path) -> None:
-    text = _generic_text().replace("[slurm]", "[slurm]\npartitoin = \"x\"")
+    text = _generic_text().replace("[slurm]", '[slurm]\npartitoin = "x"')
     with pytest.raises(SystemProfileError, match="partitoin"):
         load_profile(str(_custom(tmp_path, text)))
 
@@ -204,10 +232,22 @@ def test_unknown_system_name_lists_the_known_ones() -> None:
 
 # -- the command -----------------------------------------------------------------------------------
 
+
 def test_submit_dry_run_prints_the_script_and_writes_nothing(job_file, tmp_path) -> None:
     out = tmp_path / "out"
-    r = cli("submit", str(job_file), "--system", "frontier", "--nodes", "2", "--account", "ABC123",
-            "-o", str(out), "--dry-run")
+    r = cli(
+        "submit",
+        str(job_file),
+        "--system",
+        "frontier",
+        "--nodes",
+        "2",
+        "--account",
+        "ABC123",
+        "-o",
+        str(out),
+        "--dry-run",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("#!/bin/bash") and "#SBATCH --nodes=2" in r.stdout
     assert not out.exists()
@@ -215,8 +255,9 @@ def test_submit_dry_run_prints_the_script_and_writes_nothing(job_file, tmp_path)
 
 def test_submit_without_sbatch_says_so(job_file, tmp_path) -> None:
     env = {"PATH": str(Path(shutil.which("bash")).parent.parent / "nonexistent")}
-    r = cli("submit", str(job_file), "--system", "generic", "--nodes", "1", "-o", str(tmp_path / "o"),
-            env=env)
+    r = cli(
+        "submit", str(job_file), "--system", "generic", "--nodes", "1", "-o", str(tmp_path / "o"), env=env
+    )
     assert r.returncode == 2
     assert "sbatch" in r.stderr and "not on PATH" in r.stderr
 

@@ -10,8 +10,15 @@ import pytest
 
 from energy_hpc.errors import OutputError, SlurmError
 from energy_hpc.slurm.submit import JobState, map_state, parse_parsable
-from energy_hpc.slurm.sweep import (MANIFEST, PointState, Study, SweepSettings, parse_node_counts,
-                                    run_sweep, status)
+from energy_hpc.slurm.sweep import (
+    MANIFEST,
+    PointState,
+    Study,
+    SweepSettings,
+    parse_node_counts,
+    run_sweep,
+    status,
+)
 from energy_hpc.slurm.systems import load_profile
 
 from .conftest import cli
@@ -44,8 +51,16 @@ def fake() -> FakeSlurm:
 
 
 def sweep(study: Path, job_file: Path, fake: FakeSlurm, nodes=(1, 2, 4), **kw):
-    return run_sweep(Study(study), job_file, "slurmtest", load_profile("generic"), list(nodes),
-                     SweepSettings(**kw), submit=fake.submit, query=fake.query)
+    return run_sweep(
+        Study(study),
+        job_file,
+        "slurmtest",
+        load_profile("generic"),
+        list(nodes),
+        SweepSettings(**kw),
+        submit=fake.submit,
+        query=fake.query,
+    )
 
 
 def manifest(study: Path) -> dict:
@@ -61,7 +76,10 @@ def write_run_file(study: Path, nodes: int, job_id: str) -> Path:
 def test_first_sweep_submits_one_job_per_node_count(tmp_path, job_file, fake) -> None:
     actions = sweep(tmp_path / "s", job_file, fake)
     assert [(a.nodes, a.action, a.job_id) for a in actions] == [
-        (1, "submitted", "101"), (2, "submitted", "102"), (4, "submitted", "103")]
+        (1, "submitted", "101"),
+        (2, "submitted", "102"),
+        (4, "submitted", "103"),
+    ]
     m = manifest(tmp_path / "s")
     assert [p["nodes"] for p in m["points"]] == [1, 2, 4]
     assert m["job_file"] == str(job_file) and m["system"] == "generic"
@@ -150,9 +168,18 @@ def test_another_launcher_in_the_same_study_is_refused(tmp_path, job_file, fake)
 
 def test_dry_run_writes_and_submits_nothing(tmp_path, job_file, fake) -> None:
     shown = []
-    actions = run_sweep(Study(tmp_path / "s"), job_file, "slurmtest", load_profile("generic"), [1, 2],
-                        SweepSettings(), submit=fake.submit, query=fake.query, dry_run=True,
-                        show=lambda n, s: shown.append((n, s)))
+    actions = run_sweep(
+        Study(tmp_path / "s"),
+        job_file,
+        "slurmtest",
+        load_profile("generic"),
+        [1, 2],
+        SweepSettings(),
+        submit=fake.submit,
+        query=fake.query,
+        dry_run=True,
+        show=lambda n, s: shown.append((n, s)),
+    )
     assert [a.action for a in actions] == ["would-submit", "would-submit"]
     assert [n for n, _ in shown] == [1, 2] and "#SBATCH --nodes=2" in shown[1][1]
     assert not (tmp_path / "s").exists() and fake.submitted == []
@@ -165,8 +192,16 @@ def test_a_failed_sbatch_keeps_what_was_already_submitted(tmp_path, job_file, fa
         return fake.submit(script, cwd)
 
     with pytest.raises(SlurmError):
-        run_sweep(Study(tmp_path / "s"), job_file, "slurmtest", load_profile("generic"), [1, 2],
-                  SweepSettings(), submit=submit, query=fake.query)
+        run_sweep(
+            Study(tmp_path / "s"),
+            job_file,
+            "slurmtest",
+            load_profile("generic"),
+            [1, 2],
+            SweepSettings(),
+            submit=submit,
+            query=fake.query,
+        )
     points = manifest(tmp_path / "s")["points"]
     assert points[0]["attempts"][0]["job_id"] == "101"
     assert points[1]["attempts"] == [] and points[1]["state"] == "new"
@@ -183,10 +218,18 @@ def test_bad_node_counts_are_refused(text) -> None:
         parse_node_counts(text)
 
 
-@pytest.mark.parametrize("word,state", [("PENDING", JobState.QUEUED), ("RUNNING", JobState.RUNNING),
-                                        ("COMPLETED", JobState.COMPLETED), ("TIMEOUT", JobState.FAILED),
-                                        ("CANCELLED by 0", JobState.CANCELLED),
-                                        ("OUT_OF_MEMORY", JobState.FAILED), ("WEIRD", JobState.UNKNOWN)])
+@pytest.mark.parametrize(
+    "word,state",
+    [
+        ("PENDING", JobState.QUEUED),
+        ("RUNNING", JobState.RUNNING),
+        ("COMPLETED", JobState.COMPLETED),
+        ("TIMEOUT", JobState.FAILED),
+        ("CANCELLED by 0", JobState.CANCELLED),
+        ("OUT_OF_MEMORY", JobState.FAILED),
+        ("WEIRD", JobState.UNKNOWN),
+    ],
+)
 def test_slurm_states_are_reduced_to_what_a_sweep_decides_on(word, state) -> None:
     assert map_state(word) is state
 
@@ -205,8 +248,10 @@ def no_accounting_path(tmp_path: Path) -> dict:
 
     bin_ = tmp_path / "bin"
     bin_.mkdir()
-    for name, msg in (("squeue", "slurm_load_jobs error: Invalid job id specified"),
-                      ("sacct", "Slurm accounting storage is disabled")):
+    for name, msg in (
+        ("squeue", "slurm_load_jobs error: Invalid job id specified"),
+        ("sacct", "Slurm accounting storage is disabled"),
+    ):
         (bin_ / name).write_text(f"#!/bin/sh\necho '{msg}' >&2\nexit 1\n")
         (bin_ / name).chmod(0o755)
     return {"PATH": f"{bin_}:{os.environ['PATH']}"}

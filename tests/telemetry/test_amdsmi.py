@@ -11,8 +11,16 @@ from energy_hpc.context import visible_devices
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry import amdsmi
 from energy_hpc.telemetry.base import Scope, SensorContext
-from tests.fakes.fake_amdsmi import (FRONTIER_BDFS, VERSIONS, FakeGcd, amdsmi_uuid, make_amdsmi, mi250x_node,
-                                     rocr_uuid, torch_uuid)
+from tests.fakes.fake_amdsmi import (
+    FRONTIER_BDFS,
+    VERSIONS,
+    FakeGcd,
+    amdsmi_uuid,
+    make_amdsmi,
+    mi250x_node,
+    rocr_uuid,
+    torch_uuid,
+)
 
 NO_PROBE = {"amdsmi": {"probe_reads": 0}}
 
@@ -29,15 +37,22 @@ def from_env(env: dict, local_rank: int = 0) -> dict:
     return dict(visible_env=var, visible_devices=entries, local_rank=local_rank)
 
 
-@pytest.mark.parametrize("env,local_rank,bdf", [
-    ({"ROCR_VISIBLE_DEVICES": "4"}, 0, FRONTIER_BDFS[4]),  # Frontier --gpu-bind=closest: one GCD per rank
-    ({"HIP_VISIBLE_DEVICES": "6"}, 0, FRONTIER_BDFS[6]),
-    ({"ROCR_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, 5, FRONTIER_BDFS[5]),  # all visible: local rank picks
-    ({"ROCR_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": "1"}, 0, FRONTIER_BDFS[3]),  # HIP indexes ROCR's list
-    ({"ROCR_VISIBLE_DEVICES": "6,7", "HIP_VISIBLE_DEVICES": "0,1"}, 1, FRONTIER_BDFS[7]),
-    ({"CUDA_VISIBLE_DEVICES": "2"}, 0, FRONTIER_BDFS[2]),  # HIP honours CUDA_VISIBLE_DEVICES too
-    ({"ROCR_VISIBLE_DEVICES": "GPU-CF1182F2988C0A43"}, 0, FRONTIER_BDFS[3]),  # ROCr UUID = ASIC serial
-])
+@pytest.mark.parametrize(
+    "env,local_rank,bdf",
+    [
+        ({"ROCR_VISIBLE_DEVICES": "4"}, 0, FRONTIER_BDFS[4]),  # Frontier --gpu-bind=closest: one GCD per rank
+        ({"HIP_VISIBLE_DEVICES": "6"}, 0, FRONTIER_BDFS[6]),
+        ({"ROCR_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, 5, FRONTIER_BDFS[5]),  # all visible: local rank picks
+        (
+            {"ROCR_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": "1"},
+            0,
+            FRONTIER_BDFS[3],
+        ),  # HIP indexes ROCR's list
+        ({"ROCR_VISIBLE_DEVICES": "6,7", "HIP_VISIBLE_DEVICES": "0,1"}, 1, FRONTIER_BDFS[7]),
+        ({"CUDA_VISIBLE_DEVICES": "2"}, 0, FRONTIER_BDFS[2]),  # HIP honours CUDA_VISIBLE_DEVICES too
+        ({"ROCR_VISIBLE_DEVICES": "GPU-CF1182F2988C0A43"}, 0, FRONTIER_BDFS[3]),  # ROCr UUID = ASIC serial
+    ],
+)
 def test_visible_devices_forms_and_rocr_hip_layering_map_to_the_gcd(env, local_rank, bdf):
     ch = open_(**from_env(env, local_rank)).channels()[0]
     assert bdf in (ch.device, *ch.shared_with)
@@ -86,8 +101,16 @@ def test_pairs_follow_xgmi_bandwidth_not_bus_order(version, caplog):
     # swap the roles of GCDs 1 and 2 in the topology: package (0,2) and (1,3)
     for g in gcds:
         g.link_bw = {}
-    for a, b, bw in [(0, 2, 200000), (1, 3, 200000), (0, 1, 50000), (2, 3, 100000), (4, 5, 200000),
-                     (6, 7, 200000), (4, 6, 50000), (5, 7, 50000)]:
+    for a, b, bw in [
+        (0, 2, 200000),
+        (1, 3, 200000),
+        (0, 1, 50000),
+        (2, 3, 100000),
+        (4, 5, 200000),
+        (6, 7, 200000),
+        (4, 6, 50000),
+        (5, 7, 50000),
+    ]:
         gcds[a].link_bw[gcds[b].bdf] = bw
         gcds[b].link_bw[gcds[a].bdf] = bw
     gcds[1].silent, gcds[2].silent = False, True
@@ -107,8 +130,9 @@ def test_explicit_packages_option_wins():
     gcds = mi250x_node()
     for g in gcds:
         g.link_bw = {}
-    ch = open_(gcds, device_bus_id=FRONTIER_BDFS[7],
-               options={"packages": [[FRONTIER_BDFS[6], FRONTIER_BDFS[7]]]}).channels()[0]
+    ch = open_(
+        gcds, device_bus_id=FRONTIER_BDFS[7], options={"packages": [[FRONTIER_BDFS[6], FRONTIER_BDFS[7]]]}
+    ).channels()[0]
     assert ch.included_in == f"amdsmi:pkg:{FRONTIER_BDFS[6]}"
 
 
@@ -142,8 +166,11 @@ def test_every_rocm_release_gives_package_power_and_energy_in_si_units(version):
 
 @pytest.mark.parametrize("version", ["6.0", "6.4", "7.0"])
 def test_mi300_reads_current_socket_power_as_instant(version):
-    gcds = [FakeGcd(bdf="0000:05:00.0", market_name="AMD Instinct MI300X", device_id=0x74A1, instant=True,
-                    power_W=650)]
+    gcds = [
+        FakeGcd(
+            bdf="0000:05:00.0", market_name="AMD Instinct MI300X", device_id=0x74A1, instant=True, power_W=650
+        )
+    ]
     s = open_(gcds, version)
     (ch,) = s.channels()
     assert (ch.scope, ch.power_kind, ch.shared_with) == (Scope.GPU, "instant", ())
@@ -189,8 +216,11 @@ def test_mi300_is_instant_by_part_whatever_the_release_sentinel(version):
 def test_device_uuid_in_each_form_finds_the_gcd(form):
     gcds = mi250x_node()
     g = gcds[5]
-    uuid = {"torch": torch_uuid(g.serial_int), "rocr": rocr_uuid(g.serial_int),
-            "amdsmi": amdsmi_uuid(g.serial_int, g.device_id)}[form]
+    uuid = {
+        "torch": torch_uuid(g.serial_int),
+        "rocr": rocr_uuid(g.serial_int),
+        "amdsmi": amdsmi_uuid(g.serial_int, g.device_id),
+    }[form]
     ch = open_(gcds, device_uuid=uuid).channels()[0]
     assert ch.device == g.bdf and "uuid" in ch.note
 
@@ -201,8 +231,13 @@ def test_torch_uuid_on_rocm_is_what_amdsmi_never_prints():
     assert amdsmi_uuid(g.serial_int, g.device_id) == "cfff7408-0000-1000-8011-82f2988c0a40"
 
 
-@pytest.mark.parametrize("uuid", ["58580000-0000-0000-0000-000000000000",  # ROCr "GPU-XX": no unique id
-                                  "00000000-1111-2222-3333-444444444444"])
+@pytest.mark.parametrize(
+    "uuid",
+    [
+        "58580000-0000-0000-0000-000000000000",  # ROCr "GPU-XX": no unique id
+        "00000000-1111-2222-3333-444444444444",
+    ],
+)
 def test_unmatched_device_uuid_falls_through_to_the_visible_devices_entry(uuid, caplog):
     ch = open_(device_uuid=uuid, **from_env({"ROCR_VISIBLE_DEVICES": "4"})).channels()[0]
     assert ch.device == FRONTIER_BDFS[4]
@@ -217,8 +252,9 @@ def test_unmatched_device_uuid_falls_through_to_the_local_rank():
 def test_stuck_counters_of_rocm_6_0_are_caught_by_hygiene(clock):
     gcds = mi250x_node()
     lib = make_amdsmi(gcds, "6.0", quirks=("stuck",))
-    s = amdsmi.open_sensor(SensorContext(device_bus_id=FRONTIER_BDFS[0], options=NO_PROBE), library=lib,
-                           clock=clock)
+    s = amdsmi.open_sensor(
+        SensorContext(device_bus_id=FRONTIER_BDFS[0], options=NO_PROBE), library=lib, clock=clock
+    )
     for _ in range(30):
         gcds[0].energy_ticks += 1_000_000  # the hardware moves, the library's cache does not
         s.read()
@@ -229,8 +265,9 @@ def test_stuck_counters_of_rocm_6_0_are_caught_by_hygiene(clock):
 def test_a_counter_running_backwards_now_and_then_is_distrusted(clock):
     gcds = mi250x_node()
     lib = make_amdsmi(gcds, "6.4", quirks=("backwards",), backwards_every=5)
-    s = amdsmi.open_sensor(SensorContext(device_bus_id=FRONTIER_BDFS[0], options=NO_PROBE), library=lib,
-                           clock=clock)
+    s = amdsmi.open_sensor(
+        SensorContext(device_bus_id=FRONTIER_BDFS[0], options=NO_PROBE), library=lib, clock=clock
+    )
     for _ in range(6):
         gcds[0].energy_ticks += 10_000
         s.read()
@@ -260,8 +297,9 @@ def test_library_error_while_reading_is_a_read_error():
 def test_package_counter_running_backwards_falls_back_to_the_power_integral(clock, caplog):
     gcds = mi250x_node()
     lib = make_amdsmi(gcds)
-    s = amdsmi.open_sensor(SensorContext(device_bus_id=FRONTIER_BDFS[0], options=NO_PROBE), library=lib,
-                           clock=clock)
+    s = amdsmi.open_sensor(
+        SensorContext(device_bus_id=FRONTIER_BDFS[0], options=NO_PROBE), library=lib, clock=clock
+    )
     s.read()
     clock.advance(0.01)
     gcds[0].energy_ticks -= 10_000

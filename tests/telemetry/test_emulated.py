@@ -80,8 +80,11 @@ def test_amd_model_counts_ticks_of_the_reported_resolution() -> None:
 
 def test_pm_counters_model_writes_integer_watts_and_joules_with_the_scan_stamp(tmp_path) -> None:
     sig = Steps.windows([1.0], [2.0], 1000.0, 2500.0)
-    m = hardware.PmCountersModel(tmp_path, {"": sig, "cpu": Steps.windows([1.0], [2.0], 100.0, 200.0)},
-                                 scan=hardware.Refresh(0.1, 0.02))
+    m = hardware.PmCountersModel(
+        tmp_path,
+        {"": sig, "cpu": Steps.windows([1.0], [2.0], 100.0, 200.0)},
+        scan=hardware.Refresh(0.1, 0.02),
+    )
     m.sync(1.55)
     power, energy = (tmp_path / "power").read_text(), (tmp_path / "energy").read_text()
     p, unit, stamp, us = power.split()

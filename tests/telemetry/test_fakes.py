@@ -31,41 +31,74 @@ def test_fake_pynvml_functions_have_the_real_parameter_names(real_pynvml):
 
 def test_fake_nvml_errors_are_per_code_subclasses_carrying_value_like_pynvml(real_pynvml):
     fake = fake_pynvml.make_pynvml([])
-    for cls_name in ("NVMLError_NotSupported", "NVMLError_GpuIsLost", "NVMLError_LibraryNotFound",
-                     "NVMLError_NoPermission", "NVMLError_DriverNotLoaded"):
+    for cls_name in (
+        "NVMLError_NotSupported",
+        "NVMLError_GpuIsLost",
+        "NVMLError_LibraryNotFound",
+        "NVMLError_NoPermission",
+        "NVMLError_DriverNotLoaded",
+    ):
         assert hasattr(real_pynvml, cls_name)
-        exc = fake.NVMLError(getattr(getattr(real_pynvml, cls_name)(), "value"))
+        exc = fake.NVMLError(getattr(real_pynvml, cls_name)().value)
         assert type(exc).__name__ == cls_name and isinstance(exc, fake.NVMLError)
         assert exc.value == getattr(real_pynvml, cls_name)().value
 
 
 def test_fake_field_value_struct_has_the_real_layout(real_pynvml):
     assert fake_pynvml.c_nvmlFieldValue_t._fields_[:4] == real_pynvml.c_nvmlFieldValue_t._fields_[:4]
-    assert [f[0] for f in fake_pynvml.c_nvmlFieldValue_t._fields_] == \
-        [f[0] for f in real_pynvml.c_nvmlFieldValue_t._fields_]
-    assert [f[0] for f in fake_pynvml.c_nvmlValue_t._fields_] == [f[0] for f in real_pynvml.c_nvmlValue_t._fields_]
+    assert [f[0] for f in fake_pynvml.c_nvmlFieldValue_t._fields_] == [
+        f[0] for f in real_pynvml.c_nvmlFieldValue_t._fields_
+    ]
+    assert [f[0] for f in fake_pynvml.c_nvmlValue_t._fields_] == [
+        f[0] for f in real_pynvml.c_nvmlValue_t._fields_
+    ]
 
 
-@pytest.mark.parametrize("version,keys", [
-    ("5.7", {"power", "counter_resolution", "timestamp"}),
-    ("6.2", {"power", "counter_resolution", "timestamp"}),
-    ("6.3", {"power", "energy_accumulator", "counter_resolution", "timestamp"}),
-    ("6.4", {"energy_accumulator", "counter_resolution", "timestamp"}),
-    ("7.0", {"energy_accumulator", "counter_resolution", "timestamp"}),
-])
+@pytest.mark.parametrize(
+    "version,keys",
+    [
+        ("5.7", {"power", "counter_resolution", "timestamp"}),
+        ("6.2", {"power", "counter_resolution", "timestamp"}),
+        ("6.3", {"power", "energy_accumulator", "counter_resolution", "timestamp"}),
+        ("6.4", {"energy_accumulator", "counter_resolution", "timestamp"}),
+        ("7.0", {"energy_accumulator", "counter_resolution", "timestamp"}),
+    ],
+)
 def test_fake_amdsmi_energy_dict_has_each_releases_keys(version, keys):
     lib = fake_amdsmi.make_amdsmi(fake_amdsmi.mi250x_node(), version)
     lib.amdsmi_init()
     assert set(lib.amdsmi_get_energy_count(lib.amdsmi_get_processor_handles()[0])) == keys
 
 
-@pytest.mark.parametrize("version,keys", [
-    ("5.7", {"average_socket_power", "gfx_voltage", "soc_voltage", "mem_voltage", "power_limit"}),
-    ("6.0", {"current_socket_power", "average_socket_power", "gfx_voltage", "soc_voltage", "mem_voltage",
-             "power_limit"}),
-    ("7.0", {"socket_power", "current_socket_power", "average_socket_power", "gfx_voltage", "soc_voltage",
-             "mem_voltage", "power_limit"}),
-])
+@pytest.mark.parametrize(
+    "version,keys",
+    [
+        ("5.7", {"average_socket_power", "gfx_voltage", "soc_voltage", "mem_voltage", "power_limit"}),
+        (
+            "6.0",
+            {
+                "current_socket_power",
+                "average_socket_power",
+                "gfx_voltage",
+                "soc_voltage",
+                "mem_voltage",
+                "power_limit",
+            },
+        ),
+        (
+            "7.0",
+            {
+                "socket_power",
+                "current_socket_power",
+                "average_socket_power",
+                "gfx_voltage",
+                "soc_voltage",
+                "mem_voltage",
+                "power_limit",
+            },
+        ),
+    ],
+)
 def test_fake_amdsmi_power_dict_has_each_releases_keys(version, keys):
     lib = fake_amdsmi.make_amdsmi(fake_amdsmi.mi250x_node(), version)
     lib.amdsmi_init()
@@ -88,11 +121,19 @@ def test_fake_pynvml_scope_and_mig_constants_equal_the_real_ones(real_pynvml):
 
 def test_fake_pynvml_has_the_lookup_and_mig_functions_the_backend_uses(real_pynvml):
     fake = fake_pynvml.make_pynvml([])
-    for n in ("nvmlDeviceGetHandleByPciBusId", "nvmlDeviceGetHandleByUUID", "nvmlDeviceGetMigMode",
-              "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId"):
+    for n in (
+        "nvmlDeviceGetHandleByPciBusId",
+        "nvmlDeviceGetHandleByUUID",
+        "nvmlDeviceGetMigMode",
+        "nvmlDeviceGetMaxMigDeviceCount",
+        "nvmlDeviceGetGpuInstanceId",
+        "nvmlDeviceGetComputeInstanceId",
+    ):
         assert callable(getattr(fake, n)) and callable(getattr(real_pynvml, n)), n
     # nvmlDeviceGetHandleByPciBusId_v2 is a C symbol the Python function calls, not a pynvml name
-    assert hasattr(fake, "nvmlDeviceGetHandleByPciBusId_v2") == hasattr(real_pynvml, "nvmlDeviceGetHandleByPciBusId_v2")
+    assert hasattr(fake, "nvmlDeviceGetHandleByPciBusId_v2") == hasattr(
+        real_pynvml, "nvmlDeviceGetHandleByPciBusId_v2"
+    )
 
 
 def test_fake_nvml_errors_are_unhashable_like_pynvml(real_pynvml):
@@ -123,8 +164,11 @@ def test_fake_hidden_gpus_are_counted_but_answer_no_permission_like_a_cgroup_con
     lib = fake_pynvml.make_pynvml(gpus, hidden={0, gpus[2].uuid})
     lib.nvmlInit()
     assert lib.nvmlDeviceGetCount() == 3
-    for lookup in (lambda: lib.nvmlDeviceGetHandleByIndex(0), lambda: lib.nvmlDeviceGetHandleByUUID(gpus[2].uuid),
-                   lambda: lib.nvmlDeviceGetHandleByPciBusId("0000:18:00.0")):
+    for lookup in (
+        lambda: lib.nvmlDeviceGetHandleByIndex(0),
+        lambda: lib.nvmlDeviceGetHandleByUUID(gpus[2].uuid),
+        lambda: lib.nvmlDeviceGetHandleByPciBusId("0000:18:00.0"),
+    ):
         with pytest.raises(lib.NVMLError_NoPermission):
             lookup()
     h = lib.nvmlDeviceGetHandleByPciBusId("2a:00.0")
@@ -132,9 +176,16 @@ def test_fake_hidden_gpus_are_counted_but_answer_no_permission_like_a_cgroup_con
 
 
 def test_fake_gh200_answers_by_scope():
-    g = fake_pynvml.FakeGpu(uuid="GPU-9", bus_id="00000009:01:00.0", name="NVIDIA GH200 480GB",
-                            energy_mJ=2_000, power_instant_mW=400_000, module_energy_mJ=7_000,
-                            module_power_instant_mW=650_000, module_power_average_mW=640_000)
+    g = fake_pynvml.FakeGpu(
+        uuid="GPU-9",
+        bus_id="00000009:01:00.0",
+        name="NVIDIA GH200 480GB",
+        energy_mJ=2_000,
+        power_instant_mW=400_000,
+        module_energy_mJ=7_000,
+        module_power_instant_mW=650_000,
+        module_power_average_mW=640_000,
+    )
     lib = fake_pynvml.make_pynvml([g])
     lib.nvmlInit()
     h = lib.nvmlDeviceGetHandleByIndex(0)
@@ -142,8 +193,12 @@ def test_fake_gh200_answers_by_scope():
     inst, energy = lib.NVML_FI_DEV_POWER_INSTANT, lib.NVML_FI_DEV_ENERGY
     vals = lib.nvmlDeviceGetFieldValues(h, [(inst, gpu), (inst, mod), (energy, gpu), (energy, mod)])
     assert [v.nvmlReturn for v in vals] == [lib.NVML_SUCCESS] * 4
-    assert (vals[0].value.uiVal, vals[1].value.uiVal, vals[2].value.ullVal, vals[3].value.ullVal) == \
-        (400_000, 650_000, 2_000, 7_000)
+    assert (vals[0].value.uiVal, vals[1].value.uiVal, vals[2].value.ullVal, vals[3].value.ullVal) == (
+        400_000,
+        650_000,
+        2_000,
+        7_000,
+    )
     assert lib.nvmlDeviceGetTotalEnergyConsumption(h) == 7_000  # the plain counter is the module's
     assert lib.nvmlDeviceGetPowerUsage(h) == 640_000
     g.gpu_scope_supported = False

@@ -14,16 +14,39 @@ import pytest
 from energy_hpc.telemetry.emulated import amdsmi_api as api
 
 REAL_INIT_FLAGS = {
-    "5.7": {"INIT_ALL_PROCESSORS": 0, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2, "INIT_NON_AMD_CPUS": 4,
-            "INIT_NON_AMD_GPUS": 8},
-    "6.0": {"INIT_ALL_PROCESSORS": 0, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2, "INIT_NON_AMD_CPUS": 4,
-            "INIT_NON_AMD_GPUS": 8},
-    **{v: {"INIT_ALL_PROCESSORS": 0xFFFFFFFF, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2, "INIT_AMD_APUS": 3,
-           "INIT_NON_AMD_CPUS": 4, "INIT_NON_AMD_GPUS": 8} for v in ("6.2", "6.3", "6.4", "7.0")},
+    "5.7": {
+        "INIT_ALL_PROCESSORS": 0,
+        "INIT_AMD_CPUS": 1,
+        "INIT_AMD_GPUS": 2,
+        "INIT_NON_AMD_CPUS": 4,
+        "INIT_NON_AMD_GPUS": 8,
+    },
+    "6.0": {
+        "INIT_ALL_PROCESSORS": 0,
+        "INIT_AMD_CPUS": 1,
+        "INIT_AMD_GPUS": 2,
+        "INIT_NON_AMD_CPUS": 4,
+        "INIT_NON_AMD_GPUS": 8,
+    },
+    **{
+        v: {
+            "INIT_ALL_PROCESSORS": 0xFFFFFFFF,
+            "INIT_AMD_CPUS": 1,
+            "INIT_AMD_GPUS": 2,
+            "INIT_AMD_APUS": 3,
+            "INIT_NON_AMD_CPUS": 4,
+            "INIT_NON_AMD_GPUS": 8,
+        }
+        for v in ("6.2", "6.3", "6.4", "7.0")
+    },
 }
-REAL_BANDWIDTH = {"5.7": "amdsmi_get_minmax_bandwith_between_processors",
-                  **{v: "amdsmi_get_minmax_bandwidth_between_processors" for v in api.VERSIONS[1:]}}
-REAL_POWER_INFO_PARAMS = {v: ["processor_handle"] for v in api.VERSIONS} | {"6.4": ["processor_handle", "sensor_ind"]}
+REAL_BANDWIDTH = {
+    "5.7": "amdsmi_get_minmax_bandwith_between_processors",
+    **dict.fromkeys(api.VERSIONS[1:], "amdsmi_get_minmax_bandwidth_between_processors"),
+}
+REAL_POWER_INFO_PARAMS = {v: ["processor_handle"] for v in api.VERSIONS} | {
+    "6.4": ["processor_handle", "sensor_ind"]
+}
 
 
 def lib_and_handles(version, gcds=None, **kw):
@@ -68,8 +91,9 @@ def test_timestamp_is_the_gcds_nanosecond_clock():
     assert lib.amdsmi_get_energy_count(h[0])["timestamp"] == 1_712_024_507_665
 
 
-@pytest.mark.parametrize("version,current", [("5.7", None), ("6.0", 90), ("6.2", "N/A"), ("6.4", "N/A"),
-                                             ("7.0", "N/A")])
+@pytest.mark.parametrize(
+    "version,current", [("5.7", None), ("6.0", 90), ("6.2", "N/A"), ("6.4", "N/A"), ("7.0", "N/A")]
+)
 def test_mi200_current_socket_power_per_release(version, current):
     # 6.0: gpu_metrics 1.3 copies the average into current_socket_power; 6.1+ leaves the sentinel
     lib, h = lib_and_handles(version)
@@ -97,10 +121,15 @@ def test_power_is_whole_watts_even_when_set_to_a_float():
     assert lib.amdsmi_get_power_info(h[0])["average_socket_power"] == 431
 
 
-@pytest.mark.parametrize("version,device_id,serial", [("5.7", 0x7408, "cf1182f2988c0a40"),
-                                                      ("6.0", 0x7408, "cf1182f2988c0a40"),
-                                                      ("6.2", "0x7408", "0xCF1182F2988C0A40"),
-                                                      ("7.0", "0x7408", "0xCF1182F2988C0A40")])
+@pytest.mark.parametrize(
+    "version,device_id,serial",
+    [
+        ("5.7", 0x7408, "cf1182f2988c0a40"),
+        ("6.0", 0x7408, "cf1182f2988c0a40"),
+        ("6.2", "0x7408", "0xCF1182F2988C0A40"),
+        ("7.0", "0x7408", "0xCF1182F2988C0A40"),
+    ],
+)
 def test_asic_info_types_per_release(version, device_id, serial):
     lib, h = lib_and_handles(version)
     d = lib.amdsmi_get_gpu_asic_info(h[0])

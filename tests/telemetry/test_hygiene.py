@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from energy_hpc.telemetry.base import ChannelInfo, Method, Scope
-from energy_hpc.telemetry.hygiene import (CounterFault, CounterGuard, CounterWatch, HygieneConfig, Unwrapper,
-                                          check_trace)
+from energy_hpc.telemetry.hygiene import (
+    CounterFault,
+    CounterGuard,
+    CounterWatch,
+    HygieneConfig,
+    Unwrapper,
+    check_trace,
+)
 
 
 def feed(watch, power_W, energy, dt=0.1, t0=0.0):

@@ -38,20 +38,28 @@ def test_without_any_binding_the_local_rank_picks_the_gpu():
     assert s.channels()[0].device == "0000:3a:00.0"
 
 
-@pytest.mark.parametrize("env,local_rank,device", [
-    ({"CUDA_VISIBLE_DEVICES": "3"}, 0, "0000:5d:00.0"),  # one index: NVML ignores the variable
-    ({"CUDA_VISIBLE_DEVICES": "2,3"}, 1, "0000:5d:00.0"),  # list: local rank picks the entry
-    ({"CUDA_VISIBLE_DEVICES": "GPU-00000001-aaaa-bbbb-cccc-000000000001"}, 0, "0000:2a:00.0"),
-    ({"CUDA_VISIBLE_DEVICES": "GPU-00000002"}, 0, "0000:3a:00.0"),  # unique UUID prefix, as CUDA accepts
-])
+@pytest.mark.parametrize(
+    "env,local_rank,device",
+    [
+        ({"CUDA_VISIBLE_DEVICES": "3"}, 0, "0000:5d:00.0"),  # one index: NVML ignores the variable
+        ({"CUDA_VISIBLE_DEVICES": "2,3"}, 1, "0000:5d:00.0"),  # list: local rank picks the entry
+        ({"CUDA_VISIBLE_DEVICES": "GPU-00000001-aaaa-bbbb-cccc-000000000001"}, 0, "0000:2a:00.0"),
+        ({"CUDA_VISIBLE_DEVICES": "GPU-00000002"}, 0, "0000:3a:00.0"),  # unique UUID prefix, as CUDA accepts
+    ],
+)
 def test_cuda_visible_devices_forms_map_to_the_physical_gpu(env, local_rank, device):
     s, _ = open_(h100_node(4), **ctx_from_env(env, local_rank))
     assert s.channels()[0].device == device
 
 
 def test_bus_id_wins_over_visible_devices_and_uuid():
-    s, _ = open_(h100_node(4), device_bus_id="0000:5D:00.0", device_uuid="GPU-00000000",
-                 visible_devices=("0",), visible_env="CUDA_VISIBLE_DEVICES")
+    s, _ = open_(
+        h100_node(4),
+        device_bus_id="0000:5D:00.0",
+        device_uuid="GPU-00000000",
+        visible_devices=("0",),
+        visible_env="CUDA_VISIBLE_DEVICES",
+    )
     assert s.channels()[0].device == "0000:5d:00.0"
 
 
@@ -91,7 +99,12 @@ def test_reads_instant_power_energy_and_the_1s_average_as_a_view(clock):
     gpus[0].energy_mJ, gpus[0].power_instant_mW, gpus[0].power_average_mW = 123_456, 412_000, 350_000
     s, _ = open_(gpus, clock)
     main, avg = s.channels()
-    assert (main.name, main.scope, main.power_kind, main.has_energy) == ("nvml:0000:18:00.0", Scope.GPU, "instant", True)
+    assert (main.name, main.scope, main.power_kind, main.has_energy) == (
+        "nvml:0000:18:00.0",
+        Scope.GPU,
+        "instant",
+        True,
+    )
     assert main.method is Method.COUNTER
     assert avg.view_of == main.name and not avg.has_energy and avg.power_kind == "average"
     r = s.read()
@@ -125,7 +138,9 @@ def test_no_driver_makes_nvml_unavailable_with_a_clear_reason():
 
 def test_no_permission_for_the_energy_counter_is_reported_not_hidden():
     with pytest.raises(SensorUnavailable, match="lack of permission"):
-        nvml.open_sensor(SensorContext(options=NO_PROBE), library=make_pynvml(h100_node(1), no_permission=True))
+        nvml.open_sensor(
+            SensorContext(options=NO_PROBE), library=make_pynvml(h100_node(1), no_permission=True)
+        )
 
 
 def test_a_lost_gpu_during_the_run_is_a_read_error_not_a_zero():
@@ -177,8 +192,12 @@ def _mig_node():
 
 
 def test_mig_rank_given_by_bus_id_and_mig_uuid_records_its_instance_and_the_sharers():
-    s, _ = open_(_mig_node(), device_bus_id="0000:2A:00.0", visible_devices=(MIG_B,),
-                 visible_env="CUDA_VISIBLE_DEVICES")
+    s, _ = open_(
+        _mig_node(),
+        device_bus_id="0000:2A:00.0",
+        visible_devices=(MIG_B,),
+        visible_env="CUDA_VISIBLE_DEVICES",
+    )
     main = s.channels()[0]
     assert main.device == "0000:2a:00.0" and main.scope is Scope.GPU
     assert set(main.shared_with) == {MIG_A, MIG_B}
@@ -210,6 +229,7 @@ def test_legacy_mig_gpu_form_keeps_the_mig_flag_and_finds_the_instance_by_gi_ci(
 
 # --- GPUs hidden by the job's device cgroup (finding 4) ---
 
+
 def test_bus_id_lookup_works_when_the_job_cgroup_hides_the_other_gpus():
     lib = make_pynvml(h100_node(4), hidden={0, 1, 3})
     s = nvml.open_sensor(SensorContext(device_bus_id="0000:3a:00.0", options=NO_PROBE), library=lib)
@@ -226,7 +246,9 @@ def test_uuid_lookup_works_when_the_job_cgroup_hides_the_other_gpus():
 def test_listing_skips_hidden_gpus_and_indices_count_the_gpus_the_job_can_see():
     # Slurm with ConstrainDevices numbers the job's GPUs from 0, as CUDA sees them
     lib = make_pynvml(h100_node(4), hidden={0, 1})
-    s = nvml.open_sensor(SensorContext(**ctx_from_env({"CUDA_VISIBLE_DEVICES": "0,1"}, local_rank=1)), library=lib)
+    s = nvml.open_sensor(
+        SensorContext(**ctx_from_env({"CUDA_VISIBLE_DEVICES": "0,1"}, local_rank=1)), library=lib
+    )
     assert s.channels()[0].device == "0000:5d:00.0"
     lib = make_pynvml(h100_node(4), hidden={0})
     s = nvml.open_sensor(SensorContext(local_rank=0, options=NO_PROBE), library=lib)
@@ -242,11 +264,22 @@ def test_all_gpus_hidden_is_unavailable_with_the_reason():
 
 # --- GH200: module scope (finding 5) ---
 
+
 def _gh200(gpu_scope: bool):
-    return [FakeGpu(uuid="GPU-9", bus_id="00000009:01:00.0", name="NVIDIA GH200 480GB",
-                    energy_mJ=2_000_000, power_instant_mW=400_000, power_average_mW=390_000,
-                    module_energy_mJ=7_000_000, module_power_instant_mW=650_000, module_power_average_mW=640_000,
-                    gpu_scope_supported=gpu_scope)]
+    return [
+        FakeGpu(
+            uuid="GPU-9",
+            bus_id="00000009:01:00.0",
+            name="NVIDIA GH200 480GB",
+            energy_mJ=2_000_000,
+            power_instant_mW=400_000,
+            power_average_mW=390_000,
+            module_energy_mJ=7_000_000,
+            module_power_instant_mW=650_000,
+            module_power_average_mW=640_000,
+            gpu_scope_supported=gpu_scope,
+        )
+    ]
 
 
 def test_gh200_records_the_gpu_scope_not_the_module():
@@ -271,6 +304,7 @@ def test_gh200_without_gpu_scope_labels_the_channel_as_the_module_and_keeps_it_o
 
 
 # --- counter without power (finding 6) ---
+
 
 def test_gpu_with_energy_counter_but_no_power_is_measured_by_counter(clock):
     gpus = [FakeGpu(uuid="GPU-1", bus_id="00000000:04:00.0", power_supported=False)]

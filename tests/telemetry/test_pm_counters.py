@@ -18,12 +18,20 @@ def frontier_node(root: Path, stamp: int = STAMP, energy: int = 5_000_000) -> Pa
     """The files of a Frontier (EX235a) node as HPE documents them, one line each."""
     root.mkdir(parents=True, exist_ok=True)
     files = {
-        "power": f"1830 W {stamp} us", "energy": f"{energy} J {stamp} us",
-        "cpu_power": f"180 W {stamp} us", "cpu_energy": f"900000 J {stamp} us",
-        "memory_power": f"60 W {stamp} us", "memory_energy": f"250000 J {stamp} us",
+        "power": f"1830 W {stamp} us",
+        "energy": f"{energy} J {stamp} us",
+        "cpu_power": f"180 W {stamp} us",
+        "cpu_energy": f"900000 J {stamp} us",
+        "memory_power": f"60 W {stamp} us",
+        "memory_energy": f"250000 J {stamp} us",
         "cpu_temp": f"45 C {stamp} us",
-        "freshness": "1234", "generation": "7", "startup": "1699990000000000", "version": "3",
-        "raw_scan_hz": "10", "power_cap": f"0 W {stamp} us", "accel_power_cap": f"0 W {stamp} us",
+        "freshness": "1234",
+        "generation": "7",
+        "startup": "1699990000000000",
+        "version": "3",
+        "raw_scan_hz": "10",
+        "power_cap": f"0 W {stamp} us",
+        "accel_power_cap": f"0 W {stamp} us",
     }
     for k in range(4):
         files[f"accel{k}_power"] = f"{380 + k} W {stamp} us"
@@ -34,9 +42,12 @@ def frontier_node(root: Path, stamp: int = STAMP, energy: int = 5_000_000) -> Pa
 
 
 def open_(root, **kw):
-    return pm_counters.open_sensor(SensorContext(hostname="frontier00042",
-                                                 options={"pm_counters": {"root": str(root), "probe_reads": 0}}),
-                                   **kw)
+    return pm_counters.open_sensor(
+        SensorContext(
+            hostname="frontier00042", options={"pm_counters": {"root": str(root), "probe_reads": 0}}
+        ),
+        **kw,
+    )
 
 
 def test_parses_value_unit_and_sensor_timestamp():
@@ -49,8 +60,15 @@ def test_parses_value_unit_and_sensor_timestamp():
 def test_channels_are_node_cpu_memory_and_one_per_accel_package(tmp_path):
     s = open_(frontier_node(tmp_path / "pm"))
     names = [c.name for c in s.channels()]
-    assert names == ["pm_counters:node", "pm_counters:accel0", "pm_counters:accel1", "pm_counters:accel2",
-                     "pm_counters:accel3", "pm_counters:cpu", "pm_counters:memory"]
+    assert names == [
+        "pm_counters:node",
+        "pm_counters:accel0",
+        "pm_counters:accel1",
+        "pm_counters:accel2",
+        "pm_counters:accel3",
+        "pm_counters:cpu",
+        "pm_counters:memory",
+    ]
     by = {c.name: c for c in s.channels()}
     assert by["pm_counters:node"].scope is Scope.NODE and by["pm_counters:node"].included_in == ""
     assert by["pm_counters:accel2"].scope is Scope.PACKAGE
@@ -116,6 +134,8 @@ def test_only_the_node_leader_opens_pm_counters(tmp_path):
     root = frontier_node(tmp_path / "pm")
     opts = {"pm_counters": {"root": str(root), "probe_reads": 0}}
     leader = registry.open_sensors(["pm_counters"], SensorContext(node_leader=True, options=opts))
-    other = registry.open_sensors(["pm_counters"], SensorContext(node_leader=False, local_rank=3, options=opts))
+    other = registry.open_sensors(
+        ["pm_counters"], SensorContext(node_leader=False, local_rank=3, options=opts)
+    )
     assert [s.backend for s in leader.sensors] == ["pm_counters"]
     assert other.sensors == [] and "node leader" in other.skipped["pm_counters"]

@@ -32,14 +32,19 @@ def two_socket(root: Path) -> Path:
 
 
 def open_(root, clock=None):
-    return rapl.open_sensor(SensorContext(hostname="n1", options={"rapl": {"root": str(root)}}),
-                            **({"clock": clock} if clock else {}))
+    return rapl.open_sensor(
+        SensorContext(hostname="n1", options={"rapl": {"root": str(root)}}),
+        **({"clock": clock} if clock else {}),
+    )
 
 
 def test_records_packages_and_dram_not_the_core_subzone(tmp_path):
     s = open_(two_socket(tmp_path))
     assert [(c.name, c.scope) for c in s.channels()] == [
-        ("rapl:package-0", Scope.CPU), ("rapl:dram-0", Scope.MEMORY), ("rapl:package-1", Scope.CPU)]
+        ("rapl:package-0", Scope.CPU),
+        ("rapl:dram-0", Scope.MEMORY),
+        ("rapl:package-1", Scope.CPU),
+    ]
     assert all(c.node_level and c.has_energy for c in s.channels())
 
 
@@ -99,7 +104,10 @@ def laptop_with_psys(root: Path) -> Path:
 
 def test_psys_is_never_taken_for_a_cpu_package(tmp_path):
     s = open_(laptop_with_psys(tmp_path))
-    assert [(c.name, c.scope) for c in s.channels()] == [("rapl:package-0", Scope.CPU), ("rapl:dram-0", Scope.MEMORY)]
+    assert [(c.name, c.scope) for c in s.channels()] == [
+        ("rapl:package-0", Scope.CPU),
+        ("rapl:dram-0", Scope.MEMORY),
+    ]
     assert "psys" in s.channels()[0].note
     assert s.read().energy == [pytest.approx(1.0), pytest.approx(0.2)]
 

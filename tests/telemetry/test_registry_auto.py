@@ -16,18 +16,33 @@ STAMP = 1_700_000_000_123_456  # us
 
 def pm_tree(root: Path, cpu_and_memory: bool = True) -> Path:
     root.mkdir(parents=True)
-    files = {"power": f"900 W {STAMP} us", "energy": f"5000000 J {STAMP} us", "freshness": "1",
-             "raw_scan_hz": "10", "version": "3"}
+    files = {
+        "power": f"900 W {STAMP} us",
+        "energy": f"5000000 J {STAMP} us",
+        "freshness": "1",
+        "raw_scan_hz": "10",
+        "version": "3",
+    }
     if cpu_and_memory:
-        files.update({"cpu_power": f"180 W {STAMP} us", "cpu_energy": f"900000 J {STAMP} us",
-                      "memory_power": f"60 W {STAMP} us", "memory_energy": f"250000 J {STAMP} us"})
+        files.update(
+            {
+                "cpu_power": f"180 W {STAMP} us",
+                "cpu_energy": f"900000 J {STAMP} us",
+                "memory_power": f"60 W {STAMP} us",
+                "memory_energy": f"250000 J {STAMP} us",
+            }
+        )
     for name, text in files.items():
         (root / name).write_text(text + "\n")
     return root
 
 
 def rapl_tree(root: Path) -> Path:
-    for name, label in (("intel-rapl:0", "package-0"), ("intel-rapl:0:0", "dram"), ("intel-rapl:1", "package-1")):
+    for name, label in (
+        ("intel-rapl:0", "package-0"),
+        ("intel-rapl:0:0", "dram"),
+        ("intel-rapl:1", "package-1"),
+    ):
         d = root / name
         d.mkdir(parents=True)
         (d / "name").write_text(label + "\n")
@@ -44,8 +59,10 @@ def no_gpu_library(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def ctx(tmp_path: Path, pm: bool = True, pm_cpu: bool = True, leader: bool = True) -> SensorContext:
     opts = {"rapl": {"root": str(rapl_tree(tmp_path / "powercap"))}}
-    opts["pm_counters"] = {"root": str(pm_tree(tmp_path / "pm", pm_cpu) if pm else tmp_path / "absent"),
-                           "probe_reads": 0}
+    opts["pm_counters"] = {
+        "root": str(pm_tree(tmp_path / "pm", pm_cpu) if pm else tmp_path / "absent"),
+        "probe_reads": 0,
+    }
     return SensorContext(hostname="nid001", node_leader=leader, local_rank=0 if leader else 1, options=opts)
 
 

@@ -21,10 +21,17 @@ class ScriptedSensor(Sensor):
 
     def __init__(self, n_channels: int = 1, fail_on=(), slow_on=(), slow_s: float = 0.0, flag_on=()) -> None:
         self.reads = 0
-        self.fail_on, self.slow_on, self.slow_s, self.flag_on = set(fail_on), set(slow_on), slow_s, set(flag_on)
+        self.fail_on, self.slow_on, self.slow_s, self.flag_on = (
+            set(fail_on),
+            set(slow_on),
+            slow_s,
+            set(flag_on),
+        )
         self.lock = threading.Lock()
-        self._infos = [ChannelInfo(f"scripted:{j}", Scope.GPU, f"dev{j}", self.backend, has_energy=True)
-                       for j in range(n_channels)]
+        self._infos = [
+            ChannelInfo(f"scripted:{j}", Scope.GPU, f"dev{j}", self.backend, has_energy=True)
+            for j in range(n_channels)
+        ]
 
     def channels(self):
         return self._infos
@@ -122,6 +129,7 @@ def test_a_read_error_does_not_stop_the_thread():
 
 
 # --- a read that never returns --------------------------------------------------------------------
+
 
 class HangingSensor(ScriptedSensor):
     """Reads normally until read ``hang_on`` (0-based), which blocks until released."""

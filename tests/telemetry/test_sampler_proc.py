@@ -43,7 +43,7 @@ def test_incremental_traces_while_sampling() -> None:
     s.stop()
     whole = s.traces()[0]
     assert len(rest.time) > 0 and rest.time[0] > first.time[-1]
-    np.testing.assert_array_equal(whole.time[:len(first.time)], first.time)
+    np.testing.assert_array_equal(whole.time[: len(first.time)], first.time)
 
 
 def test_open_failure_raises_the_same_user_error_in_the_parent(tmp_path) -> None:
@@ -89,7 +89,8 @@ def test_output_printed_in_the_child_does_not_break_the_protocol(tmp_path) -> No
         "def open_sensor(ctx):\n"
         "    os.write(1, b'C library chatter on fd 1\\n')\n"
         "    print('python chatter on stdout')\n"
-        "    return SyntheticSensor()\n")
+        "    return SyntheticSensor()\n"
+    )
     from energy_hpc.telemetry import registry
 
     sys.path.insert(0, str(tmp_path))

@@ -60,8 +60,9 @@ def test_table_names_each_backend_and_why_not(this_machine, capsys):
 
 
 def test_real_command_on_this_machine_keeps_stdout_clean():
-    proc = subprocess.run([sys.executable, "-m", "energy_hpc", "sensors", "--json"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "energy_hpc", "sensors", "--json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {r["backend"]: r for r in json.loads(proc.stdout)["backends"]}
     assert rows["estimate"]["usable"]

@@ -3,9 +3,9 @@ loaded through from_pretrained from their folders, run on the CPU with a real Wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -54,8 +54,10 @@ def run_case(j: Job, index: int = 0, iterations: int = 1) -> Ran:
     try:
         for i in range(iterations):
             with log.window(case.index, Phase.MEASURE, i, unit=wl.unit) as w:
+
                 def stage(name: str, unit: str = "", _i: int = i):
                     return log.window(case.index, Phase.MEASURE, _i, stage=name, unit=unit or wl.unit)
+
                 u = wl.run(i, stage)
                 w.units, w.aux_units, w.aux_unit = u.units, u.aux_units, wl.aux_unit
     finally:

@@ -11,8 +11,12 @@ from energy_hpc.workloads.models import random_configs
 # parameters of the released checkpoints (summed over the pipeline's networks for diffusion)
 PUBLISHED = {
     "sd15": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
-    "sdxl-base": {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
-                  "text_encoder_2": 694_659_840},
+    "sdxl-base": {
+        "unet": 2_567_463_684,
+        "vae": 83_653_863,
+        "text_encoder": 123_060_480,
+        "text_encoder_2": 694_659_840,
+    },
     "sdxl-refiner": {"unet": 2_259_526_660, "vae": 83_653_863, "text_encoder_2": 694_659_840},
     "llama-3-8b": {"model": 8_030_261_248},
     "t5-base": {"model": 222_903_552},

@@ -16,13 +16,21 @@ from .conftest import job, run_case
 class NoBf16(TorchDevice):
     def check_dtype(self, name: str) -> None:
         if name == "bf16":
-            raise DeviceError("test GPU cannot run bf16; use dtype = \"fp16\" or \"fp32\" for this case")
+            raise DeviceError('test GPU cannot run bf16; use dtype = "fp16" or "fp32" for this case')
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_unsupported_dtype_fails_before_the_model_is_touched(task: str) -> None:
-    case = Case(index=0, task=task, model="m", source="local", model_path="/nonexistent/model", dtype="bf16",
-                batch_size=1, options={k: o.default for k, o in workload_class(task).OPTIONS.items()})
+    case = Case(
+        index=0,
+        task=task,
+        model="m",
+        source="local",
+        model_path="/nonexistent/model",
+        dtype="bf16",
+        batch_size=1,
+        options={k: o.default for k, o in workload_class(task).OPTIONS.items()},
+    )
     wl = workload_class(task)(case, NoBf16("cuda", 0, name="test GPU"))
     with pytest.raises(DeviceError, match="cannot run bf16"):
         wl.load()  # a missing folder would raise ModelSourceError: the dtype check came first
@@ -37,6 +45,10 @@ def test_cuda_without_bf16_support_is_refused(monkeypatch) -> None:
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_cpu_runs_half_precisions(tiny, dtype: str) -> None:
-    ran = run_case(job(f'[[case]]\ntask = "text-generation"\nmodel = "tiny-llama"\nsource = "random"\n'
-                       f'dtype = "{dtype}"\n[case.options]\nmax_new_tokens = 3\nprompt_tokens = 4\n'))
+    ran = run_case(
+        job(
+            f'[[case]]\ntask = "text-generation"\nmodel = "tiny-llama"\nsource = "random"\n'
+            f'dtype = "{dtype}"\n[case.options]\nmax_new_tokens = 3\nprompt_tokens = 4\n'
+        )
+    )
     assert ran.whole().units == 3

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
-
 from helpers import REPO, run_cli
+
 from energy_hpc.cli import main
 from energy_hpc.commands.stage import folder_name
 from energy_hpc.spec import load_job
@@ -32,8 +32,15 @@ PATH_OPTIONS = ("refiner",)
 
 
 def test_the_promised_jobs_are_shipped() -> None:
-    assert {"sdxl-refiner-precision.toml", "llm-generation.toml", "image-classification.toml",
-            "speech-recognition.toml", "translation.toml", "workload-mix.toml", "tiny-all-tasks.toml"} <= set(MINE)
+    assert {
+        "sdxl-refiner-precision.toml",
+        "llm-generation.toml",
+        "image-classification.toml",
+        "speech-recognition.toml",
+        "translation.toml",
+        "workload-mix.toml",
+        "tiny-all-tasks.toml",
+    } <= set(MINE)
 
 
 def _local_paths(text: str) -> list[str]:
@@ -41,8 +48,9 @@ def _local_paths(text: str) -> list[str]:
     for case in tomllib.loads(text)["case"]:
         if case.get("source", "local") == "local":
             models = case["model"] if isinstance(case["model"], list) else [case["model"]]
-            paths += models + [case.get("options", {}).get(k) for k in PATH_OPTIONS
-                               if case.get("options", {}).get(k)]
+            paths += models + [
+                case.get("options", {}).get(k) for k in PATH_OPTIONS if case.get("options", {}).get(k)
+            ]
     return paths
 
 
@@ -65,8 +73,11 @@ def test_shipped_job_validates(name: str, tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("name", MINE)
 def test_local_folders_are_where_the_stage_command_in_the_comments_puts_them(name: str) -> None:
     text = (REPO / "jobs" / name).read_text()
-    staged = {folder_name(m) for line in re.findall(r"energy-hpc stage ([^\n]+) --to models", text)
-              for m in line.split()}
+    staged = {
+        folder_name(m)
+        for line in re.findall(r"energy-hpc stage ([^\n]+) --to models", text)
+        for m in line.split()
+    }
     for p in _local_paths(text):
         assert p.startswith("../models/") and Path(p).name in staged, p
 
@@ -80,17 +91,27 @@ def test_random_configs_fit_their_tasks(name: str, tmp_path: Path) -> None:
             check_random_task(case.task, "random", case.options["refiner"])
 
 
-def test_seed_study_pairs_sdxl_base_with_refiner_in_both_precisions(tiny, tmp_path: Path, monkeypatch) -> None:
+def test_seed_study_pairs_sdxl_base_with_refiner_in_both_precisions(
+    tiny, tmp_path: Path, monkeypatch
+) -> None:
     job = _stand_in("sdxl-refiner-precision.toml", tmp_path)
     models = tmp_path / "models"
-    for target, tiny_name in (("stabilityai--stable-diffusion-xl-base-1.0", "tiny-sdxl"),
-                              ("stabilityai--stable-diffusion-xl-refiner-1.0", "tiny-sdxl-refiner")):
+    for target, tiny_name in (
+        ("stabilityai--stable-diffusion-xl-base-1.0", "tiny-sdxl"),
+        ("stabilityai--stable-diffusion-xl-refiner-1.0", "tiny-sdxl-refiner"),
+    ):
         (models / target).rmdir()
         (models / target).symlink_to(tiny(tiny_name), target_is_directory=True)
-    monkeypatch.chdir(job.parent)  # option paths resolve against the working directory (see docs/workloads.md)
+    monkeypatch.chdir(
+        job.parent
+    )  # option paths resolve against the working directory (see docs/workloads.md)
     cases = load_job(job).cases
-    assert sorted((c.label, c.dtype) for c in cases) == [("base", "fp16"), ("base", "fp32"),
-                                                        ("base+refiner", "fp16"), ("base+refiner", "fp32")]
+    assert sorted((c.label, c.dtype) for c in cases) == [
+        ("base", "fp16"),
+        ("base", "fp32"),
+        ("base+refiner", "fp16"),
+        ("base+refiner", "fp32"),
+    ]
     for c in cases:
         assert list(c.options["prompts"]) == [SEED_PROMPT]
         workload_class(c.task).prepare(c)  # checks the refiner's base is SDXL and the refiner a refiner
@@ -100,8 +121,15 @@ def test_seed_study_pairs_sdxl_base_with_refiner_in_both_precisions(tiny, tmp_pa
 def tiny_all_tasks(tmp_path_factory, model_cache: Path) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("tiny-all-tasks")
     t0 = time.monotonic()
-    r = run_cli("run", str(REPO / "jobs" / "tiny-all-tasks.toml"), "-o", str(out), "--sensors", "synthetic",
-                env={"ENERGY_HPC_CACHE": os.environ["ENERGY_HPC_CACHE"]})
+    r = run_cli(
+        "run",
+        str(REPO / "jobs" / "tiny-all-tasks.toml"),
+        "-o",
+        str(out),
+        "--sensors",
+        "synthetic",
+        env={"ENERGY_HPC_CACHE": os.environ["ENERGY_HPC_CACHE"]},
+    )
     wall = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     return Path(r.stdout.strip()), wall
@@ -119,7 +147,12 @@ def test_tiny_all_tasks_runs_every_task_with_its_units(tiny_all_tasks) -> None:
         assert len(rows) == 2 and set(rows["unit"]) == {TASKS[task].unit}
         assert set(rows["aux_unit"]) == {TASKS[task].aux_unit}
     stages = {(cases["task"].values[c], s) for c, s in zip(measured["case"], measured["stage"]) if s}
-    assert {("text-to-image", "refiner"), ("text-generation", "prefill"), ("text-generation", "decode"),
-            ("image-classification", "forward"), ("speech-recognition", "generate"),
-            ("translation", "decode")} <= stages
+    assert {
+        ("text-to-image", "refiner"),
+        ("text-generation", "prefill"),
+        ("text-generation", "decode"),
+        ("image-classification", "forward"),
+        ("speech-recognition", "generate"),
+        ("translation", "decode"),
+    } <= stages
     assert wall < 120, f"tiny-all-tasks took {wall:.0f} s; it is meant to run in under two minutes"

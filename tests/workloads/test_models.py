@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from energy_hpc.errors import ModelSourceError
-from energy_hpc.workloads.models import (architecture, check_random_task, materialise_random, model_folder,
-                                         provenance, random_config_names, random_model_folder)
+from energy_hpc.workloads.models import (
+    architecture,
+    check_random_task,
+    materialise_random,
+    model_folder,
+    provenance,
+    random_config_names,
+    random_model_folder,
+)
 
 
 def test_missing_local_folder_names_the_staging_step(tmp_path: Path) -> None:

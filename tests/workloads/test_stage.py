@@ -50,7 +50,9 @@ def test_hub_cache_fills_a_cache_for_source_hub(downloads, tmp_path: Path) -> No
 def test_a_destination_is_required(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["stage", "org/a"])
-    assert e.value.code == 2 and "one of the arguments --to --hub-cache is required" in capsys.readouterr().err
+    assert (
+        e.value.code == 2 and "one of the arguments --to --hub-cache is required" in capsys.readouterr().err
+    )
 
 
 def test_a_path_is_not_a_hub_id(downloads, tmp_path: Path, capsys) -> None:

@@ -27,8 +27,9 @@ refiner_source = "{rsource}"
 
 
 def test_sdxl_base_and_refiner_each_have_a_stage_window_with_images(tiny) -> None:
-    ran = run_case(job(SDXL.format(model="tiny-sdxl", source="random", refiner="tiny-sdxl-refiner",
-                                   rsource="random")))
+    ran = run_case(
+        job(SDXL.format(model="tiny-sdxl", source="random", refiner="tiny-sdxl-refiner", rsource="random"))
+    )
     st = ran.stages()
     assert list(st) == ["base", "refiner"]
     assert all((w.units, w.unit) == (2, "image") for w in st.values())
@@ -37,15 +38,23 @@ def test_sdxl_base_and_refiner_each_have_a_stage_window_with_images(tiny) -> Non
 
 
 def test_sdxl_without_refiner_runs_base_only(tiny) -> None:
-    ran = run_case(job(SDXL.format(model="tiny-sdxl", source="random", refiner="", rsource="")
-                       .replace("steps = 4", "steps = 2")))
+    ran = run_case(
+        job(
+            SDXL.format(model="tiny-sdxl", source="random", refiner="", rsource="").replace(
+                "steps = 4", "steps = 2"
+            )
+        )
+    )
     assert list(ran.stages()) == ["base"]
 
 
 def test_refiner_with_a_stable_diffusion_1_base_is_refused_before_loading(tiny, tmp_path: Path) -> None:
     shutil.copytree(tiny("tiny-sd"), tmp_path / "sd")
     body = SDXL.format(model="sd", source="local", refiner="tiny-sdxl-refiner", rsource="random")
-    with pytest.raises(ModelSourceError, match="is a StableDiffusionPipeline, not a StableDiffusionXLPipeline: only SDXL bases"):
+    with pytest.raises(
+        ModelSourceError,
+        match="is a StableDiffusionPipeline, not a StableDiffusionXLPipeline: only SDXL bases",
+    ):
         run_case(job(body, tmp_path))
 
 

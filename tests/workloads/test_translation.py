@@ -37,8 +37,12 @@ def test_beam_search_runs_as_one_generate_window(tiny) -> None:
 
 
 def test_generated_tokens_stop_at_each_rows_end_of_sequence() -> None:
-    seqs = torch.tensor([[0, 5, 6, 1, 0, 0],   # 3 tokens: 5, 6, </s>
-                         [0, 5, 6, 7, 8, 9],   # never ended: 5
-                         [0, 1, 0, 0, 0, 0]])  # 1: </s> at once
+    seqs = torch.tensor(
+        [
+            [0, 5, 6, 1, 0, 0],  # 3 tokens: 5, 6, </s>
+            [0, 5, 6, 7, 8, 9],  # never ended: 5
+            [0, 1, 0, 0, 0, 0],
+        ]
+    )  # 1: </s> at once
     assert generated_tokens(seqs, eos_id=1) == 9
     assert generated_tokens(seqs, eos_id=None) == 15

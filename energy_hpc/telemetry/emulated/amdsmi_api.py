@@ -67,30 +67,57 @@ VERSIONS = ("5.7", "6.0", "6.2", "6.3", "6.4", "7.0")
 NA = "N/A"
 SENTINEL = 0xFFFF  # amd_smi.cc fills amdsmi_power_info_t with 0xFFFF before reading gpu_metrics
 
-STATUS = {"AMDSMI_STATUS_SUCCESS": 0, "AMDSMI_STATUS_INVAL": 1, "AMDSMI_STATUS_NOT_SUPPORTED": 2,
-          "AMDSMI_STATUS_NOT_YET_IMPLEMENTED": 3, "AMDSMI_STATUS_TIMEOUT": 8, "AMDSMI_STATUS_RETRY": 9,
-          "AMDSMI_STATUS_NO_PERM": 10, "AMDSMI_STATUS_INIT_ERROR": 18, "AMDSMI_STATUS_NOT_FOUND": 31,
-          "AMDSMI_STATUS_NOT_INIT": 32, "AMDSMI_STATUS_DRIVER_NOT_LOADED": 34}
+STATUS = {
+    "AMDSMI_STATUS_SUCCESS": 0,
+    "AMDSMI_STATUS_INVAL": 1,
+    "AMDSMI_STATUS_NOT_SUPPORTED": 2,
+    "AMDSMI_STATUS_NOT_YET_IMPLEMENTED": 3,
+    "AMDSMI_STATUS_TIMEOUT": 8,
+    "AMDSMI_STATUS_RETRY": 9,
+    "AMDSMI_STATUS_NO_PERM": 10,
+    "AMDSMI_STATUS_INIT_ERROR": 18,
+    "AMDSMI_STATUS_NOT_FOUND": 31,
+    "AMDSMI_STATUS_NOT_INIT": 32,
+    "AMDSMI_STATUS_DRIVER_NOT_LOADED": 34,
+}
 
 # Quirk -> releases whose sources/issues document it (see the module docstring).
 QUIRKS = {"stuck": ("6.0",), "backwards": ("5.7", "6.0", "6.2", "6.3", "6.4")}
 
 # amdsmi_wrapper.AMDSMI_INIT_* per release
 _INIT_FLAGS = {
-    "5.7": {"INIT_ALL_PROCESSORS": 0, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2, "INIT_NON_AMD_CPUS": 4,
-            "INIT_NON_AMD_GPUS": 8},
-    "6.0": {"INIT_ALL_PROCESSORS": 0, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2, "INIT_NON_AMD_CPUS": 4,
-            "INIT_NON_AMD_GPUS": 8},
+    "5.7": {
+        "INIT_ALL_PROCESSORS": 0,
+        "INIT_AMD_CPUS": 1,
+        "INIT_AMD_GPUS": 2,
+        "INIT_NON_AMD_CPUS": 4,
+        "INIT_NON_AMD_GPUS": 8,
+    },
+    "6.0": {
+        "INIT_ALL_PROCESSORS": 0,
+        "INIT_AMD_CPUS": 1,
+        "INIT_AMD_GPUS": 2,
+        "INIT_NON_AMD_CPUS": 4,
+        "INIT_NON_AMD_GPUS": 8,
+    },
 }
 for _v in ("6.2", "6.3", "6.4", "7.0"):
-    _INIT_FLAGS[_v] = {"INIT_ALL_PROCESSORS": 0xFFFFFFFF, "INIT_AMD_CPUS": 1, "INIT_AMD_GPUS": 2,
-                       "INIT_AMD_APUS": 3, "INIT_NON_AMD_CPUS": 4, "INIT_NON_AMD_GPUS": 8}
+    _INIT_FLAGS[_v] = {
+        "INIT_ALL_PROCESSORS": 0xFFFFFFFF,
+        "INIT_AMD_CPUS": 1,
+        "INIT_AMD_GPUS": 2,
+        "INIT_AMD_APUS": 3,
+        "INIT_NON_AMD_CPUS": 4,
+        "INIT_NON_AMD_GPUS": 8,
+    }
 
 BANDWIDTH_FN = {"5.7": "amdsmi_get_minmax_bandwith_between_processors"}  # sic, 5.7 only
 for _v in VERSIONS[1:]:
     BANDWIDTH_FN[_v] = "amdsmi_get_minmax_bandwidth_between_processors"
 
-MI300_DEVICE_IDS = frozenset(range(0x74A0, 0x74C0)) | frozenset(range(0x75A0, 0x75C0))  # MI300A/X, MI325X, MI35x
+MI300_DEVICE_IDS = frozenset(range(0x74A0, 0x74C0)) | frozenset(
+    range(0x75A0, 0x75C0)
+)  # MI300A/X, MI325X, MI35x
 
 
 def c_float(x: float) -> float:
@@ -183,9 +210,16 @@ class ProcessorHandle:
         self.gcd = gcd
 
 
-def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: bool = True,
-                bandwidth_supported: bool = True, quirks: tuple[str, ...] = (), backwards_every: int = 50,
-                backwards_ticks: int = 10_000_000) -> types.ModuleType:
+def make_amdsmi(
+    gcds: list[FakeGcd],
+    version: str = "6.4",
+    *,
+    driver_loaded: bool = True,
+    bandwidth_supported: bool = True,
+    quirks: tuple[str, ...] = (),
+    backwards_every: int = 50,
+    backwards_ticks: int = 10_000_000,
+) -> types.ModuleType:
     """A module object that behaves like ``amdsmi`` of ROCm ``version`` on a node with ``gcds``."""
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}")
@@ -254,15 +288,27 @@ def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: boo
     def amdsmi_get_gpu_asic_info(processor_handle):
         g = check(processor_handle)
         if v < (6, 2):
-            d = {"market_name": g.market_name, "vendor_id": 0x1002, "subvendor_id": 0x1002,
-                 "device_id": g.device_id, "rev_id": 1, "asic_serial": f"{g.serial_int:016x}"}
+            d = {
+                "market_name": g.market_name,
+                "vendor_id": 0x1002,
+                "subvendor_id": 0x1002,
+                "device_id": g.device_id,
+                "rev_id": 1,
+                "asic_serial": f"{g.serial_int:016x}",
+            }
             if v >= (6, 0):
                 d = {**d, "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]", "xgmi_physical_id": 0}
             return d
-        d = {"market_name": g.market_name, "vendor_id": hex(0x1002),
-             "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]", "subvendor_id": hex(0x1002),
-             "device_id": hex(g.device_id), "rev_id": "0x01", "asic_serial": f"0x{g.serial_int:016X}",
-             "oam_id": NA}
+        d = {
+            "market_name": g.market_name,
+            "vendor_id": hex(0x1002),
+            "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]",
+            "subvendor_id": hex(0x1002),
+            "device_id": hex(g.device_id),
+            "rev_id": "0x01",
+            "asic_serial": f"0x{g.serial_int:016X}",
+            "oam_id": NA,
+        }
         if v >= (6, 3):
             d["num_compute_units"] = 304 if g.mi300 else 110
             d["target_graphics_version"] = "gfx942" if g.mi300 else "gfx90a"
@@ -283,8 +329,14 @@ def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: boo
         else:
             avg = watts
             cur = watts if version == "6.0" else na  # 6.0: v1.3 copies the average into current
-        d = {"current_socket_power": cur, "average_socket_power": avg, "gfx_voltage": 800, "soc_voltage": 900,
-             "mem_voltage": 1200, "power_limit": na if g.silent else 560}
+        d = {
+            "current_socket_power": cur,
+            "average_socket_power": avg,
+            "gfx_voltage": 800,
+            "soc_voltage": 900,
+            "mem_voltage": 1200,
+            "power_limit": na if g.silent else 560,
+        }
         if v < (6, 0):
             del d["current_socket_power"]
         if v >= (7, 0):
@@ -292,9 +344,11 @@ def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: boo
         return d
 
     if version == "6.4":
+
         def amdsmi_get_power_info(processor_handle, sensor_ind=0):
             return _power_info(processor_handle)
     else:
+
         def amdsmi_get_power_info(processor_handle):
             return _power_info(processor_handle)
 
@@ -323,20 +377,47 @@ def make_amdsmi(gcds: list[FakeGcd], version: str = "6.4", *, driver_loaded: boo
         mx = a.link_bw.get(b.bdf, 0)
         return {"min_bandwidth": 50000 if mx else 0, "max_bandwidth": mx}
 
-    for fn in (amdsmi_init, amdsmi_shut_down, amdsmi_get_processor_handles, amdsmi_get_gpu_device_bdf,
-               amdsmi_get_gpu_device_uuid, amdsmi_get_gpu_asic_info, amdsmi_get_power_info,
-               amdsmi_get_energy_count):
+    for fn in (
+        amdsmi_init,
+        amdsmi_shut_down,
+        amdsmi_get_processor_handles,
+        amdsmi_get_gpu_device_bdf,
+        amdsmi_get_gpu_device_uuid,
+        amdsmi_get_gpu_asic_info,
+        amdsmi_get_power_info,
+        amdsmi_get_energy_count,
+    ):
         setattr(mod, fn.__name__, fn)
     minmax_bandwidth.__name__ = BANDWIDTH_FN[version]
     setattr(mod, BANDWIDTH_FN[version], minmax_bandwidth)
     return mod
 
 
-FRONTIER_BDFS = ("0000:c1:00.0", "0000:c6:00.0", "0000:c9:00.0", "0000:ce:00.0",
-                 "0000:d1:00.0", "0000:d6:00.0", "0000:d9:00.0", "0000:de:00.0")
+FRONTIER_BDFS = (
+    "0000:c1:00.0",
+    "0000:c6:00.0",
+    "0000:c9:00.0",
+    "0000:ce:00.0",
+    "0000:d1:00.0",
+    "0000:d6:00.0",
+    "0000:d9:00.0",
+    "0000:de:00.0",
+)
 # rocm-smi --shownodesbw on a 4 x MI250 node (optimum-amd docs): max bandwidth, MB/s
-_BW = {(0, 1): 200000, (0, 2): 50000, (0, 6): 100000, (1, 3): 50000, (1, 5): 50000, (2, 3): 200000,
-       (2, 4): 100000, (3, 7): 50000, (4, 5): 200000, (4, 6): 50000, (5, 7): 50000, (6, 7): 200000}
+_BW = {
+    (0, 1): 200000,
+    (0, 2): 50000,
+    (0, 6): 100000,
+    (1, 3): 50000,
+    (1, 5): 50000,
+    (2, 3): 200000,
+    (2, 4): 100000,
+    (3, 7): 50000,
+    (4, 5): 200000,
+    (4, 6): 50000,
+    (5, 7): 50000,
+    (6, 7): 200000,
+}
 
 
 def mi250x_node(silent_mode: str = "zero", primaries_first: bool = True) -> list[FakeGcd]:
@@ -348,9 +429,16 @@ def mi250x_node(silent_mode: str = "zero", primaries_first: bool = True) -> list
     gcds = []
     for i, bdf in enumerate(FRONTIER_BDFS):
         secondary = (i % 2 == 1) if primaries_first else (i % 2 == 0)
-        gcds.append(FakeGcd(bdf=bdf, serial=f"0x{0xCF1182F2988C0A40 + i:X}", silent=secondary,
-                            silent_mode=silent_mode, power_W=90 + 10 * (i // 2),
-                            energy_ticks=1_000_000_000 * (i // 2 + 1)))
+        gcds.append(
+            FakeGcd(
+                bdf=bdf,
+                serial=f"0x{0xCF1182F2988C0A40 + i:X}",
+                silent=secondary,
+                silent_mode=silent_mode,
+                power_W=90 + 10 * (i // 2),
+                energy_ticks=1_000_000_000 * (i // 2 + 1),
+            )
+        )
     for (i, j), bw in _BW.items():
         gcds[i].link_bw[gcds[j].bdf] = bw
         gcds[j].link_bw[gcds[i].bdf] = bw

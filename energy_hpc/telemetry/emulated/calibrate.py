@@ -13,8 +13,8 @@ Used by ``benchmarks/calibration.py`` (every part and length, thousands of windo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -59,12 +59,19 @@ def workload_for(rng: np.random.Generator, n: int, length_s: float, group: int =
     for i in range(n):  # one after the other, so that back-to-back windows share their edge exactly
         starts[i] = t = t + gaps[i]
         ends[i] = t = t + length_s
-    return Workload(starts, ends, rng.uniform(5.0, 50.0, size=n), rng.uniform(0, 2 * np.pi, size=n),
-                    drift_period_s=float(rng.uniform(300, 900)), drift_phase=float(rng.uniform(0, 2 * np.pi)))
+    return Workload(
+        starts,
+        ends,
+        rng.uniform(5.0, 50.0, size=n),
+        rng.uniform(0, 2 * np.pi, size=n),
+        drift_period_s=float(rng.uniform(300, 900)),
+        drift_phase=float(rng.uniform(0, 2 * np.pi)),
+    )
 
 
-def sample(sensor, clock: VirtualClock, t_end: float, interval_s: float, rng: np.random.Generator,
-           jitter_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample(
+    sensor, clock: VirtualClock, t_end: float, interval_s: float, rng: np.random.Generator, jitter_s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read ``sensor`` on an absolute schedule until ``t_end`` (virtual seconds); return time and
     (sample, channel) power and energy, as the sampler stores them."""
     t_start = clock.t + interval_s  # after the start-up probe's reads
@@ -83,8 +90,18 @@ def sample(sensor, clock: VirtualClock, t_end: float, interval_s: float, rng: np
     return t, p, e
 
 
-def trial(part: str, length_s: float, n: int, seed: int, *, interval_s: float = 0.01, jitter_s: float = 0.0005,
-          group: int = 1, per_phase: int = 20, methods: Iterable[str] = ("counter", "integral")) -> list[Windows]:
+def trial(
+    part: str,
+    length_s: float,
+    n: int,
+    seed: int,
+    *,
+    interval_s: float = 0.01,
+    jitter_s: float = 0.0005,
+    group: int = 1,
+    per_phase: int = 20,
+    methods: Iterable[str] = ("counter", "integral"),
+) -> list[Windows]:
     """``n`` windows of ``length_s`` on ``part``, in batches of ``per_phase`` windows: each batch opens
     the part anew, so its sensors refresh at a new random phase against the sampler. One
     :class:`Windows` per channel and method, all batches together."""
@@ -99,15 +116,32 @@ def trial(part: str, length_s: float, n: int, seed: int, *, interval_s: float = 
     out = []
     for ws in acc.values():
         w0 = ws[0]
-        out.append(Windows(w0.part, w0.channel, length_s, *(np.concatenate([getattr(w, f) for w in ws])
-                                                           for f in ("true_J",)), w0.method,
-                           *(np.concatenate([getattr(w, f) for w in ws])
-                             for f in ("energy_J", "random_J", "systematic_J", "short"))))
+        out.append(
+            Windows(
+                w0.part,
+                w0.channel,
+                length_s,
+                *(np.concatenate([getattr(w, f) for w in ws]) for f in ("true_J",)),
+                w0.method,
+                *(
+                    np.concatenate([getattr(w, f) for w in ws])
+                    for f in ("energy_J", "random_J", "systematic_J", "short")
+                ),
+            )
+        )
     return out
 
 
-def _batch(part: str, length_s: float, n: int, rng: np.random.Generator, interval_s: float, jitter_s: float,
-           group: int, methods: tuple[str, ...]) -> list[Windows]:
+def _batch(
+    part: str,
+    length_s: float,
+    n: int,
+    rng: np.random.Generator,
+    interval_s: float,
+    jitter_s: float,
+    group: int,
+    methods: tuple[str, ...],
+) -> list[Windows]:
     wl = workload_for(rng, n, length_s, group)
     clock = VirtualClock()
     sensor = open_part(part, wl, clock=clock, sleep=clock.sleep, rng=rng)
@@ -123,9 +157,15 @@ def _batch(part: str, length_s: float, n: int, rng: np.random.Generator, interva
                 continue
             if method == "integral" and not info.has_power:
                 continue
-            w = reduce_channel([(t, p[:, j], e[:, j])], wl.starts, wl.ends, update_period=info.update_period_s,
-                               resolution=info.energy_resolution_J, counter_ok=(method == "counter"),
-                               power_window=info.power_window_s)
+            w = reduce_channel(
+                [(t, p[:, j], e[:, j])],
+                wl.starts,
+                wl.ends,
+                update_period=info.update_period_s,
+                resolution=info.energy_resolution_J,
+                counter_ok=(method == "counter"),
+                power_window=info.power_window_s,
+            )
             est = w.counter_J if method == "counter" else w.integral_J
             rnd = w.counter_random_J if method == "counter" else w.integral_random_J
             sysj = w.counter_systematic_J if method == "counter" else w.integral_systematic_J
@@ -149,15 +189,27 @@ class Summary:
     agg: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # k -> (bias %, cover1, cover2)
 
     def row(self) -> dict:
-        d = {k: getattr(self, k) for k in ("part", "channel", "method", "length_s", "n", "short", "bias_pct",
-                                           "spread_pct", "cover1", "cover2")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "part",
+                "channel",
+                "method",
+                "length_s",
+                "n",
+                "short",
+                "bias_pct",
+                "spread_pct",
+                "cover1",
+                "cover2",
+            )
+        }
         for k, (b, c1, c2) in self.agg.items():
             d[f"agg{k}_bias_pct"], d[f"agg{k}_cover1"], d[f"agg{k}_cover2"] = b, c1, c2
         return d
 
 
-def summarise(w: Windows, aggregates: Iterable[int] = (10, 100), draws: int = 2000,
-              seed: int = 0) -> Summary:
+def summarise(w: Windows, aggregates: Iterable[int] = (10, 100), draws: int = 2000, seed: int = 0) -> Summary:
     """Bias (mean error as % of mean true energy), spread (SD of the error as % of true), and the
     fraction of windows whose true error lies within 1 and 2 reported sigma; the same for sums of
     ``k`` windows drawn at random (random parts in quadrature, systematic parts linearly, as tables
@@ -165,9 +217,18 @@ def summarise(w: Windows, aggregates: Iterable[int] = (10, 100), draws: int = 20
     ok = np.isfinite(w.energy_J) & np.isfinite(w.sigma)
     err, true, sig = w.err[ok], w.true_J[ok], w.sigma[ok]
     rel = err / true
-    s = Summary(w.part, w.channel, w.method, w.length_s, int(ok.sum()), bool(np.all(w.short[ok])) if ok.any() else False,
-                float(100 * np.mean(err) / np.mean(true)), float(100 * np.std(rel)),
-                float(np.mean(np.abs(err) <= sig)), float(np.mean(np.abs(err) <= 2 * sig)))
+    s = Summary(
+        w.part,
+        w.channel,
+        w.method,
+        w.length_s,
+        int(ok.sum()),
+        bool(np.all(w.short[ok])) if ok.any() else False,
+        float(100 * np.mean(err) / np.mean(true)),
+        float(100 * np.std(rel)),
+        float(np.mean(np.abs(err) <= sig)),
+        float(np.mean(np.abs(err) <= 2 * sig)),
+    )
     rng = np.random.default_rng(seed)
     rnd, sysj = w.random_J[ok], w.systematic_J[ok]
     for k in aggregates:
@@ -176,9 +237,12 @@ def summarise(w: Windows, aggregates: Iterable[int] = (10, 100), draws: int = 20
         idx = np.array([rng.choice(len(err), size=k, replace=False) for _ in range(draws)])
         e_sum, t_sum = err[idx].sum(axis=1), true[idx].sum(axis=1)
         sig_sum = combine_uncertainty(np.sqrt((rnd[idx] ** 2).sum(axis=1)), sysj[idx].sum(axis=1))
-        s.agg[k] = (float(100 * np.mean(e_sum) / np.mean(t_sum)), float(np.mean(np.abs(e_sum) <= sig_sum)),
-                    float(np.mean(np.abs(e_sum) <= 2 * sig_sum)))
+        s.agg[k] = (
+            float(100 * np.mean(e_sum) / np.mean(t_sum)),
+            float(np.mean(np.abs(e_sum) <= sig_sum)),
+            float(np.mean(np.abs(e_sum) <= 2 * sig_sum)),
+        )
     return s
 
 
-__all__ = ["LENGTHS_S", "PARTS", "Windows", "Summary", "trial", "summarise", "workload_for", "sample"]
+__all__ = ["LENGTHS_S", "PARTS", "Summary", "Windows", "sample", "summarise", "trial", "workload_for"]

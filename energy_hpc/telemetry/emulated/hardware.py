@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -108,20 +109,40 @@ class NvmlModel(Model):
         sigs = [self.signal] + ([self.module] if self.module is not None else [])
         if self.module is not None:
             self.truth["module"] = self.module
-        self._energy = Table(self.counter, lambda r: [
-            self.energy0_mJ + np.floor(1000.0 * _energy(sg, r)).astype(np.int64) for sg in sigs], sigs)
-        self._power = Table(self.power, lambda r: [
-            (1000.0 * _mean(sg, r - w, r)).astype(np.int64) for sg in sigs
-            for w in (self.power_window_s, self.average_window_s)] + [EPOCH_US + np.round(r * 1e6).astype(np.int64)],
-            sigs)
+        self._energy = Table(
+            self.counter,
+            lambda r: [self.energy0_mJ + np.floor(1000.0 * _energy(sg, r)).astype(np.int64) for sg in sigs],
+            sigs,
+        )
+        self._power = Table(
+            self.power,
+            lambda r: (
+                [
+                    (1000.0 * _mean(sg, r - w, r)).astype(np.int64)
+                    for sg in sigs
+                    for w in (self.power_window_s, self.average_window_s)
+                ]
+                + [EPOCH_US + np.round(r * 1e6).astype(np.int64)]
+            ),
+            sigs,
+        )
 
     def sync(self, t: float) -> None:
         g = self.gpu
         e = self._energy.row(t)
         p = self._power.row(t)
-        g.energy_mJ, g.power_instant_mW, g.power_average_mW, g.timestamp_us = int(e[0]), int(p[0]), int(p[1]), int(p[-1])
+        g.energy_mJ, g.power_instant_mW, g.power_average_mW, g.timestamp_us = (
+            int(e[0]),
+            int(p[0]),
+            int(p[1]),
+            int(p[-1]),
+        )
         if self.module is not None:
-            g.module_energy_mJ, g.module_power_instant_mW, g.module_power_average_mW = int(e[1]), int(p[2]), int(p[3])
+            g.module_energy_mJ, g.module_power_instant_mW, g.module_power_average_mW = (
+                int(e[1]),
+                int(p[2]),
+                int(p[3]),
+            )
 
 
 @dataclass
@@ -136,9 +157,17 @@ class AmdModel(Model):
     def __post_init__(self) -> None:
         self.truth = {"package" if not self.instant else "gpu": self.signal}
         window = self.counter.period_s if self.instant else self.avg_window_s
-        self._table = Table(self.counter, lambda r: [
-            self.ticks0 + np.floor(_energy(self.signal, r) * 1e6 / float(self.gcd.counter_resolution)).astype(np.int64),
-            np.round(_mean(self.signal, r - window, r)).astype(np.int64)], [self.signal])
+        self._table = Table(
+            self.counter,
+            lambda r: [
+                self.ticks0
+                + np.floor(_energy(self.signal, r) * 1e6 / float(self.gcd.counter_resolution)).astype(
+                    np.int64
+                ),
+                np.round(_mean(self.signal, r - window, r)).astype(np.int64),
+            ],
+            [self.signal],
+        )
 
     def sync(self, t: float) -> None:
         ticks, watts = self._table.row(t)
@@ -160,16 +189,27 @@ class PmCountersModel(Model):
         self.root = Path(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.truth = {("node" if k == "" else k): s for k, s in self.domains.items()}
-        for name, value in (("version", "2"), ("raw_scan_hz", "10"), ("startup", "1700000000"),
-                            ("generation", "3"), ("power_cap", "0 W")):
+        for name, value in (
+            ("version", "2"),
+            ("raw_scan_hz", "10"),
+            ("startup", "1700000000"),
+            ("generation", "3"),
+            ("power_cap", "0 W"),
+        ):
             (self.root / name).write_text(value + "\n")
         self._freshness = 0
 
         # power: a point reading at the scan (its last millisecond); energy: the accumulated joules
         sigs = list(self.domains.values())
-        self._table = Table(self.scan, lambda r: [EPOCH_US + np.round(r * 1e6).astype(np.int64)] + [
-            np.round(_mean(sg, r - 0.001, r)).astype(np.int64) for sg in sigs] + [
-            self.energy0_J + np.floor(_energy(sg, r)).astype(np.int64) for sg in sigs], sigs)
+        self._table = Table(
+            self.scan,
+            lambda r: (
+                [EPOCH_US + np.round(r * 1e6).astype(np.int64)]
+                + [np.round(_mean(sg, r - 0.001, r)).astype(np.int64) for sg in sigs]
+                + [self.energy0_J + np.floor(_energy(sg, r)).astype(np.int64) for sg in sigs]
+            ),
+            sigs,
+        )
 
     def sync(self, t: float) -> None:
         k = self.scan.index(t)
@@ -216,9 +256,14 @@ class RaplModel(Model):
         self._files.append((d / "energy_uj", sig))
         _write(d / "energy_uj", f"{self.start_uj}\n")
 
-        self._table = Table(self.counter, lambda r: [
-            (self.start_uj + np.floor(_energy(sg, r) * 1e6).astype(np.int64)) % (self.max_range_uj + 1)
-            for _, sg in self._files], [sg for _, sg in self._files])
+        self._table = Table(
+            self.counter,
+            lambda r: [
+                (self.start_uj + np.floor(_energy(sg, r) * 1e6).astype(np.int64)) % (self.max_range_uj + 1)
+                for _, sg in self._files
+            ],
+            [sg for _, sg in self._files],
+        )
 
     def sync(self, t: float) -> None:
         for (path, _), uj in zip(self._files, self._table.row(t)):

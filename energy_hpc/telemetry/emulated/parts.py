@@ -14,9 +14,9 @@ import dataclasses
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -39,22 +39,68 @@ class Part:
     drift_W: float = 5.0
 
 
-PARTS: dict[str, Part] = {p.name: p for p in (
-    Part("h100", "nvml", "NVIDIA H100 SXM through NVML: counter 100 ms, instant power 25 ms of every 100 ms",
-         80.0, 450.0, 40.0),
-    Part("a100", "nvml", "NVIDIA A100 through NVML: counter refreshed every 20 ms, instant power 25 ms of every "
-         "100 ms", 55.0, 300.0, 30.0),
-    Part("gh200", "nvml", "NVIDIA GH200 through NVML: module scope (Grace CPU + memory + GPU) unless GPU scope "
-         "answers", 90.0, 600.0, 50.0),
-    Part("mi250x", "amdsmi", "AMD MI250X package (two GCDs, one sensor) through amdsmi: 15.3 uJ ticks every 1 ms, "
-         "average_socket_power a 1 s trailing mean", 180.0, 500.0, 40.0),
-    Part("mi300x", "amdsmi", "AMD MI300X through amdsmi: 15.3 uJ ticks every 1 ms, current_socket_power per 1 ms",
-         150.0, 700.0, 50.0),
-    Part("cray-ex", "pm_counters", "HPE Cray EX node (4 MI250X) through /sys/cray/pm_counters: 10 Hz scans, "
-         "integer W and J", 1100.0, 2700.0, 120.0),
-    Part("rapl", "rapl", "Intel/AMD CPU package and DRAM through powercap RAPL: uJ counter every 1 ms, wrapping",
-         60.0, 190.0, 15.0),
-)}
+PARTS: dict[str, Part] = {
+    p.name: p
+    for p in (
+        Part(
+            "h100",
+            "nvml",
+            "NVIDIA H100 SXM through NVML: counter 100 ms, instant power 25 ms of every 100 ms",
+            80.0,
+            450.0,
+            40.0,
+        ),
+        Part(
+            "a100",
+            "nvml",
+            "NVIDIA A100 through NVML: counter refreshed every 20 ms, instant power 25 ms of every 100 ms",
+            55.0,
+            300.0,
+            30.0,
+        ),
+        Part(
+            "gh200",
+            "nvml",
+            "NVIDIA GH200 through NVML: module scope (Grace CPU + memory + GPU) unless GPU scope answers",
+            90.0,
+            600.0,
+            50.0,
+        ),
+        Part(
+            "mi250x",
+            "amdsmi",
+            "AMD MI250X package (two GCDs, one sensor) through amdsmi: 15.3 uJ ticks every 1 ms, "
+            "average_socket_power a 1 s trailing mean",
+            180.0,
+            500.0,
+            40.0,
+        ),
+        Part(
+            "mi300x",
+            "amdsmi",
+            "AMD MI300X through amdsmi: 15.3 uJ ticks every 1 ms, current_socket_power per 1 ms",
+            150.0,
+            700.0,
+            50.0,
+        ),
+        Part(
+            "cray-ex",
+            "pm_counters",
+            "HPE Cray EX node (4 MI250X) through /sys/cray/pm_counters: 10 Hz scans, integer W and J",
+            1100.0,
+            2700.0,
+            120.0,
+        ),
+        Part(
+            "rapl",
+            "rapl",
+            "Intel/AMD CPU package and DRAM through powercap RAPL: uJ counter every 1 ms, wrapping",
+            60.0,
+            190.0,
+            15.0,
+        ),
+    )
+}
 
 
 class VirtualClock:
@@ -76,8 +122,9 @@ class EmulatedSensor(Sensor):
 
     backend = "emulated"
 
-    def __init__(self, inner: Sensor, model: hardware.Model, clock: Callable[[], float], part: Part,
-                 t0: float = 0.0) -> None:
+    def __init__(
+        self, inner: Sensor, model: hardware.Model, clock: Callable[[], float], part: Part, t0: float = 0.0
+    ) -> None:
         self.inner, self.model, self.clock, self.part, self.t0 = inner, model, clock, part, t0
         self.truth: dict[str, Signal] = {}
         infos = []
@@ -85,9 +132,15 @@ class EmulatedSensor(Sensor):
             sig = _truth_for(c, model)
             if sig is not None:
                 self.truth[c.name] = sig
-            infos.append(dataclasses.replace(
-                c, synthetic=True, label=f"{EMULATED} {part.name}: {c.label}".strip(),
-                note=f"{EMULATED} sensor (not a measurement): {part.what}" + (f"; {c.note}" if c.note else "")))
+            infos.append(
+                dataclasses.replace(
+                    c,
+                    synthetic=True,
+                    label=f"{EMULATED} {part.name}: {c.label}".strip(),
+                    note=f"{EMULATED} sensor (not a measurement): {part.what}"
+                    + (f"; {c.note}" if c.note else ""),
+                )
+            )
         self._infos = infos
         leaves = [q for sg in model.truth.values() for q in (sg.leaves() if isinstance(sg, Sum) else [sg])]
         self._live = list({id(q): q for q in leaves if isinstance(q, ActivitySignal)}.values())
@@ -99,8 +152,10 @@ class EmulatedSensor(Sensor):
 
     def channels(self) -> Sequence[ChannelInfo]:
         inner = {c.name: c for c in self.inner.channels()}  # counter hygiene may have flagged some since
-        return [dataclasses.replace(c, counter_fault=inner[c.name].counter_fault) if c.name in inner else c
-                for c in self._infos]
+        return [
+            dataclasses.replace(c, counter_fault=inner[c.name].counter_fault) if c.name in inner else c
+            for c in self._infos
+        ]
 
     def read(self) -> Reading:
         self.sync()
@@ -115,8 +170,11 @@ def _truth_for(c: ChannelInfo, model: hardware.Model) -> Signal | None:
         return None
     name = c.name
     if c.backend == "nvml":
-        scope_module = "module" in (c.label + c.note).lower() and "module" in model.truth \
+        scope_module = (
+            "module" in (c.label + c.note).lower()
+            and "module" in model.truth
             and "gpu scope" not in c.note.lower()
+        )
         return model.truth["module" if scope_module else "gpu"]
     key = name.split(":", 1)[1] if c.backend in ("pm_counters", "rapl") else None
     if key is not None:
@@ -153,10 +211,19 @@ def part_signals(part: Part, workload: Workload | None, activity=None) -> dict[s
     return {"device": dev}
 
 
-def open_part(name: str, workload: Workload, *, clock: Callable[[], float] | None = None,
-              sleep: Callable[[float], None] | None = None, rng: np.random.Generator | None = None,
-              folder: str | Path | None = None, t0: float = 0.0, options: dict | None = None,
-              gpu_scope: bool = True, signals: dict[str, Signal] | None = None) -> EmulatedSensor:
+def open_part(
+    name: str,
+    workload: Workload,
+    *,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    rng: np.random.Generator | None = None,
+    folder: str | Path | None = None,
+    t0: float = 0.0,
+    options: dict | None = None,
+    gpu_scope: bool = True,
+    signals: dict[str, Signal] | None = None,
+) -> EmulatedSensor:
     """Open the real backend of part ``name`` on emulated hardware running ``workload``.
 
     ``clock``/``sleep`` default to a new :class:`VirtualClock`; signal time is ``clock() - t0``.
@@ -184,52 +251,68 @@ def open_part(name: str, workload: Workload, *, clock: Callable[[], float] | Non
     opts = {part.backend: {"probe_reads": 3, **(options or {})}}
     ctx = SensorContext(hostname="emulated", options=opts)
     if part.backend == "nvml":
-        from energy_hpc.telemetry import nvml  # noqa: PLC0415
+        from energy_hpc.telemetry import nvml
 
-        gpu = pynvml_api.FakeGpu(uuid="GPU-e0000000-0000-0000-0000-000000000001", bus_id="00000000:18:00.0",
-                                 name={"h100": "NVIDIA H100 80GB HBM3", "a100": "NVIDIA A100-SXM4-80GB",
-                                       "gh200": "NVIDIA GH200 480GB"}[name])
+        gpu = pynvml_api.FakeGpu(
+            uuid="GPU-e0000000-0000-0000-0000-000000000001",
+            bus_id="00000000:18:00.0",
+            name={
+                "h100": "NVIDIA H100 80GB HBM3",
+                "a100": "NVIDIA A100-SXM4-80GB",
+                "gh200": "NVIDIA GH200 480GB",
+            }[name],
+        )
         if name == "gh200":
             gpu.gpu_scope_supported = gpu_scope
         counter_period = 0.02 if name == "a100" else 0.1
-        model = hardware.NvmlModel(gpu, sig["gpu"] if "gpu" in sig else sig["device"], sig.get("module"),
-                                   counter=hardware.random_phase(rng, counter_period),
-                                   power=hardware.random_phase(rng, 0.1))
+        model = hardware.NvmlModel(
+            gpu,
+            sig["gpu"] if "gpu" in sig else sig["device"],
+            sig.get("module"),
+            counter=hardware.random_phase(rng, counter_period),
+            power=hardware.random_phase(rng, 0.1),
+        )
         holder.append(model)
         model.sync(clock() - t0)
         inner = nvml.open_sensor(ctx, library=pynvml_api.make_pynvml([gpu]), clock=clock, sleep=synced_sleep)
     elif part.backend == "amdsmi":
-        from energy_hpc.telemetry import amdsmi  # noqa: PLC0415
+        from energy_hpc.telemetry import amdsmi
 
         if name == "mi250x":
             gcds = amdsmi_api.mi250x_node()[:2]
         else:
-            gcds = [amdsmi_api.FakeGcd(bdf="0000:05:00.0", market_name="AMD Instinct MI300X", device_id=0x74A1,
-                                       instant=True)]
-        model = hardware.AmdModel(gcds[0], sig["device"], instant=(name != "mi250x"),
-                                  counter=hardware.random_phase(rng, 0.001))
+            gcds = [
+                amdsmi_api.FakeGcd(
+                    bdf="0000:05:00.0", market_name="AMD Instinct MI300X", device_id=0x74A1, instant=True
+                )
+            ]
+        model = hardware.AmdModel(
+            gcds[0], sig["device"], instant=(name != "mi250x"), counter=hardware.random_phase(rng, 0.001)
+        )
         holder.append(model)
         model.sync(clock() - t0)
         ctx = dataclasses.replace(ctx, device_bus_id=gcds[0].bdf, node_devices=tuple(g.bdf for g in gcds))
-        inner = amdsmi.open_sensor(ctx, library=amdsmi_api.make_amdsmi(gcds, "6.4"), clock=clock,
-                                   sleep=synced_sleep)
+        inner = amdsmi.open_sensor(
+            ctx, library=amdsmi_api.make_amdsmi(gcds, "6.4"), clock=clock, sleep=synced_sleep
+        )
     elif part.backend in ("pm_counters", "rapl"):
         root = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"emulated-{name}-"))
         if part.backend == "pm_counters":
             domains = {("" if k == "node" else k): s for k, s in sig.items()}
             model = hardware.PmCountersModel(root, domains, scan=hardware.random_phase(rng, 0.1))
         else:
-            model = hardware.RaplModel(root, [sig["package-0"]], [sig["dram-0"]],
-                                       counter=hardware.random_phase(rng, 0.001))
+            model = hardware.RaplModel(
+                root, [sig["package-0"]], [sig["dram-0"]], counter=hardware.random_phase(rng, 0.001)
+            )
         holder.append(model)
         model.sync(clock() - t0)
         opts[part.backend]["root"] = str(root)
         if part.backend == "pm_counters":
-            from energy_hpc.telemetry import pm_counters  # noqa: PLC0415
+            from energy_hpc.telemetry import pm_counters
 
             inner = pm_counters.open_sensor(ctx, clock=clock, sleep=synced_sleep)
         else:
-            from energy_hpc.telemetry import rapl  # noqa: PLC0415
+            from energy_hpc.telemetry import rapl
 
             inner = rapl.open_sensor(ctx, clock=clock)
     else:  # pragma: no cover - the table above names only these
@@ -237,7 +320,9 @@ def open_part(name: str, workload: Workload, *, clock: Callable[[], float] | Non
     return EmulatedSensor(inner, model, clock, part, t0)
 
 
-def duty_cycle(busy_s: float = 1.0, idle_s: float = 0.5, hours: float = 12.0, ripple_hz: float = 20.0) -> Workload:
+def duty_cycle(
+    busy_s: float = 1.0, idle_s: float = 0.5, hours: float = 12.0, ripple_hz: float = 20.0
+) -> Workload:
     """The signal an emulated sensor shows in a run: busy and idle in turn, from the sensor's opening."""
     n = int(hours * 3600 / (busy_s + idle_s))
     starts = idle_s + (busy_s + idle_s) * np.arange(n)
@@ -257,9 +342,16 @@ def open_sensor(ctx: SensorContext) -> Sensor:
         raise SensorUnavailable(f"emulated: unknown part {name!r}; choose from {', '.join(PARTS)}")
     t0 = time.monotonic()
     if str(opts.get("signal", "activity")) == "duty-cycle":
-        return open_part(name, duty_cycle(), clock=time.monotonic, sleep=time.sleep, t0=t0,
-                         rng=np.random.default_rng(), options={"probe_reads": 0})
-    from energy_hpc.telemetry import sampler_proc  # noqa: PLC0415
+        return open_part(
+            name,
+            duty_cycle(),
+            clock=time.monotonic,
+            sleep=time.sleep,
+            t0=t0,
+            rng=np.random.default_rng(),
+            options={"probe_reads": 0},
+        )
+    from energy_hpc.telemetry import sampler_proc
 
     pid = os.getppid() if sampler_proc.IN_CHILD else os.getpid()
     cache: dict[tuple[float, float], Signal] = {}
@@ -267,13 +359,30 @@ def open_sensor(ctx: SensorContext) -> Sensor:
     def activity(idle: float, busy: float) -> Signal:
         return cache.setdefault((idle, busy), ActivitySignal(pid, idle, busy, t0, time.monotonic))
 
-    return open_part(name, None, clock=time.monotonic, sleep=time.sleep, t0=t0, rng=np.random.default_rng(),
-                     options={"probe_reads": 0}, signals=part_signals(PARTS[name], None, activity))
+    return open_part(
+        name,
+        None,
+        clock=time.monotonic,
+        sleep=time.sleep,
+        t0=t0,
+        rng=np.random.default_rng(),
+        options={"probe_reads": 0},
+        signals=part_signals(PARTS[name], None, activity),
+    )
 
 
 def true_energy(sig: Signal, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(sig.energy(np.asarray(b, float)) - sig.energy(np.asarray(a, float)))
 
 
-__all__ = ["PARTS", "EMULATED", "EmulatedSensor", "VirtualClock", "open_part", "part_signals", "duty_cycle",
-           "true_energy", "open_sensor"]
+__all__ = [
+    "EMULATED",
+    "PARTS",
+    "EmulatedSensor",
+    "VirtualClock",
+    "duty_cycle",
+    "open_part",
+    "open_sensor",
+    "part_signals",
+    "true_energy",
+]

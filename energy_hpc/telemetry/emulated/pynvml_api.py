@@ -34,38 +34,85 @@ from __future__ import annotations
 import string
 import sys
 import types
-from ctypes import Structure, Union, c_double, c_int, c_int64, c_longlong, c_uint, c_uint32, c_ulong, c_ulonglong, c_ushort
+from collections.abc import Iterable
+from ctypes import (
+    Structure,
+    Union,
+    c_double,
+    c_int,
+    c_int64,
+    c_longlong,
+    c_uint,
+    c_uint32,
+    c_ulong,
+    c_ulonglong,
+    c_ushort,
+)
 from dataclasses import dataclass, field
-from typing import Iterable
 
 # nvml.h return codes (pynvml NVML_ERROR_*), same values as the library.
 CODES = {
-    "NVML_SUCCESS": 0, "NVML_ERROR_UNINITIALIZED": 1, "NVML_ERROR_INVALID_ARGUMENT": 2,
-    "NVML_ERROR_NOT_SUPPORTED": 3, "NVML_ERROR_NO_PERMISSION": 4, "NVML_ERROR_ALREADY_INITIALIZED": 5,
-    "NVML_ERROR_NOT_FOUND": 6, "NVML_ERROR_INSUFFICIENT_SIZE": 7, "NVML_ERROR_INSUFFICIENT_POWER": 8,
-    "NVML_ERROR_DRIVER_NOT_LOADED": 9, "NVML_ERROR_TIMEOUT": 10, "NVML_ERROR_IRQ_ISSUE": 11,
-    "NVML_ERROR_LIBRARY_NOT_FOUND": 12, "NVML_ERROR_FUNCTION_NOT_FOUND": 13, "NVML_ERROR_CORRUPTED_INFOROM": 14,
-    "NVML_ERROR_GPU_IS_LOST": 15, "NVML_ERROR_RESET_REQUIRED": 16, "NVML_ERROR_OPERATING_SYSTEM": 17,
-    "NVML_ERROR_LIB_RM_VERSION_MISMATCH": 18, "NVML_ERROR_IN_USE": 19, "NVML_ERROR_MEMORY": 20,
-    "NVML_ERROR_NO_DATA": 21, "NVML_ERROR_UNKNOWN": 999,
+    "NVML_SUCCESS": 0,
+    "NVML_ERROR_UNINITIALIZED": 1,
+    "NVML_ERROR_INVALID_ARGUMENT": 2,
+    "NVML_ERROR_NOT_SUPPORTED": 3,
+    "NVML_ERROR_NO_PERMISSION": 4,
+    "NVML_ERROR_ALREADY_INITIALIZED": 5,
+    "NVML_ERROR_NOT_FOUND": 6,
+    "NVML_ERROR_INSUFFICIENT_SIZE": 7,
+    "NVML_ERROR_INSUFFICIENT_POWER": 8,
+    "NVML_ERROR_DRIVER_NOT_LOADED": 9,
+    "NVML_ERROR_TIMEOUT": 10,
+    "NVML_ERROR_IRQ_ISSUE": 11,
+    "NVML_ERROR_LIBRARY_NOT_FOUND": 12,
+    "NVML_ERROR_FUNCTION_NOT_FOUND": 13,
+    "NVML_ERROR_CORRUPTED_INFOROM": 14,
+    "NVML_ERROR_GPU_IS_LOST": 15,
+    "NVML_ERROR_RESET_REQUIRED": 16,
+    "NVML_ERROR_OPERATING_SYSTEM": 17,
+    "NVML_ERROR_LIB_RM_VERSION_MISMATCH": 18,
+    "NVML_ERROR_IN_USE": 19,
+    "NVML_ERROR_MEMORY": 20,
+    "NVML_ERROR_NO_DATA": 21,
+    "NVML_ERROR_UNKNOWN": 999,
 }
 FIELDS = {"NVML_FI_DEV_POWER_AVERAGE": 185, "NVML_FI_DEV_POWER_INSTANT": 186, "NVML_FI_DEV_ENERGY": 191}
 # scopeId of the power/energy field values (nvml.h nvmlPowerScopeType_t)
 SCOPES = {"NVML_POWER_SCOPE_GPU": 0, "NVML_POWER_SCOPE_MODULE": 1, "NVML_POWER_SCOPE_MEMORY": 2}
 MIG_MODES = {"NVML_DEVICE_MIG_DISABLE": 0, "NVML_DEVICE_MIG_ENABLE": 1}
-VALUE_TYPES = {"NVML_VALUE_TYPE_DOUBLE": 0, "NVML_VALUE_TYPE_UNSIGNED_INT": 1, "NVML_VALUE_TYPE_UNSIGNED_LONG": 2,
-               "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG": 3, "NVML_VALUE_TYPE_SIGNED_LONG_LONG": 4,
-               "NVML_VALUE_TYPE_SIGNED_INT": 5, "NVML_VALUE_TYPE_UNSIGNED_SHORT": 6}
+VALUE_TYPES = {
+    "NVML_VALUE_TYPE_DOUBLE": 0,
+    "NVML_VALUE_TYPE_UNSIGNED_INT": 1,
+    "NVML_VALUE_TYPE_UNSIGNED_LONG": 2,
+    "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG": 3,
+    "NVML_VALUE_TYPE_SIGNED_LONG_LONG": 4,
+    "NVML_VALUE_TYPE_SIGNED_INT": 5,
+    "NVML_VALUE_TYPE_UNSIGNED_SHORT": 6,
+}
 
 
 class c_nvmlValue_t(Union):
-    _fields_ = [("dVal", c_double), ("uiVal", c_uint), ("ulVal", c_ulong), ("ullVal", c_ulonglong),
-                ("sllVal", c_longlong), ("siVal", c_int), ("usVal", c_ushort)]
+    _fields_ = [
+        ("dVal", c_double),
+        ("uiVal", c_uint),
+        ("ulVal", c_ulong),
+        ("ullVal", c_ulonglong),
+        ("sllVal", c_longlong),
+        ("siVal", c_int),
+        ("usVal", c_ushort),
+    ]
 
 
 class c_nvmlFieldValue_t(Structure):
-    _fields_ = [("fieldId", c_uint32), ("scopeId", c_uint32), ("timestamp", c_int64), ("latencyUsec", c_int64),
-                ("valueType", c_uint), ("nvmlReturn", c_uint), ("value", c_nvmlValue_t)]
+    _fields_ = [
+        ("fieldId", c_uint32),
+        ("scopeId", c_uint32),
+        ("timestamp", c_int64),
+        ("latencyUsec", c_int64),
+        ("valueType", c_uint),
+        ("nvmlReturn", c_uint),
+        ("value", c_nvmlValue_t),
+    ]
 
 
 class _PciInfo:
@@ -91,7 +138,9 @@ class FakeGpu:
     timestamp_us: int = 1_700_000_000_000_000
     energy_supported: bool = True  # False: pre-Volta, NOT_SUPPORTED
     fields_supported: bool = True  # False: driver older than the power field ids (per-field NOT_SUPPORTED)
-    power_supported: bool = True  # False: no power reading at all (nvmlDeviceGetPowerUsage and fields NOT_SUPPORTED)
+    power_supported: bool = (
+        True  # False: no power reading at all (nvmlDeviceGetPowerUsage and fields NOT_SUPPORTED)
+    )
     mig: list[str] = field(default_factory=list)  # MIG instance UUIDs ("MIG-..."); non-empty = MIG mode on
     # (GPU instance id, compute instance id) of each MIG instance, as in the pre-R470 form
     # MIG-GPU-<uuid>/<gi>/<ci>; default (k + 1, 0) for the k-th instance
@@ -107,8 +156,10 @@ class FakeGpu:
 
     @property
     def is_module(self) -> bool:
-        return any(v is not None for v in (self.module_energy_mJ, self.module_power_instant_mW,
-                                           self.module_power_average_mW))
+        return any(
+            v is not None
+            for v in (self.module_energy_mJ, self.module_power_instant_mW, self.module_power_average_mW)
+        )
 
     def mig_gi_ci(self, k: int) -> tuple[int, int]:
         return self.mig_ids[k] if k < len(self.mig_ids) else (k + 1, 0)
@@ -151,6 +202,7 @@ def _make_errors(mod: types.ModuleType) -> None:
         def gen_new(val):
             def new(typ, *args):
                 return NVMLError.__new__(typ, val)
+
             return new
 
         cls = type(cls_name, (NVMLError,), {"__new__": gen_new(code)})
@@ -159,8 +211,14 @@ def _make_errors(mod: types.ModuleType) -> None:
         NVMLError._valClassMapping[code] = cls
 
 
-def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loaded: bool = True,
-                no_permission: bool = False, hidden: Iterable[int | str] = ()) -> types.ModuleType:
+def make_pynvml(
+    gpus: list[FakeGpu],
+    *,
+    library_found: bool = True,
+    driver_loaded: bool = True,
+    no_permission: bool = False,
+    hidden: Iterable[int | str] = (),
+) -> types.ModuleType:
     """A module object that behaves like ``pynvml`` on a node with ``gpus``.
 
     ``no_permission``: the energy counter answers NO_PERMISSION. ``hidden``: GPUs outside the job's
@@ -300,15 +358,19 @@ def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loade
         if scope == SCOPES["NVML_POWER_SCOPE_MODULE"]:
             if not g.is_module:
                 return "NVML_ERROR_NOT_SUPPORTED", None, ""
-            v = {FIELDS["NVML_FI_DEV_POWER_INSTANT"]: g.module_power_instant_mW,
-                 FIELDS["NVML_FI_DEV_POWER_AVERAGE"]: g.module_power_average_mW,
-                 FIELDS["NVML_FI_DEV_ENERGY"]: g.module_energy_mJ}[fid]
+            v = {
+                FIELDS["NVML_FI_DEV_POWER_INSTANT"]: g.module_power_instant_mW,
+                FIELDS["NVML_FI_DEV_POWER_AVERAGE"]: g.module_power_average_mW,
+                FIELDS["NVML_FI_DEV_ENERGY"]: g.module_energy_mJ,
+            }[fid]
         elif scope == SCOPES["NVML_POWER_SCOPE_GPU"]:
             if g.is_module and not g.gpu_scope_supported:
                 return "NVML_ERROR_NOT_SUPPORTED", None, ""
-            v = {FIELDS["NVML_FI_DEV_POWER_INSTANT"]: g.power_instant_mW,
-                 FIELDS["NVML_FI_DEV_POWER_AVERAGE"]: g.power_average_mW,
-                 FIELDS["NVML_FI_DEV_ENERGY"]: g.energy_mJ}[fid]
+            v = {
+                FIELDS["NVML_FI_DEV_POWER_INSTANT"]: g.power_instant_mW,
+                FIELDS["NVML_FI_DEV_POWER_AVERAGE"]: g.power_average_mW,
+                FIELDS["NVML_FI_DEV_ENERGY"]: g.energy_mJ,
+            }[fid]
         else:  # memory scope: not modelled
             return "NVML_ERROR_NOT_SUPPORTED", None, ""
         if v is None:
@@ -379,13 +441,28 @@ def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loade
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice):
         return _Handle(gpu_of(migDevice))
 
-    for fn in (nvmlInit, nvmlInitWithFlags, nvmlShutdown, nvmlDeviceGetCount, nvmlDeviceGetHandleByIndex,
-               nvmlDeviceGetHandleByUUID, nvmlDeviceGetHandleByPciBusId, nvmlDeviceGetUUID, nvmlDeviceGetName,
-               nvmlDeviceGetPciInfo, nvmlDeviceGetTotalEnergyConsumption, nvmlDeviceGetPowerUsage,
-               nvmlDeviceGetFieldValues, nvmlDeviceGetMigMode, nvmlDeviceGetMaxMigDeviceCount,
-               nvmlDeviceGetMigDeviceHandleByIndex, nvmlDeviceIsMigDeviceHandle,
-               nvmlDeviceGetDeviceHandleFromMigDeviceHandle, nvmlDeviceGetGpuInstanceId,
-               nvmlDeviceGetComputeInstanceId):
+    for fn in (
+        nvmlInit,
+        nvmlInitWithFlags,
+        nvmlShutdown,
+        nvmlDeviceGetCount,
+        nvmlDeviceGetHandleByIndex,
+        nvmlDeviceGetHandleByUUID,
+        nvmlDeviceGetHandleByPciBusId,
+        nvmlDeviceGetUUID,
+        nvmlDeviceGetName,
+        nvmlDeviceGetPciInfo,
+        nvmlDeviceGetTotalEnergyConsumption,
+        nvmlDeviceGetPowerUsage,
+        nvmlDeviceGetFieldValues,
+        nvmlDeviceGetMigMode,
+        nvmlDeviceGetMaxMigDeviceCount,
+        nvmlDeviceGetMigDeviceHandleByIndex,
+        nvmlDeviceIsMigDeviceHandle,
+        nvmlDeviceGetDeviceHandleFromMigDeviceHandle,
+        nvmlDeviceGetGpuInstanceId,
+        nvmlDeviceGetComputeInstanceId,
+    ):
         fn.__module__ = "pynvml"
         setattr(mod, fn.__name__, fn)
     return mod
@@ -393,10 +470,20 @@ def make_pynvml(gpus: list[FakeGpu], *, library_found: bool = True, driver_loade
 
 def h100_node(n: int = 4) -> list[FakeGpu]:
     """``n`` H100s with realistic UUIDs and bus ids (a DGX-like node)."""
-    buses = ["00000000:18:00.0", "00000000:2A:00.0", "00000000:3A:00.0", "00000000:5D:00.0",
-             "00000000:9A:00.0", "00000000:AB:00.0", "00000000:BA:00.0", "00000000:DB:00.0"]
-    return [FakeGpu(uuid=f"GPU-{k:08x}-aaaa-bbbb-cccc-{k:012x}", bus_id=buses[k],
-                    energy_mJ=1_000_000 * (k + 1)) for k in range(n)]
+    buses = [
+        "00000000:18:00.0",
+        "00000000:2A:00.0",
+        "00000000:3A:00.0",
+        "00000000:5D:00.0",
+        "00000000:9A:00.0",
+        "00000000:AB:00.0",
+        "00000000:BA:00.0",
+        "00000000:DB:00.0",
+    ]
+    return [
+        FakeGpu(uuid=f"GPU-{k:08x}-aaaa-bbbb-cccc-{k:012x}", bus_id=buses[k], energy_mJ=1_000_000 * (k + 1))
+        for k in range(n)
+    ]
 
 
 def install(monkeypatch, gpus: list[FakeGpu], **kw) -> types.ModuleType:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Signal:
             m = (self.energy(b) - self.energy(a)) / d
         return np.where(d > 0, m, self.power(a))
 
-    def __add__(self, other: "Signal") -> "Sum":
+    def __add__(self, other: Signal) -> Sum:
         return Sum((self, other))
 
 
@@ -71,8 +71,9 @@ class Steps(Signal):
         object.__setattr__(self, "_cum", np.cumsum(seg))
 
     @classmethod
-    def windows(cls, starts: Sequence[float], ends: Sequence[float], idle_W: float,
-                busy_W: float | Sequence[float]) -> "Steps":
+    def windows(
+        cls, starts: Sequence[float], ends: Sequence[float], idle_W: float, busy_W: float | Sequence[float]
+    ) -> Steps:
         """Idle outside the spans [starts[i], ends[i]), busy (one level, or one per span) inside."""
         s, e = np.asarray(starts, float), np.asarray(ends, float)
         busy = np.broadcast_to(np.asarray(busy_W, float), s.shape)
@@ -200,14 +201,28 @@ class Workload:
     drift_phase: float = 0.0
 
     @classmethod
-    def random(cls, rng: np.random.Generator, n: int, length_s: float, *, gap_s: tuple[float, float] = (0.3, 1.5),
-               ripple_hz: tuple[float, float] = (5.0, 50.0), t0: float = 1.0) -> "Workload":
+    def random(
+        cls,
+        rng: np.random.Generator,
+        n: int,
+        length_s: float,
+        *,
+        gap_s: tuple[float, float] = (0.3, 1.5),
+        ripple_hz: tuple[float, float] = (5.0, 50.0),
+        t0: float = 1.0,
+    ) -> Workload:
         """``n`` windows of ``length_s`` separated by idle gaps drawn from ``gap_s``; each window's
         ripple rate drawn from ``ripple_hz`` (uniform), its phase uniform."""
         gaps = rng.uniform(*gap_s, size=n)
         starts = t0 + np.cumsum(gaps) + length_s * np.arange(n)
-        return cls(starts, starts + length_s, rng.uniform(*ripple_hz, size=n), rng.uniform(0, TWO_PI, size=n),
-                   drift_period_s=float(rng.uniform(300, 900)), drift_phase=float(rng.uniform(0, TWO_PI)))
+        return cls(
+            starts,
+            starts + length_s,
+            rng.uniform(*ripple_hz, size=n),
+            rng.uniform(0, TWO_PI, size=n),
+            drift_period_s=float(rng.uniform(300, 900)),
+            drift_phase=float(rng.uniform(0, TWO_PI)),
+        )
 
     @property
     def end(self) -> float:

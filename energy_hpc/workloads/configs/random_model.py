@@ -4,9 +4,10 @@ with it and register them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from energy_hpc.workloads.models import register_random
 

@@ -15,8 +15,11 @@ from pathlib import Path
 
 def bytes_to_unicode() -> dict[int, str]:
     """The byte -> printable character table of byte-level BPE tokenizers (GPT-2, CLIP, Whisper)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -46,8 +49,9 @@ def write_clip_tokenizer(folder: Path, max_length: int = 77) -> int:
     return len(vocab)
 
 
-def byte_level_tokenizer(specials: tuple[str, ...], *, max_length: int, prepend: str = "", append_eos: str = "",
-                         **roles: str):
+def byte_level_tokenizer(
+    specials: tuple[str, ...], *, max_length: int, prepend: str = "", append_eos: str = "", **roles: str
+):
     """A fast tokenizer: ``specials`` take ids 0..k-1 in order, then the 256 bytes. ``roles`` name the
     special tokens' parts (``pad_token="<pad>"``, ``eos_token="</s>"``, ...). Every encoded text starts
     with ``prepend`` (Llama's ``<s>``) and ends with ``append_eos`` (T5's ``</s>``) where given."""
@@ -64,6 +68,7 @@ def byte_level_tokenizer(specials: tuple[str, ...], *, max_length: int, prepend:
         ends = [t for t in (prepend, append_eos) if t]
         single = " ".join(t for t in (prepend, "$A", append_eos) if t)
         pair = " ".join(t for t in (prepend, "$A", append_eos, "$B", append_eos) if t)
-        tk.post_processor = processors.TemplateProcessing(single=single, pair=pair,
-                                                          special_tokens=[(t, vocab[t]) for t in ends])
+        tk.post_processor = processors.TemplateProcessing(
+            single=single, pair=pair, special_tokens=[(t, vocab[t]) for t in ends]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tk, model_max_length=max_length, **roles)

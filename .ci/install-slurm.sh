@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install Slurm (slurm-wlm) and munge for the integration tests, if they are not there yet.
 # Idempotent and quiet; needs root (or sudo). The tests start the daemons themselves
-# (tests/slurm_cluster.py); nothing is started or enabled here.
+# (tests/slurm/cluster.py); nothing is started or enabled here.
 set -eu
 
 need=""

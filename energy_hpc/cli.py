@@ -8,14 +8,17 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from energy_hpc import __version__, commands
 from energy_hpc.errors import UserError
+from energy_hpc.logs import setup_logging
+from energy_hpc.settings import SettingsError
 
 log = logging.getLogger("energy_hpc")
 
 
-def _command_modules() -> dict[str, object]:
+def _command_modules() -> dict[str, ModuleType]:
     mods = {}
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -39,36 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record is logged, not what it was at set-up (tests
-    and embedding programs replace it; a handler holding the old one would write to a closed file)."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("energy-hpc %(levelname)s: %(message)s"))
-    root = logging.getLogger("energy_hpc")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     try:
         return int(args._run(args) or 0)
-    except UserError as exc:
+    except (UserError, SettingsError) as exc:
         if not getattr(exc, "quiet", False):  # under MPI only rank 0 reports a shared problem
             print(f"energy-hpc: error: {exc}", file=sys.stderr)
         return exc.exit_code

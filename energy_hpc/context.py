@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from energy_hpc import settings
 from energy_hpc.errors import LaunchError
 
 log = logging.getLogger(__name__)
 
 # Variables that MPI launchers set in every rank they start.
 _MPI_RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PALS_RANKID", "MPI_LOCALRANKID")
-_LOCAL_RANK_VARS = (
+LOCAL_RANK_VARS = (
     "SLURM_LOCALID",
     "MPI_LOCALRANKID",
     "OMPI_COMM_WORLD_LOCAL_RANK",
@@ -46,12 +47,8 @@ def launched_by_mpi(env: Mapping[str, str]) -> bool:
 def want_mpi(env: Mapping[str, str], force: bool | None = None) -> bool:
     if force is not None:
         return force
-    flag = env.get("ENERGY_HPC_MPI", "").lower()
-    if flag in ("0", "no", "false", "off"):
-        return False
-    if flag in ("1", "yes", "true", "on"):
-        return True
-    return launched_by_mpi(env)
+    flag = settings.Settings.from_env(env).mpi  # ENERGY_HPC_MPI, read from the environment described
+    return launched_by_mpi(env) if flag is None else flag
 
 
 def visible_devices(env: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
@@ -87,8 +84,6 @@ class PeerTimeout(Exception):
 # backing off so that a rank waiting on an oversubscribed node does not steal the CPU from the others.
 _POLL_FIRST_S = 0.0002
 _POLL_MAX_S = 0.02
-# pause between tests of a transfer in progress; the sender needs the CPU on an oversubscribed node
-_SPIN_S = float(os.environ.get("ENERGY_HPC_SPIN_S", "0.0005"))
 
 
 class Comm:
@@ -273,7 +268,10 @@ class MpiComm(Comm):
         return out
 
     def _wait_all(self, reqs: list, give_up: Callable[[], str]) -> None:
-        """A transfer is under way: poll tightly (each Test drives it) but yield the CPU."""
+        """A transfer is under way: poll tightly (each Test drives it) but yield the CPU: pause
+        ``spin_s`` between tests (ENERGY_HPC_SPIN_S), as the sender needs the CPU on an oversubscribed
+        node."""
+        spin_s = settings.current().spin_s
         next_check = time.monotonic() + 1.0
         while reqs and not self.MPI.Request.Testall(reqs):
             if time.monotonic() >= next_check:
@@ -284,7 +282,7 @@ class MpiComm(Comm):
                             r.Cancel()
                     raise PeerTimeout(why)
                 next_check = time.monotonic() + 1.0
-            time.sleep(_SPIN_S)
+            time.sleep(spin_s)
 
     def barrier(self) -> None:
         self.comm.Barrier()
@@ -362,7 +360,7 @@ def slurm_info(env: Mapping[str, str]) -> dict:
     return {k: env[v] for k, v in keys.items() if v in env}
 
 
-def _env_int(env: Mapping[str, str], names: tuple[str, ...], default: int) -> int:
+def env_int(env: Mapping[str, str], names: tuple[str, ...], default: int) -> int:
     for n in names:
         if n in env:
             try:
@@ -380,7 +378,7 @@ def detect(env: Mapping[str, str] | None = None, force_mpi: bool | None = None) 
     if want_mpi(env, force_mpi):
         comm: Comm = MpiComm()
         launcher = "srun" if "SLURM_STEP_ID" in env and "PMI_RANK" not in env else "mpi"
-        expected = _env_int(env, ("SLURM_STEP_NUM_TASKS", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), comm.size)
+        expected = env_int(env, ("SLURM_STEP_NUM_TASKS", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), comm.size)
         if comm.size == 1 and expected > 1:
             raise LaunchError(
                 f"the launcher started {expected} tasks but MPI sees only 1 rank in each: srun needs an "

@@ -24,7 +24,6 @@ Every message is point to point; there is no collective here a dead rank could h
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from energy_hpc import settings
 from energy_hpc.context import Comm, PeerTimeout
 from energy_hpc.spill import Heartbeat, RankSpill, SpillPlan, missing_rank_record
 from energy_hpc.store import (
@@ -56,10 +56,9 @@ __all__ = ["PIECE_SAMPLES", "GatherOutcome", "channel_record", "gather_and_write
 _TAG_META = 21
 _TAG_REQ = 22
 _TAG_DATA = 23
-GATHER_AHEAD = 4
-# after a signal, how long rank 0 still waits for ranks to report (Slurm's KillWait is 30 s by default)
-SIGNAL_GRACE_S = float(os.environ.get("ENERGY_HPC_SIGNAL_GRACE_S", "10"))
-PIECE_SAMPLES = 1 << 20  # samples per piece: time, energy, sensor_time float64 + power float32 = 28 MiB
+# the default piece (ENERGY_HPC_GATHER_PIECE_SAMPLES): 2^20 samples of time, energy, sensor_time float64
+# + power float32 = 28 MiB
+PIECE_SAMPLES = settings.Settings.gather_piece_samples
 _ANSWER_S = 60.0  # a rank that is serving requests answers each within this (else it is gone)
 
 
@@ -87,12 +86,13 @@ def gather_and_write(
     compression: str = "none",
     spills: SpillPlan | None = None,
     interrupted: Callable[[], str] = lambda: "",
-    piece: int = PIECE_SAMPLES,
+    piece: int | None = None,
 ) -> tuple[Path | None, str]:
     """Collective over the live ranks: every rank calls it. Returns (run file path, run status) on
     rank 0, (None, "") elsewhere. The run is ``complete`` when every rank finished every case, else
     ``partial`` with the reason. ``interrupted`` returns the name of a signal rank 0 got (then it waits at
-    most SIGNAL_GRACE_S more for ranks that have not reported)."""
+    most the ``signal_grace_s`` setting more for ranks that have not reported). ``piece``: samples per
+    piece (default: the ``gather_piece_samples`` setting)."""
     o = gather(
         comm,
         traces=traces,
@@ -129,8 +129,10 @@ def gather(
     compression: str = "none",
     spills: SpillPlan | None = None,
     interrupted: Callable[[], str] = lambda: "",
-    piece: int = PIECE_SAMPLES,
+    piece: int | None = None,
 ) -> GatherOutcome:
+    if piece is None:
+        piece = settings.current().gather_piece_samples
     meta = {
         "rank": rank_record,
         "channels": [channel_record(t, comm.rank, host, node) for t in traces],
@@ -257,7 +259,7 @@ def _collect(
     header.emulated = emulated_text(emulated_parts(channels))
     header.contains_estimate = any(c["method"] == "estimate" for c in channels)
     live = [r for r in range(1, comm.size) if r in metas]
-    receiver = _Receiver(comm, live, metas, piece, _ahead())
+    receiver = _Receiver(comm, live, metas, piece, settings.current().gather_ahead)
     receiver.tell_ahead(0)  # the first ranks wake and offer their first piece while the file is created
     tmp = temp_path(out, stem)
     writer = RunWriter(tmp, header, channels, max_samples, compression)
@@ -341,6 +343,8 @@ def _wait_for_reports(
     check_every = max(1.0, (spills.grace_s / 4) if spills else 1.0)
     next_check = [0.0]
     sig_at: list[float | None] = [None]
+    # after a signal, how long rank 0 still waits for ranks to report (Slurm's KillWait is 30 s by default)
+    grace_s = settings.current().signal_grace_s
 
     def give_up() -> str:
         # A signal reaches every rank at once, and each needs a moment (its torch call in progress,
@@ -350,9 +354,9 @@ def _wait_for_reports(
         now = time.monotonic()
         if sig:
             sig_at[0] = now if sig_at[0] is None else sig_at[0]
-            if now - sig_at[0] >= SIGNAL_GRACE_S:
+            if now - sig_at[0] >= grace_s:
                 for r in pending:
-                    missing[r] = f"had not reported {SIGNAL_GRACE_S:.0f} s after rank 0 got {sig}"
+                    missing[r] = f"had not reported {grace_s:.0f} s after rank 0 got {sig}"
                 pending.clear()
                 return sig
         if now < next_check[0]:
@@ -380,13 +384,6 @@ def _wait_for_reports(
         else:  # a rank taken for missing reported after all: too late for its data to be waited for
             log.warning("rank %d reported after it was taken for missing", src)
             missing.pop(src, None)
-
-
-def _ahead() -> int:
-    """Requests rank 0 keeps in flight (ENERGY_HPC_GATHER_AHEAD). Large pieces travel by rendezvous,
-    so a request in flight costs rank 0 no memory; more of them hide each sender's wake-up and packing."""
-    raw = os.environ.get("ENERGY_HPC_GATHER_AHEAD", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else GATHER_AHEAD
 
 
 class _WriteBehind:

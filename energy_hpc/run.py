@@ -17,7 +17,6 @@ signal (SIGTERM, SIGINT, or the SIGUSR1 that Slurm sends before the time limit w
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import time
@@ -27,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from energy_hpc import settings
 from energy_hpc.context import Comm, RankContext
 from energy_hpc.errors import UserError
-from energy_hpc.spec import Case, Job, case_json
+from energy_hpc.jobtypes import Case, Job, case_json
 from energy_hpc.store import RunHeader, check_output_dir, estimate_run_bytes, make_spill_dir, run_file_stem
 from energy_hpc.telemetry.base import SensorContext
 from energy_hpc.windows import Phase, WindowLog, to_array
@@ -149,7 +149,7 @@ def run_job(
     """Measure ``job`` on this rank; rank 0 writes the run file into ``out``.
 
     Spills go to ``<out>/.<stem>.spill/`` every ``[measure] spill_seconds`` and are removed once the run
-    file is in place, unless ``keep_spills`` (default: environment ENERGY_HPC_KEEP_SPILLS=1)."""
+    file is in place, unless ``keep_spills`` (default: the setting, ENERGY_HPC_KEEP_SPILLS=1)."""
     from energy_hpc.gather import gather
     from energy_hpc.spill import Spiller, SpillPlan, SpillWriter, rank_spill_path
     from energy_hpc.telemetry.registry import open_sensors
@@ -159,7 +159,7 @@ def run_job(
     interval_s = (interval_ms or measure.interval_ms) / 1000.0
     root = ctx.is_root
     if keep_spills is None:
-        keep_spills = os.environ.get("ENERGY_HPC_KEEP_SPILLS", "") not in ("", "0")
+        keep_spills = settings.current().keep_spills
 
     collective(
         comm,
@@ -436,8 +436,8 @@ def _spawn_sampler(mode: str, device_kind: str) -> Any:
     spare and a thread would take the GIL from the inference loop 100 times a second (+2-3 %
     measured). When inference runs on the CPU and keeps every core busy, a separate process costs
     more than the thread (+6 % vs +1.2 % measured on 2 cores), so ``auto`` uses the thread there.
-    ENERGY_HPC_SAMPLER overrides the job file."""
-    mode = os.environ.get("ENERGY_HPC_SAMPLER", mode)
+    The ``sampler`` setting (ENERGY_HPC_SAMPLER) overrides the job file."""
+    mode = settings.current().sampler or mode
     if mode == "auto":
         mode = "process" if device_kind == "cuda" else "thread"
     if mode != "process":
@@ -479,6 +479,8 @@ def _json(obj: Any) -> str:
 
 
 def _case_row(c: Case) -> dict[str, Any]:
+    from energy_hpc.workloads.registry import workload_class
+
     return {
         "task": c.task,
         "model": c.model,
@@ -486,7 +488,7 @@ def _case_row(c: Case) -> dict[str, Any]:
         "dtype": c.dtype,
         "batch_size": c.batch_size,
         "label": c.label,
-        "unit": c.unit,
+        "unit": workload_class(c.task).unit,
         "params": case_json(c),
         "provenance": _provenance(c),
     }

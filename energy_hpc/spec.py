@@ -1,4 +1,5 @@
-"""Job files: TOML in, a validated :class:`Job` with its expanded :class:`Case` list out.
+"""Job files: TOML in, a validated :class:`~energy_hpc.jobtypes.Job` with its expanded
+:class:`~energy_hpc.jobtypes.Case` list out (the types live in :mod:`energy_hpc.jobtypes`).
 
 Everything is checked before any work starts: an unknown key (with a did-you-mean), a wrong type,
 an out-of-range value, an unknown task, a missing model folder. Each problem is one
@@ -12,12 +13,9 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import json
 import math
-import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,76 +24,23 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from energy_hpc.errors import SpecError
-from energy_hpc.telemetry.registry import EMULATED, SENSOR_CHOICES, check_emulated_part
+from energy_hpc.errors import ModelSourceError, SpecError
+from energy_hpc.jobtypes import (
+    COMPRESSIONS,
+    DEVICES,
+    DTYPES,
+    MAX_CASES,
+    NAME_RE,
+    SAMPLERS,
+    SOURCES,
+    Case,
+    Job,
+    Measure,
+)
+from energy_hpc.telemetry.registry import EMULATED, check_emulated_part, sensor_choices
+from energy_hpc.workloads.models import check_random_task, random_config_names
 from energy_hpc.workloads.options import Option
-from energy_hpc.workloads.registry import TASKS, task_options
-
-DTYPES = ("fp32", "fp16", "bf16")
-SOURCES = ("local", "hub", "random")
-DEVICES = ("auto", "cpu", "cuda")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_CASES = 10_000
-
-
-@dataclass(frozen=True)
-class Measure:
-    interval_ms: float = 10.0
-    idle_seconds: float = 2.0
-    warmup: int = 1
-    iterations: int = 3
-    cooldown_seconds: float = 0.0
-    sensors: tuple[str, ...] = ("auto",)
-    sensor_options: Mapping[str, Any] = field(default_factory=dict)
-    device: str = "auto"
-    spill_seconds: float = 60.0
-    compression: str = "none"
-    # "process": a sampling child process (no GIL contention; best when inference runs on a GPU);
-    # "thread": in this process (best when inference keeps every CPU core busy); "auto": by device
-    sampler: str = "auto"
-
-
-@dataclass(frozen=True)
-class Case:
-    index: int
-    task: str
-    model: str  # as written in the job file
-    source: str  # local | hub | random
-    model_path: str  # resolved local folder (local), hub id (hub) or config name/folder (random)
-    dtype: str
-    batch_size: int
-    options: Mapping[str, Any]
-    label: str = ""
-    warmup: int | None = None
-    iterations: int | None = None
-
-    @property
-    def unit(self) -> str:
-        return TASKS[self.task].unit
-
-    def params(self) -> dict[str, Any]:
-        """The parameters that identify the case in tables (JSON-serialisable)."""
-        label = {"label": self.label} if self.label else {}
-        return {
-            "task": self.task,
-            "model": self.model,
-            "source": self.source,
-            "dtype": self.dtype,
-            "batch_size": self.batch_size,
-            **label,
-            **dict(self.options),
-        }
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    description: str
-    measure: Measure
-    cases: tuple[Case, ...]
-    path: str
-    text: str
-
+from energy_hpc.workloads.registry import task_options, tasks
 
 # ---------------------------------------------------------------- helpers
 
@@ -144,7 +89,7 @@ def _sensor(v: Any, where: str) -> str:
     if sep and head == EMULATED:
         check_emulated_part(part, f"{where} {v!r}")
         return v
-    return _string(v, where, SENSOR_CHOICES)
+    return _string(v, where, sensor_choices())
 
 
 def _as_list(v: Any) -> list[Any]:
@@ -190,7 +135,7 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
             "[measure.sensor_options.estimate] watts_per_core = 10"
         )
     for k, v in opts.items():
-        _string(k, "[measure.sensor_options] key", tuple(c for c in SENSOR_CHOICES if c != "auto"))
+        _string(k, "[measure.sensor_options] key", tuple(c for c in sensor_choices() if c != "auto"))
         if not isinstance(v, dict):
             raise SpecError(f"[measure.sensor_options.{k}] must be a table")
         if k == EMULATED and "part" in v:
@@ -222,10 +167,8 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
         spill_seconds=float(
             _number(t.get("spill_seconds", d.spill_seconds), "[measure] spill_seconds", lo=1, hi=86_400)
         ),
-        compression=_string(
-            t.get("compression", d.compression), "[measure] compression", ("none", "gzip", "lzf")
-        ),
-        sampler=_string(t.get("sampler", d.sampler), "[measure] sampler", ("auto", "process", "thread")),
+        compression=_string(t.get("compression", d.compression), "[measure] compression", COMPRESSIONS),
+        sampler=_string(t.get("sampler", d.sampler), "[measure] sampler", SAMPLERS),
     )
 
 
@@ -248,8 +191,6 @@ def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
             )
         return str(p.resolve())
     if source == "random":
-        from energy_hpc.workloads.models import random_config_names
-
         p = Path(model).expanduser()
         p = p if p.is_absolute() else (base / p)
         if p.is_dir():
@@ -282,9 +223,10 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
     if not isinstance(raw, dict):
         raise SpecError(f"{where} must be a table")
     _check_keys(raw, _CASE_KEYS, where)
+    known_tasks = tuple(tasks())
     if "task" not in raw:
-        raise SpecError(f"{where}: missing key 'task' (one of {', '.join(TASKS)})")
-    task = _string(raw["task"], f"{where} task", tuple(TASKS))
+        raise SpecError(f"{where}: missing key 'task' (one of {', '.join(known_tasks)})")
+    task = _string(raw["task"], f"{where} task", known_tasks)
     if "model" not in raw:
         raise SpecError(
             f"{where}: missing key 'model' (a local folder, a hub id with source = \"hub\", "
@@ -335,9 +277,6 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
     for k in [a for a in axes if a.startswith("options.")]:
         axes[k] = [_resolve_path_option(schema[k.split(".", 1)[1]], v, base) for v in axes[k]]
     resolved = {m: _resolve_model(m, source, base, where) for m in axes["model"]}
-    from energy_hpc.errors import ModelSourceError
-    from energy_hpc.workloads.models import check_random_task
-
     for m in axes["model"]:
         try:
             check_random_task(task, source, resolved[m])
@@ -352,7 +291,7 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
         )
     cases = []
     for i, combo in enumerate(combos):
-        values = dict(zip(names, combo))
+        values = dict(zip(names, combo, strict=True))
         options = dict(fixed)
         options.update({k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("options.")})
         cases.append(
@@ -425,7 +364,3 @@ def load_job(path: str | Path) -> Job:
     except UnicodeDecodeError:
         raise SpecError(f"job file {str(path)!r} is not UTF-8 text; save it as UTF-8 TOML") from None
     return parse_job(text, path.resolve())
-
-
-def case_json(case: Case) -> str:
-    return json.dumps(case.params(), sort_keys=True)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from energy_hpc import settings
 from energy_hpc.store import (
     RunHeader,
     RunWriter,
@@ -306,11 +307,12 @@ class Heartbeat:
 
 @dataclass
 class SpillPlan:
-    """Where this run's spill files are and how long to wait for a silent peer."""
+    """Where this run's spill files are and how long to wait for a silent peer (``fallback_s``: by
+    default the ``gather_timeout_s`` setting when the plan is made, ENERGY_HPC_GATHER_TIMEOUT)."""
 
     folder: Path
     spill_seconds: float
-    fallback_s: float = float(os.environ.get("ENERGY_HPC_GATHER_TIMEOUT", "600"))
+    fallback_s: float = field(default_factory=lambda: settings.current().gather_timeout_s)
 
     @property
     def grace_s(self) -> float:

@@ -42,52 +42,91 @@ recording ranks that ran the case (docs/analysis.md, "One device, several ranks"
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
-NEVER_ADDED = ("placeholder", "view", "skip")
-NODE_ROLES = ("node", "node_cpu", "node_memory", "node_accel", "node_other")
+from energy_hpc.telemetry.base import bus_id_key
+
+
+class Role(str, Enum):
+    """What one channel's energy counts towards (the module docstring says how each is recognised). The
+    values are the names the tables and notes have always used; a role compares equal to its value."""
+
+    DEVICE = "device"
+    PACKAGE = "package"
+    PLACEHOLDER = "placeholder"
+    MODULE = "module"
+    VIEW = "view"
+    SKIP = "skip"
+    NODE = "node"
+    NODE_CPU = "node_cpu"
+    NODE_MEMORY = "node_memory"
+    NODE_ACCEL = "node_accel"
+    NODE_OTHER = "node_other"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __hash__(self) -> int:  # as its value's, so that a role and its name are one key in a dict or set
+        return hash(self.value)
+
+    @property
+    def node_level(self) -> bool:
+        return self in NODE_ROLES
+
+
+NEVER_ADDED = (Role.PLACEHOLDER, Role.VIEW, Role.SKIP)
+NODE_ROLES = (Role.NODE, Role.NODE_CPU, Role.NODE_MEMORY, Role.NODE_ACCEL, Role.NODE_OTHER)
+# rank-level channels whose energy is the device total, each once (a package or a shared device's copy)
+DEVICE_ROLES = (Role.DEVICE, Role.PACKAGE)
 
 
 def normalize_device(dev: str) -> str:
     """PCI bus ids compared without domain or case: '0000:C1:00.0' -> 'c1:00.0'."""
-    d = str(dev).strip().lower()
-    parts = d.split(":")
-    if len(parts) == 3 and "." in parts[2]:
-        return ":".join(parts[1:])
-    return d
+    return bus_id_key(dev)
 
 
 def shared_devices(meta: dict[str, Any]) -> list[str]:
     return [normalize_device(s) for s in str(meta.get("shared_with", "") or "").split(",") if s.strip()]
 
 
-def channel_role(meta: dict[str, Any]) -> str:
+# node-level channels by scope
+_NODE_ROLE_OF_SCOPE = {
+    "node": Role.NODE,
+    "cpu": Role.NODE_CPU,
+    "memory": Role.NODE_MEMORY,
+    "package": Role.NODE_ACCEL,
+    "gpu": Role.NODE_ACCEL,
+}
+
+
+def channel_role(meta: dict[str, Any]) -> Role:
     """The role of one channel seen alone. What needs the other channels of the run (copies of one
     device, ``included_in`` at node level, two backends of one scope) is :func:`channel_roles`'."""
     if str(meta.get("view_of", "") or ""):
-        return "view"
+        return Role.VIEW
     # Files of schema 1.0 do not store view_of: NVML's average-power view is named "<main>:avg".
     if str(meta.get("backend", "")) == "nvml" and str(meta.get("name", "")).endswith(":avg"):
-        return "view"
+        return Role.VIEW
     scope = str(meta.get("scope", ""))
     if int(meta.get("node_level", 0) or 0):
-        return {
-            "node": "node",
-            "cpu": "node_cpu",
-            "memory": "node_memory",
-            "package": "node_accel",
-            "gpu": "node_accel",
-        }.get(scope, "node_other")
+        return _NODE_ROLE_OF_SCOPE.get(scope, Role.NODE_OTHER)
     if str(meta.get("included_in", "") or ""):
-        return "placeholder"
+        return Role.PLACEHOLDER
     if scope == "module":
-        return "module"
+        return Role.MODULE
     if scope == "package":
-        return "package"
+        return Role.PACKAGE
     shared = shared_devices(meta)
     if scope == "gpu" and shared and not all(d.startswith("mig-") for d in shared):
-        return "placeholder"  # an MI250X secondary GCD: inside its package's channel
-    return "device"
+        return Role.PLACEHOLDER  # an MI250X secondary GCD: inside its package's channel
+    return Role.DEVICE
+
+
+def sharer_ranks(meta: dict[str, Any]) -> list[int]:
+    """The ranks that recorded a device :func:`channel_roles` counts once (``meta["sharers"]``); []
+    for any other channel."""
+    return [int(x) for x in str(meta.get("sharers", "") or "").split(",") if x.strip()]
 
 
 def is_mig_gpu(meta: dict[str, Any]) -> bool:
@@ -130,7 +169,7 @@ def _backend_rank(backend: str) -> tuple[int, str]:
         return len(NODE_BACKEND_PREFERENCE), backend
 
 
-def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
+def channel_roles(metas: Sequence[dict[str, Any]]) -> list[Role]:
     """:func:`channel_role` of every channel of one run, with what needs the others:
 
     - **one device, several ranks.** Rank-level channels that are copies of one device
@@ -152,7 +191,7 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, m in enumerate(metas):
         m.pop("sharers", None), m.pop("copies", None), m.pop("not_added", None)  # set below, afresh
-        if roles[i] in ("device", "package", "module"):
+        if roles[i] in (Role.DEVICE, Role.PACKAGE, Role.MODULE):
             key = device_key(m)
             if key is not None:
                 groups.setdefault(key, []).append(i)
@@ -160,7 +199,7 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
         ranks = [int(metas[i].get("rank", 0)) for i in groups[key]]
         if len(set(ranks)) != len(ranks):  # one rank with two channels of one device: tell them by name
             for i in groups.pop(key):
-                groups.setdefault(key + (str(metas[i].get("name", "")),), []).append(i)
+                groups.setdefault((*key, str(metas[i].get("name", ""))), []).append(i)
     for idxs in groups.values():
         idxs.sort(key=lambda i: (int(metas[i].get("rank", 0)), i))
         ranks = [int(metas[i].get("rank", 0)) for i in idxs]
@@ -168,21 +207,21 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
             continue  # still two channels of one rank: not copies of each other, leave them be
         if len(idxs) == 1 and not is_mig_gpu(metas[idxs[0]]):
             continue
-        kept = "module" if roles[idxs[0]] == "module" else "package"
+        kept_role = Role.MODULE if roles[idxs[0]] == Role.MODULE else Role.PACKAGE
         for i in idxs:
-            roles[i] = "placeholder"
+            roles[i] = Role.PLACEHOLDER
         rep = metas[idxs[0]]
-        roles[idxs[0]] = kept
+        roles[idxs[0]] = kept_role
         rep["sharers"] = ",".join(str(r) for r in ranks)
         rep["copies"] = [int(metas[i].get("index", i)) for i in idxs]
     # included_in at node level
     by_name = {
         (str(m.get("host", "")), str(m.get("name", ""))): i
         for i, m in enumerate(metas)
-        if roles[i].startswith("node")
+        if roles[i].node_level
     }
     for i, m in enumerate(metas):
-        if not roles[i].startswith("node"):
+        if not roles[i].node_level:
             continue
         host, seen, inside = str(m.get("host", "")), {i}, str(m.get("included_in", "") or "")
         while inside:
@@ -190,42 +229,40 @@ def channel_roles(metas: Sequence[dict[str, Any]]) -> list[str]:
             if j is None or j in seen:
                 break
             if channel_role(metas[j]) == channel_role(m):
-                roles[i] = "placeholder"
+                roles[i] = Role.PLACEHOLDER
                 break
             seen.add(j)
             inside = str(metas[j].get("included_in", "") or "")
     # two backends, one scope, one host
-    backends: dict[tuple[str, str], set[str]] = {}
+    backends: dict[tuple[str, Role], set[str]] = {}
     for i, m in enumerate(metas):
-        if roles[i].startswith("node"):
+        if roles[i].node_level:
             backends.setdefault((str(m.get("host", "")), roles[i]), set()).add(str(m.get("backend", "")))
     for i, m in enumerate(metas):
-        found = (
-            backends.get((str(m.get("host", "")), roles[i]), set()) if roles[i].startswith("node") else set()
-        )
+        found = backends.get((str(m.get("host", "")), roles[i]), set()) if roles[i].node_level else set()
         if len(found) > 1:
             kept = min(found, key=_backend_rank)
             if str(m.get("backend", "")) != kept:
                 m["not_added"] = kept
-                roles[i] = "skip"
+                roles[i] = Role.SKIP
     return roles
 
 
 _NODE_WHAT = {
-    "node": "node",
-    "node_cpu": "node CPU",
-    "node_memory": "node memory",
-    "node_accel": "accelerator",
-    "node_other": "other node-level",
+    Role.NODE: "node",
+    Role.NODE_CPU: "node CPU",
+    Role.NODE_MEMORY: "node memory",
+    Role.NODE_ACCEL: "accelerator",
+    Role.NODE_OTHER: "other node-level",
 }
 
 
-def role_notes(metas: Sequence[dict[str, Any]], roles: Sequence[str]) -> list[str]:
+def role_notes(metas: Sequence[dict[str, Any]], roles: Sequence[Role]) -> list[str]:
     """Sentences for the table's notes about channels :func:`channel_roles` left out and why
     (one per kind of channel and pair of backends, with the number of hosts)."""
     hosts: dict[tuple[str, str, str], set[str]] = {}
-    for m, role in zip(metas, roles):
-        if role == "skip" and str(m.get("not_added", "")):
+    for m, role in zip(metas, roles, strict=False):
+        if role == Role.SKIP and str(m.get("not_added", "")):
             what = _NODE_WHAT.get(channel_role(m), "node-level")
             hosts.setdefault((what, str(m["not_added"]), str(m.get("backend", ""))), set()).add(
                 str(m.get("host", ""))
@@ -250,7 +287,7 @@ def package_shares(
     ``meta["sharers"]`` (a device recorded by several ranks, or a MIG GPU: see :func:`channel_roles`)
     is split equally among its sharers; an MI250X package among the ranks bound to its GCDs.
     """
-    sharers = [int(x) for x in str(meta.get("sharers", "") or "").split(",") if x.strip()]
+    sharers = sharer_ranks(meta)
     shared = shared_devices(meta)
     if sharers and (not shared or is_mig_gpu(meta)):
         return _sharer_shares(meta, sharers, recording_rank, ranks_in_case)

@@ -12,7 +12,9 @@ Long channels are drawn from a min/max envelope built chunk by chunk, never from
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,7 @@ def _envelope(rf: RunFile, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     if n <= MAX_POINTS:
         tr = rf.trace(i)
         return tr.time, tr.power, tr.power, tr.power
-    per = int(math.ceil(n / MAX_POINTS))
+    per = math.ceil(n / MAX_POINTS)
     chunk = per * 1024
     ts, means, lows, highs = [], [], [], []
     for t, p in rf.chunks(i, chunk=chunk, columns=("time", "power")):
@@ -86,16 +88,12 @@ def _envelope(rf: RunFile, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return tuple(np.concatenate(x) for x in (ts, means, lows, highs))  # type: ignore[return-value]
 
 
-class _quiet:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No RuntimeWarning (an all-NaN bin) while the envelope is built."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
+        yield
 
 
 def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Any:
@@ -113,7 +111,7 @@ def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Any
         rank_node = {r: int(n) for r, n in enumerate(rf.ranks["node"].values)} if "node" in rf.ranks else {}
         metas = [
             m
-            for m, role in zip(rf.channel_meta, channel_roles(rf.channel_meta))
+            for m, role in zip(rf.channel_meta, channel_roles(rf.channel_meta), strict=True)
             if role not in NEVER_ADDED and int(m["n_samples"]) > 1
         ]
         if channels is not None:
@@ -121,7 +119,7 @@ def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Any
         fig = _figure(10, 1.0 + 2.0 * max(len(metas), 1))
         axes = fig.subplots(max(len(metas), 1), 1, sharex=True, squeeze=False)[:, 0]
         labels = {c: _case_label(rf.case_params(c)) for c in range(rf.n_cases)}
-        for ax, m in zip(axes, metas):
+        for ax, m in zip(axes, metas, strict=False):  # one empty panel when no channel
             t, mean, lo, hi = _envelope(rf, int(m["index"]))
             ax.plot(t, mean, lw=0.8, color="black")
             if len(t) and not np.array_equal(lo, hi):
@@ -218,7 +216,7 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
         for r in rows
     ]
     if len({r.get("data") for r in rows}) > 1:  # mixed kinds: every bar says which it is
-        labels = [f"{lab}\n[{r.get('data')}]" for lab, r in zip(labels, rows)]
+        labels = [f"{lab}\n[{r.get('data')}]" for lab, r in zip(labels, rows, strict=True)]
     dtypes = sorted({str(r.get("dtype")) for r in rows})
     colours = [_CASE_COLOURS[dtypes.index(str(r.get("dtype"))) % len(_CASE_COLOURS)] for r in rows]
     x = np.arange(len(rows))
@@ -231,7 +229,7 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
     ax.set_title(
         f"Energy per unit - {_rows_label(rows)}\nmethod: {', '.join(methods)}; bars: {bars}", fontsize=9
     )
-    for d, c in zip(dtypes, _CASE_COLOURS):
+    for d, c in zip(dtypes, _CASE_COLOURS, strict=False):
         ax.bar([], [], color=c, label=d)
     if len(dtypes) > 1:
         ax.legend(title="dtype", fontsize=8)
@@ -245,7 +243,7 @@ def scaling_figure(srows: list[dict[str, Any]]) -> Any:
     series: dict[str, list[dict[str, Any]]] = {}
     for r in srows:
         series.setdefault(_case_label(r.get("case") or {}, r.get("stage", "")), []).append(r)
-    for (name, rs), colour in zip(sorted(series.items()), _CASE_COLOURS * 10):
+    for (name, rs), colour in zip(sorted(series.items()), _CASE_COLOURS * 10, strict=False):
         rs = sorted(rs, key=lambda r: r["n_nodes"])
         n = np.array([r["n_nodes"] for r in rs], float)
         ax_e.errorbar(

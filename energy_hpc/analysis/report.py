@@ -8,16 +8,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from energy_hpc.analysis.formatting import data_banner, jsonable
 from energy_hpc.analysis.plots import energy_figure, power_figure, save, scaling_figure
 from energy_hpc.analysis.scaling import format_scaling, scaling_rows
-from energy_hpc.analysis.table import (
-    _jsonable,
-    data_banner,
-    device_rows,
-    format_rows,
-    reduce_files,
-    rows_from_reductions,
-)
+from energy_hpc.analysis.table import device_rows, format_rows, reduce_files, rows_from_reductions
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +37,7 @@ def write_report(
         (out / f"table.{ext}").write_text(format_rows(rows, fmt))
         if has_stages:
             (out / f"table_stages.{ext}").write_text(format_rows(stage_rows, fmt))
-    (out / "devices.json").write_text(json.dumps(_jsonable(device_rows(reds, stages=True)), indent=2) + "\n")
+    (out / "devices.json").write_text(json.dumps(jsonable(device_rows(reds, stages=True)), indent=2) + "\n")
     save(energy_figure(rows), out / "energy_per_unit")
     sections.append(("Energy per case", format_rows(rows, "markdown"), ["energy_per_unit.png"]))
     if has_stages:

@@ -8,14 +8,28 @@ a series; the smallest node count is the reference ``n0``. For a row with ``n`` 
 - ``energy_efficiency`` = energy per unit(n0) / energy per unit (1 = ideal: linear scaling costs no
   extra energy per unit; below 1 the extra nodes cost energy);
 - ``energy_per_unit_ideal_J`` = energy per unit(n0), the ideal line.
+
+Cells and tables are written as the energy table's are (:mod:`energy_hpc.analysis.formatting`): in LaTeX
+every special character of a model name or label is escaped.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections.abc import Sequence
 from typing import Any
+
+from energy_hpc.analysis.formatting import (
+    UNCERTAINTY_LEGEND,
+    data_banner,
+    format_number,
+    jsonable,
+    latex_table,
+    markdown_table,
+)
 
 _SERIES_EXCLUDE = ("n_nodes", "n_ranks")
 
@@ -104,42 +118,30 @@ _COLUMNS = [
 
 
 def format_scaling(rows: list[dict[str, Any]], fmt: str) -> str:
-    from energy_hpc.analysis.table import UNCERTAINTY_LEGEND, _fmt, _jsonable, data_banner
-
     if fmt == "json":
-        return json.dumps([_jsonable(r) for r in rows], indent=2) + "\n"
+        return json.dumps([jsonable(r) for r in rows], indent=2) + "\n"
     cols = [c for c in _COLUMNS if c[0] != "stage" or any(r.get("stage") for r in rows)]
-    body = [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
+    body = [[format_number(r.get(k)) for k, _ in cols] for r in rows]
     headers = [h for _, h in cols]
     if fmt == "csv":
-        import csv
-        import io
-
         buf = io.StringIO()
-        wr = csv.writer(buf)
-        wr.writerow([k for k, _ in cols] + ["data"])
+        writer = csv.writer(buf)
+        writer.writerow([*(k for k, _ in cols), "data"])
         for r in rows:
-            wr.writerow([_fmt(r.get(k), 8) for k, _ in cols] + [r["data"]])
+            writer.writerow([*(format_number(r.get(k), 8) for k, _ in cols), r["data"]])
         return buf.getvalue()
     if fmt == "latex":
-        lines = [
-            f"% {data_banner(rows)}",
-            "\\begin{tabular}{" + "l" * 4 + "r" * (len(cols) - 5) + "l}",
-            "\\hline",
-            " & ".join(h.replace("±", "$\\pm$") for h in headers) + " \\\\",
-            "\\hline",
-        ]
-        lines += [" & ".join(c.replace("_", "\\_") for c in b) + " \\\\" for b in body]
-        return "\n".join(lines + ["\\hline", "\\end{tabular}", f"% {UNCERTAINTY_LEGEND}"]) + "\n"
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
+        return latex_table(
+            headers,
+            body,
+            "l" * 4 + "r" * (len(cols) - 5) + "l",
+            comments_before=[data_banner(rows)],
+            comments_after=[UNCERTAINTY_LEGEND],
+        )
     out = [
         f"Data: {data_banner(rows)}",
         "",
-        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    out += ["| " + " | ".join(c.ljust(w) for c, w in zip(b, widths)) + " |" for b in body]
-    out += [
+        *markdown_table(headers, body),
         "",
         "Efficiency against ideal (linear) scaling from the smallest node count of each series.",
         "",

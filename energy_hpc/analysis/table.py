@@ -29,6 +29,9 @@ Columns (JSON keys; all energies in J, powers in W):
 
 Files that hold the same measurements (one run in a run file and in a merge of its spills, or merged
 twice) are counted once (:func:`unique_runs`).
+
+Cells, JSON values and the LaTeX and Markdown tables are written by :mod:`energy_hpc.analysis.formatting`,
+shared with :mod:`energy_hpc.analysis.scaling`.
 """
 
 from __future__ import annotations
@@ -41,109 +44,32 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from energy_hpc.analysis.attribution import package_shares
-from energy_hpc.analysis.reduce import RunReduction, reduce_run
-from energy_hpc.store import EMULATED_MARK, sensor_words
+from energy_hpc.analysis.attribution import DEVICE_ROLES, Role, package_shares, sharer_ranks
+from energy_hpc.analysis.formatting import (
+    UNCERTAINTY_LEGEND,
+    data_banner,
+    format_number,
+    is_emulated,
+    jsonable,
+    latex_table,
+    markdown_table,
+)
+from energy_hpc.analysis.reduce import ChannelResult, RunReduction, reduce_run
+from energy_hpc.analysis.runfile import trace_heads
+from energy_hpc.store import sensor_words
+from energy_hpc.telemetry.base import Method
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("markdown", "csv", "json", "latex")
-_METHOD_ORDER = ("synthetic", "estimate", "integral", "counter")
-_KINDS = ("device", "hostcpu", "node")
-
-
-@dataclass
-class _Acc:
-    params: dict[str, Any]
-    unit: str
-    n_nodes: int
-    stage: str
-    data: str  # measured, ESTIMATE, SYNTHETIC or EMULATED <parts> (synthetic data from emulated sensors)
-    n_ranks: set = field(default_factory=set)
-    rank_runs: int = 0
-    wall_seconds: float = 0.0
-    files: list = field(default_factory=list)
-    n_windows: int = 0
-    units: float = 0.0
-    iter_units: float = 0.0  # units of the whole iterations of the case (stage rows without units)
-    aux_units: float = 0.0  # the task's second count (prompt tokens, audio seconds), where it has one
-    aux_unit: str = ""
-    rank_seconds: float = 0.0
-    s: dict = field(default_factory=lambda: defaultdict(float))  # named sums
-    has: set = field(default_factory=set)
-    methods: dict = field(default_factory=lambda: defaultdict(set))
-    faults: Counter = field(default_factory=Counter)
-    attribution: set = field(default_factory=set)
-    peak_W: float = -math.inf
-    short: int = 0
-    no_data: int = 0
-    interrupted: int = 0
-    failed: int = 0
-    idle_missing: int = 0
-    partial: list = field(default_factory=list)
-    same_run: list = field(default_factory=list)  # duplicates of this file's run that were left out
-    synthetic: bool = False
-    estimate: bool = False
-    # GH200 modules at NVML module scope (GPU + Grace CPU + memory), kept out of the GPU-only device total:
-    # their window counts (no_data, idle_missing, short), counter faults and peak, apart from the devices'
-    module: Counter = field(default_factory=Counter)
-    module_faults: Counter = field(default_factory=Counter)
-    module_peak_W: float = -math.inf
-    # (file, rank) recorded by "device" channels and by "module" channels
-    ranks_of: dict = field(default_factory=lambda: defaultdict(set))
-    # per iteration, by kind (device, node, hostcpu): (file, iteration) -> [energy J, units, windows
-    # with energy, windows without data]; the spread between iterations comes from these
-    iters: dict = field(default_factory=lambda: defaultdict(dict))
-    # by kind: pairs of those cells that one window's energy spans (a merged span of a device shared
-    # by several ranks, a node window over drifting ranks): they count as one sample of the spread
-    iter_links: dict = field(default_factory=lambda: defaultdict(list))
-
-    def merge(self, o: _Acc) -> None:
-        self.n_ranks |= o.n_ranks
-        self.files += o.files
-        self.aux_unit = self.aux_unit or o.aux_unit
-        for k in (
-            "rank_runs",
-            "wall_seconds",
-            "n_windows",
-            "units",
-            "iter_units",
-            "aux_units",
-            "rank_seconds",
-            "short",
-            "no_data",
-            "interrupted",
-            "failed",
-            "idle_missing",
-        ):
-            setattr(self, k, getattr(self, k) + getattr(o, k))
-        for k, v in o.s.items():
-            self.s[k] += v
-        self.has |= o.has
-        for k, v in o.methods.items():
-            self.methods[k] |= v
-        self.faults.update(o.faults)
-        self.attribution |= o.attribution
-        self.peak_W = max(self.peak_W, o.peak_W)
-        self.partial += o.partial
-        self.same_run += o.same_run
-        for kind, cells in o.iters.items():
-            self.iters[kind].update(cells)  # keys carry the file: repeats pool their iterations
-        for kind, links in o.iter_links.items():
-            self.iter_links[kind] += links
-        self.synthetic |= o.synthetic
-        self.estimate |= o.estimate
-        self.module.update(o.module)
-        self.module_faults.update(o.module_faults)
-        self.module_peak_W = max(self.module_peak_W, o.module_peak_W)
-        for kind, ranks in o.ranks_of.items():
-            self.ranks_of[kind] |= ranks
-
+# weakest first: a row whose windows were taken several ways names the strongest first
+_METHOD_ORDER = (Method.SYNTHETIC, Method.ESTIMATE, Method.INTEGRAL, Method.COUNTER)
 
 # The CPU-time estimate's own assumption: watts per core is a round figure for a busy server core, not a
 # property of the CPU that ran (docs/analysis.md). Taken as uncertain by half of itself (1 sigma), a
@@ -151,62 +77,251 @@ class _Acc:
 # channels and does not average down; it is added in quadrature to the estimate's measurement terms.
 ESTIMATE_REL_UNC = 0.5
 
+MODULE_SCOPE = "module (GH200: GPU + Grace CPU + memory)"
+
+# (file, iteration): one iteration of one file; repeats in other files are other iterations
+IterationKey = tuple[str, int]
+
+
+@dataclass
+class IterationCell:
+    """One iteration of one file, for the spread between iterations (:func:`iteration_spread`): the
+    energy of all the case's ranks or devices, as in the row's total, and their units."""
+
+    energy_J: float = 0.0
+    units: float = 0.0
+    windows_with_energy: int = 0
+    windows_without_data: int = 0
+
+    def add(self, other: IterationCell) -> None:
+        self.energy_J += other.energy_J
+        self.units += other.units
+        self.windows_with_energy += other.windows_with_energy
+        self.windows_without_data += other.windows_without_data
+
+
+@dataclass
+class ScopeSums:
+    """What the windows of one row add up to for one scope (the devices, the GH200 modules, one kind of
+    node-level channel, or node CPU and memory together). The window counts, counter figures, peak
+    and recording ranks are kept for the devices and the modules only."""
+
+    recorded: bool = False  # some channel of this scope covers a window of the row (with data or not)
+    energy_J: float = 0.0
+    random_var_J2: float = 0.0  # the windows' independent uncertainties, in quadrature
+    systematic_J: float = 0.0  # their one-sided parts, added linearly (and the estimate's assumption)
+    idle_J: float = 0.0  # idle power x window time, channel by channel
+    idle_var_J2: float = 0.0
+    idle_systematic_J: float = 0.0  # the estimate's assumption in idle_J
+    idle_W: float = 0.0  # the channels' idle powers added (once per channel and row)
+    units: float = 0.0  # node-level scopes: the units of the node windows of the nodes they measure
+    methods: set[Method] = field(default_factory=set)
+    windows_without_data: int = 0
+    idle_missing_windows: int = 0  # windows of a channel without an idle window (net counts them gross)
+    short_windows: int = 0
+    # windows whose counter was distrusted, by reason (node-level: "<role>:<reason>")
+    counter_faults: Counter[str] = field(default_factory=Counter)
+    peak_W: float = -math.inf
+    # over the windows where the counter and the power integral both exist and the counter is trusted
+    counter_J: float = 0.0
+    integral_J: float = 0.0
+    recorded_by: set[tuple[str, int]] = field(default_factory=set)  # (file, rank)
+    iterations: dict[IterationKey, IterationCell] = field(default_factory=dict)
+    # pairs of iterations one window's energy spans (a merged span of a device shared by several ranks, a
+    # node window over drifting ranks): they count as one sample of the spread
+    iteration_links: list[tuple[IterationKey, IterationKey]] = field(default_factory=list)
+
+    def cell(self, file_id: str, iteration: int) -> IterationCell:
+        """The cell of one iteration, made empty the first time."""
+        cell = self.iterations.get((file_id, iteration))
+        if cell is None:
+            cell = self.iterations[(file_id, iteration)] = IterationCell()
+        return cell
+
+    def link_spanned(self, file_id: str, first: int, spanned: Iterable[int]) -> None:
+        for iteration in spanned:
+            if iteration != first:
+                self.iteration_links.append(((file_id, first), (file_id, iteration)))
+
+    def merge(self, other: ScopeSums) -> None:
+        self.recorded |= other.recorded
+        self.energy_J += other.energy_J
+        self.random_var_J2 += other.random_var_J2
+        self.systematic_J += other.systematic_J
+        self.idle_J += other.idle_J
+        self.idle_var_J2 += other.idle_var_J2
+        self.idle_systematic_J += other.idle_systematic_J
+        self.idle_W += other.idle_W
+        self.units += other.units
+        self.methods |= other.methods
+        self.windows_without_data += other.windows_without_data
+        self.idle_missing_windows += other.idle_missing_windows
+        self.short_windows += other.short_windows
+        self.counter_faults.update(other.counter_faults)
+        self.peak_W = max(self.peak_W, other.peak_W)
+        self.counter_J += other.counter_J
+        self.integral_J += other.integral_J
+        self.recorded_by |= other.recorded_by
+        self.iterations.update(other.iterations)  # keys carry the file: repeats pool their iterations
+        self.iteration_links += other.iteration_links
+
+
+@dataclass
+class Scopes:
+    """The sums of one row, scope by scope."""
+
+    device: ScopeSums = field(default_factory=ScopeSums)  # GPUs, MI250X packages once, CPU-time estimate
+    module: ScopeSums = field(default_factory=ScopeSums)  # GH200 modules read at NVML module scope
+    node: ScopeSums = field(default_factory=ScopeSums)
+    node_cpu: ScopeSums = field(default_factory=ScopeSums)
+    node_memory: ScopeSums = field(default_factory=ScopeSums)
+    node_accel: ScopeSums = field(default_factory=ScopeSums)
+    node_other: ScopeSums = field(default_factory=ScopeSums)
+    # node-level CPU and memory together: the row's figure where no rank-level channel exists (RAPL only)
+    host_cpu_memory: ScopeSums = field(default_factory=ScopeSums)
+
+    def node_level(self) -> tuple[ScopeSums, ...]:
+        return (self.node, self.node_cpu, self.node_memory, self.node_accel, self.node_other)
+
+    def all(self) -> tuple[ScopeSums, ...]:
+        return (self.device, self.module, *self.node_level(), self.host_cpu_memory)
+
+    def of_node_role(self, role: Role) -> ScopeSums:
+        """The scope a node-level channel of ``role`` adds to (its own; node CPU and memory also add to
+        :attr:`host_cpu_memory`, see :func:`_node_level_targets`)."""
+        return {
+            Role.NODE: self.node,
+            Role.NODE_CPU: self.node_cpu,
+            Role.NODE_MEMORY: self.node_memory,
+            Role.NODE_ACCEL: self.node_accel,
+        }.get(role, self.node_other)
+
+    def merge(self, other: Scopes) -> None:
+        for mine, theirs in zip(self.all(), other.all(), strict=True):
+            mine.merge(theirs)
+
+
+class RowBasis(Enum):
+    """What a row's ``energy_J`` is taken from, in order of preference; the value is its
+    ``energy_scope``. A GH200 module (GPU + Grace CPU + memory) only where no rank has a GPU-scope
+    channel; node-level CPU and memory, then the whole node, only where no rank-level channel exists."""
+
+    DEVICES = "devices"
+    MODULE = MODULE_SCOPE
+    HOST_CPU_MEMORY = "cpu+memory (node-level)"
+    NODE = "node"
+
+    @property
+    def per_device(self) -> bool:
+        """Whether the figure is a sum over rank-level devices (idle and mean power given per device)."""
+        return self in (RowBasis.DEVICES, RowBasis.MODULE)
+
+    @staticmethod
+    def of(scopes: Scopes) -> RowBasis:
+        for basis in RowBasis:
+            if basis.sums(scopes).recorded:
+                return basis
+        return RowBasis.DEVICES
+
+    def sums(self, scopes: Scopes) -> ScopeSums:
+        return {
+            RowBasis.DEVICES: scopes.device,
+            RowBasis.MODULE: scopes.module,
+            RowBasis.HOST_CPU_MEMORY: scopes.host_cpu_memory,
+            RowBasis.NODE: scopes.node,
+        }[self]
+
+
+@dataclass
+class RowSums:
+    """Everything one table row is computed from: one (case, stage) of one file, or several merged
+    (repeats, ``--by`` groups)."""
+
+    params: dict[str, Any]
+    unit: str
+    n_nodes: int
+    stage: str
+    data: str  # measured, ESTIMATE, SYNTHETIC or EMULATED <parts> (synthetic data from emulated sensors)
+    rank_counts: set[int] = field(default_factory=set)  # the rank counts of the runs merged
+    rank_runs: int = 0  # ranks with a counted window, added over the runs merged
+    wall_seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+    n_windows: int = 0
+    units: float = 0.0
+    iter_units: float = 0.0  # units of the whole iterations of the case (stage rows without units)
+    aux_units: float = 0.0  # the task's second count (prompt tokens, audio seconds), where it has one
+    aux_unit: str = ""
+    rank_seconds: float = 0.0
+    interrupted: int = 0
+    failed: int = 0
+    attribution: set[str] = field(default_factory=set)
+    partial: list[str] = field(default_factory=list)
+    same_run: list[str] = field(default_factory=list)  # duplicates of this file's run that were left out
+    synthetic: bool = False
+    estimate: bool = False
+    node_devices_J: float = 0.0  # device energy over the node windows of nodes with a whole-node channel
+    scopes: Scopes = field(default_factory=Scopes)
+
+    def merge(self, other: RowSums) -> None:
+        self.rank_counts |= other.rank_counts
+        self.files += other.files
+        self.aux_unit = self.aux_unit or other.aux_unit
+        self.rank_runs += other.rank_runs
+        self.wall_seconds += other.wall_seconds
+        self.n_windows += other.n_windows
+        self.units += other.units
+        self.iter_units += other.iter_units
+        self.aux_units += other.aux_units
+        self.rank_seconds += other.rank_seconds
+        self.interrupted += other.interrupted
+        self.failed += other.failed
+        self.attribution |= other.attribution
+        self.partial += other.partial
+        self.same_run += other.same_run
+        self.synthetic |= other.synthetic
+        self.estimate |= other.estimate
+        self.node_devices_J += other.node_devices_J
+        self.scopes.merge(other.scopes)
+
 
 def is_estimate(meta: dict[str, Any]) -> bool:
-    return str(meta.get("method", "")) == "estimate" or str(meta.get("backend", "")) == "estimate"
-
-
-def _bump(a: _Acc, kind: str, name: str, n: int = 1) -> None:
-    """Count a window (no data, no idle, short) for the device total, or apart for the module's."""
-    if kind == "device":
-        setattr(a, name, getattr(a, name) + n)
-    else:
-        a.module[name] += n
-
-
-def _sharers_of(meta: dict[str, Any]) -> list[int]:
-    return [int(x) for x in str(meta.get("sharers", "") or "").split(",") if x.strip()]
-
-
-def _iter_cell(a: _Acc, kind: str, fid: str, iteration: int) -> list:
-    """The per-iteration cell [energy J, units, windows with energy, windows without data]."""
-    cells = a.iters[kind]
-    cell = cells.get((fid, iteration))
-    if cell is None:
-        cell = cells[(fid, iteration)] = [0.0, 0.0, 0, 0]
-    return cell
-
-
-def _link_spanned(a: _Acc, kind: str, fid: str, first: int, spanned: Iterable[int]) -> None:
-    for it in spanned:
-        if it != first:
-            a.iter_links[kind].append(((fid, first), (fid, it)))
+    return str(meta.get("method", "")) == Method.ESTIMATE or str(meta.get("backend", "")) == "estimate"
 
 
 class _Spans:
     """The counted windows of one file by (node, case, stage), to find the iterations a span covers."""
 
-    def __init__(self, w: dict[str, np.ndarray], counted: np.ndarray) -> None:
-        groups: dict[tuple, list[int]] = defaultdict(list)
+    def __init__(self, windows: dict[str, np.ndarray], counted: np.ndarray) -> None:
+        groups: dict[tuple[int, int, str], list[int]] = defaultdict(list)
         for i in np.flatnonzero(counted):
-            groups[(int(w["node"][i]), int(w["case"][i]), str(w["stage"][i]))].append(int(i))
-        self.g = {}
-        for key, idx in groups.items():
-            idx = np.array(sorted(idx, key=lambda i: float(w["start"][i])))
-            st, en = w["start"][idx].astype(float), w["end"][idx].astype(float)
-            self.g[key] = (st, en, w["iteration"][idx].astype(int), float((en - st).max()))
+            groups[(int(windows["node"][i]), int(windows["case"][i]), str(windows["stage"][i]))].append(
+                int(i)
+            )
+        # (node, case, stage) -> (starts, ends, iterations) in start order, and the longest window
+        self.by_key: dict[tuple[int, int, str], tuple[np.ndarray, np.ndarray, np.ndarray, float]] = {}
+        for key, members in groups.items():
+            idx = np.array(sorted(members, key=lambda i: float(windows["start"][i])))
+            starts, ends = windows["start"][idx].astype(float), windows["end"][idx].astype(float)
+            self.by_key[key] = (
+                starts,
+                ends,
+                windows["iteration"][idx].astype(int),
+                float((ends - starts).max()),
+            )
 
-    def iterations(self, node: int, case: int, stage: str, a: float, b: float) -> set[int]:
-        g = self.g.get((node, case, stage))
-        if g is None:
+    def iterations(self, node: int, case: int, stage: str, start: float, end: float) -> set[int]:
+        found = self.by_key.get((node, case, stage))
+        if found is None:
             return set()
-        st, en, its, longest = g
-        lo, hi = np.searchsorted(st, a - longest, "left"), np.searchsorted(st, b, "left")
-        sel = en[lo:hi] > a
-        return set(int(x) for x in its[lo:hi][sel])
+        starts, ends, iterations, longest = found
+        lo, hi = np.searchsorted(starts, start - longest, "left"), np.searchsorted(starts, end, "left")
+        overlapping = ends[lo:hi] > start
+        return {int(x) for x in iterations[lo:hi][overlapping]}
 
 
-def iteration_spread(cells: dict[tuple[str, int], list], links: Sequence[tuple] = ()) -> tuple[float, int]:
+def iteration_spread(
+    cells: dict[IterationKey, IterationCell], links: Sequence[tuple[IterationKey, IterationKey]] = ()
+) -> tuple[float, int]:
     """Standard error of energy per unit from the spread between iterations, and how many iterations.
 
     Each iteration ``i`` (of every file pooled) gives an energy ``E_i`` (all the case's ranks/devices,
@@ -216,360 +331,357 @@ def iteration_spread(cells: dict[tuple[str, int], list], links: Sequence[tuple] 
     energy spans (``links``) are one sample. Iterations with a window without data, or without units,
     are left out. Fewer than two iterations: NaN (undefined)."""
     if links:
-        parent = {k: k for k in cells}
+        parent = {key: key for key in cells}
 
-        def root(k: tuple) -> tuple:
-            while parent[k] != k:
-                parent[k] = parent[parent[k]]
-                k = parent[k]
-            return k
+        def root(key: IterationKey) -> IterationKey:
+            while parent[key] != key:
+                parent[key] = parent[parent[key]]
+                key = parent[key]
+            return key
 
-        for x, y in links:
-            if x in parent and y in parent:
-                parent[root(y)] = root(x)
-        merged: dict[tuple, list] = {}
-        for k, c in cells.items():
-            m = merged.setdefault(root(k), [0.0, 0.0, 0, 0])
-            for q in range(4):
-                m[q] += c[q]
+        for first, other in links:
+            if first in parent and other in parent:
+                parent[root(other)] = root(first)
+        merged: dict[IterationKey, IterationCell] = {}
+        for key, cell in cells.items():
+            merged.setdefault(root(key), IterationCell()).add(cell)
         cells = merged
-    pts = np.array([(c[0], c[1]) for c in cells.values() if c[1] > 0 and c[2] > 0 and not c[3]], float)
-    n = len(pts)
+    points = np.array(
+        [
+            (c.energy_J, c.units)
+            for c in cells.values()
+            if c.units > 0 and c.windows_with_energy > 0 and not c.windows_without_data
+        ],
+        float,
+    )
+    n = len(points)
     if n < 2:
         return math.nan, n
-    E, u = pts[:, 0], pts[:, 1]
-    R = E.sum() / u.sum()
-    return float(math.sqrt(((E - R * u) ** 2).sum() / (n * (n - 1))) / u.mean()), n
+    energy, units = points[:, 0], points[:, 1]
+    ratio = energy.sum() / units.sum()
+    return float(math.sqrt(((energy - ratio * units) ** 2).sum() / (n * (n - 1))) / units.mean()), n
 
 
-def _method_label(methods: set[str]) -> str:
-    methods = {m for m in methods if m}
+def _method_label(methods: set[Method]) -> str:
     if not methods:
         return "none"
-    for m in ("synthetic", "estimate"):
-        if m in methods:
-            return m
-    return "+".join(sorted(methods, key=_METHOD_ORDER.index, reverse=True))
+    for weakest in (Method.SYNTHETIC, Method.ESTIMATE):
+        if weakest in methods:
+            return weakest.value
+    return "+".join(m.value for m in sorted(methods, key=_METHOD_ORDER.index, reverse=True))
 
 
-def accumulate(red: RunReduction) -> dict[tuple[int, str], _Acc]:
-    """Per (case, stage) sums for one reduced run file."""
-    w, nw = red.windows, red.node_windows
-    fid = str(red.path)
-    counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
-    measure = w["phase"] == "measure"
-    spans = _Spans(w, counted)
-    accs: dict[tuple[int, str], _Acc] = {}
-    for c in range(len(red.params)):
-        stages = sorted(set(w["stage"][measure & (w["case"] == c)]) | {""})
-        whole = counted & (w["case"] == c) & (w["stage"] == "")
-        for st in stages:
-            a = _Acc(
-                params=red.params[c],
-                unit=red.units_name[c],
+def _new_rows(red: RunReduction, counted: np.ndarray) -> dict[tuple[int, str], RowSums]:
+    """One :class:`RowSums` per (case, stage) of one file, with its windows counted, before any channel."""
+    windows, file_id = red.windows, str(red.path)
+    measured = windows["phase"] == "measure"
+    rows: dict[tuple[int, str], RowSums] = {}
+    for case in range(len(red.params)):
+        in_case = windows["case"] == case
+        stages = sorted(set(windows["stage"][measured & in_case]) | {""})
+        whole = counted & in_case & (windows["stage"] == "")
+        for stage in stages:
+            row = RowSums(
+                params=red.params[case],
+                unit=red.units_name[case],
                 n_nodes=red.n_nodes,
-                stage=st,
+                stage=stage,
                 data=red.label,
                 files=[str(red.path)],
                 synthetic=red.synthetic,
                 estimate=red.estimate,
             )
-            sel = counted & (w["case"] == c) & (w["stage"] == st)
-            ranks = set(int(r) for r in w["rank"][sel])
-            a.n_ranks = {len(ranks)} if ranks else set()
-            a.rank_runs = len(ranks)
-            a.n_windows = int(sel.sum())
-            a.units = float(w["units"][sel].sum())
-            a.iter_units = float(w["units"][whole].sum())
-            if "aux_units" in w:
-                a.aux_units = float(w["aux_units"][sel].sum())
-                a.aux_unit = next((str(u) for u in w["aux_unit"][sel] if str(u)), "")
-            a.rank_seconds = float((w["end"][sel] - w["start"][sel]).sum())
-            a.wall_seconds = a.rank_seconds / len(ranks) if ranks else 0.0
-            a.interrupted = int(
-                (measure & (w["case"] == c) & (w["stage"] == st) & (w["status"] == "interrupted")).sum()
-            )
-            a.failed = int(
-                (measure & (w["case"] == c) & (w["stage"] == st) & (w["status"] == "failed")).sum()
-            )
+            in_stage = in_case & (windows["stage"] == stage)
+            sel = counted & in_stage
+            ranks = {int(r) for r in windows["rank"][sel]}
+            row.rank_counts = {len(ranks)} if ranks else set()
+            row.rank_runs = len(ranks)
+            row.n_windows = int(sel.sum())
+            row.units = float(windows["units"][sel].sum())
+            row.iter_units = float(windows["units"][whole].sum())
+            if "aux_units" in windows:
+                row.aux_units = float(windows["aux_units"][sel].sum())
+                row.aux_unit = next((str(u) for u in windows["aux_unit"][sel] if str(u)), "")
+            row.rank_seconds = float((windows["end"][sel] - windows["start"][sel]).sum())
+            row.wall_seconds = row.rank_seconds / len(ranks) if ranks else 0.0
+            row.interrupted = int((measured & in_stage & (windows["status"] == "interrupted")).sum())
+            row.failed = int((measured & in_stage & (windows["status"] == "failed")).sum())
             if red.missing:
-                a.partial.append(f"{red.path.name}: " + "; ".join(red.missing))
-            a.same_run = list(same_run_notes(red))
+                row.partial.append(f"{red.path.name}: " + "; ".join(red.missing))
+            row.same_run = list(same_run_notes(red))
             # units per iteration, summed over the case's ranks as the row's units are
-            per_unit_of = sel if a.units > 0 or not st else whole
+            per_unit_of = sel if row.units > 0 or not stage else whole
             for i in np.flatnonzero(per_unit_of):
-                _iter_cell(a, "device", fid, int(w["iteration"][i]))[1] += float(w["units"][i])
-            accs[(c, st)] = a
+                row.scopes.device.cell(file_id, int(windows["iteration"][i])).units += float(
+                    windows["units"][i]
+                )
+            rows[(case, stage)] = row
+    return rows
 
-    node_sets: dict[str, set[int]] = defaultdict(set)  # which nodes have node / hostcpu channels
-    node_dev: dict[int, float] = defaultdict(float)  # node window -> device J over it
-    for cr in red.channels:
-        m, role = cr.meta, cr.role
-        kind = (
-            "device"
-            if role in ("device", "package")
-            else (
-                "module"
-                if role == "module"
-                else "node"
-                if role == "node"
-                else "hostcpu"
-                if role in ("node_cpu", "node_memory")
-                else "other"
-            )
+
+def _add_rank_level(
+    rows: dict[tuple[int, str], RowSums],
+    red: RunReduction,
+    channel: ChannelResult,
+    spans: _Spans,
+    node_devices_J: dict[int, float],
+) -> None:
+    """A device (GPU, MI250X package once, a device recorded by several ranks once, CPU-time estimate)
+    or GH200 module channel, over the windows it covers; a device's energy over the node windows goes
+    into ``node_devices_J`` (node window -> J)."""
+    windows, file_id = red.windows, str(red.path)
+    meta, role = channel.meta, Role(channel.role)
+    is_module = role == Role.MODULE
+    shares: dict[int, float] = {}
+    label = ""  # how a package is split (package_shares), said in the row's attribution
+    if role == Role.PACKAGE:
+        shares, label = package_shares(
+            meta, red.bus_to_rank(str(meta.get("host", ""))), int(meta.get("rank", 0))
         )
-        shares: dict[int, float] = {}
-        if role == "package":
-            bus = red.bus_to_rank(str(m.get("host", "")))
-            shares, label = package_shares(m, bus, int(m.get("rank", 0)))
-        if kind in ("device", "module"):
-            # a module (GH200 at NVML module scope: GPU + Grace CPU + memory) is summed apart from the
-            # GPU-only devices, under its own keys ("module", "module_var", ...); _row decides its use
-            pre = "" if kind == "device" else "module_"
-            estimate = is_estimate(m)
-            per_acc_dur: dict[tuple[int, str], float] = defaultdict(float)
-            we = cr.own
-            for j, wi in enumerate(cr.own_idx):
-                key = (int(w["case"][wi]), str(w["stage"][wi]))
-                a = accs.get(key)
-                if a is None:
-                    continue
-                a.has.add(kind)
-                a.ranks_of[kind] |= {(fid, int(w["rank"][wi]))} | {(fid, r) for r in _sharers_of(m)}
-                e = we.energy_J[j]
-                cell = _iter_cell(a, kind, fid, int(w["iteration"][wi]))
-                if w["phase"][wi] != "measure":  # a span over several ranks' windows (shared device)
-                    _link_spanned(
-                        a,
-                        kind,
-                        fid,
-                        int(w["iteration"][wi]),
-                        spans.iterations(
-                            int(w["node"][wi]), key[0], key[1], float(w["start"][wi]), float(w["end"][wi])
-                        ),
-                    )
-                if not np.isfinite(e):
-                    _bump(a, kind, "no_data")
-                    a.methods[kind].add("")
-                    cell[3] += 1
-                    continue
-                dur = float(w["end"][wi] - w["start"][wi])
-                a.s[kind] += float(e)
-                a.s[kind + "_var"] += float(we.random_J()[j]) ** 2
-                a.s[kind + "_sys"] += float(we.systematic_J[j]) if we.systematic_J is not None else 0.0
-                cell[0] += float(e)
-                cell[2] += 1
-                a.methods[kind].add(str(we.method[j]))
-                if estimate:  # the watts-per-core assumption: one systematic for every window
-                    a.s[kind + "_sys"] += ESTIMATE_REL_UNC * float(e)
-                if math.isfinite(cr.idle_W):
-                    a.s[kind + "_idle"] += cr.idle_W * dur
-                    if estimate:
-                        a.s[kind + "_idle_sys"] += ESTIMATE_REL_UNC * cr.idle_W * dur
-                    per_acc_dur[key] += dur
-                else:
-                    _bump(a, kind, "idle_missing")
-                if np.isfinite(we.counter_J[j]) and np.isfinite(we.integral_J[j]) and not we.counter_fault[j]:
-                    a.s[pre + "both_counter"] += float(we.counter_J[j])
-                    a.s[pre + "both_integral"] += float(we.integral_J[j])
-                if we.counter_fault[j]:
-                    (a.faults if kind == "device" else a.module_faults)[str(we.counter_fault[j])] += 1
-                _bump(a, kind, "short", int(we.short[j]))
-                if np.isfinite(we.peak_W[j]):
-                    share = max(shares.values()) if shares else 1.0
-                    if kind == "device":
-                        a.peak_W = max(a.peak_W, float(we.peak_W[j]) * share)
-                    else:
-                        a.module_peak_W = max(a.module_peak_W, float(we.peak_W[j]) * share)
-                if role == "package":
-                    a.attribution.add(label)
-            for key, dur in per_acc_dur.items():
-                accs[key].s[kind + "_idle_var"] += (
-                    (cr.idle_W_unc * dur) ** 2 if math.isfinite(cr.idle_W_unc) else 0.0
-                )
-                accs[key].s[pre + "idle_W_sum"] += cr.idle_W
-            if kind == "device":
-                for j, k in enumerate(cr.node_idx):
-                    if np.isfinite(cr.node.energy_J[j]):
-                        node_dev[int(k)] += float(cr.node.energy_J[j])
+    peak_share = max(shares.values()) if shares else 1.0
+    estimate = is_estimate(meta)
+    sharers = {(file_id, rank) for rank in sharer_ranks(meta)}
+    own = channel.own
+    random_J = own.random_J()
+    idle_seconds: dict[tuple[int, str], float] = defaultdict(float)
+    for j, wi in enumerate(channel.own_idx):
+        key = (int(windows["case"][wi]), str(windows["stage"][wi]))
+        row = rows.get(key)
+        if row is None:
             continue
-        # node-level channels: over the node windows
-        col = {
-            "node": "node",
-            "node_cpu": "node_cpu",
-            "node_memory": "node_memory",
-            "node_accel": "node_accel",
-        }.get(role, "node_other")
-        node_sets[col].add(int(m.get("node", 0)))
-        if kind == "hostcpu":
-            node_sets["hostcpu"].add(int(m.get("node", 0)))
-        per_acc_dur = defaultdict(float)
-        for j, k in enumerate(cr.node_idx):
-            key = (int(nw["case"][k]), str(nw["stage"][k]))
-            a = accs.get(key)
-            if a is None:
+        # a module (GH200 at NVML module scope: GPU + Grace CPU + memory) is summed apart from the
+        # GPU-only devices; _row decides its use
+        sums = row.scopes.module if is_module else row.scopes.device
+        sums.recorded = True
+        sums.recorded_by |= {(file_id, int(windows["rank"][wi]))} | sharers
+        energy_J = own.energy_J[j]
+        iteration = int(windows["iteration"][wi])
+        cell = sums.cell(file_id, iteration)
+        if windows["phase"][wi] != "measure":  # a span over several ranks' windows (shared device)
+            node = int(windows["node"][wi])
+            start, end = float(windows["start"][wi]), float(windows["end"][wi])
+            sums.link_spanned(file_id, iteration, spans.iterations(node, key[0], key[1], start, end))
+        if not np.isfinite(energy_J):
+            sums.windows_without_data += 1
+            cell.windows_without_data += 1
+            continue
+        seconds = float(windows["end"][wi] - windows["start"][wi])
+        sums.energy_J += float(energy_J)
+        sums.random_var_J2 += float(random_J[j]) ** 2
+        sums.systematic_J += float(own.systematic_J[j]) if own.systematic_J is not None else 0.0
+        cell.energy_J += float(energy_J)
+        cell.windows_with_energy += 1
+        sums.methods.add(Method(str(own.method[j])))
+        if estimate:  # the watts-per-core assumption: one systematic for every window
+            sums.systematic_J += ESTIMATE_REL_UNC * float(energy_J)
+        if math.isfinite(channel.idle_W):
+            sums.idle_J += channel.idle_W * seconds
+            if estimate:
+                sums.idle_systematic_J += ESTIMATE_REL_UNC * channel.idle_W * seconds
+            idle_seconds[key] += seconds
+        else:
+            sums.idle_missing_windows += 1
+        counter_fault = own.counter_fault[j]
+        if np.isfinite(own.counter_J[j]) and np.isfinite(own.integral_J[j]) and not counter_fault:
+            sums.counter_J += float(own.counter_J[j])
+            sums.integral_J += float(own.integral_J[j])
+        if counter_fault:
+            sums.counter_faults[str(counter_fault)] += 1
+        sums.short_windows += int(own.short[j])
+        if np.isfinite(own.peak_W[j]):
+            sums.peak_W = max(sums.peak_W, float(own.peak_W[j]) * peak_share)
+        if role == Role.PACKAGE:
+            row.attribution.add(label)
+    for key, seconds in idle_seconds.items():
+        sums = rows[key].scopes.module if is_module else rows[key].scopes.device
+        sums.idle_var_J2 += (channel.idle_W_unc * seconds) ** 2 if math.isfinite(channel.idle_W_unc) else 0.0
+        sums.idle_W += channel.idle_W
+    if not is_module:
+        for j, k in enumerate(channel.node_idx):
+            if np.isfinite(channel.node.energy_J[j]):
+                node_devices_J[int(k)] += float(channel.node.energy_J[j])
+
+
+def _node_level_targets(row: RowSums, role: Role) -> list[ScopeSums]:
+    """The scopes a node-level channel adds to: its own, and node CPU + memory for a CPU or memory one."""
+    own = row.scopes.of_node_role(role)
+    return [own, row.scopes.host_cpu_memory] if role in (Role.NODE_CPU, Role.NODE_MEMORY) else [own]
+
+
+def _add_node_level(
+    rows: dict[tuple[int, str], RowSums], red: RunReduction, channel: ChannelResult, spans: _Spans
+) -> None:
+    """A node-level channel (whole node, CPU, memory, accelerators, other) over its node's windows."""
+    node_windows, file_id = red.node_windows, str(red.path)
+    role = Role(channel.role)
+    measured = channel.node
+    random_J = measured.random_J()
+    idle_seconds: dict[tuple[int, str], float] = defaultdict(float)
+    for j, k in enumerate(channel.node_idx):
+        key = (int(node_windows["case"][k]), str(node_windows["stage"][k]))
+        row = rows.get(key)
+        if row is None:
+            continue
+        energy_J = measured.energy_J[j]
+        iteration = int(node_windows["iteration"][k])
+        start, end = float(node_windows["start"][k]), float(node_windows["end"][k])
+        spanned = spans.iterations(int(node_windows["node"][k]), key[0], key[1], start, end)
+        targets = _node_level_targets(row, role)
+        for sums in targets:
+            sums.recorded = True
+            cell = sums.cell(file_id, iteration)
+            sums.link_spanned(file_id, iteration, spanned)
+            if not np.isfinite(energy_J):
+                sums.windows_without_data += 1
+                cell.windows_without_data += 1
                 continue
-            e = cr.node.energy_J[j]
-            targets = [col] + (["hostcpu"] if kind == "hostcpu" else [])
-            for t in targets:
-                a.has.add(t)
-                cell = _iter_cell(a, t, fid, int(nw["iteration"][k]))
-                _link_spanned(
-                    a,
-                    t,
-                    fid,
-                    int(nw["iteration"][k]),
-                    spans.iterations(
-                        int(nw["node"][k]), key[0], key[1], float(nw["start"][k]), float(nw["end"][k])
-                    ),
-                )
-                if not np.isfinite(e):
-                    a.methods[t].add("")
-                    cell[3] += 1
-                    continue
-                cell[0] += float(e)
-                cell[2] += 1
-                a.s[t] += float(e)
-                a.s[t + "_var"] += float(cr.node.random_J()[j]) ** 2
-                a.s[t + "_sys"] += float(cr.node.systematic_J[j]) if cr.node.systematic_J is not None else 0.0
-                a.methods[t].add(str(cr.node.method[j]))
-                dur = float(nw["end"][k] - nw["start"][k])
-                if math.isfinite(cr.idle_W):
-                    a.s[t + "_idle"] += cr.idle_W * dur
-                    if t == targets[0]:
-                        per_acc_dur[key] += dur
-            if np.isfinite(e) and cr.node.counter_fault[j]:
-                a.faults[f"{col}:{cr.node.counter_fault[j]}"] += 1
-        for key, dur in per_acc_dur.items():
-            for t in [col] + (["hostcpu"] if kind == "hostcpu" else []):
-                if math.isfinite(cr.idle_W_unc):
-                    accs[key].s[t + "_idle_var"] += (cr.idle_W_unc * dur) ** 2
-                accs[key].s[t + "_idle_W_sum"] += cr.idle_W
-    # units seen by node-level channels, and the devices over the same spans, node by node
-    for k in range(len(nw.get("node", []))):
-        key, node = (int(nw["case"][k]), str(nw["stage"][k])), int(nw["node"][k])
-        a = accs.get(key)
-        if a is None:
+            cell.energy_J += float(energy_J)
+            cell.windows_with_energy += 1
+            sums.energy_J += float(energy_J)
+            sums.random_var_J2 += float(random_J[j]) ** 2
+            sums.systematic_J += float(measured.systematic_J[j]) if measured.systematic_J is not None else 0.0
+            sums.methods.add(Method(str(measured.method[j])))
+            seconds = float(node_windows["end"][k] - node_windows["start"][k])
+            if math.isfinite(channel.idle_W):
+                sums.idle_J += channel.idle_W * seconds
+                if sums is targets[0]:
+                    idle_seconds[key] += seconds
+        if np.isfinite(energy_J) and measured.counter_fault[j]:
+            targets[0].counter_faults[f"{role.value}:{measured.counter_fault[j]}"] += 1
+    for key, seconds in idle_seconds.items():
+        for sums in _node_level_targets(rows[key], role):
+            if math.isfinite(channel.idle_W_unc):
+                sums.idle_var_J2 += (channel.idle_W_unc * seconds) ** 2
+            sums.idle_W += channel.idle_W
+
+
+def accumulate(red: RunReduction) -> dict[tuple[int, str], RowSums]:
+    """Per (case, stage) sums for one reduced run file."""
+    windows, node_windows = red.windows, red.node_windows
+    file_id = str(red.path)
+    counted = (
+        (windows["phase"] == "measure") & (windows["status"] == "ok") & (windows["end"] > windows["start"])
+    )
+    spans = _Spans(windows, counted)
+    rows = _new_rows(red, counted)
+    # the nodes with a whole-node channel, and those with a node-level CPU or memory channel
+    nodes_measured: set[int] = set()
+    nodes_cpu_memory: set[int] = set()
+    node_devices_J: dict[int, float] = defaultdict(float)  # node window -> device J over it
+    for channel in red.channels:
+        role = Role(channel.role)
+        if role in (*DEVICE_ROLES, Role.MODULE):
+            _add_rank_level(rows, red, channel, spans, node_devices_J)
             continue
-        it = int(nw["iteration"][k])
-        if node in node_sets["node"]:
-            a.s["node_units"] += float(nw["units"][k])
-            a.s["node_devices"] += node_dev.get(k, 0.0)
-            a.s["node_count"] += 1
-            _iter_cell(a, "node", fid, it)[1] += float(nw["units"][k])
-        if node in node_sets["hostcpu"]:
-            a.s["hostcpu_units"] += float(nw["units"][k])
-            _iter_cell(a, "hostcpu", fid, it)[1] += float(nw["units"][k])
-    for a in accs.values():
-        a.s["n_node_channels"] = float(len(node_sets["node"]))
-        a.attribution.update(red.notes)  # channels left out (attribution.channel_roles), and why
-    return accs
+        node = int(channel.meta.get("node", 0))
+        if role == Role.NODE:
+            nodes_measured.add(node)
+        if role in (Role.NODE_CPU, Role.NODE_MEMORY):
+            nodes_cpu_memory.add(node)
+        _add_node_level(rows, red, channel, spans)
+    # units seen by node-level channels, and the devices over the same spans, node by node
+    for k in range(len(node_windows.get("node", []))):
+        key, node = (
+            (int(node_windows["case"][k]), str(node_windows["stage"][k])),
+            int(node_windows["node"][k]),
+        )
+        row = rows.get(key)
+        if row is None:
+            continue
+        iteration = int(node_windows["iteration"][k])
+        units = float(node_windows["units"][k])
+        if node in nodes_measured:
+            row.scopes.node.units += units
+            row.node_devices_J += node_devices_J.get(k, 0.0)
+            row.scopes.node.cell(file_id, iteration).units += units
+        if node in nodes_cpu_memory:
+            row.scopes.host_cpu_memory.units += units
+            row.scopes.host_cpu_memory.cell(file_id, iteration).units += units
+    for row in rows.values():
+        row.attribution.update(red.notes)  # channels left out (attribution.channel_roles), and why
+    return rows
 
 
 def _nan_div(a: float, b: float) -> float:
     return a / b if b and b > 0 and math.isfinite(a) else math.nan
 
 
-def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
-    # a GH200 module (GPU + Grace CPU + memory) is the row's figure only where no rank has a GPU-scope one
-    kind = (
-        "device"
-        if "device" in a.has
-        else (
-            "module"
-            if "module" in a.has
-            else "hostcpu"
-            if "hostcpu" in a.has
-            else ("node" if "node" in a.has else "device")
-        )
-    )
-    scope = {
-        "device": "devices",
-        "module": MODULE_SCOPE,
-        "hostcpu": "cpu+memory (node-level)",
-        "node": "node",
-    }[kind]
-    if not a.has:
-        scope = "none"
-    s = a.s
-    n_ranks = max(a.n_ranks) if a.n_ranks else 0
-    units = a.units if a.units > 0 or not a.stage else a.iter_units
-    per_unit_of = "stage units" if a.units > 0 else "iteration units"
-    if kind == "hostcpu":
-        units = s["hostcpu_units"]
-    elif kind == "node":
-        units = s["node_units"]
-    energy = s[kind] if kind in a.has else math.nan
-    sys_ = s[kind + "_sys"]  # the estimate's watts-per-core assumption (0 for measurements)
-    var = s[kind + "_var"] + sys_**2
-    unc = math.sqrt(var) if kind in a.has else math.nan
-    net = energy - s[kind + "_idle"]
+def _row(key_fields: dict[str, Any], row: RowSums) -> dict[str, Any]:
+    scopes = row.scopes
+    basis = RowBasis.of(scopes)
+    sums = basis.sums(scopes)
+    recorded = sums.recorded
+    n_ranks = max(row.rank_counts) if row.rank_counts else 0
+    units = row.units if row.units > 0 or not row.stage else row.iter_units
+    per_unit_of = "stage units" if row.units > 0 else "iteration units"
+    if basis == RowBasis.HOST_CPU_MEMORY:
+        units = scopes.host_cpu_memory.units
+    elif basis == RowBasis.NODE:
+        units = scopes.node.units
+    energy = sums.energy_J if recorded else math.nan
+    systematic = sums.systematic_J  # the estimate's watts-per-core assumption (0 for measurements)
+    unc = math.sqrt(sums.random_var_J2 + systematic**2) if recorded else math.nan
+    net = energy - sums.idle_J
     net_unc = (
-        math.sqrt(s[kind + "_var"] + s[kind + "_idle_var"] + (sys_ - s[kind + "_idle_sys"]) ** 2)
-        if kind in a.has
+        math.sqrt(sums.random_var_J2 + sums.idle_var_J2 + (systematic - sums.idle_systematic_J) ** 2)
+        if recorded
         else math.nan
     )
     meas_pu = _nan_div(unc, units)
-    sem_pu, n_iter = iteration_spread(a.iters[kind], a.iter_links[kind]) if kind in a.has else (math.nan, 0)
+    sem_pu, n_iter = iteration_spread(sums.iterations, sums.iteration_links) if recorded else (math.nan, 0)
     total_pu = math.hypot(meas_pu, sem_pu) if math.isfinite(sem_pu) else math.nan
-    seconds = a.wall_seconds if a.rank_runs else math.nan
-    n_dev = max(a.rank_runs, 1)
-    idle_W = (
-        (
-            s["idle_W_sum"] / n_dev
-            if kind == "device"
-            else s[kind + "_idle_W_sum"] / n_dev
-            if kind == "module"
-            else s[kind + "_idle_W_sum"]
-        )
-        if kind in a.has
-        else math.nan
-    )
-    # the window counts of what the row's energy is (a module's when the row falls back to it)
-    if kind == "module":
-        short, faults, no_data, idle_missing, peak_W = (
-            a.module["short"],
-            a.module_faults,
-            a.module["no_data"],
-            a.module["idle_missing"],
-            a.module_peak_W,
-        )
-        both_c, both_i = s["module_both_counter"], s["module_both_integral"]
+    seconds = row.wall_seconds if row.rank_runs else math.nan
+    n_devices = max(row.rank_runs, 1)
+    if not recorded:
+        idle_W = math.nan
     else:
-        short, faults, no_data, idle_missing, peak_W = a.short, a.faults, a.no_data, a.idle_missing, a.peak_W
-        both_c, both_i = s["both_counter"], s["both_integral"]
-    method = _method_label(a.methods[kind])
+        idle_W = sums.idle_W / n_devices if basis.per_device else sums.idle_W
+    # the window counts of what the row's energy is (a module's when the row falls back to it); the
+    # devices' counter faults come with the node-level channels'
+    counts = scopes.module if basis == RowBasis.MODULE else scopes.device
+    faults = Counter(counts.counter_faults)
+    if basis != RowBasis.MODULE:
+        for node_sums in scopes.node_level():
+            faults.update(node_sums.counter_faults)
+    short, no_data, idle_missing = (
+        counts.short_windows,
+        counts.windows_without_data,
+        counts.idle_missing_windows,
+    )
+    peak_W = counts.peak_W
+    both_counter, both_integral = counts.counter_J, counts.integral_J
+    method = _method_label(sums.methods)
     flags = []
-    if a.synthetic:
+    if row.synthetic:
         flags.append(
-            f"SYNTHETIC data from the {sensor_words(a.data)}: not a measurement"
-            if is_emulated(a.data)
+            f"SYNTHETIC data from the {sensor_words(row.data)}: not a measurement"
+            if is_emulated(row.data)
             else "SYNTHETIC data: not a measurement"
         )
-    if a.estimate or method == "estimate":
+    if row.estimate or method == Method.ESTIMATE:
         flags.append(
             "ESTIMATE from CPU time: not a measurement"
             + (
                 f"; its ± includes ±{ESTIMATE_REL_UNC:.0%} (1 sigma, systematic) for the watts-per-core figure"
-                if sys_ > 0
+                if systematic > 0
                 else "; its ± is the CPU-time reading alone: the watts-per-core figure is not in it"
             )
         )
-    for note in dict.fromkeys(a.same_run):
+    for note in dict.fromkeys(row.same_run):
         flags.append(note)
-    if kind in a.has and n_iter < 2 and math.isfinite(energy):
+    if recorded and n_iter < 2 and math.isfinite(energy):
         flags.append(
             f"{n_iter} iteration(s) with data: the spread between iterations is unknown "
             "(SEM undefined, no total ±); only the measurement uncertainty is given"
         )
-    if a.partial:
-        flags.append("partial run: " + " | ".join(dict.fromkeys(a.partial))[:400])
-    if a.interrupted:
-        flags.append(f"{a.interrupted} interrupted window(s) left out")
-    if a.failed:
-        flags.append(f"{a.failed} failed window(s) left out")
-    if len(a.n_ranks) > 1:
-        flags.append(f"groups runs with different rank counts: {sorted(a.n_ranks)}")
+    if row.partial:
+        flags.append("partial run: " + " | ".join(dict.fromkeys(row.partial))[:400])
+    if row.interrupted:
+        flags.append(f"{row.interrupted} interrupted window(s) left out")
+    if row.failed:
+        flags.append(f"{row.failed} failed window(s) left out")
+    if len(row.rank_counts) > 1:
+        flags.append(f"groups runs with different rank counts: {sorted(row.rank_counts)}")
     if short:
         flags.append(f"{short} window(s) shorter than 3 sensor updates: edge effects dominate")
     if faults:
@@ -577,42 +689,45 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
             "energy counter distrusted, power integral used: "
             + ", ".join(f"{n} window(s) {f}" for f, n in sorted(faults.items()))
         )
-    if no_data or "" in a.methods[kind]:
+    if no_data or sums.windows_without_data:
         flags.append(f"{no_data} window(s) had no samples on some channel (energy under-counted)")
     if idle_missing:
         flags.append("no idle window on some channel: net energy counts those windows as gross")
-    flags += _module_flags(a, kind)
-    for lab in sorted(a.attribution):
-        flags.append(f"attribution: {lab}")
-    if a.stage and a.units <= 0:
+    flags += _module_flags(row, basis)
+    for label in sorted(row.attribution):
+        flags.append(f"attribution: {label}")
+    if row.stage and row.units <= 0:
         flags.append("stage windows carry no units: per unit = per unit of the whole iteration")
-    has_node = "node" in a.has
-    node_J = s["node"] if has_node else math.nan
-    node_units = s["node_units"]
-    node_dev = s["node_devices"] if has_node else math.nan
-    rest = node_J - node_dev if has_node else math.nan
-    has_module = "module" in a.has
-    module_J = s["module"] if has_module else math.nan
-    module_unc = math.sqrt(s["module_var"] + s["module_sys"] ** 2) if has_module else math.nan
-    row = {
-        "case": a.params,
+    node = scopes.node
+    has_node = node.recorded
+    node_J = node.energy_J if has_node else math.nan
+    node_units = node.units
+    node_devices_J = row.node_devices_J if has_node else math.nan
+    rest = node_J - node_devices_J if has_node else math.nan
+    module = scopes.module
+    has_module = module.recorded
+    module_J = module.energy_J if has_module else math.nan
+    module_unc = math.sqrt(module.random_var_J2 + module.systematic_J**2) if has_module else math.nan
+    host_cpu_memory = scopes.host_cpu_memory
+    return {
+        "case": row.params,
         **key_fields,
-        "stage": a.stage,
-        "task": a.params.get("task"),
-        "model": a.params.get("model"),
-        "dtype": a.params.get("dtype"),
-        "batch_size": a.params.get("batch_size"),
-        "label": a.params.get("label", ""),
+        "stage": row.stage,
+        "task": row.params.get("task"),
+        "model": row.params.get("model"),
+        "dtype": row.params.get("dtype"),
+        "batch_size": row.params.get("batch_size"),
+        "label": row.params.get("label", ""),
         "n_ranks": n_ranks,
-        "n_nodes": a.n_nodes,
-        "n_files": len(a.files),
-        "iterations": a.n_windows,
+        "n_nodes": row.n_nodes,
+        "n_files": len(row.files),
+        "iterations": row.n_windows,
         "units": units,
-        "unit": a.unit,
+        "unit": row.unit,
         "seconds": seconds,
-        "aux_units": a.aux_units,
-        "aux_unit": a.aux_unit,
-        "energy_per_aux_unit_J": _nan_div(energy, a.aux_units) if a.aux_unit else math.nan,
+        "aux_units": row.aux_units,
+        "aux_unit": row.aux_unit,
+        "energy_per_aux_unit_J": _nan_div(energy, row.aux_units) if row.aux_unit else math.nan,
         "throughput_per_s": _nan_div(units, seconds),
         "energy_J": energy,
         "energy_uncertainty_J": unc,
@@ -623,64 +738,64 @@ def _row(key_fields: dict[str, Any], a: _Acc) -> dict[str, Any]:
         "energy_per_unit_unc_J": total_pu,
         "n_iterations": n_iter,
         "wh_per_1000_units": _nan_div(energy, units) * 1000.0 / 3600.0,
-        "mean_power_W": _nan_div(energy, a.rank_seconds)
-        if kind in ("device", "module")
-        else _nan_div(energy, seconds),
+        "mean_power_W": _nan_div(energy, row.rank_seconds) if basis.per_device else _nan_div(energy, seconds),
         "idle_power_W": idle_W,
         "peak_power_W": peak_W if math.isfinite(peak_W) else math.nan,
         "net_energy_J": net,
         "net_energy_uncertainty_J": net_unc,
         "net_energy_per_unit_J": _nan_div(net, units),
         "net_energy_per_unit_uncertainty_J": _nan_div(net_unc, units),
-        "counter_energy_J": both_c if both_c else math.nan,
-        "integral_energy_J": both_i if both_c else math.nan,
-        "counter_vs_integral_pct": 100.0 * (both_i - both_c) / both_c if both_c else math.nan,
+        "counter_energy_J": both_counter if both_counter else math.nan,
+        "integral_energy_J": both_integral if both_counter else math.nan,
+        "counter_vs_integral_pct": 100.0 * (both_integral - both_counter) / both_counter
+        if both_counter
+        else math.nan,
         "node_energy_J": node_J,
-        "node_energy_uncertainty_J": math.sqrt(s["node_var"] + s["node_sys"] ** 2) if has_node else math.nan,
+        "node_energy_uncertainty_J": math.sqrt(node.random_var_J2 + node.systematic_J**2)
+        if has_node
+        else math.nan,
         "node_energy_per_unit_J": _nan_div(node_J, node_units) if has_node else math.nan,
-        "node_devices_energy_J": node_dev,
+        "node_devices_energy_J": node_devices_J,
         "node_rest_energy_J": rest,
         "node_rest_per_unit_J": _nan_div(rest, node_units) if has_node else math.nan,
-        "node_cpu_energy_J": s["node_cpu"] if "node_cpu" in a.has else math.nan,
-        "node_memory_energy_J": s["node_memory"] if "node_memory" in a.has else math.nan,
-        "node_net_energy_per_unit_J": _nan_div(node_J - s["node_idle"], node_units) if has_node else math.nan,
-        "host_cpu_memory_energy_J": s["hostcpu"] if "hostcpu" in a.has and kind != "hostcpu" else math.nan,
+        "node_cpu_energy_J": scopes.node_cpu.energy_J if scopes.node_cpu.recorded else math.nan,
+        "node_memory_energy_J": scopes.node_memory.energy_J if scopes.node_memory.recorded else math.nan,
+        "node_net_energy_per_unit_J": _nan_div(node_J - node.idle_J, node_units) if has_node else math.nan,
+        "host_cpu_memory_energy_J": host_cpu_memory.energy_J
+        if host_cpu_memory.recorded and basis != RowBasis.HOST_CPU_MEMORY
+        else math.nan,
         # GH200 modules read at NVML module scope: GPU + Grace CPU + memory, never in a GPU-only energy_J
         "module_energy_J": module_J,
         "module_energy_uncertainty_J": module_unc,
         "module_energy_per_unit_J": _nan_div(module_J, units) if has_module else math.nan,
         "module_includes_cpu_memory": has_module,
         "method": method,
-        "energy_scope": scope,
-        "data": a.data,
-        "synthetic": a.synthetic,
-        "estimate": a.estimate,
-        "per_unit_of": per_unit_of if a.stage else "iteration units",
+        "energy_scope": basis.value if any(s.recorded for s in scopes.all()) else "none",
+        "data": row.data,
+        "synthetic": row.synthetic,
+        "estimate": row.estimate,
+        "per_unit_of": per_unit_of if row.stage else "iteration units",
         "short_windows": short,
         "counter_fallback_windows": int(sum(faults.values())),
-        "attribution": sorted(a.attribution),
+        "attribution": sorted(row.attribution),
         "flags": flags,
-        "files": a.files,
+        "files": row.files,
     }
-    return row
 
 
-MODULE_SCOPE = "module (GH200: GPU + Grace CPU + memory)"
-
-
-def _module_flags(a: _Acc, kind: str) -> list[str]:
+def _module_flags(row: RowSums, basis: RowBasis) -> list[str]:
     """What a row says about GH200 modules recorded at NVML module scope (GPU + Grace CPU + memory)."""
-    if "module" not in a.has:
+    if not row.scopes.module.recorded:
         return []
-    mod = a.ranks_of["module"]
-    if kind == "module":
+    modules = row.scopes.module.recorded_by
+    if basis == RowBasis.MODULE:
         return [
-            f"energy_J is GH200 module energy (GPU + Grace CPU + memory) of {len(mod)} rank(s): NVML answers "
+            f"energy_J is GH200 module energy (GPU + Grace CPU + memory) of {len(modules)} rank(s): NVML answers "
             "only at module scope there; not comparable with GPU-only figures"
         ]
-    alone = mod - a.ranks_of["device"]
+    alone = modules - row.scopes.device.recorded_by
     out = [
-        f"module_energy_J: GH200 module energy (GPU + Grace CPU + memory) of {len(mod)} rank(s), recorded at "
+        f"module_energy_J: GH200 module energy (GPU + Grace CPU + memory) of {len(modules)} rank(s), recorded at "
         "module scope; not in energy_J (GPU only)"
     ]
     if alone:
@@ -691,14 +806,18 @@ def _module_flags(a: _Acc, kind: str) -> list[str]:
     return out
 
 
-def _key(a: _Acc, by: Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
-    nr = max(a.n_ranks) if a.n_ranks else 0
-    fields = {**a.params, "n_ranks": nr, "n_nodes": a.n_nodes, "unit": a.unit}
+def _key(row: RowSums, by: Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
+    n_ranks = max(row.rank_counts) if row.rank_counts else 0
+    fields = {**row.params, "n_ranks": n_ranks, "n_nodes": row.n_nodes, "unit": row.unit}
     if not by:
-        k = (("case", json.dumps(a.params, sort_keys=True)), ("n_ranks", nr), ("n_nodes", a.n_nodes))
+        key: tuple[tuple[str, Any], ...] = (
+            ("case", json.dumps(row.params, sort_keys=True)),
+            ("n_ranks", n_ranks),
+            ("n_nodes", row.n_nodes),
+        )
     else:
-        k = tuple((b, json.dumps(fields.get(b), sort_keys=True)) for b in by)
-    return k + (("stage", a.stage), ("unit", a.unit), ("data", a.data))
+        key = tuple((name, json.dumps(fields.get(name), sort_keys=True)) for name in by)
+    return (*key, ("stage", row.stage), ("unit", row.unit), ("data", row.data))
 
 
 # ---------------------------------------------------------------- one run, counted once
@@ -711,89 +830,119 @@ def same_run_notes(red: RunReduction) -> list[str]:
     return list(getattr(red, _SAME_RUN_ATTR, []))
 
 
+def _counted(windows: dict[str, np.ndarray]) -> np.ndarray:
+    """The windows that count: measured, ok, and not empty."""
+    return (windows["phase"] == "measure") & (windows["status"] == "ok") & (windows["end"] > windows["start"])
+
+
 def run_identity(red: RunReduction) -> tuple:
     """What makes a run: job, epoch (Unix time rank 0 took at start and every rank, spill and merge
     keeps), Slurm job, array task and step, geometry, and the kind of data. Two runs of one job differ
     in epoch."""
-    a = red.attrs
+    attrs = red.attrs
     try:
-        slurm = json.loads(str(a.get("slurm_json") or "{}"))
+        slurm = json.loads(str(attrs.get("slurm_json") or "{}"))
     except ValueError:
         slurm = {}
     return (
-        str(a.get("job_name", "")),
-        repr(float(a.get("epoch_unix", math.nan))),
-        str(a.get("slurm_job_id", "")),
+        str(attrs.get("job_name", "")),
+        repr(float(attrs.get("epoch_unix", math.nan))),
+        str(attrs.get("slurm_job_id", "")),
         str(slurm.get("array_task_id", "")),
-        str(a.get("slurm_step_id", "")),
+        str(attrs.get("slurm_step_id", "")),
         int(red.n_ranks),
         int(red.n_nodes),
         red.label,
     )
 
 
-def _window_keys(red: RunReduction) -> dict[int, set]:
-    w = red.windows
-    out: dict[int, set] = defaultdict(set)
-    for r, c, ph, st, it, t0 in zip(w["rank"], w["case"], w["phase"], w["stage"], w["iteration"], w["start"]):
-        out[int(r)].add((int(c), str(ph), str(st), int(it), float(t0)))
+def _window_keys(red: RunReduction) -> dict[int, set[tuple[int, str, str, int, float]]]:
+    """Each rank's windows as (case, phase, stage, iteration, start)."""
+    windows = red.windows
+    out: dict[int, set[tuple[int, str, str, int, float]]] = defaultdict(set)
+    for rank, case, phase, stage, iteration, start in zip(
+        windows["rank"],
+        windows["case"],
+        windows["phase"],
+        windows["stage"],
+        windows["iteration"],
+        windows["start"],
+        strict=False,
+    ):
+        out[int(rank)].add((int(case), str(phase), str(stage), int(iteration), float(start)))
     return out
 
 
 def _measured_ranks(red: RunReduction) -> set[int]:
-    w = red.windows
-    counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
-    return {int(r) for r in w["rank"][counted]}
+    return {int(r) for r in red.windows["rank"][_counted(red.windows)]}
 
 
-def _shared_measurements(a: RunReduction, b: RunReduction) -> list[int]:
+def _channel_indices(red: RunReduction, ranks: Sequence[int]) -> dict[tuple[int, str], int]:
+    """(rank, channel name) -> channel index in the file, for the channels of ``ranks`` with samples."""
+    return {
+        (int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"])
+        for c in red.channels
+        if int(c.meta.get("rank", -1)) in ranks and int(c.meta.get("n_samples", 0) or 0)
+    }
+
+
+def _shared_measurements(one: RunReduction, other: RunReduction) -> list[int]:
     """Ranks whose measurements are in both files (same windows, same hosts, same first samples on
     the channels both have); [] when the files share none."""
-    from energy_hpc.analysis.runfile import trace_heads
+    keys_one, keys_other = _window_keys(one), _window_keys(other)
+    shared = sorted(r for r in keys_one.keys() & keys_other.keys() if keys_one[r] & keys_other[r])
+    no_ranks = np.array([], dtype=object)
+    hosts_one, hosts_other = one.ranks.get("host", no_ranks), other.ranks.get("host", no_ranks)
 
-    ka, kb = _window_keys(a), _window_keys(b)
-    shared = sorted(r for r in ka.keys() & kb.keys() if ka[r] & kb[r])
-    ha, hb = a.ranks.get("host", []), b.ranks.get("host", [])
-    shared = [
-        r
-        for r in shared
-        if not (r < len(ha) and r < len(hb) and str(ha[r]) and str(hb[r]) and str(ha[r]) != str(hb[r]))
-    ]
+    def other_host(r: int) -> bool:
+        if r >= len(hosts_one) or r >= len(hosts_other):
+            return False
+        host_one, host_other = str(hosts_one[r]), str(hosts_other[r])
+        return bool(host_one and host_other and host_one != host_other)
+
+    shared = [r for r in shared if not other_host(r)]
     if not shared:
         return []
-    ca = {
-        (int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"])
-        for c in a.channels
-        if int(c.meta.get("rank", -1)) in shared and int(c.meta.get("n_samples", 0) or 0)
-    }
-    cb = {
-        (int(c.meta.get("rank", -1)), str(c.meta.get("name", ""))): int(c.meta["index"])
-        for c in b.channels
-        if int(c.meta.get("rank", -1)) in shared and int(c.meta.get("n_samples", 0) or 0)
-    }
-    both = sorted(ca.keys() & cb.keys())
+    channels_one, channels_other = _channel_indices(one, shared), _channel_indices(other, shared)
+    both = sorted(channels_one.keys() & channels_other.keys())
     if both:
-        heads_a = trace_heads(a.path, [ca[k] for k in both])
-        heads_b = trace_heads(b.path, [cb[k] for k in both])
-        n = min(min(h.shape[1] for h in heads_a.values()), min(h.shape[1] for h in heads_b.values()))
+        heads_one = trace_heads(one.path, [channels_one[k] for k in both])
+        heads_other = trace_heads(other.path, [channels_other[k] for k in both])
+        n = min(min(h.shape[1] for h in heads_one.values()), min(h.shape[1] for h in heads_other.values()))
         for k in both:
-            if not np.array_equal(heads_a[ca[k]][:, :n], heads_b[cb[k]][:, :n], equal_nan=True):
+            if not np.array_equal(
+                heads_one[channels_one[k]][:, :n], heads_other[channels_other[k]][:, :n], equal_nan=True
+            ):
                 return []  # same windows but other samples: not the same measurements
     return shared
 
 
-def _completeness(red: RunReduction) -> tuple:
+def _completeness(red: RunReduction) -> tuple[bool, int, int, int, bool]:
     """Which copy of a run to keep: a complete run file first, then the one holding more ranks, more
     windows, samples; a file written by the run before one rebuilt from its spills."""
-    w = red.windows
-    counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
     return (
         red.status == "complete",
         len(_measured_ranks(red)),
-        int(counted.sum()),
+        int(_counted(red.windows).sum()),
         sum(int(c.meta.get("n_samples", 0) or 0) for c in red.channels),
         not int(red.attrs.get("rebuilt_from_spills", 0) or 0),
     )
+
+
+def _why_kept(kept: RunReduction, dropped: RunReduction) -> str:
+    """The first point of :func:`_completeness` on which the kept copy wins."""
+    kept_has, dropped_has = _completeness(kept), _completeness(dropped)
+    if kept_has[0] and not dropped_has[0]:
+        return "complete"
+    if kept_has[1] > dropped_has[1]:
+        return "more ranks"
+    if kept_has[2] > dropped_has[2]:
+        return "more windows"
+    if kept_has[3] > dropped_has[3]:
+        return "more samples"
+    if kept_has[4] and not dropped_has[4]:
+        return "written by the run"
+    return "given first"
 
 
 def _ranks_text(ranks: Iterable[int]) -> str:
@@ -820,9 +969,9 @@ def unique_runs(reds: Iterable[RunReduction]) -> list[RunReduction]:
         return i
 
     shared: dict[tuple[int, int], list[int]] = {}
-    for idx in by_id.values():
-        for x, i in enumerate(idx):
-            for j in idx[x + 1 :]:
+    for same_id in by_id.values():
+        for pos, i in enumerate(same_id):
+            for j in same_id[pos + 1 :]:
                 ranks = _shared_measurements(reds[i], reds[j])
                 if ranks:
                     shared[(i, j)] = shared[(j, i)] = ranks
@@ -835,37 +984,23 @@ def unique_runs(reds: Iterable[RunReduction]) -> list[RunReduction]:
         if len(members) < 2:
             continue
         keep = max(members, key=lambda i: (_completeness(reds[i]), -i))
-        k = reds[keep]
-        k_ranks = _measured_ranks(k)
+        kept = reds[keep]
+        kept_ranks = _measured_ranks(kept)
         for i in members:
             if i == keep:
                 continue
-            d = reds[i]
+            left_out = reds[i]
             dropped.add(i)
-            ck, cd = _completeness(k), _completeness(d)
-            why = (
-                "complete"
-                if ck[0] and not cd[0]
-                else "more ranks"
-                if ck[1] > cd[1]
-                else "more windows"
-                if ck[2] > cd[2]
-                else "more samples"
-                if ck[3] > cd[3]
-                else "written by the run"
-                if ck[4] and not cd[4]
-                else "given first"
-            )
-            same = shared.get((keep, i)) or sorted(_measured_ranks(d) & k_ranks)
-            lost = _measured_ranks(d) - k_ranks
-            if d.path.resolve() == k.path.resolve():
-                text = f"same run: {d.path.name} given twice; counted once"
+            same = shared.get((keep, i)) or sorted(_measured_ranks(left_out) & kept_ranks)
+            lost = _measured_ranks(left_out) - kept_ranks
+            if left_out.path.resolve() == kept.path.resolve():
+                text = f"same run: {left_out.path.name} given twice; counted once"
             else:
                 text = (
-                    f"same run in {k.path.name} and {d.path.name} (job {k.attrs.get('job_name', '')!r}, "
-                    f"epoch {k.attrs.get('epoch_unix', '?')}, the same measurements of rank(s) "
-                    f"{_ranks_text(same)}): counted once, from {k.path.name} ({why}); {d.path.name} "
-                    "left out"
+                    f"same run in {kept.path.name} and {left_out.path.name} (job "
+                    f"{kept.attrs.get('job_name', '')!r}, epoch {kept.attrs.get('epoch_unix', '?')}, the same "
+                    f"measurements of rank(s) {_ranks_text(same)}): counted once, from {kept.path.name} "
+                    f"({_why_kept(kept, left_out)}); {left_out.path.name} left out"
                 )
                 if lost:
                     text += (
@@ -873,8 +1008,8 @@ def unique_runs(reds: Iterable[RunReduction]) -> list[RunReduction]:
                         "run's spill folders into one file to count them"
                     )
                 text += "; move the extra file away to silence this"
-            log.warning("%s (%s, %s)", text, k.path, d.path)
-            setattr(k, _SAME_RUN_ATTR, same_run_notes(k) + [text])
+            log.warning("%s (%s, %s)", text, kept.path, left_out.path)
+            setattr(kept, _SAME_RUN_ATTR, [*same_run_notes(kept), text])
     return [red for i, red in enumerate(reds) if i not in dropped]
 
 
@@ -887,26 +1022,26 @@ def reduce_files(paths: Iterable[str | Path]) -> list[RunReduction]:
 def rows_from_reductions(
     reds: Iterable[RunReduction], by: Sequence[str] | None = None, stages: bool = False
 ) -> list[dict[str, Any]]:
-    groups: dict[tuple, _Acc] = {}
+    groups: dict[tuple[tuple[str, Any], ...], RowSums] = {}
     for red in unique_runs(reds):
-        for (c, st), a in accumulate(red).items():
-            if st and not stages:
+        for (_, stage), sums in accumulate(red).items():
+            if stage and not stages:
                 continue
-            if a.n_windows == 0 and not a.interrupted and not a.failed:
+            if sums.n_windows == 0 and not sums.interrupted and not sums.failed:
                 continue
-            k = _key(a, by)
-            if k in groups:
-                groups[k].merge(a)
+            key = _key(sums, by)
+            if key in groups:
+                groups[key].merge(sums)
             else:
-                groups[k] = a
+                groups[key] = sums
     rows = []
-    for k, a in groups.items():
+    for key, sums in groups.items():
         key_fields = (
-            {name: json.loads(v) for name, v in k if name not in ("case", "unit", "stage", "data")}
+            {name: json.loads(v) for name, v in key if name not in ("case", "unit", "stage", "data")}
             if by
             else {}
         )
-        rows.append(_row(key_fields, a))
+        rows.append(_row(key_fields, sums))
     return rows
 
 
@@ -920,92 +1055,93 @@ def energy_table(
 # ---------------------------------------------------------------- per device (MI250X split)
 
 
+@dataclass
+class _DeviceSums:
+    """One device's (rank's) share of the device channels over one (case, stage) of one file."""
+
+    energy_J: float = 0.0
+    var_J2: float = 0.0
+    channels: list[str] = field(default_factory=list)
+    attribution: set[str] = field(default_factory=set)
+    no_data_windows: int = 0
+
+
 def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict[str, Any]]:
     """One row per (file, case, stage, device): a package's energy split among its GCDs
     (:func:`energy_hpc.analysis.attribution.package_shares`)."""
     out = []
     for red in unique_runs(reds):
-        w = red.windows
-        counted = (w["phase"] == "measure") & (w["status"] == "ok") & (w["end"] > w["start"])
-        cells: dict[tuple[int, str, int], dict[str, Any]] = {}
-        for cr in red.channels:
-            if cr.role not in ("device", "package"):
+        windows = red.windows
+        counted = _counted(windows)
+        devices: dict[tuple[int, str, int], _DeviceSums] = {}
+        for channel in red.channels:
+            role = Role(channel.role)
+            if role not in DEVICE_ROLES:
                 continue
-            m = cr.meta
-            rec_rank = int(m.get("rank", 0))
-            for c in sorted(set(int(x) for x in w["case"][cr.own_idx])):
-                sel_case = counted & (w["case"] == c)
-                ranks_in_case = sorted(set(int(r) for r in w["rank"][sel_case]))
-                if cr.role == "package":
+            meta, own_idx = channel.meta, channel.own_idx
+            recording_rank = int(meta.get("rank", 0))
+            # random parts in quadrature, the one-sided part linearly
+            random_J = channel.own.random_J()
+            systematic_J = channel.own.systematic_J
+            for case in sorted({int(x) for x in windows["case"][own_idx]}):
+                ranks_in_case = sorted({int(r) for r in windows["rank"][counted & (windows["case"] == case)]})
+                if role == Role.PACKAGE:
                     shares, label = package_shares(
-                        m, red.bus_to_rank(str(m.get("host", ""))), rec_rank, ranks_in_case
+                        meta, red.bus_to_rank(str(meta.get("host", ""))), recording_rank, ranks_in_case
                     )
                 else:
-                    shares, label = {rec_rank: 1.0}, "own channel"
-                for st in sorted(set(str(s) for s in w["stage"][cr.own_idx])):
-                    if st and not stages:
+                    shares, label = {recording_rank: 1.0}, "own channel"
+                for stage in sorted({str(s) for s in windows["stage"][own_idx]}):
+                    if stage and not stages:
                         continue
-                    j = np.flatnonzero((w["case"][cr.own_idx] == c) & (w["stage"][cr.own_idx] == st))
-                    e = cr.own.energy_J[j]
+                    j = np.flatnonzero(
+                        (windows["case"][own_idx] == case) & (windows["stage"][own_idx] == stage)
+                    )
+                    energy_J = channel.own.energy_J[j]
                     # a window with no data is not 0 J: the cell becomes NaN and says how many
-                    no_data = int((~np.isfinite(e)).sum())
-                    E = float(e.sum()) if not no_data else math.nan
-                    # random parts in quadrature, the one-sided part linearly
-                    sys_j = cr.own.systematic_J[j] if cr.own.systematic_J is not None else np.zeros(len(j))
-                    var = float(np.nansum(cr.own.random_J()[j] ** 2)) + float(np.nansum(sys_j)) ** 2
-                    for r, share in shares.items():
-                        cell = cells.setdefault(
-                            (c, st, r),
-                            {"energy_J": 0.0, "var": 0.0, "channels": [], "attribution": set(), "no_data": 0},
-                        )
-                        cell["no_data"] += no_data
-                        cell["energy_J"] += share * E
-                        cell["var"] += (share**2) * var
-                        cell["channels"].append(str(m.get("name", "")))
-                        cell["attribution"].add(label if cr.role == "package" else "own channel")
-        for (c, st, r), cell in sorted(cells.items()):
-            sel = counted & (w["case"] == c) & (w["stage"] == st) & (w["rank"] == r)
-            units = float(w["units"][sel].sum())
-            unc = math.sqrt(cell["var"])
+                    no_data = int((~np.isfinite(energy_J)).sum())
+                    total_J = float(energy_J.sum()) if not no_data else math.nan
+                    sys_j = systematic_J[j] if systematic_J is not None else np.zeros(len(j))
+                    var = float(np.nansum(random_J[j] ** 2)) + float(np.nansum(sys_j)) ** 2
+                    for rank, share in shares.items():
+                        sums = devices.setdefault((case, stage, rank), _DeviceSums())
+                        sums.no_data_windows += no_data
+                        sums.energy_J += share * total_J
+                        sums.var_J2 += (share**2) * var
+                        sums.channels.append(str(meta.get("name", "")))
+                        sums.attribution.add(label if role == Role.PACKAGE else "own channel")
+        no_ranks = np.array([], dtype=object)
+        hosts, buses = red.ranks.get("host", no_ranks), red.ranks.get("device_bus_id", no_ranks)
+        for (case, stage, rank), sums in sorted(devices.items()):
+            sel = (
+                counted & (windows["case"] == case) & (windows["stage"] == stage) & (windows["rank"] == rank)
+            )
+            units = float(windows["units"][sel].sum())
+            unc = math.sqrt(sums.var_J2)
             out.append(
                 {
                     "file": red.path.name,
-                    "case": red.params[c],
-                    "stage": st,
-                    "rank": r,
-                    "host": str(red.ranks["host"][r]) if r < len(red.ranks.get("host", [])) else "",
-                    "device": str(red.ranks["device_bus_id"][r])
-                    if r < len(red.ranks.get("device_bus_id", []))
-                    else "",
+                    "case": red.params[case],
+                    "stage": stage,
+                    "rank": rank,
+                    "host": str(hosts[rank]) if rank < len(hosts) else "",
+                    "device": str(buses[rank]) if rank < len(buses) else "",
                     "units": units,
-                    "unit": red.units_name[c],
-                    "energy_J": cell["energy_J"],
+                    "unit": red.units_name[case],
+                    "energy_J": sums.energy_J,
                     "energy_uncertainty_J": unc,
-                    "energy_per_unit_J": _nan_div(cell["energy_J"], units),
+                    "energy_per_unit_J": _nan_div(sums.energy_J, units),
                     "energy_per_unit_uncertainty_J": _nan_div(unc, units),
-                    "channels": sorted(set(cell["channels"])),
-                    "attribution": sorted(cell["attribution"]),
+                    "channels": sorted(set(sums.channels)),
+                    "attribution": sorted(sums.attribution),
                     "data": red.label,
-                    "no_data_windows": cell["no_data"],
+                    "no_data_windows": sums.no_data_windows,
                 }
             )
     return out
 
 
 # ---------------------------------------------------------------- formatting
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "-"
-        if v == 0:
-            return "0"
-        return f"{v:.{digits}g}"
-    if isinstance(v, (list, tuple)):
-        return "; ".join(map(str, v))
-    return str(v)
-
 
 _COLUMNS = [
     ("task", "task"),
@@ -1035,6 +1171,7 @@ _MODULE_COLUMN = (
     "module J/unit",
 )  # GH200 module scope (GPU + Grace CPU + memory)
 _NODE_COLUMNS = [("node_energy_per_unit_J", "node J/unit"), ("node_rest_per_unit_J", "rest J/unit")]
+_TEXT_COLUMNS = ("task", "model", "dtype", "stage")  # left-aligned in LaTeX (and the last, method)
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -1055,116 +1192,49 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def _cells(row: dict[str, Any], cols: list[tuple[str, str]]) -> list[str]:
     cells = []
     for key, _ in cols:
-        v = row.get(key)
+        value = row.get(key)
         if key == "units":
-            v = f"{_fmt(v)} {row['unit']}"
+            value = f"{format_number(value)} {row['unit']}"
         elif key == "energy_per_aux_unit_J" and row.get("aux_unit"):
-            v = f"{_fmt(v)} per {row['aux_unit']}"
-        cells.append(_fmt(v))
+            value = f"{format_number(value)} per {row['aux_unit']}"
+        cells.append(format_number(value))
     return cells
 
 
-# what each ± is, under every table that shows them
-UNCERTAINTY_LEGEND = (
-    "±meas: measurement uncertainty, 1 sigma (sensor model, docs/analysis.md; for an ESTIMATE it includes "
-    "the watts-per-core assumption); ±SEM: standard error of the mean from the spread between the n iter "
-    "iterations (all repeats pooled; '-' when fewer than 2); ±total: both in quadrature"
-)
-
-
 def _notes(rows: list[dict[str, Any]]) -> list[str]:
-    notes = []
-    for i, r in enumerate(rows):
-        for f in r["flags"]:
-            notes.append(f"row {i + 1}: {f}")
-    return notes
-
-
-def is_emulated(kind: str) -> bool:
-    """Whether a row's ``data`` is synthetic data from emulated sensors (``EMULATED h100``)."""
-    return str(kind).startswith(EMULATED_MARK)
-
-
-def data_banner(rows: list[dict[str, Any]]) -> str:
-    """One line saying what kind of numbers these are (every output carries it)."""
-    kinds = {r.get("data", "measured") for r in rows}
-    parts = []
-    if "SYNTHETIC" in kinds:
-        parts.append("SYNTHETIC sensor data (not measurements)")
-    for k in sorted(k for k in kinds if is_emulated(k)):
-        parts.append(f"SYNTHETIC ({sensor_words(k)}, not a measurement)")
-    if "ESTIMATE" in kinds:
-        parts.append("ESTIMATE from CPU time x watts per core (a model, not measurements)")
-    if "measured" in kinds or not kinds:
-        parts.append("measured (counter = hardware energy counter, integral = sampled power)")
-    return ("MIXED: " if len(parts) > 1 else "") + "; ".join(parts)
+    return [f"row {i + 1}: {flag}" for i, row in enumerate(rows) for flag in row["flags"]]
 
 
 def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps([_jsonable(r) for r in rows], indent=2) + "\n"
+        return json.dumps([jsonable(r) for r in rows], indent=2) + "\n"
     cols = _columns(rows)
     headers = [h for _, h in cols]
     body = [_cells(r, cols) for r in rows]
     if fmt == "csv":
         buf = io.StringIO()
-        wr = csv.writer(buf)
+        writer = csv.writer(buf)
         keys = [k for k in rows[0] if k not in ("case", "files", "flags")] if rows else []
-        wr.writerow(keys + ["flags"])
+        writer.writerow([*keys, "flags"])
         for r in rows:
-            wr.writerow(
-                [_fmt(r[k], 8) if isinstance(r[k], (float, list)) else r[k] for k in keys]
+            writer.writerow(
+                [format_number(r[k], 8) if isinstance(r[k], (float, list)) else r[k] for k in keys]
                 + ["; ".join(r["flags"])]
             )
         return buf.getvalue()
     if fmt == "latex":
-
-        def esc(s: str) -> str:
-            return (
-                s.replace("\\", "\\textbackslash{}")
-                .replace("_", "\\_")
-                .replace("%", "\\%")
-                .replace("&", "\\&")
-                .replace("#", "\\#")
-                .replace("±", "$\\pm$")
-            )
-
-        n_text = sum(1 for k, _ in cols if k in ("task", "model", "dtype", "stage"))
+        n_text = sum(1 for k, _ in cols if k in _TEXT_COLUMNS)
         spec = "l" * n_text + "r" * (len(headers) - n_text - 1) + "l"
-        lines = [
-            f"% {esc(data_banner(rows))}",
-            "\\begin{tabular}{" + spec + "}",
-            "\\hline",
-            " & ".join(esc(h) for h in headers) + " \\\\",
-            "\\hline",
-        ]
-        lines += [" & ".join(esc(c) for c in cells) + " \\\\" for cells in body]
-        lines += ["\\hline", "\\end{tabular}"]
-        lines += [f"% {esc(UNCERTAINTY_LEGEND)}"] + [f"% {esc(n)}" for n in _notes(rows)]
-        return "\n".join(lines) + "\n"
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
-    out = [
-        f"Data: {data_banner(rows)}",
-        "",
-        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    out += ["| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |" for cells in body]
-    out += ["", UNCERTAINTY_LEGEND]
+        return latex_table(
+            headers,
+            body,
+            spec,
+            comments_before=[data_banner(rows)],
+            comments_after=[UNCERTAINTY_LEGEND, *_notes(rows)],
+        )
+    out = [f"Data: {data_banner(rows)}", "", *markdown_table(headers, body), "", UNCERTAINTY_LEGEND]
     notes = _notes(rows)
     if notes:
         out.append("")
         out += [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, set)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return _jsonable(v.item())
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from energy_hpc.analysis.plots import energy_figure, power_figure, save, scaling_figure
     from energy_hpc.analysis.scaling import scaling_rows
     from energy_hpc.analysis.table import energy_table
-    from energy_hpc.commands.table import find_files, parse_by
+    from energy_hpc.commands._common import find_files, parse_by
 
     files = find_files(args.paths)
     out = Path(args.out)

@@ -16,7 +16,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from energy_hpc.analysis.report import write_report
-    from energy_hpc.commands.table import find_files, parse_by
+    from energy_hpc.commands._common import find_files, parse_by
 
     index = write_report(find_files(args.paths), Path(args.out), by=parse_by(args.by))
     print(index)

@@ -39,10 +39,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from energy_hpc import settings
     from energy_hpc.context import detect
     from energy_hpc.run import CollectiveUserError, run_job
     from energy_hpc.spec import load_job, parse_job
 
+    settings.load()  # the environment's settings, read once: a bad value stops the run here, on every rank
     # MPI first (before torch, as Cray MPICH requires), then the job file: rank 0 reads and validates
     # it and the others parse the same text, so every rank agrees and only rank 0 reports a problem.
     ctx, comm = detect(force_mpi=args.mpi)
@@ -65,14 +67,14 @@ def run(args: argparse.Namespace) -> int:
     sensors = tuple(s.strip() for s in args.sensors.split(",") if s.strip()) if args.sensors else None
     if sensors:
         from energy_hpc.errors import SpecError
-        from energy_hpc.telemetry.registry import EMULATED, SENSOR_CHOICES, parse_sensor
+        from energy_hpc.telemetry.registry import EMULATED, parse_sensor, sensor_choices
 
         for s in sensors:
             if s.partition(":")[0] == EMULATED and ":" in s:
                 parse_sensor(s, "--sensors")  # an unknown part: one line naming the parts
-            elif s not in SENSOR_CHOICES:
+            elif s not in sensor_choices():
                 raise SpecError(
-                    f"--sensors: unknown sensor {s!r}; choose from {', '.join(SENSOR_CHOICES)}, "
+                    f"--sensors: unknown sensor {s!r}; choose from {', '.join(sensor_choices())}, "
                     f"or {EMULATED}:<part>"
                 )
     result = run_job(

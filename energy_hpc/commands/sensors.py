@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
+from typing import Any
+
+from energy_hpc.telemetry.base import SensorContext
 
 HELP = "list every sensor backend: usable here or not (and why), and the channels it would record"
-
-_BACKENDS_WITH_PROBE = ("nvml", "amdsmi", "pm_counters")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -19,20 +21,21 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
 
 
-def sensor_context(env=None, probe: bool = False):
-    """A SensorContext for this process from the environment alone (no MPI is started)."""
+def sensor_context(env: Mapping[str, str] | None = None, probe: bool = False) -> SensorContext:
+    """A SensorContext for this process from the environment alone (no MPI is started). Without
+    ``probe`` the backends' start-up counter probes are left out (``probe_reads = 0``)."""
     import os
     import socket
 
-    from energy_hpc.context import _LOCAL_RANK_VARS, _env_int, visible_devices
-    from energy_hpc.telemetry.base import SensorContext
+    from energy_hpc.context import LOCAL_RANK_VARS, env_int, visible_devices
+    from energy_hpc.telemetry import registry
 
     env = os.environ if env is None else env
     var, entries = visible_devices(env)
-    options = {} if probe else {b: {"probe_reads": 0} for b in _BACKENDS_WITH_PROBE}
+    options = {} if probe else {b: {"probe_reads": 0} for b in registry.probe_backends()}
     return SensorContext(
         hostname=socket.gethostname().split(".")[0],
-        local_rank=_env_int(env, _LOCAL_RANK_VARS, 0),
+        local_rank=env_int(env, LOCAL_RANK_VARS, 0),
         node_leader=True,
         visible_devices=entries,
         visible_env=var,
@@ -40,7 +43,7 @@ def sensor_context(env=None, probe: bool = False):
     )
 
 
-def rows(ctx) -> list[dict]:
+def rows(ctx: SensorContext) -> list[dict[str, Any]]:
     from energy_hpc.telemetry import registry
 
     return registry.describe(ctx)

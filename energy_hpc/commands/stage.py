@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from energy_hpc.errors import ModelSourceError, SpecError
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.bin and not args.all_files:
         ignore.append("*.bin")
     for model_id in ids:
-        kwargs = dict(revision=args.revision, ignore_patterns=ignore or None)
+        kwargs: dict[str, Any] = {"revision": args.revision, "ignore_patterns": ignore or None}
         if args.to:
             kwargs["local_dir"] = Path(args.to) / folder_name(model_id)
         else:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from energy_hpc import settings
+
+if TYPE_CHECKING:
+    from energy_hpc.slurm.render import SlurmOptions
+    from energy_hpc.slurm.systems import SystemProfile
 
 HELP = "render a job file into an sbatch script for a system (frontier, perlmutter, generic) and submit it"
 
@@ -43,6 +49,13 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
         help="turn on one of the profile's optional settings (frontier: nvme, all-cores)",
     )
     parser.add_argument(
+        "--templates",
+        type=Path,
+        metavar="DIR",
+        help="a folder with your own sbatch templates (*.sbatch) and modules files (*.sh): "
+        "a file there is used instead of the built-in one of the same name",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the script(s) on stdout; write and submit nothing"
     )
 
@@ -60,14 +73,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def current_venv() -> str:
-    """ENERGY_HPC_VENV, else the virtual environment this process runs in, else ''."""
-    if os.environ.get("ENERGY_HPC_VENV"):
-        return os.environ["ENERGY_HPC_VENV"]
+    """ENERGY_HPC_VENV (the ``venv`` setting), else the virtual environment this process runs in, else ''."""
+    if settings.current().venv:
+        return settings.current().venv
     return sys.prefix if sys.prefix != sys.base_prefix else ""
 
 
-def account_from(args: argparse.Namespace, profile) -> str:
-    account = args.account or os.environ.get("SBATCH_ACCOUNT", "")
+def account_from(args: argparse.Namespace, profile: SystemProfile) -> str:
+    account = args.account or settings.current().account  # SBATCH_ACCOUNT
     if account and profile.account_suffix and not account.endswith(profile.account_suffix):
         log.warning(
             "account %r does not end in %r, as %s GPU accounts do; check --account",
@@ -82,13 +95,33 @@ def command_line() -> tuple[str, ...]:
     return ("energy-hpc", *sys.argv[1:])
 
 
+def slurm_options(args: argparse.Namespace, profile: SystemProfile) -> SlurmOptions:
+    """The options of :func:`add_slurm_arguments` as the render's :class:`SlurmOptions`."""
+    from energy_hpc.slurm.render import SlurmOptions
+
+    return SlurmOptions(
+        time=args.time,
+        account=account_from(args, profile),
+        partition=args.partition,
+        qos=args.qos,
+        constraint=args.constraint,
+        ranks_per_node=args.ranks_per_node,
+        launcher=args.launcher,
+        enable=tuple(args.enable),
+        templates=args.templates.expanduser().resolve() if args.templates else None,
+        venv=current_venv(),
+        command=command_line(),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from energy_hpc.errors import OutputError
-    from energy_hpc.slurm.render import Request, render, slurm_job_name
+    from energy_hpc.slurm.render import Request, render
     from energy_hpc.slurm.submit import load_job_name, sbatch
     from energy_hpc.slurm.systems import load_profile
+    from energy_hpc.slurm.values import slurm_job_name
 
     profile = load_profile(args.system)
     job = args.job.expanduser().resolve()
@@ -102,16 +135,7 @@ def run(args: argparse.Namespace) -> int:
         job_name=name,
         results_dir=results,
         nodes=args.nodes,
-        time=args.time,
-        account=account_from(args, profile),
-        partition=args.partition,
-        qos=args.qos,
-        constraint=args.constraint,
-        ranks_per_node=args.ranks_per_node,
-        launcher=args.launcher,
-        enable=tuple(args.enable),
-        venv=current_venv(),
-        command=command_line(),
+        options=slurm_options(args, profile),
     )
     rendered = render(profile, req)
     if args.dry_run:

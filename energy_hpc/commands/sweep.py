@@ -32,29 +32,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from energy_hpc.commands.submit import account_from, command_line, current_venv
-    from energy_hpc.slurm.render import slurm_job_name
+    from energy_hpc.commands.submit import slurm_options
     from energy_hpc.slurm.submit import load_job_name, sbatch
-    from energy_hpc.slurm.sweep import Study, SweepSettings, parse_node_counts, run_sweep
+    from energy_hpc.slurm.sweep import Study, parse_node_counts, run_sweep
     from energy_hpc.slurm.systems import load_profile
+    from energy_hpc.slurm.values import slurm_job_name
 
     profile = load_profile(args.system)
     counts = parse_node_counts(args.nodes)
     job = args.job.expanduser().resolve()
     name = load_job_name(job)
     study = Study(args.study or Path("results") / f"{slurm_job_name(name)}-{profile.name}-sweep")
-    settings = SweepSettings(
-        time=args.time,
-        account=account_from(args, profile),
-        partition=args.partition,
-        qos=args.qos,
-        constraint=args.constraint,
-        ranks_per_node=args.ranks_per_node,
-        launcher=args.launcher,
-        enable=tuple(args.enable),
-        venv=current_venv(),
-        command=command_line(),
-    )
 
     def show(nodes: int, script: str) -> None:
         sys.stdout.write(f"# ===== {nodes} node(s): would submit =====\n{script}\n")
@@ -65,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         name,
         profile,
         counts,
-        settings,
+        slurm_options(args, profile),
         submit=lambda script, cwd: sbatch(script, cwd=cwd),
         dry_run=args.dry_run,
         show=show,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from energy_hpc.commands._common import find_files, parse_by
+
 HELP = "reduce run files (or folders of them) to a per-case energy table"
 
 
@@ -32,41 +34,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_by(text: str | None) -> list[str] | None:
-    return [b.strip() for b in text.split(",") if b.strip()] if text else None
-
-
-def find_files(paths: list[str]) -> list:
-    from pathlib import Path
-
-    from energy_hpc.errors import RunFileError
-    from energy_hpc.store import find_run_files, is_spill_folder
-
-    files = find_run_files(paths)
-    if not files:
-        spills = [p for p in paths if is_spill_folder(Path(p))]
-        if spills:
-            raise RunFileError(
-                f"{', '.join(spills)}: a spill folder holds spills, not a run file; rebuild the "
-                f"run from it with energy-hpc merge {' '.join(spills)} -o FOLDER"
-            )
-        raise RunFileError(
-            f"no run files (*.h5) in {', '.join(paths)}; give the folder energy-hpc run wrote to (-o)"
-        )
-    return files
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from energy_hpc.analysis.formatting import jsonable
     from energy_hpc.analysis.scaling import format_scaling, scaling_rows
-    from energy_hpc.analysis.table import (
-        _jsonable,
-        device_rows,
-        format_rows,
-        reduce_files,
-        rows_from_reductions,
-    )
+    from energy_hpc.analysis.table import device_rows, format_rows, reduce_files, rows_from_reductions
 
     files = find_files(args.paths)
     by = parse_by(args.by)
@@ -74,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.devices:
         rows = device_rows(reds)
         if args.format == "json":
-            sys.stdout.write(json.dumps(_jsonable(rows), indent=2) + "\n")
+            sys.stdout.write(json.dumps(jsonable(rows), indent=2) + "\n")
         else:
             import csv
 
@@ -94,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 "data",
             ]
             if wr:
-                wr.writerow(["case"] + keys)
+                wr.writerow(["case", *keys])
             for r in rows:
                 vals = [json.dumps(r["case"], sort_keys=True)] + [
                     "; ".join(r[k]) if isinstance(r[k], list) else r[k] for k in keys

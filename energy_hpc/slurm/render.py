@@ -2,128 +2,51 @@
 
 The script is plain sbatch a person can read, edit and resubmit by hand. Every value that reaches
 it is either validated against a strict pattern (``#SBATCH`` lines are parsed by sbatch, not by the
-shell, so they cannot be shell-quoted) or shell-quoted with :func:`shlex.quote` (the settings
-block). Comment lines escape control characters, so a newline in a path or argument cannot start a
-line of shell.
+shell, so they cannot be shell-quoted; :mod:`.values`) or shell-quoted with :func:`shlex.quote`
+(the settings block). Comment lines escape control characters, so a newline in a path or argument
+cannot start a line of shell.
 
-Templates (``slurm/<system>.sbatch``) use ``@@{name}`` placeholders, which cannot collide with the
-shell's ``$``; they are filled with :class:`string.Template`.
+Templates (``energy_hpc/systems/templates/<system>.sbatch``, or the user's own) use ``@@{name}``
+placeholders, which cannot collide with the shell's ``$``; they are filled with
+:class:`string.Template`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import re
 import shlex
 import string
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from energy_hpc import __version__
 from energy_hpc.errors import SlurmError, SystemProfileError
 from energy_hpc.slurm.systems import SignalTo, SystemProfile
-
-CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-def _resource_dir(name: str) -> Path:
-    """``slurm/`` and ``modules/`` live at the top of a checkout (editable install); a wheel installs
-    them under ``<prefix>/share/energy-hpc/``."""
-    here = CHECKOUT / name
-    if here.is_dir():
-        return here
-    return Path(sys.prefix) / "share" / "energy-hpc" / name
-
-
-TEMPLATE_DIR = _resource_dir("slurm")
-MODULES_DIR = _resource_dir("modules")
-
-# What sbatch accepts in the few places a user's value lands in a directive.
-_SLURM_VALUE = {
-    "account": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$"),
-    "partition": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,+-]*$"),
-    "qos": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,+-]*$"),
-    "constraint": re.compile(r"^[A-Za-z0-9_\[(][A-Za-z0-9_.,:+&|*\[\]()-]*$"),
-}
-_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
-# Paths inside #SBATCH lines: no whitespace, quotes, '%' (Slurm's filename patterns) or '#'.
-_DIRECTIVE_PATH = re.compile(r"^[A-Za-z0-9_./+,:@=~-]+$")
+from energy_hpc.slurm.values import check_slurm_value, check_time, comment, directive_path, slurm_job_name
 
 
 class ScriptTemplate(string.Template):
     delimiter = "@@"
 
 
-def check_slurm_value(kind: str, value: str) -> str:
-    if not _SLURM_VALUE[kind].fullmatch(value):
-        raise SlurmError(
-            f"{kind} {value!r} is not a valid Slurm {kind} name (letters, digits and "
-            f"{'_.,:+&|*[]()-' if kind == 'constraint' else '_.+-'} only); check the spelling"
-        )
-    return value
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What the user chose for a submission besides the job file and the node count: the options
+    ``submit`` and ``sweep`` share (None: the profile's default), plus the virtual environment and
+    the command line the script records. A sweep uses one for every point."""
 
-
-def check_time(value: str) -> int:
-    """Validate a Slurm time limit; return it in seconds.
-
-    Accepted: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (sbatch's forms).
-    """
-    m = _TIME.fullmatch(value)
-    if not m:
-        raise SlurmError(f"time limit {value!r} is not HH:MM:SS (or D-HH:MM:SS, or minutes)")
-    days, a, b, c = m.groups()
-    if days is not None:
-        h, mi, s = int(a), int(b or 0), int(c or 0)
-        total = int(days) * 86400 + h * 3600 + mi * 60 + s
-    elif c is not None:
-        total = int(a) * 3600 + int(b) * 60 + int(c)
-    elif b is not None:
-        total = int(a) * 60 + int(b)
-    else:
-        total = int(a) * 60
-    if total <= 0:
-        raise SlurmError(f"time limit {value!r} must be longer than zero")
-    return total
-
-
-def slurm_job_name(name: str) -> str:
-    """The job name as a Slurm job name: letters, digits, '_', '.', '-' (others become '_')."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64] or "energy-hpc"
-
-
-def directive_path(path: Path, what: str) -> str:
-    text = str(path)
-    if not _DIRECTIVE_PATH.fullmatch(text):
-        raise SlurmError(
-            f"{what} {text!r} cannot go into an #SBATCH line (it has spaces, quotes, '%' or "
-            "other special characters); choose a folder whose path has only letters, "
-            "digits and ._-/+,:@=~"
-        )
-    return text
-
-
-def comment(text: str) -> str:
-    """Text safe inside a '#' comment line: control characters (newlines too) are escaped."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
-def resolve_resource(profile: SystemProfile, ref: str, default_dir: Path, what: str) -> Path:
-    """A template or modules file named by a profile: a bare name lives in the checkout's folder;
-    a path is taken relative to the profile file."""
-    if "/" in ref:
-        path = Path(ref).expanduser()
-        if not path.is_absolute():
-            path = profile.source.parent / path
-    else:
-        path = default_dir / ref
-    if not path.is_file():
-        raise SystemProfileError(
-            f"{what} {path} named by system profile {profile.source} does not "
-            f"exist; fix system.{what} in the profile"
-        )
-    return path.resolve()
+    time: str | None = None
+    account: str = ""
+    partition: str | None = None  # None: the profile's default; "": leave it to Slurm
+    qos: str | None = None
+    constraint: str | None = None
+    ranks_per_node: int | None = None
+    launcher: str | None = None
+    enable: tuple[str, ...] = ()
+    templates: Path | None = None  # the user's own templates and modules files (--templates)
+    venv: str = ""
+    command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,16 +57,7 @@ class Request:
     job_name: str
     results_dir: Path
     nodes: int
-    time: str | None = None  # None: the profile's default
-    account: str = ""
-    partition: str | None = None  # None: the profile's default; "": leave it to Slurm
-    qos: str | None = None
-    constraint: str | None = None
-    ranks_per_node: int | None = None
-    launcher: str | None = None
-    enable: tuple[str, ...] = ()
-    venv: str = ""
-    command: tuple[str, ...] = ()
+    options: SlurmOptions = field(default_factory=SlurmOptions)
     rendered_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
 
 
@@ -156,7 +70,7 @@ class Rendered:
 
 
 def _launcher_argv(profile: SystemProfile, req: Request, ntasks: int, rpn: int) -> list[str]:
-    launcher = profile.launcher(req.launcher)
+    launcher = profile.launcher(req.options.launcher)
     values = {
         "nodes": req.nodes,
         "ntasks": ntasks,
@@ -168,9 +82,10 @@ def _launcher_argv(profile: SystemProfile, req: Request, ntasks: int, rpn: int) 
 
 
 def render(profile: SystemProfile, req: Request) -> Rendered:
+    opts = req.options
     if req.nodes < 1:
         raise SlurmError(f"--nodes must be at least 1, not {req.nodes}")
-    rpn = profile.ranks_per_node if req.ranks_per_node is None else req.ranks_per_node
+    rpn = profile.ranks_per_node if opts.ranks_per_node is None else opts.ranks_per_node
     if rpn < 1:
         raise SlurmError(f"--ranks-per-node must be at least 1, not {rpn}")
     if (
@@ -183,28 +98,33 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
             f"{profile.gpus_per_node} GPUs of a {profile.name} node; lower --ranks-per-node"
         )
     ntasks = req.nodes * rpn
-    time = req.time or profile.time
+    time = opts.time or profile.time
     time_s = check_time(time)
-    account = req.account
+    account = opts.account
     if account:
         check_slurm_value("account", account)
     elif profile.account_required:
         raise SlurmError(f"{profile.name} needs a project account: pass --account (e.g. --account abc123)")
-    partition = profile.partition if req.partition is None else req.partition
-    qos = profile.qos if req.qos is None else req.qos
-    constraint = profile.constraint if req.constraint is None else req.constraint
+    partition = profile.partition if opts.partition is None else opts.partition
+    qos = profile.qos if opts.qos is None else opts.qos
+    constraint = profile.constraint if opts.constraint is None else opts.constraint
     for kind, value in (("partition", partition), ("qos", qos), ("constraint", constraint)):
         if value:
             check_slurm_value(kind, value)
-    unknown = [e for e in req.enable if e not in profile.optional]
+    unknown = [e for e in opts.enable if e not in profile.optional]
     if unknown:
         known = ", ".join(sorted(profile.optional)) or "none"
         raise SlurmError(
             f"system {profile.name} has no optional setting {', '.join(map(repr, unknown))}; known: {known}"
         )
-    launcher = profile.launcher(req.launcher)
-    template_path = resolve_resource(profile, profile.template, TEMPLATE_DIR, "template")
-    modules_path = resolve_resource(profile, profile.modules, MODULES_DIR, "modules")
+    launcher = profile.launcher(opts.launcher)
+    if opts.templates is not None and not opts.templates.is_dir():
+        raise SlurmError(
+            f"--templates {opts.templates} is not a folder; give the folder that holds your own "
+            "*.sbatch templates and *.sh modules files"
+        )
+    template_path = profile.file("template", opts.templates)
+    modules_path = profile.file("modules", opts.templates)
     results = req.results_dir
     job_name = slurm_job_name(req.job_name)
 
@@ -234,7 +154,7 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
     ]
     directives += list(profile.directives)
     env = list(profile.env)
-    for name in req.enable:
+    for name in opts.enable:
         directives += list(profile.optional[name].directives)
         env += list(profile.optional[name].env)
     for d in directives:  # belt and braces: nothing may leave its line
@@ -249,7 +169,7 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
     when = req.rendered_at.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
     header = [
         f"# Rendered by energy-hpc {__version__} at {when}",
-        f"# command: {comment(shlex.join(req.command)) if req.command else '(python API)'}",
+        f"# command: {comment(shlex.join(opts.command)) if opts.command else '(python API)'}",
         f"# job file: {comment(str(job_file))} (sha256 {digest[:16]})",
         f"# system profile: {comment(profile.name)} ({comment(str(profile.source))})",
         f"# template: {comment(str(template_path))}",
@@ -273,7 +193,7 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         f"ENERGY_HPC_FORWARD_SIGNALS={1 if launcher.signal_to is SignalTo.BATCH else 0}",
         "ENERGY_HPC_LAUNCHER=(" + " ".join(q(a) for a in _launcher_argv(profile, req, ntasks, rpn)) + ")",
         "# The virtual environment: $ENERGY_HPC_VENV when the job starts, else the one that rendered this.",
-        f'if [[ -z "${{ENERGY_HPC_VENV:-}}" ]]; then ENERGY_HPC_VENV={q(req.venv)}; fi',
+        f'if [[ -z "${{ENERGY_HPC_VENV:-}}" ]]; then ENERGY_HPC_VENV={q(opts.venv)}; fi',
         "export ENERGY_HPC_VENV ENERGY_HPC_ACCOUNT",
     ]
     settings += [f'export {k}="{v}"' for k, v in env]

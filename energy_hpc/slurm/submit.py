@@ -2,7 +2,8 @@
 
 Job states come from, in order: ``squeue -t all`` (pending, running, and finished jobs the
 controller still remembers, MinJobAge), ``sacct`` (needs accounting storage; absent on many small
-clusters and in the tests), and otherwise nothing: the caller then looks for the run file.
+clusters and in the tests), and otherwise nothing: the caller then looks for the run file. Both
+print one ``JOBID|STATE`` line per job, read by :func:`parse_states`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import logging
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from energy_hpc.errors import SlurmError
+from energy_hpc.spec import load_job
 
 log = logging.getLogger(__name__)
 
@@ -120,88 +123,67 @@ def sbatch(
     return parse_parsable(r.stdout)
 
 
-def _run_query(argv: list[str]) -> subprocess.CompletedProcess | None:
+@dataclass(frozen=True)
+class StateQuery:
+    """A Slurm command that prints ``JOBID|STATE`` for the jobs given after ``-j``."""
+
+    tool: str
+    args: tuple[str, ...]
+    # stderr that means "knows none of these jobs", not a fault: logged at debug level only
+    expected_errors: tuple[str, ...] = ()
+    failure_level: int = logging.WARNING  # how any other failure is logged
+
+
+# squeue errors out when *none* of a list is known ("Invalid job id specified"): it simply knows
+# none of them. sacct fails wherever accounting is disabled, which is common: not worth a warning.
+SQUEUE = StateQuery("squeue", ("-h", "-t", "all", "-o", "%i|%T"), expected_errors=("Invalid job id",))
+SACCT = StateQuery("sacct", ("-n", "-X", "-P", "-o", "JobID,State"), failure_level=logging.DEBUG)
+STATE_SOURCES = (SQUEUE, SACCT)  # asked in this order; a later one only for jobs not yet known
+
+
+def parse_states(stdout: str) -> dict[str, JobState]:
+    """``JOBID|STATE`` lines -> {job id: state}; lines without ``|`` are skipped."""
+    out = {}
+    for line in stdout.splitlines():
+        job_id, sep, state = line.partition("|")
+        if sep:
+            out[job_id.strip()] = map_state(state)
+    return out
+
+
+def query_states(query: StateQuery, job_ids: Iterable[str]) -> dict[str, JobState]:
+    """States of the jobs ``query`` knows; {} where its command is missing, fails or hangs. One
+    call for all ids (one id at a time would cost a round trip each)."""
+    ids = [j for j in job_ids if j]
+    if not ids or shutil.which(query.tool) is None:
+        return {}
+    argv = [query.tool, *query.args, "-j", ",".join(ids)]
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("%s failed: %s", argv[0], exc)
-        return None
-
-
-def squeue_states(job_ids: Iterable[str]) -> dict[str, JobState]:
-    """States of the jobs the controller knows (all states, incl. recently finished)."""
-    ids = [j for j in job_ids if j]
-    if not ids or shutil.which("squeue") is None:
+        log.warning("%s failed: %s", query.tool, exc)
         return {}
-    # One id at a time would cost a round trip each; squeue errors out when *none* of a list is
-    # known ("Invalid job id specified"), which is simply "knows none of them".
-    r = _run_query(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T"])
-    if r is None or r.returncode != 0:
-        if r is not None and "Invalid job id" not in r.stderr:
-            log.warning("squeue: %s", r.stderr.strip())
+    if r.returncode != 0:
+        err = r.stderr.strip() or f"exit status {r.returncode}"
+        expected = any(e in err for e in query.expected_errors)
+        log.log(logging.DEBUG if expected else query.failure_level, "%s: %s", query.tool, err)
         return {}
-    out = {}
-    for line in r.stdout.splitlines():
-        if "|" in line:
-            jid, state = line.split("|", 1)
-            out[jid.strip()] = map_state(state)
-    return out
-
-
-def sacct_states(job_ids: Iterable[str]) -> dict[str, JobState]:
-    """States from accounting; {} where sacct is missing or accounting is disabled."""
-    ids = [j for j in job_ids if j]
-    if not ids or shutil.which("sacct") is None:
-        return {}
-    r = _run_query(["sacct", "-n", "-X", "-P", "-j", ",".join(ids), "-o", "JobID,State"])
-    if r is None or r.returncode != 0:
-        log.debug("sacct unavailable: %s", r.stderr.strip() if r else "no answer")
-        return {}
-    out = {}
-    for line in r.stdout.splitlines():
-        if "|" in line:
-            jid, state = line.split("|", 1)
-            out[jid.strip()] = map_state(state)
-    return out
+    return parse_states(r.stdout)
 
 
 def job_states(job_ids: Iterable[str]) -> dict[str, JobState]:
     """Best knowledge of each job's state; jobs nobody knows are left out."""
     ids = list(dict.fromkeys(j for j in job_ids if j))
-    states = squeue_states(ids)
-    rest = [j for j in ids if j not in states]
-    if rest:
-        states.update(sacct_states(rest))
+    states: dict[str, JobState] = {}
+    for query in STATE_SOURCES:
+        rest = [j for j in ids if j not in states]
+        if not rest:
+            break
+        states.update(query_states(query, rest))
     return states
 
 
 def load_job_name(job_file: Path) -> str:
-    """Validate the job file and return its ``[job].name``: the one place that reads a job file
-    for submission. Uses :func:`energy_hpc.spec.load_job` where it exists; until then reads the
-    TOML and checks only the name (the run validates the rest, with exit status 2)."""
-    try:
-        from energy_hpc.spec import load_job  # type: ignore[attr-defined]
-    except ImportError:
-        load_job = None
-    if load_job is not None:
-        return str(load_job(job_file).name)
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    from energy_hpc.errors import SpecError
-
-    try:
-        data = tomllib.loads(Path(job_file).read_text())
-    except FileNotFoundError:
-        raise SpecError(f"job file {job_file} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read job file {job_file}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"job file {job_file} is not valid TOML: {exc}") from None
-    name = data.get("job", {}).get("name") if isinstance(data.get("job"), dict) else None
-    if not isinstance(name, str) or not name.strip():
-        raise SpecError(f'job file {job_file} has no [job] name = "..."; add one')
-    return name
+    """Validate the job file as the run will (a bad one exits with status 2 before anything is
+    written) and return its ``[job].name``: the one place that reads a job file for submission."""
+    return load_job(job_file).name

@@ -28,13 +28,13 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
 from energy_hpc import __version__
 from energy_hpc.errors import OutputError, SlurmError
-from energy_hpc.slurm.render import Request, render
+from energy_hpc.slurm.render import Request, SlurmOptions, render
 from energy_hpc.slurm.submit import JobState, job_states
 from energy_hpc.slurm.systems import SystemProfile
 
@@ -234,22 +234,6 @@ def _sha256(path: Path) -> str:
 
 
 @dataclass(frozen=True)
-class SweepSettings:
-    """The per-submission values of a sweep (the same for every point)."""
-
-    time: str | None = None
-    account: str = ""
-    partition: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    ranks_per_node: int | None = None
-    launcher: str | None = None
-    enable: tuple[str, ...] = ()
-    venv: str = ""
-    command: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Action:
     nodes: int
     action: str  # submitted | would-submit | kept
@@ -295,7 +279,7 @@ def run_sweep(
     job_name: str,
     profile: SystemProfile,
     node_counts: Sequence[int],
-    settings: SweepSettings,
+    options: SlurmOptions,
     *,
     submit: Callable[[Path, Path], str],
     dry_run: bool = False,
@@ -304,11 +288,12 @@ def run_sweep(
 ) -> list[Action]:
     """Submit every point that needs it; return what happened to each requested point.
 
-    ``submit(script, cwd) -> job id`` is :func:`energy_hpc.slurm.submit.sbatch` in real use.
-    With ``dry_run`` nothing is written or submitted; ``show(nodes, script_text)`` sees each script
-    that would be submitted.
+    Every point is rendered with ``options`` (what ``energy-hpc submit`` takes) and its own node
+    count and folder. ``submit(script, cwd) -> job id`` is :func:`energy_hpc.slurm.submit.sbatch`
+    in real use. With ``dry_run`` nothing is written or submitted; ``show(nodes, script_text)``
+    sees each script that would be submitted.
     """
-    launcher = settings.launcher or profile.default_launcher
+    launcher = options.launcher or profile.default_launcher
     profile.launcher(launcher)  # fail early on an unknown launcher
     if dry_run and not study.exists():
         manifest = Manifest(
@@ -320,12 +305,12 @@ def run_sweep(
             launcher=launcher,
             created=now(),
         )
-        return _plan(study, manifest, job_file, profile, node_counts, settings, submit, True, show)
+        return _plan(study, manifest, job_file, profile, node_counts, options, submit, True, show)
     with study.locked():
         manifest = open_or_start(study, job_file, job_name, profile, launcher)
         refresh(study, manifest, query)
         try:
-            return _plan(study, manifest, job_file, profile, node_counts, settings, submit, dry_run, show)
+            return _plan(study, manifest, job_file, profile, node_counts, options, submit, dry_run, show)
         finally:
             if not dry_run:
                 study.save(manifest)
@@ -337,7 +322,7 @@ def _plan(
     job_file: Path,
     profile: SystemProfile,
     node_counts: Sequence[int],
-    settings: SweepSettings,
+    options: SlurmOptions,
     submit: Callable[[Path, Path], str],
     dry_run: bool,
     show: Callable[[int, str], None] | None,
@@ -366,16 +351,7 @@ def _plan(
             job_name=manifest.job_name,
             results_dir=point_dir,
             nodes=nodes,
-            time=settings.time,
-            account=settings.account,
-            partition=settings.partition,
-            qos=settings.qos,
-            constraint=settings.constraint,
-            ranks_per_node=settings.ranks_per_node,
-            launcher=manifest.launcher,
-            enable=settings.enable,
-            venv=settings.venv,
-            command=settings.command,
+            options=replace(options, launcher=manifest.launcher),
         )
         rendered = render(profile, req)
         script_rel = f"{point.dir}/attempt-{len(point.attempts) + 1}.sbatch"
@@ -395,8 +371,8 @@ def _plan(
                 job_id=job_id,
                 script=script_rel,
                 submitted_at=now(),
-                time=settings.time or profile.time,
-                account=settings.account,
+                time=options.time or profile.time,
+                account=options.account,
             )
         )
         point.state, point.note, point.run_files = PointState.QUEUED.value, "", []

@@ -5,17 +5,27 @@ node and their vendor, ranks per node, cores per rank, the launcher line, the de
 QOS / constraint, the template and modules file, extra directives, and optional directive sets
 (``--enable nvme``). :func:`load_profile` validates it completely, so that rendering never meets a
 surprise; unknown keys are errors (a typo must not silently drop a setting).
+
+The built-in system data is package data, read with :mod:`importlib.resources`::
+
+    energy_hpc/systems/<name>.toml              the profiles
+    energy_hpc/systems/templates/<name>.sbatch  the sbatch templates (@@{name} placeholders)
+    energy_hpc/systems/modules/<name>.sh        the environment files the scripts source
+
+(the top-level ``slurm/`` and ``modules/`` folders of a checkout link to these).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,8 +33,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from energy_hpc.errors import SlurmError, SystemProfileError
+from energy_hpc.slurm.values import check_slurm_value, check_time
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "systems"
+# The folders of the built-in data under energy_hpc/systems/, by what a profile names.
+RESOURCE_DIRS = {"template": "templates", "modules": "modules"}
 
 # Placeholders a launcher argument may contain, filled at render time.
 LAUNCHER_FIELDS = ("nodes", "ntasks", "ranks_per_node", "cores_per_rank", "gpus_per_rank")
@@ -92,6 +104,25 @@ class SystemProfile:
     env: tuple[tuple[str, str], ...] = ()
     optional: Mapping[str, Optional_] = field(default_factory=dict)
 
+    def file(self, what: Literal["template", "modules"], site_dir: Path | None = None) -> Path:
+        """The template or modules file the profile names. A bare name is looked up in ``site_dir``
+        (the user's own folder, ``--templates``) first, then among the built-in files; a path is
+        taken relative to the profile file."""
+        ref = self.template if what == "template" else self.modules
+        if "/" in ref:
+            path = Path(ref).expanduser()
+            if not path.is_absolute():
+                path = self.source.parent / path
+        else:
+            builtin = data_dir(RESOURCE_DIRS[what]) / ref
+            path = site_dir / ref if site_dir is not None and (site_dir / ref).is_file() else builtin
+        if not path.is_file():
+            raise SystemProfileError(
+                f"{what} {path} named by system profile {self.source} does not "
+                f"exist; fix system.{what} in the profile"
+            )
+        return path.resolve()
+
     def launcher(self, name: str | None = None) -> Launcher:
         name = name or self.default_launcher
         if name not in self.launchers:
@@ -102,8 +133,24 @@ class SystemProfile:
         return self.launchers[name]
 
 
+@functools.cache
+def data_dir(sub: str = "") -> Path:
+    """A folder of the built-in system data (package data under ``energy_hpc/systems/``).
+
+    A rendered script names its modules file by path, so the data must be plain files on disk, as
+    pip installs them (an editable install reads them from the checkout)."""
+    root = files("energy_hpc").joinpath("systems")
+    if not isinstance(root, Path) or not root.is_dir():
+        raise SystemProfileError(
+            f"energy-hpc's built-in system data is not a folder on disk ({root}); "
+            "reinstall energy-hpc with pip (not as a zip)"
+        )
+    return root / sub if sub else root
+
+
 def builtin_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+    """The names of the built-in system profiles."""
+    return sorted(p.stem for p in data_dir().glob("*.toml"))
 
 
 def resolve_profile_path(system: str) -> Path:
@@ -117,12 +164,12 @@ def resolve_profile_path(system: str) -> Path:
                 f"({', '.join(builtin_profiles())}) or the path of a TOML file"
             )
         return path.resolve()
-    if not _NAME.fullmatch(system) or not (PROFILE_DIR / f"{system}.toml").is_file():
+    if not _NAME.fullmatch(system) or not (data_dir() / f"{system}.toml").is_file():
         raise SystemProfileError(
             f"unknown system {system!r}; use one of {', '.join(builtin_profiles())} "
             "or the path of your own profile (copy one of energy_hpc/systems/*.toml)"
         )
-    return PROFILE_DIR / f"{system}.toml"
+    return data_dir() / f"{system}.toml"
 
 
 def load_profile(system: str | Path) -> SystemProfile:
@@ -142,7 +189,8 @@ class _Table:
     def __init__(self, data: Any, where: str, path: Path) -> None:
         if not isinstance(data, dict):
             raise SystemProfileError(f"{path}: [{where}] must be a table")
-        self.data, self.where, self.path, self.used = data, where, path, set()
+        self.data, self.where, self.path = data, where, path
+        self.used: set[str] = set()
 
     def _fail(self, key: str, msg: str) -> SystemProfileError:
         return SystemProfileError(f"{self.path}: {self.where}.{key} {msg}")
@@ -240,8 +288,6 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
         raise SystemProfileError(
             f"{path}: node.gpu_vendor = {vendor.value!r} does not fit node.gpus = {gpus}"
         )
-
-    from energy_hpc.slurm.render import check_slurm_value, check_time  # one validator for all
 
     partition = slurm.get("partition", str, "")
     qos = slurm.get("qos", str, "")

@@ -78,9 +78,15 @@ from types import ModuleType
 from typing import Any
 
 from energy_hpc.errors import SensorReadError, SensorUnavailable
-from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
+from energy_hpc.telemetry.base import (
+    ChannelInfo,
+    Reading,
+    Scope,
+    Sensor,
+    SensorContext,
+    normalize_bus_id,
+)
 from energy_hpc.telemetry.hygiene import CounterGuard, HygieneConfig, startup_probe
-from energy_hpc.telemetry.nvml import normalize_bus_id
 
 log = logging.getLogger(__name__)
 
@@ -561,11 +567,8 @@ def open_sensor(
     try:
         gcds = _enumerate(lib)
         gcd, how = select_gcd(gcds, ctx)
-        kw = dict(
-            update_period_s=float(opts.get("update_period_s", DEFAULT_UPDATE_PERIOD_S)),
-            clock=clock,
-            hygiene=HygieneConfig.from_options(opts.get("hygiene")),
-        )
+        update_period_s = float(opts.get("update_period_s", DEFAULT_UPDATE_PERIOD_S))
+        hygiene = HygieneConfig.from_options(opts.get("hygiene"))
         role, partner, why = "gpu", None, ""
         for primary, secondary in find_packages(lib, gcds, opts.get("packages", ())):
             if gcd is primary:
@@ -578,7 +581,17 @@ def open_sensor(
                     why = f"recorded on the secondary's rank: no rank of this job uses the primary {primary.bdf}"
                 else:
                     role = "placeholder"
-        sensor = AmdSmiSensor(lib, gcd, role, partner, how, why_here=why, **kw)
+        sensor = AmdSmiSensor(
+            lib,
+            gcd,
+            role,
+            partner,
+            how,
+            update_period_s=update_period_s,
+            clock=clock,
+            hygiene=hygiene,
+            why_here=why,
+        )
         try:
             startup_probe(sensor.read, int(opts.get("probe_reads", 3)), 0.05, sleep)
         except SensorReadError as exc:

@@ -105,6 +105,31 @@ class Reading:
     errors: Sequence[bool] | None = None
 
 
+def normalize_bus_id(bus_id: str) -> str:
+    """``00000000:3B:00.0`` / ``0000:3b:00.0`` / ``3b:00.0`` -> ``0000:3b:00.0`` (lower case,
+    4-digit domain): the form used as ``ChannelInfo.device`` for every backend. Raises ValueError for
+    what is not a PCI bus id."""
+    s = bus_id.strip().lower()
+    parts = s.split(":")
+    if len(parts) == 2:
+        parts = ["0", *parts]
+    if len(parts) != 3 or "." not in parts[2]:
+        raise ValueError(f"not a PCI bus id: {bus_id!r}")
+    dev, fn = parts[2].split(".", 1)
+    return f"{int(parts[0], 16):04x}:{int(parts[1], 16):02x}:{int(dev, 16):02x}.{int(fn, 16):x}"
+
+
+def bus_id_key(device: str) -> str:
+    """A device id as files and ranks are compared by: a PCI bus id normalised by
+    :func:`normalize_bus_id` without its domain (``0000:C1:00.0`` -> ``c1:00.0``); anything else (a
+    UUID, a MIG id, an emulated device's ``.../local-rank-1``) stripped and in lower case."""
+    d = str(device).strip()
+    try:
+        return normalize_bus_id(d).split(":", 1)[1]
+    except ValueError:
+        return d.lower()
+
+
 @dataclass(frozen=True)
 class SensorContext:
     """What a backend needs to know about the rank it is opened on, and nothing about MPI."""

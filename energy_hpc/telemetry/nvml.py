@@ -58,7 +58,14 @@ from types import ModuleType
 from typing import Any
 
 from energy_hpc.errors import SensorReadError, SensorUnavailable
-from energy_hpc.telemetry.base import ChannelInfo, Reading, Scope, Sensor, SensorContext
+from energy_hpc.telemetry.base import (
+    ChannelInfo,
+    Reading,
+    Scope,
+    Sensor,
+    SensorContext,
+    normalize_bus_id,
+)
 from energy_hpc.telemetry.hygiene import CounterGuard, HygieneConfig, startup_probe
 
 log = logging.getLogger(__name__)
@@ -132,19 +139,6 @@ def import_pynvml() -> ModuleType:
             "install it with `pip install energy-hpc[nvidia]`"
         ) from None
     return pynvml
-
-
-def normalize_bus_id(bus_id: str) -> str:
-    """``00000000:3B:00.0`` / ``0000:3b:00.0`` / ``3b:00.0`` -> ``0000:3b:00.0`` (lower case,
-    4-digit domain): the form used as ``ChannelInfo.device`` for every backend."""
-    s = bus_id.strip().lower()
-    parts = s.split(":")
-    if len(parts) == 2:
-        parts = ["0", *parts]
-    if len(parts) != 3 or "." not in parts[2]:
-        raise ValueError(f"not a PCI bus id: {bus_id!r}")
-    dev, fn = parts[2].split(".", 1)
-    return f"{int(parts[0], 16):04x}:{int(parts[1], 16):02x}:{int(dev, 16):02x}.{int(fn, 16):x}"
 
 
 class _Gpu:
@@ -230,7 +224,7 @@ _BY_UUID = ("nvmlDeviceGetHandleByUUID",)
 def _mig_handles(nvml: Any, gpu: _Gpu) -> list[Any]:
     """Handles of the MIG instances on a GPU (empty when MIG is off or unsupported: the library then
     reports a maximum of 0)."""
-    out = []
+    out: list[Any] = []
     try:
         n = int(nvml.nvmlDeviceGetMaxMigDeviceCount(gpu.handle))
     except nvml.NVMLError:  # drivers before MIG: no such call

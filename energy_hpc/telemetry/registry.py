@@ -1,80 +1,273 @@
 """Which sensor backends exist, which of them a node offers, and opening them for a rank.
 
-Each backend is a module with ``open_sensor(ctx: SensorContext) -> Sensor`` that raises
-:class:`~energy_hpc.errors.SensorUnavailable` with the reason when it cannot be used here. Modules are
-imported only when asked for, so a login node without pynvml or amdsmi never imports them.
+A backend is one row, :class:`Backend`, naming a module with ``open_sensor(ctx: SensorContext) ->
+Sensor`` that raises :class:`~energy_hpc.errors.SensorUnavailable` with the reason when it cannot be
+used here. The row says everything else the tool needs: whether the backend is read once per node,
+its place in ``auto``, and whether it has a start-up probe. The rows come from three places: the
+built-in ones below, the entry points of the group ``energy_hpc.sensors`` of installed packages
+(loaded once, when a backend is first looked up), and :func:`register_backend`. Everything here reads
+the rows when it is called, so a backend added at any time is a sensor choice of job files, of
+``energy-hpc run --sensors`` and of ``energy-hpc sensors``. Backend modules are imported only when
+opened, so a login node without pynvml or amdsmi never imports them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import importlib
+import importlib.metadata
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from energy_hpc.errors import SensorUnavailable, SpecError
-from energy_hpc.telemetry.base import ChannelInfo, Sensor, SensorContext
+from energy_hpc.telemetry.base import ChannelInfo, Reading, Sensor, SensorContext
 
 log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "energy_hpc.sensors"
+AUTO = "auto"
+EMULATED = "emulated"
+DEFAULT_EMULATED_PART = "h100"
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+class Auto(str, enum.Enum):
+    """A backend's place in ``sensors = ["auto"]`` (see :func:`open_sensors`)."""
+
+    NO = "no"  # opened only when a job names it
+    DEVICE = "device"  # the first of these (by ``order``) that sees the rank's device
+    NODE = "node"  # each of these (by ``order``), unless one before it measures every scope it would
+    FALLBACK = "fallback"  # the first of these, only when nothing measurable is there (saying so)
 
 
 @dataclass(frozen=True)
 class Backend:
+    """One sensor backend: the one place that says what the tool needs to know about it.
+
+    ``name`` is what a job file writes in ``sensors`` (letters, digits, ``_``, ``-``, ``.``; not
+    ``auto``); ``module`` holds ``open_sensor(ctx)``; ``what`` is the line ``energy-hpc sensors``
+    shows. ``auto`` and ``order`` place it in ``auto`` (lowest order first; equal orders in the order
+    the rows were added). ``probe``: opening it runs a start-up counter probe (option
+    ``probe_reads``), which ``energy-hpc sensors`` leaves out unless asked (``--probe``)."""
+
     name: str
     module: str
     node_level: bool  # one per node (opened by the node leader only), not one per rank
     what: str
+    auto: Auto = Auto.NO
+    order: int = 100
+    probe: bool = False
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name) or self.name == AUTO:
+            raise ValueError(f"sensor backend name {self.name!r}: use letters, digits, _ - . (not {AUTO!r})")
+        object.__setattr__(self, "auto", Auto(self.auto))  # "node" as well as Auto.NODE
+        if self.auto is Auto.NODE and not self.node_level:
+            raise ValueError(f"sensor backend {self.name!r}: auto = node needs node_level = True")
+        if self.auto is Auto.DEVICE and self.node_level:
+            raise ValueError(f"sensor backend {self.name!r}: auto = device is per rank, not node_level")
 
 
-BACKENDS: dict[str, Backend] = {
-    b.name: b
-    for b in (
-        Backend("nvml", "energy_hpc.telemetry.nvml", False, "NVIDIA GPUs through NVML (nvidia-ml-py)"),
-        Backend("amdsmi", "energy_hpc.telemetry.amdsmi", False, "AMD GPUs/GCDs through ROCm amdsmi"),
-        Backend(
-            "pm_counters",
-            "energy_hpc.telemetry.pm_counters",
-            True,
-            "HPE Cray EX node telemetry in /sys/cray/pm_counters",
-        ),
-        Backend(
-            "rapl", "energy_hpc.telemetry.rapl", True, "CPU package/DRAM energy via Linux powercap (RAPL)"
-        ),
-        Backend(
-            "estimate",
-            "energy_hpc.telemetry.estimate",
-            False,
-            "ESTIMATE from process CPU time x watts per core (not a measurement)",
-        ),
-        Backend(
-            "synthetic",
-            "energy_hpc.telemetry.synthetic",
-            False,
-            "SYNTHETIC deterministic test signal (not a measurement)",
-        ),
-        # per rank for the GPU parts, per node (node leader only) for cray-ex and rapl: see backend_node_level
-        Backend(
-            "emulated",
-            "energy_hpc.telemetry.emulated.parts",
-            False,
-            "EMULATED sensors: the real backends on a vendor-library stand-in driven by a known true power "
-            "signal, for tests and demos (not a measurement); name a part: emulated:<part>",
-        ),
-    )
-}
+_BUILT_IN = (
+    Backend(
+        "nvml",
+        "energy_hpc.telemetry.nvml",
+        False,
+        "NVIDIA GPUs through NVML (nvidia-ml-py)",
+        auto=Auto.DEVICE,
+        order=10,
+        probe=True,
+    ),
+    Backend(
+        "amdsmi",
+        "energy_hpc.telemetry.amdsmi",
+        False,
+        "AMD GPUs/GCDs through ROCm amdsmi",
+        auto=Auto.DEVICE,
+        order=20,
+        probe=True,
+    ),
+    # before RAPL: pm_counters reads the node's own controller (its node figure includes the CPUs and
+    # memory), RAPL only the CPUs; auto leaves RAPL out where pm_counters measures its scopes already
+    Backend(
+        "pm_counters",
+        "energy_hpc.telemetry.pm_counters",
+        True,
+        "HPE Cray EX node telemetry in /sys/cray/pm_counters",
+        auto=Auto.NODE,
+        order=10,
+        probe=True,
+    ),
+    Backend(
+        "rapl",
+        "energy_hpc.telemetry.rapl",
+        True,
+        "CPU package/DRAM energy via Linux powercap (RAPL)",
+        auto=Auto.NODE,
+        order=20,
+    ),
+    Backend(
+        "estimate",
+        "energy_hpc.telemetry.estimate",
+        False,
+        "ESTIMATE from process CPU time x watts per core (not a measurement)",
+        auto=Auto.FALLBACK,
+    ),
+    Backend(
+        "synthetic",
+        "energy_hpc.telemetry.synthetic",
+        False,
+        "SYNTHETIC deterministic test signal (not a measurement)",
+    ),
+    # per rank for the GPU parts, per node (node leader only) for cray-ex and rapl: see backend_node_level
+    Backend(
+        EMULATED,
+        "energy_hpc.telemetry.emulated.parts",
+        False,
+        "EMULATED sensors: the real backends on a vendor-library stand-in driven by a known true power "
+        "signal, for tests and demos (not a measurement); name a part: emulated:<part>",
+    ),
+)
 
-DEVICE_BACKENDS = ("nvml", "amdsmi")
-NODE_BACKENDS = ("pm_counters", "rapl")
-SENSOR_CHOICES = ("auto", *BACKENDS)
-EMULATED = "emulated"
-DEFAULT_EMULATED_PART = "h100"
+# The rows of this process, by name. Read them through backends(), change them through
+# register_backend(); the sampling child gets its parent's through use_backends().
+BACKENDS: dict[str, Backend] = {b.name: b for b in _BUILT_IN}
+_entry_points_loaded = False
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _load_entry_points() -> None:
+    """Add the backends of the ``energy_hpc.sensors`` entry points, once per process. Each entry point
+    names a :class:`Backend` (``mysite = "mysite.power:BACKEND"``) whose name is the entry point's; one
+    that cannot be loaded, is no Backend, or takes a name in use is skipped with one warning."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    try:
+        found = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as exc:  # broken package metadata must not stop a run
+        log.warning("sensor entry points (%s) not read: %s", ENTRY_POINT_GROUP, _one_line(exc))
+        return
+    for ep in found:
+        try:
+            backend = ep.load()
+            if not isinstance(backend, Backend):
+                raise TypeError(f"it names a {type(backend).__name__}, not an energy_hpc Backend")
+            if backend.name != ep.name:
+                raise ValueError(f"it names backend {backend.name!r}; the entry point must have its name")
+            have = BACKENDS.get(backend.name)
+            if have is not None and have != backend:
+                raise ValueError(f"a backend {backend.name!r} exists already ({have.module})")
+        except Exception as exc:
+            log.warning(
+                "sensor entry point %r (%s = %s) skipped: %s",
+                ep.name,
+                ENTRY_POINT_GROUP,
+                ep.value,
+                _one_line(exc),
+            )
+            continue
+        BACKENDS.setdefault(backend.name, backend)
+
+
+def backends() -> dict[str, Backend]:
+    """Every backend of this process by name (built-in, entry points, registered): a copy."""
+    _load_entry_points()
+    return dict(BACKENDS)
+
+
+def register_backend(backend: Backend) -> Callable[[], None]:
+    """Add a backend, or replace the one of its name; returns a function that undoes it (puts back
+    the row it replaced, or removes it). Tests use :func:`registered`."""
+    if not isinstance(backend, Backend):
+        raise TypeError(f"register_backend takes a Backend, not {type(backend).__name__}")
+    _load_entry_points()  # first, so that an entry point of this name cannot come in later
+    previous = BACKENDS.get(backend.name)
+    BACKENDS[backend.name] = backend
+
+    def undo() -> None:
+        if previous is None:
+            BACKENDS.pop(backend.name, None)
+        else:
+            BACKENDS[backend.name] = previous
+
+    return undo
+
+
+@contextmanager
+def registered(*rows: Backend) -> Iterator[None]:
+    """The backends registered inside the ``with`` block only."""
+    undo = [register_backend(b) for b in rows]
+    try:
+        yield
+    finally:
+        for u in reversed(undo):
+            u()
+
+
+@contextmanager
+def fresh_registry() -> Iterator[None]:
+    """For tests: inside the block the backends are those of a new process (the built-in ones; entry
+    points loaded again when first needed); after it, what they were."""
+    global BACKENDS, _entry_points_loaded
+    saved = BACKENDS, _entry_points_loaded
+    BACKENDS, _entry_points_loaded = {b.name: b for b in _BUILT_IN}, False
+    try:
+        yield
+    finally:
+        BACKENDS, _entry_points_loaded = saved
+
+
+def use_backends(rows: Mapping[str, Backend]) -> None:
+    """Take another process's backends as this one's (the sampling child gets its parent's, so what the
+    parent registered exists there too); its entry points were loaded there, so they are not here."""
+    global _entry_points_loaded
+    BACKENDS.clear()
+    BACKENDS.update(rows)
+    _entry_points_loaded = True
+
+
+def sensor_choices() -> tuple[str, ...]:
+    """What ``sensors`` may name: ``auto`` and every backend (``emulated`` also as ``emulated:<part>``)."""
+    return (AUTO, *backends())
+
+
+def auto_backends(role: Auto) -> tuple[str, ...]:
+    """The backends of one place in ``auto``, in the order it tries them."""
+    rows = [b for b in backends().values() if b.auto is role]
+    return tuple(b.name for b in sorted(rows, key=lambda b: b.order))
+
+
+def device_backends() -> tuple[str, ...]:
+    return auto_backends(Auto.DEVICE)
+
+
+def node_backends() -> tuple[str, ...]:
+    return auto_backends(Auto.NODE)
+
+
+def fallback_backends() -> tuple[str, ...]:
+    return auto_backends(Auto.FALLBACK)
+
+
+def probe_backends() -> tuple[str, ...]:
+    """The backends with a start-up counter probe (option ``probe_reads``)."""
+    return tuple(name for name, b in backends().items() if b.probe)
 
 
 def emulated_parts() -> dict[str, str]:
-    """The emulated parts, each with the real backend it runs on (imported only when asked for)."""
-    from energy_hpc.telemetry.emulated.parts import PARTS
+    """The emulated parts, each with the real backend it runs on."""
+    from energy_hpc.telemetry.emulated.catalog import PARTS
 
     return {name: part.backend for name, part in PARTS.items()}
 
@@ -89,24 +282,29 @@ def check_emulated_part(part: str, where: str) -> str:
     return part
 
 
-def parse_sensor(name: str, where: str = "sensor") -> tuple[str, dict]:
+def parse_sensor(name: str, where: str = "sensor") -> tuple[str, dict[str, Any]]:
     """A sensor entry of a job file as (backend, options): ``"emulated:h100"`` is the backend
     ``emulated`` with ``part = "h100"``; a plain name is itself with no options. Raises SpecError for an
     unknown backend or emulated part."""
     backend, sep, arg = name.partition(":")
     if not sep:
-        if name not in BACKENDS and name != "auto":
+        if name not in backends() and name != AUTO:
             raise SpecError(
-                f"{where}: unknown sensor {name!r}; choose from {', '.join(SENSOR_CHOICES)}, "
+                f"{where}: unknown sensor {name!r}; choose from {', '.join(sensor_choices())}, "
                 f"or {EMULATED}:<part>"
             )
         return name, {}
     if backend != EMULATED:
         raise SpecError(
             f"{where}: {name!r}: only {EMULATED} takes a part ({EMULATED}:<part>); "
-            f"choose from {', '.join(SENSOR_CHOICES)}"
+            f"choose from {', '.join(sensor_choices())}"
         )
     return EMULATED, {"part": check_emulated_part(arg, where)}
+
+
+def _node_level(name: str) -> bool:
+    b = backends().get(name)
+    return bool(b and b.node_level)
 
 
 def backend_node_level(backend: str, ctx: SensorContext) -> bool:
@@ -114,9 +312,8 @@ def backend_node_level(backend: str, ctx: SensorContext) -> bool:
     a device part and per node for the node-level ones (cray-ex on pm_counters, rapl)."""
     if backend == EMULATED:
         part = str(ctx.options.get(EMULATED, {}).get("part", DEFAULT_EMULATED_PART))
-        return emulated_parts().get(part, "") in NODE_BACKENDS
-    b = BACKENDS.get(backend)
-    return bool(b and b.node_level)
+        return _node_level(emulated_parts().get(part, ""))
+    return _node_level(backend)
 
 
 class _PerRankDevice(Sensor):
@@ -133,7 +330,7 @@ class _PerRankDevice(Sensor):
     def channels(self) -> Sequence[ChannelInfo]:
         return [dataclasses.replace(c, device=c.device + self.suffix) for c in self.inner.channels()]
 
-    def read(self):
+    def read(self) -> Reading:
         return self.inner.read()
 
     def close(self) -> None:
@@ -142,10 +339,9 @@ class _PerRankDevice(Sensor):
 
 def open_backend(name: str, ctx: SensorContext) -> Sensor:
     """Open one backend by name; raises SensorUnavailable with the reason."""
-    try:
-        backend = BACKENDS[name]
-    except KeyError:
-        raise SpecError(f"unknown sensor {name!r}: choose from {', '.join(SENSOR_CHOICES)}") from None
+    backend = backends().get(name)
+    if backend is None:
+        raise SpecError(f"unknown sensor {name!r}: choose from {', '.join(sensor_choices())}")
     if name == EMULATED:
         check_emulated_part(
             str(ctx.options.get(EMULATED, {}).get("part", DEFAULT_EMULATED_PART)),
@@ -177,9 +373,9 @@ def open_sensors(names: Sequence[str], ctx: SensorContext) -> Opened:
     out = Opened()
     wanted = list(dict.fromkeys(names))
     for name in wanted:
-        if name == "auto":
+        if name == AUTO:
             continue
-        backend, options = parse_sensor(name) if name not in BACKENDS else (name, {})
+        backend, options = parse_sensor(name) if name not in backends() else (name, {})
         bctx = ctx
         if options:  # "emulated:h100": the part goes into the backend's options
             bctx = dataclasses.replace(
@@ -189,7 +385,7 @@ def open_sensors(names: Sequence[str], ctx: SensorContext) -> Opened:
             out.skipped[name] = "node-level sensor: opened by the node leader only"
             continue
         out.sensors.append(open_backend(backend, bctx))
-    if "auto" in wanted:
+    if AUTO in wanted:
         _open_auto(ctx, out, already={s.backend for s in out.sensors})
     return out
 
@@ -201,7 +397,7 @@ def _scopes(sensor: Sensor) -> set[str]:
 
 def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
     """``auto``: the first device backend that sees this rank's device; the node-level backends on the
-    node leader, in the order of NODE_BACKENDS, leaving out one whose every scope a backend opened
+    node leader, in the order of :func:`node_backends`, leaving out one whose every scope a backend opened
     before it measures already (RAPL on an HPE Cray EX node: pm_counters reads the node's CPU and
     memory too, and its node figure includes them; recording both would tempt every reader to add
     them twice); and the CPU-time estimate only when nothing measurable is there (saying so).
@@ -212,7 +408,8 @@ def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
     "rapl"]``), which the analysis then counts once per scope and host (attribution.channel_roles).
     """
     measurable = False
-    for name in DEVICE_BACKENDS:
+    node_level = node_backends()
+    for name in device_backends():
         if name in already:
             measurable = True
             break
@@ -225,10 +422,10 @@ def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
     # scope -> the node-level backend measuring it (named ones first), on every rank of the node alike
     covered: dict[str, str] = {}
     for s in out.sensors:
-        if s.backend in NODE_BACKENDS:
+        if s.backend in node_level:
             for scope in _scopes(s):
                 covered.setdefault(scope, s.backend)
-    for name in NODE_BACKENDS:
+    for name in node_level:
         if name in already:
             measurable = True
             continue
@@ -254,28 +451,35 @@ def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
         else:
             sensor.close()
             out.skipped[name] = "node-level sensor: recorded by the node leader"
-    if not measurable and "estimate" not in already:
+    fallback = fallback_backends()
+    if not measurable and fallback and not already.intersection(fallback):
+        name = fallback[0]
+        what = (
+            "the CPU-time ESTIMATE, which is a model, not a measurement"
+            if name == "estimate"
+            else f"{name} ({backends()[name].what})"
+        )
         # once per node, not once per rank
         (log.warning if ctx.node_leader else log.debug)(
-            "auto: no measurable sensor on %s (%s); falling back to the CPU-time ESTIMATE, which is a "
-            "model, not a measurement",
+            "auto: no measurable sensor on %s (%s); falling back to %s",
             ctx.hostname,
             "; ".join(v if v.startswith(f"{k}:") else f"{k}: {v}" for k, v in out.skipped.items())
             or "nothing found",
+            what,
         )
-        out.sensors.append(open_backend("estimate", ctx))
+        out.sensors.append(open_backend(name, ctx))
 
 
-def describe(ctx: SensorContext) -> list[dict]:
+def describe(ctx: SensorContext) -> list[dict[str, Any]]:
     """Every backend, whether it is usable here, its channels, and why not when it is not."""
     rows = []
-    for name, backend in BACKENDS.items():
-        row: dict = {"backend": name, "what": backend.what, "node_level": backend.node_level}
+    for name, backend in backends().items():
+        row: dict[str, Any] = {"backend": name, "what": backend.what, "node_level": backend.node_level}
         bctx = ctx
         if name == EMULATED:  # usable anywhere; the channels shown are those of the default part
             parts = emulated_parts()
             row["parts"] = [
-                {"part": p, "sensor": f"{EMULATED}:{p}", "backend": b, "node_level": b in NODE_BACKENDS}
+                {"part": p, "sensor": f"{EMULATED}:{p}", "backend": b, "node_level": _node_level(b)}
                 for p, b in parts.items()
             ]
             row["channels_of"] = f"{EMULATED}:{DEFAULT_EMULATED_PART}"
@@ -293,7 +497,7 @@ def describe(ctx: SensorContext) -> list[dict]:
     return rows
 
 
-def channel_dict(c: ChannelInfo) -> dict:
+def channel_dict(c: ChannelInfo) -> dict[str, Any]:
     return {
         "name": c.name,
         "scope": c.scope.value,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from energy_hpc import settings
 from energy_hpc.errors import SensorReadError
 from energy_hpc.telemetry.base import ChannelInfo, Sensor
 
@@ -100,14 +100,6 @@ class _SensorBuffer:
         return cols[0], cols[1], cols[2], cols[3]
 
 
-# A sensor read that has not returned after this long is taken for hung; read when a Sampler is made.
-READ_TIMEOUT_S = 10.0
-
-
-def _read_timeout() -> float:
-    return float(os.environ.get("ENERGY_HPC_SENSOR_TIMEOUT_S", READ_TIMEOUT_S))
-
-
 class Sampler:
     """Samples a list of opened sensors every ``interval_s`` seconds in a background thread.
 
@@ -133,7 +125,10 @@ class Sampler:
             raise ValueError(f"sampling interval must be positive, got {interval_s}")
         self.interval_s = float(interval_s)
         self.clock = clock
-        self.read_timeout_s = _read_timeout() if read_timeout_s is None else float(read_timeout_s)
+        # a read that has not returned after this long is taken for hung (ENERGY_HPC_SENSOR_TIMEOUT_S)
+        if read_timeout_s is None:
+            read_timeout_s = settings.current().sensor_timeout_s
+        self.read_timeout_s = float(read_timeout_s)
         self._buffers = [_SensorBuffer(s) for s in sensors]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

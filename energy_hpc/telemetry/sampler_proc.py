@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from energy_hpc import errors
+from energy_hpc import errors, settings
 from energy_hpc.telemetry.base import ChannelInfo, SensorContext
 from energy_hpc.telemetry.sampler import ChannelTrace
 
@@ -75,7 +75,13 @@ class ProcessSampler:
         self.backends: list[str] = []
         self.skipped: dict[str, str] = {}
         self.hung_notes: list[str] = []  # sensors the child gave up as hung (see Sampler)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        # the child reads its settings from its environment: this process's current ones (a test's
+        # override included), on top of the inherited environment
+        env = {
+            **os.environ,
+            **settings.current().to_env(),
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "energy_hpc.telemetry.sampler_proc"],
             stdin=subprocess.PIPE,
@@ -95,7 +101,7 @@ class ProcessSampler:
                 list(names),
                 ctx,
                 interval_s,
-                dict(registry.BACKENDS),
+                registry.backends(),
                 logging.getLogger("energy_hpc").level,
             )
         )
@@ -211,7 +217,7 @@ def _child() -> int:
     stdout = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    from energy_hpc.cli import setup_logging
+    from energy_hpc.logs import setup_logging
     from energy_hpc.telemetry import registry
     from energy_hpc.telemetry.sampler import Sampler
 
@@ -221,7 +227,7 @@ def _child() -> int:
         return 0
     setup_logging()
     logging.getLogger("energy_hpc").setLevel(level)
-    registry.BACKENDS.update(backends)
+    registry.use_backends(backends)
     try:
         opened = registry.open_sensors(names, ctx)
     except errors.UserError as exc:

@@ -1,26 +1,31 @@
 """What every workload implements. Workloads know nothing of sensors: they load a model, run one
 iteration when asked, say how many units of work it produced, and open stage windows through the
-callable they are given when an iteration has parts worth separating (refiner, prefill/decode)."""
+callable they are given when an iteration has parts worth separating (refiner, prefill/decode).
+
+A workload class is the one place a task is described: its unit, aux unit, one-line description and
+options are class attributes, which the task registry (:mod:`energy_hpc.workloads.registry`) and the
+job-file parser read."""
 
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, ContextManager
+from typing import Any, ClassVar
 
-from energy_hpc.spec import Case
+from energy_hpc.jobtypes import Case
 from energy_hpc.windows import Window
 from energy_hpc.workloads.options import Option
 
 # stage(name, unit) -> context manager yielding the stage's Window (set .units on it)
-StageFn = Callable[[str, str], ContextManager[Window]]
+StageFn = Callable[[str, str], AbstractContextManager[Window]]
 
 
-def no_stages(name: str, unit: str = "") -> ContextManager[Window]:
+def no_stages(name: str, unit: str = "") -> AbstractContextManager[Window]:
     return contextlib.nullcontext(Window(rank=-1, case=-1, phase=None, iteration=-1, start=0.0))  # type: ignore[arg-type]
 
 
@@ -31,10 +36,10 @@ class Units:
 
 
 class Workload(ABC):
-    task: ClassVar[str]
-    unit: ClassVar[str]
-    aux_unit: ClassVar[str] = ""
-    OPTIONS: ClassVar[dict[str, Option]]
+    unit: ClassVar[str]  # what one unit of work is: image, token, sample, ...
+    aux_unit: ClassVar[str] = ""  # a second count where the task has one: prompt tokens, seconds of audio
+    description: ClassVar[str] = ""  # one line: the library and the models it runs
+    OPTIONS: ClassVar[dict[str, Option]]  # the task's [case.options], checked by the job-file parser
 
     def __init__(self, case: Case, device: Any) -> None:
         """``device`` is a :class:`energy_hpc.workloads.device.TorchDevice`."""
@@ -64,7 +69,7 @@ class Workload(ABC):
     def run(self, iteration: int, stage: StageFn) -> Units:
         """One iteration: a batch of ``case.batch_size`` inputs. Returns the units produced."""
 
-    def unload(self) -> None:
+    def unload(self) -> None:  # noqa: B027 (optional: a workload that holds memory overrides it)
         """Free the model and device memory before the next case."""
 
 
@@ -76,7 +81,7 @@ class StageSequence:
 
     def __init__(self, stage: StageFn, first: str, unit: str) -> None:
         self._stage, self._unit = stage, unit
-        self._cm: ContextManager[Window] | None = None
+        self._cm: AbstractContextManager[Window] | None = None
         self.window: Window | None = None
         self.windows: dict[str, Window] = {}
         self._first = first

@@ -8,21 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from energy_hpc.workloads.base import StageFn, StageSequence
-
-
-def quiet_libraries() -> None:
-    """Model libraries print progress bars and advice on stdout/stderr; energy-hpc's log says what is
-    happening instead (stdout carries only what a command was asked to print)."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        import diffusers
-    except ImportError:
-        return
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
+from energy_hpc.workloads.quiet import quiet_libraries
 
 
 def load_model(auto_cls: Any, folder: Path, device: Any, dtype: str, **kwargs: Any) -> Any:

@@ -30,8 +30,8 @@ OPTIONS: dict[str, Option] = {
 
 
 class ImageClassification(Workload):
-    task = "image-classification"
     unit = "image"
+    description = "transformers image classifier (ViT, ConvNeXt, ResNet)"
     OPTIONS = OPTIONS
 
     def load(self) -> None:
@@ -68,5 +68,6 @@ class ImageClassification(Workload):
     def unload(self) -> None:
         from energy_hpc.workloads.hf import free
 
-        self.model = self.processor = self.images = None
+        self.model = self.processor = None
+        self.images = []
         free(self.device)

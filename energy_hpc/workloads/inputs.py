@@ -41,7 +41,7 @@ def text_lines(path: str, what: str) -> list[str]:
     except OSError as exc:
         raise SpecError(
             f"{what} {path!r} cannot be read ({exc.strerror}); give a UTF-8 text file, one entry a line"
-        )
+        ) from None
     lines = [x for x in lines if x]
     if not lines:
         raise SpecError(f"{what} {path!r} has no non-empty lines")
@@ -89,7 +89,7 @@ def read_images(folder: str) -> list:
 def tone(seconds: float, rate: int, index: int) -> np.ndarray:
     """A deterministic test signal: a chord of three sines whose pitch depends on ``index``, with a
     slow amplitude envelope, as float32 in [-1, 1]."""
-    t = np.arange(int(round(seconds * rate)), dtype=np.float64) / rate
+    t = np.arange(round(seconds * rate), dtype=np.float64) / rate
     f0 = 220.0 * 2 ** ((index % 12) / 12)
     sig = sum(np.sin(2 * math.pi * f0 * k * t) / k for k in (1, 2, 3))
     env = 0.5 * (1 - np.cos(2 * math.pi * t / max(seconds, 1e-3)))
@@ -122,7 +122,7 @@ def read_wav(path: Path, rate: int) -> np.ndarray:
         raise SpecError(f"audio file {str(path)!r}: {8 * width}-bit samples are not supported")
     x = x.reshape(-1, channels).mean(axis=1)
     if src_rate != rate and len(x) > 1:
-        n = int(round(len(x) * rate / src_rate))
+        n = round(len(x) * rate / src_rate)
         x = np.interp(np.arange(n) * (src_rate / rate), np.arange(len(x)), x).astype(np.float32)
     return x
 

@@ -14,46 +14,14 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from energy_hpc import settings
 from energy_hpc.errors import ModelSourceError
+from energy_hpc.workloads.random_registry import RANDOM_CONFIGS as _CONFIGS
+from energy_hpc.workloads.random_registry import RandomConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RandomConfig:
-    """A built-in architecture for random weights.
-
-    ``build(folder)`` makes the model (tokenizer or processor included) and saves it with
-    ``save_pretrained``; ``modules()`` gives the constructors of its networks without building them, so
-    an architecture can be checked on the meta device (parameter counts) without making any weights.
-    """
-
-    name: str
-    task: str
-    build: Callable[[Path], None]
-    modules: Callable[[], dict[str, Callable[[], Any]]]
-    architecture: str  # the pipeline or model class it becomes, e.g. StableDiffusionXLPipeline
-    about: str
-
-
-_CONFIGS: dict[str, RandomConfig] = {}
-
-
-def register_random(
-    name: str,
-    task: str,
-    build: Callable[[Path], None],
-    modules: Callable[[], dict[str, Callable[[], Any]]],
-    *,
-    architecture: str,
-    about: str,
-) -> None:
-    _CONFIGS[name] = RandomConfig(name, task, build, modules, architecture, about)
 
 
 def random_configs() -> dict[str, RandomConfig]:
@@ -69,16 +37,34 @@ def random_config_task(name: str) -> str:
     return random_configs()[name].task
 
 
+# Model libraries talk a lot on import and load (progress bars, advice about optional packages);
+# energy-hpc's own log says what is happening. A user who wants their output sets these themselves.
+QUIET_LIBRARY_ENV = (
+    ("TRANSFORMERS_VERBOSITY", "error"),
+    ("DIFFUSERS_VERBOSITY", "error"),
+    ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+    ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+)
+
+
+def quiet_model_libraries() -> None:
+    """Set the Hugging Face libraries' quiet defaults in the environment where the user has not set
+    them. Called before a model is built or its folder resolved, so before those libraries load it;
+    the workloads' loaders also quiet them through their logging API (``hf.quiet_libraries``)."""
+    for name, value in QUIET_LIBRARY_ENV:
+        os.environ.setdefault(name, value)
+
+
 def _load_builtin_configs() -> None:
     # the config modules register themselves on import; they import no heavy library at top level
+    quiet_model_libraries()
     from energy_hpc.workloads import configs  # noqa: F401
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("ENERGY_HPC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "energy-hpc"
-    )
-    return Path(root)
+    """Where random-weight models are built: the ``cache`` setting (ENERGY_HPC_CACHE, else
+    ``$XDG_CACHE_HOME/energy-hpc``, else ``~/.cache/energy-hpc``)."""
+    return settings.current().cache
 
 
 def _version_key() -> str:
@@ -143,6 +129,8 @@ def resolve_hub(model_id: str) -> Path:
 
 
 def model_folder(source: str, model_path: str) -> Path:
+    """The local folder a case's model loads from; every workload asks for it just before loading."""
+    quiet_model_libraries()
     if source == "local":
         p = Path(model_path)
         if not p.is_dir():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,10 @@ class Option:
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise TypeError(f"must be {kind.__name__}, got {type(value).__name__} {value!r}")
         if kind in (int, float):
-            if kind is float and not math.isfinite(value):
+            number = cast(float, value)  # an int or a float, checked above
+            if kind is float and not math.isfinite(number):
                 raise ValueError(f"must be finite, got {value!r}")
-            if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            if (self.lo is not None and number < self.lo) or (self.hi is not None and number > self.hi):
                 raise ValueError(f"{value!r} is out of range {self.lo:g}..{self.hi:g}")
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{value!r} is not one of {', '.join(self.choices)}")

@@ -43,9 +43,9 @@ OPTIONS: dict[str, Option] = {
 
 
 class SpeechRecognition(Workload):
-    task = "speech-recognition"
     unit = "sample"
     aux_unit = "audio-second"
+    description = "transformers speech-to-text (Whisper)"
     OPTIONS = OPTIONS
 
     def load(self) -> None:
@@ -90,5 +90,6 @@ class SpeechRecognition(Workload):
     def unload(self) -> None:
         from energy_hpc.workloads.hf import free
 
-        self.model = self.processor = self.clips = None
+        self.model = self.processor = None
+        self.clips = []
         free(self.device)

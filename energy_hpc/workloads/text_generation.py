@@ -43,9 +43,9 @@ OPTIONS: dict[str, Option] = {
 
 
 class TextGeneration(Workload):
-    task = "text-generation"
     unit = "token"
     aux_unit = "prompt-token"
+    description = "transformers causal LM, fixed number of new tokens, prefill and decode windows"
     OPTIONS = OPTIONS
 
     def load(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from energy_hpc.errors import ModelSourceError
-from energy_hpc.spec import Case
+from energy_hpc.jobtypes import Case
 from energy_hpc.workloads.base import StageFn, Units, Workload
 from energy_hpc.workloads.options import Option
 
@@ -55,8 +55,8 @@ REFINER = "StableDiffusionXLImg2ImgPipeline"
 
 
 class TextToImage(Workload):
-    task = "text-to-image"
     unit = "image"
+    description = "diffusers text-to-image pipeline (Stable Diffusion 1.x/2.x, SDXL, optional refiner)"
     OPTIONS = OPTIONS
 
     @classmethod
@@ -101,8 +101,8 @@ class TextToImage(Workload):
 
         from diffusers import DiffusionPipeline
 
-        from energy_hpc.workloads.hf import quiet_libraries
         from energy_hpc.workloads.models import model_folder
+        from energy_hpc.workloads.quiet import quiet_libraries
 
         self.device.check_dtype(self.case.dtype)  # before anything loads
         quiet_libraries()
@@ -139,12 +139,12 @@ class TextToImage(Workload):
         o = self.case.options
         prompts = self._batch_prompts(iteration)
         gen = torch.Generator(device="cpu").manual_seed(int(o["seed"]) + max(iteration, 0))
-        common = dict(
-            prompt=prompts,
-            num_inference_steps=int(o["steps"]),
-            guidance_scale=float(o["guidance"]),
-            generator=gen,
-        )
+        common = {
+            "prompt": prompts,
+            "num_inference_steps": int(o["steps"]),
+            "guidance_scale": float(o["guidance"]),
+            "generator": gen,
+        }
         with warnings.catch_warnings():  # diffusers' deprecation notices are not for our users
             warnings.simplefilter("ignore", FutureWarning)
             return self._run(prompts, common, stage)

@@ -51,9 +51,9 @@ def generated_tokens(sequences: Any, eos_id: int | None) -> int:
 
 
 class Translation(Workload):
-    task = "translation"
     unit = "token"
     aux_unit = "source-token"
+    description = "transformers encoder-decoder (Marian, T5, NLLB)"
     OPTIONS = OPTIONS
 
     def load(self) -> None:

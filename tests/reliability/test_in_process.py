@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 from helpers import run_cli
 
+from energy_hpc import settings
 from energy_hpc.context import RankContext, SingleComm
 from energy_hpc.errors import RunFileError
 from energy_hpc.run import run_job
@@ -126,10 +127,9 @@ def test_a_channel_is_gathered_in_bounded_pieces(tmp_path: Path, monkeypatch: py
         pieces.append(len(time))
         real(self, i, time, power, energy, sensor_time, start)
 
-    monkeypatch.setattr(gather, "PIECE_SAMPLES", 64)
-    monkeypatch.setattr(gather.gather, "__kwdefaults__", dict(gather.gather.__kwdefaults__, piece=64))
     monkeypatch.setattr(gather.RunWriter, "write_channel", spy)
-    r = _run(tmp_path, testkit.sleep_job(iterations=3, seconds=0.2))
+    with settings.override(gather_piece_samples=64):
+        r = _run(tmp_path, testkit.sleep_job(iterations=3, seconds=0.2))
     n = int(xr.open_dataset(r.path, group="traces", engine="h5netcdf")["n_samples"].values[0])
     assert n > 64 and max(pieces) == 64 and sum(pieces) == n
 
@@ -210,8 +210,8 @@ def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(
         return self
 
     monkeypatch.setattr(ProcessSampler, "start", start_then_die)
-    monkeypatch.setenv("ENERGY_HPC_SAMPLER", "process")
-    r = _run(tmp_path, testkit.sleep_job(iterations=12, seconds=0.2))
+    with settings.override(sampler="process"):
+        r = _run(tmp_path, testkit.sleep_job(iterations=12, seconds=0.2))
     assert r.status == "partial"
     ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
     assert ranks["status"].values[0] == "failed"
@@ -229,10 +229,7 @@ def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(
     assert int(tr["n_samples"].values[0]) > 100
 
 
-def test_a_sensor_whose_read_hangs_is_given_up_and_the_run_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ENERGY_HPC_SENSOR_TIMEOUT_S", "0.4")
+def test_a_sensor_whose_read_hangs_is_given_up_and_the_run_goes_on(tmp_path: Path) -> None:
     testkit.HANG.clear()
     body = testkit.sleep_job(
         iterations=6,
@@ -241,7 +238,8 @@ def test_a_sensor_whose_read_hangs_is_given_up_and_the_run_goes_on(
         extra_measure="[measure.sensor_options.faulty]\nhang_after = 20",
     )
     try:
-        r = _run(tmp_path, body)
+        with settings.override(sensor_timeout_s=0.4):
+            r = _run(tmp_path, body)
     finally:
         testkit.HANG.set()  # let the stuck read return (what it read is dropped)
     assert r.path is not None and r.status == "complete"

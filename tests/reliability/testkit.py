@@ -99,19 +99,17 @@ def open_sensor(ctx: SensorContext) -> Sensor:
 
 
 def install(patch=None) -> None:
-    """Register the sleep task and the faulty sensor; ``patch`` is pytest's monkeypatch (in-process) or
-    None (a subprocess: set the attributes for good)."""
-    from energy_hpc import spec
+    """Register the sleep task and the faulty sensor; ``patch`` is pytest's monkeypatch (in-process: all
+    undone when the test ends) or None (a subprocess: for good)."""
     from energy_hpc.telemetry import registry
     from energy_hpc.workloads import registry as tasks
 
     setitem = patch.setitem if patch else (lambda d, k, v: d.__setitem__(k, v))
     setattr_ = patch.setattr if patch else setattr
-    setitem(tasks.TASKS, "sleep", tasks.Task("sleep", __name__, "SleepWorkload", "second", "sleeps (test)"))
-    setitem(registry.BACKENDS, "faulty", registry.Backend("faulty", __name__, False, "faulty test sensor"))
-    choices = (*registry.SENSOR_CHOICES, "faulty")
-    setattr_(registry, "SENSOR_CHOICES", choices)
-    setattr_(spec, "SENSOR_CHOICES", choices)
+    setitem(tasks.TASKS, "sleep", tasks.Task("sleep", __name__, "SleepWorkload"))
+    if patch:  # this test's own table of backends, the process's put back when the test ends
+        patch.setattr(registry, "BACKENDS", registry.backends())
+    registry.register_backend(registry.Backend("faulty", __name__, False, "faulty test sensor"))
 
     fault = os.environ.get("ENERGY_HPC_TEST_FAULT", "")
     if fault.startswith("outside:") and os.environ.get("PMI_RANK", "0") == fault.split(":")[1]:

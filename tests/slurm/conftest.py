@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: slurm_cluster
-from slurm_cluster import ClusterUnavailable, SlurmCluster, why_unavailable
+from .cluster import ClusterUnavailable, SlurmCluster, why_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from energy_hpc.errors import SlurmError, SystemProfileError
-from energy_hpc.slurm.render import Request, render
-from energy_hpc.slurm.systems import load_profile
+from energy_hpc.slurm.render import Request, SlurmOptions, render
+from energy_hpc.slurm.systems import data_dir, load_profile
 
 from .conftest import TINY_JOB, cli
 
@@ -98,8 +98,7 @@ def test_hostile_job_file_path_is_quoted_and_round_trips(evil, tmp_path) -> None
             job_name="slurmtest",
             results_dir=tmp_path / "results",
             nodes=1,
-            venv=f"/opt/{evil}",
-            command=("energy-hpc", "submit", str(job)),
+            options=SlurmOptions(venv=f"/opt/{evil}", command=("energy-hpc", "submit", str(job))),
         ),
     ).script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
@@ -116,11 +115,11 @@ def test_newlines_in_the_command_line_cannot_leave_the_header_comment(job_file, 
             job_name="slurmtest",
             results_dir=tmp_path / "r",
             nodes=1,
-            command=("energy-hpc", "x\n#SBATCH --wrap=touch PWNED\ntouch PWNED"),
+            options=SlurmOptions(command=("energy-hpc", "x\n#SBATCH --wrap=touch PWNED\ntouch PWNED")),
         ),
     ).script
     lines = script.splitlines()
-    assert not any(l.startswith("#SBATCH --wrap") or l.startswith("touch") for l in lines)
+    assert not any(ln.startswith("#SBATCH --wrap") or ln.startswith("touch") for ln in lines)
     assert "x\\n#SBATCH --wrap=touch PWNED\\ntouch PWNED" in script
 
 
@@ -137,7 +136,7 @@ def test_submitting_a_hostile_job_path_through_the_cli_keeps_it_quoted(tmp_path)
 
 
 def _profile_with(tmp_path: Path, old: str, new: str) -> Path:
-    text = (Path(__file__).resolve().parents[2] / "energy_hpc/systems/generic.toml").read_text()
+    text = (data_dir() / "generic.toml").read_text()
     assert old in text
     p = tmp_path / "evil.toml"
     p.write_text(text.replace(old, new))
@@ -171,13 +170,19 @@ def test_profile_launcher_arguments_are_quoted(job_file, tmp_path) -> None:
     assert _settings_values(script, tmp_path)["launcher"][-2:] == ["$(touch PWNED)", "a b"]
 
 
-@pytest.mark.parametrize("value", HOSTILE + ["a\n#SBATCH --wrap=x"])
+@pytest.mark.parametrize("value", [*HOSTILE, "a\n#SBATCH --wrap=x"])
 @pytest.mark.parametrize("field", ["account", "partition", "qos", "constraint", "time"])
 def test_hostile_values_through_the_python_api_are_refused_too(field, value, job_file, tmp_path) -> None:
     with pytest.raises(SlurmError):
         render(
             load_profile("generic"),
-            Request(job_file=job_file, job_name="t", results_dir=tmp_path / "r", nodes=1, **{field: value}),
+            Request(
+                job_file=job_file,
+                job_name="t",
+                results_dir=tmp_path / "r",
+                nodes=1,
+                options=SlurmOptions(**{field: value}),
+            ),
         )
 
 
@@ -195,5 +200,11 @@ def test_a_trailing_newline_is_not_a_valid_value(field, value, job_file, tmp_pat
     with pytest.raises(SlurmError):
         render(
             load_profile("generic"),
-            Request(job_file=job_file, job_name="t", results_dir=tmp_path / "r", nodes=1, **{field: value}),
+            Request(
+                job_file=job_file,
+                job_name="t",
+                results_dir=tmp_path / "r",
+                nodes=1,
+                options=SlurmOptions(**{field: value}),
+            ),
         )

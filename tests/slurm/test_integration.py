@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from energy_hpc.slurm.systems import data_dir
+
 from .conftest import cli, wait_for_job
 
 pytestmark = pytest.mark.slurm
@@ -122,7 +124,7 @@ def test_generic_srun_pmi2_job_starts_two_ranks(slurm, job_file, tmp_path, stub)
 @pytest.mark.parametrize("launcher", ["mpiexec", "srun"])
 def test_warning_signal_reaches_every_rank(launcher, slurm, job_file, tmp_path, stub) -> None:
     # A profile whose warning comes 30 s before a 1-minute limit, so the test takes about 30-60 s.
-    text = (Path(__file__).resolve().parents[2] / "energy_hpc/systems/generic.toml").read_text()
+    text = (data_dir() / "generic.toml").read_text()
     profile = tmp_path / "quick.toml"
     profile.write_text(text.replace("seconds = 120", "seconds = 30"))
     out = tmp_path / "results"
@@ -194,7 +196,7 @@ def test_submit_generic_runs_energy_hpc_run_and_writes_a_run_file(slurm, job_fil
     out = tmp_path / "results"
     job_id = submit(job_file, out, "--launcher", "mpiexec")
     assert wait_for_job(job_id, timeout=600) == "COMPLETED", slurm_log(out, job_id)
-    files = [p for p in out.glob(f"slurmtest-{job_id}*.h5")]
+    files = list(out.glob(f"slurmtest-{job_id}*.h5"))
     assert len(files) == 1, (list(out.iterdir()), slurm_log(out, job_id))
     import xarray as xr
 

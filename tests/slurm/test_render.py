@@ -9,21 +9,20 @@ from pathlib import Path
 import pytest
 
 from energy_hpc.errors import SlurmError, SystemProfileError
-from energy_hpc.slurm.render import Request, check_time, render, slurm_job_name
-from energy_hpc.slurm.systems import builtin_profiles, load_profile
+from energy_hpc.slurm.render import Request, SlurmOptions, render
+from energy_hpc.slurm.systems import builtin_profiles, data_dir, load_profile
+from energy_hpc.slurm.values import check_time, slurm_job_name
 
 from .conftest import cli
 
 
-def req(job_file: Path, tmp_path: Path, **kw) -> Request:
-    kw.setdefault("nodes", 2)
+def req(job_file: Path, tmp_path: Path, nodes: int = 2, **options) -> Request:
     return Request(
         job_file=job_file,
         job_name="slurmtest",
         results_dir=tmp_path / "results",
-        command=("energy-hpc", "submit", str(job_file)),
-        venv="/opt/venv",
-        **kw,
+        nodes=nodes,
+        options=SlurmOptions(command=("energy-hpc", "submit", str(job_file)), venv="/opt/venv", **options),
     )
 
 
@@ -32,7 +31,7 @@ def directives(script: str) -> list[str]:
 
 
 def launcher(script: str) -> str:
-    line = next(l for l in script.splitlines() if l.startswith("ENERGY_HPC_LAUNCHER=("))
+    line = next(ln for ln in script.splitlines() if ln.startswith("ENERGY_HPC_LAUNCHER=("))
     return line.removeprefix("ENERGY_HPC_LAUNCHER=(").removesuffix(")")
 
 
@@ -46,19 +45,19 @@ def test_builtin_profiles_are_frontier_perlmutter_generic() -> None:
     assert builtin_profiles() == ["frontier", "generic", "perlmutter"]
 
 
-@pytest.mark.parametrize("system", ["frontier", "perlmutter", "generic"])
+@pytest.mark.parametrize("system", builtin_profiles())
 def test_every_builtin_profile_renders_a_script_bash_accepts(system, job_file, tmp_path) -> None:
     script = render(load_profile(system), req(job_file, tmp_path, account="abc123_g")).script
     r = bash_n(script, tmp_path)
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.parametrize("system", ["frontier", "perlmutter", "generic"])
+@pytest.mark.parametrize("system", builtin_profiles())
 def test_all_directives_come_before_the_first_command(system, job_file, tmp_path) -> None:
     # sbatch stops reading #SBATCH lines at the first line that is not a comment or blank.
     lines = render(load_profile(system), req(job_file, tmp_path, account="abc123_g")).script.splitlines()
-    first_command = next(i for i, l in enumerate(lines[1:], 1) if l.strip() and not l.startswith("#"))
-    last_directive = max(i for i, l in enumerate(lines) if l.startswith("#SBATCH"))
+    first_command = next(i for i, ln in enumerate(lines[1:], 1) if ln.strip() and not ln.startswith("#"))
+    last_directive = max(i for i, ln in enumerate(lines) if ln.startswith("#SBATCH"))
     assert last_directive < first_command
 
 
@@ -112,7 +111,7 @@ def test_frontier_script_makes_node_local_miopen_caches(job_file, tmp_path) -> N
     script = render(load_profile("frontier"), req(job_file, tmp_path, account="ABC123")).script
     assert 'mkdir -p "$MIOPEN_USER_DB_PATH"' in script
     modules = Path(
-        next(l for l in script.splitlines() if l.startswith("ENERGY_HPC_MODULES=")).split("=", 1)[1]
+        next(ln for ln in script.splitlines() if ln.startswith("ENERGY_HPC_MODULES=")).split("=", 1)[1]
     ).read_text()
     assert 'MIOPEN_USER_DB_PATH="/tmp/' in modules and "MIOPEN_CUSTOM_CACHE_DIR" in modules
     assert "HF_HUB_OFFLINE=1" in modules and "MPICH_GPU_SUPPORT_ENABLED" in modules
@@ -162,8 +161,8 @@ def test_header_says_what_rendered_it_and_from_which_job_file(job_file, tmp_path
     head = script.splitlines()[:6]
     assert head[0] == "#!/bin/bash"
     assert f"energy-hpc {__version__}" in head[1]
-    assert any(l.startswith("# command: energy-hpc submit") for l in head)
-    assert any(f"# job file: {job_file}" in l for l in head)
+    assert any(ln.startswith("# command: energy-hpc submit") for ln in head)
+    assert any(f"# job file: {job_file}" in ln for ln in head)
 
 
 def test_too_many_ranks_for_the_gpus_is_refused(job_file, tmp_path) -> None:
@@ -199,7 +198,7 @@ def _custom(tmp_path: Path, text: str) -> Path:
 
 
 def _generic_text() -> str:
-    return (Path(__file__).resolve().parents[2] / "energy_hpc/systems/generic.toml").read_text()
+    return (data_dir() / "generic.toml").read_text()
 
 
 def test_a_profile_can_be_a_path_to_the_users_own_toml(job_file, tmp_path) -> None:

@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 
 from energy_hpc.errors import OutputError, SlurmError
-from energy_hpc.slurm.submit import JobState, map_state, parse_parsable
-from energy_hpc.slurm.sweep import (
-    MANIFEST,
-    PointState,
-    Study,
-    SweepSettings,
-    parse_node_counts,
-    run_sweep,
-    status,
-)
+from energy_hpc.slurm.render import SlurmOptions
+from energy_hpc.slurm.submit import JobState, job_states, map_state, parse_parsable, parse_states
+from energy_hpc.slurm.sweep import MANIFEST, PointState, Study, parse_node_counts, run_sweep, status
 from energy_hpc.slurm.systems import load_profile
 
 from .conftest import cli
@@ -57,7 +50,7 @@ def sweep(study: Path, job_file: Path, fake: FakeSlurm, nodes=(1, 2, 4), **kw):
         "slurmtest",
         load_profile("generic"),
         list(nodes),
-        SweepSettings(**kw),
+        SlurmOptions(**kw),
         submit=fake.submit,
         query=fake.query,
     )
@@ -174,7 +167,7 @@ def test_dry_run_writes_and_submits_nothing(tmp_path, job_file, fake) -> None:
         "slurmtest",
         load_profile("generic"),
         [1, 2],
-        SweepSettings(),
+        SlurmOptions(),
         submit=fake.submit,
         query=fake.query,
         dry_run=True,
@@ -198,7 +191,7 @@ def test_a_failed_sbatch_keeps_what_was_already_submitted(tmp_path, job_file, fa
             "slurmtest",
             load_profile("generic"),
             [1, 2],
-            SweepSettings(),
+            SlurmOptions(),
             submit=submit,
             query=fake.query,
         )
@@ -239,6 +232,36 @@ def test_sbatch_parsable_output_with_and_without_cluster() -> None:
     assert parse_parsable("1234;frontier\n") == "1234"
     with pytest.raises(SlurmError):
         parse_parsable("Submitted batch job 1234")
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        "101|PENDING\n102|RUNNING\n103|CANCELLED by 0\n",  # squeue -h -o %i|%T
+        "101|PENDING\n102|RUNNING\n103|CANCELLED by 0\n\n",  # sacct -n -X -P -o JobID,State
+    ],
+)
+def test_squeue_and_sacct_lines_are_read_by_one_parser(stdout) -> None:
+    assert parse_states(stdout) == {
+        "101": JobState.QUEUED,
+        "102": JobState.RUNNING,
+        "103": JobState.CANCELLED,
+    }
+    assert parse_states("slurm_load_jobs error\n") == {}
+
+
+def test_job_states_asks_squeue_then_sacct_for_the_rest(tmp_path, monkeypatch) -> None:
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    calls = tmp_path / "calls"
+    for name, answer in (("squeue", "1|RUNNING"), ("sacct", "2|COMPLETED")):
+        (bin_ / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\necho "{answer}"\n')
+        (bin_ / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}:/usr/bin:/bin")
+    assert job_states(["1", "2", "3"]) == {"1": JobState.RUNNING, "2": JobState.COMPLETED}
+    asked = calls.read_text().splitlines()
+    assert asked[0].startswith("squeue") and asked[0].endswith("-j 1,2,3")
+    assert asked[1].startswith("sacct") and asked[1].endswith("-j 2,3")
 
 
 def no_accounting_path(tmp_path: Path) -> dict:

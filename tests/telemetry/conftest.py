@@ -1,18 +1,11 @@
-"""Shared bits for the telemetry tests: the stand-ins live in tests/fakes."""
+"""Shared bits for the telemetry tests: the stand-ins live in tests/fakes (importable as ``tests.fakes``:
+the repository is on ``pythonpath`` in pyproject.toml)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:  # `pytest` run from anywhere: make `tests.fakes` importable
-    sys.path.insert(0, _ROOT)
-
-
-from energy_hpc.telemetry.emulated.parts import VirtualClock  # noqa: E402
+from energy_hpc.telemetry.emulated.parts import VirtualClock
 
 
 class FakeClock(VirtualClock):

@@ -9,7 +9,7 @@ import pytest
 from energy_hpc.context import visible_devices
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry import nvml
-from energy_hpc.telemetry.base import Method, Scope, SensorContext
+from energy_hpc.telemetry.base import Method, Scope, SensorContext, normalize_bus_id
 from tests.fakes.fake_pynvml import FakeGpu, h100_node, make_pynvml
 
 NO_PROBE = {"nvml": {"probe_reads": 0}}
@@ -24,13 +24,13 @@ def open_(gpus, clock=None, **ctx):
 
 def ctx_from_env(env: dict, local_rank: int = 0) -> dict:
     var, entries = visible_devices(env)
-    return dict(visible_env=var, visible_devices=entries, local_rank=local_rank, options=NO_PROBE)
+    return {"visible_env": var, "visible_devices": entries, "local_rank": local_rank, "options": NO_PROBE}
 
 
 def test_bus_ids_are_normalised_to_one_lower_case_form():
-    assert nvml.normalize_bus_id("00000000:3B:00.0") == "0000:3b:00.0"
-    assert nvml.normalize_bus_id("0000:3b:00.0") == "0000:3b:00.0"
-    assert nvml.normalize_bus_id("3B:00.0") == "0000:3b:00.0"
+    assert normalize_bus_id("00000000:3B:00.0") == "0000:3b:00.0"
+    assert normalize_bus_id("0000:3b:00.0") == "0000:3b:00.0"
+    assert normalize_bus_id("3B:00.0") == "0000:3b:00.0"
 
 
 def test_without_any_binding_the_local_rank_picks_the_gpu():
@@ -130,9 +130,9 @@ def test_pre_volta_gpu_without_energy_counter_is_integrated_from_power():
 
 
 def test_no_driver_makes_nvml_unavailable_with_a_clear_reason():
-    with pytest.raises(SensorUnavailable, match="kernel driver is not loaded.*DRIVER_NOT_LOADED"):
+    with pytest.raises(SensorUnavailable, match=r"kernel driver is not loaded.*DRIVER_NOT_LOADED"):
         nvml.open_sensor(SensorContext(options=NO_PROBE), library=make_pynvml([], driver_loaded=False))
-    with pytest.raises(SensorUnavailable, match="libnvidia-ml.so.1 was not found"):
+    with pytest.raises(SensorUnavailable, match=r"libnvidia-ml\.so\.1 was not found"):
         nvml.open_sensor(SensorContext(options=NO_PROBE), library=make_pynvml([], library_found=False))
 
 

@@ -54,7 +54,7 @@ def rapl_tree(root: Path) -> Path:
 @pytest.fixture(autouse=True)
 def no_gpu_library(monkeypatch: pytest.MonkeyPatch) -> None:
     """The device backends are not what these tests are about: none is tried."""
-    monkeypatch.setattr(registry, "DEVICE_BACKENDS", ())
+    monkeypatch.setattr(registry, "device_backends", tuple)
 
 
 def ctx(tmp_path: Path, pm: bool = True, pm_cpu: bool = True, leader: bool = True) -> SensorContext:

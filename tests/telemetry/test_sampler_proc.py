@@ -94,12 +94,11 @@ def test_output_printed_in_the_child_does_not_break_the_protocol(tmp_path) -> No
     from energy_hpc.telemetry import registry
 
     sys.path.insert(0, str(tmp_path))
-    registry.BACKENDS["noisy"] = registry.Backend("noisy", "noisy_backend", False, "test")
     try:
-        s = _open(names=("noisy",)).start()
-        time.sleep(0.05)
-        s.stop()
-        assert len(s.traces()[0].time) > 2
+        with registry.registered(registry.Backend("noisy", "noisy_backend", False, "test")):
+            s = _open(names=("noisy",)).start()
+            time.sleep(0.05)
+            s.stop()
+            assert len(s.traces()[0].time) > 2
     finally:
-        del registry.BACKENDS["noisy"]
         sys.path.remove(str(tmp_path))

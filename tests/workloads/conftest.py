@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from energy_hpc.spec import Job, parse_job
+from energy_hpc.jobtypes import Job
+from energy_hpc.spec import parse_job
 from energy_hpc.windows import Phase, Window, WindowLog
 from energy_hpc.workloads.device import TorchDevice
 from energy_hpc.workloads.registry import workload_class

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from energy_hpc.errors import DeviceError
-from energy_hpc.spec import Case
+from energy_hpc.jobtypes import Case
 from energy_hpc.workloads.device import TorchDevice
 from energy_hpc.workloads.registry import TASKS, workload_class
 

@@ -146,7 +146,9 @@ def test_tiny_all_tasks_runs_every_task_with_its_units(tiny_all_tasks) -> None:
         rows = measured[(measured["case"] == i) & (measured["stage"] == "")]
         assert len(rows) == 2 and set(rows["unit"]) == {TASKS[task].unit}
         assert set(rows["aux_unit"]) == {TASKS[task].aux_unit}
-    stages = {(cases["task"].values[c], s) for c, s in zip(measured["case"], measured["stage"]) if s}
+    stages = {
+        (cases["task"].values[c], s) for c, s in zip(measured["case"], measured["stage"], strict=False) if s
+    }
     assert {
         ("text-to-image", "refiner"),
         ("text-generation", "prefill"),

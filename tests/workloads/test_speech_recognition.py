@@ -57,7 +57,7 @@ def test_wav_files_are_read_mixed_to_mono_and_resampled(tiny, tmp_path: Path) ->
 
 def test_a_file_that_is_not_wav_is_a_spec_error(tmp_path: Path) -> None:
     (tmp_path / "x.wav").write_bytes(b"ID3 mp3 data")
-    with pytest.raises(SpecError, match="not a readable PCM .wav.*ffmpeg"):
+    with pytest.raises(SpecError, match=r"not a readable PCM .wav.*ffmpeg"):
         read_wav(tmp_path / "x.wav", 16000)
 
 

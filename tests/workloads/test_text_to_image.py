@@ -66,5 +66,5 @@ def test_refiner_that_is_not_an_sdxl_refiner_is_refused(tiny) -> None:
 
 def test_random_config_of_another_task_is_refused_at_validation() -> None:
     body = SDXL.format(model="tiny-llama", source="random", refiner="", rsource="")
-    with pytest.raises(SpecError, match="'tiny-llama' is a text-generation model.*tiny-sdxl"):
+    with pytest.raises(SpecError, match=r"'tiny-llama' is a text-generation model.*tiny-sdxl"):
         job(body)

@@ -15,7 +15,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,84 +22,10 @@ import numpy as np
 from energy_hpc.errors import SensorUnavailable
 from energy_hpc.telemetry.base import ChannelInfo, Reading, Sensor, SensorContext
 from energy_hpc.telemetry.emulated import amdsmi_api, hardware, pynvml_api
+from energy_hpc.telemetry.emulated.catalog import PARTS, Part
 from energy_hpc.telemetry.emulated.signals import ActivitySignal, Constant, Signal, Sum, Workload
 
 EMULATED = "EMULATED"
-
-
-@dataclass(frozen=True)
-class Part:
-    name: str
-    backend: str
-    what: str
-    idle_W: float
-    busy_W: float
-    ripple_W: float
-    drift_W: float = 5.0
-
-
-PARTS: dict[str, Part] = {
-    p.name: p
-    for p in (
-        Part(
-            "h100",
-            "nvml",
-            "NVIDIA H100 SXM through NVML: counter 100 ms, instant power 25 ms of every 100 ms",
-            80.0,
-            450.0,
-            40.0,
-        ),
-        Part(
-            "a100",
-            "nvml",
-            "NVIDIA A100 through NVML: counter refreshed every 20 ms, instant power 25 ms of every 100 ms",
-            55.0,
-            300.0,
-            30.0,
-        ),
-        Part(
-            "gh200",
-            "nvml",
-            "NVIDIA GH200 through NVML: module scope (Grace CPU + memory + GPU) unless GPU scope answers",
-            90.0,
-            600.0,
-            50.0,
-        ),
-        Part(
-            "mi250x",
-            "amdsmi",
-            "AMD MI250X package (two GCDs, one sensor) through amdsmi: 15.3 uJ ticks every 1 ms, "
-            "average_socket_power a 1 s trailing mean",
-            180.0,
-            500.0,
-            40.0,
-        ),
-        Part(
-            "mi300x",
-            "amdsmi",
-            "AMD MI300X through amdsmi: 15.3 uJ ticks every 1 ms, current_socket_power per 1 ms",
-            150.0,
-            700.0,
-            50.0,
-        ),
-        Part(
-            "cray-ex",
-            "pm_counters",
-            "HPE Cray EX node (4 MI250X) through /sys/cray/pm_counters: 10 Hz scans, integer W and J",
-            1100.0,
-            2700.0,
-            120.0,
-        ),
-        Part(
-            "rapl",
-            "rapl",
-            "Intel/AMD CPU package and DRAM through powercap RAPL: uJ counter every 1 ms, wrapping",
-            60.0,
-            190.0,
-            15.0,
-        ),
-    )
-}
 
 
 class VirtualClock:
@@ -192,6 +117,8 @@ def part_signals(part: Part, workload: Workload | None, activity=None) -> dict[s
     def sig(idle: float, busy: float, ripple: float, drift: float) -> Signal:
         if activity is not None:
             return activity(idle, busy)
+        if workload is None:
+            raise ValueError("part_signals needs a workload or an activity")
         return workload.signal(idle, busy, ripple, drift)
 
     dev = sig(p.idle_W, p.busy_W, p.ripple_W, p.drift_W)
@@ -213,7 +140,7 @@ def part_signals(part: Part, workload: Workload | None, activity=None) -> dict[s
 
 def open_part(
     name: str,
-    workload: Workload,
+    workload: Workload | None,
     *,
     clock: Callable[[], float] | None = None,
     sleep: Callable[[float], None] | None = None,
@@ -379,6 +306,7 @@ __all__ = [
     "EMULATED",
     "PARTS",
     "EmulatedSensor",
+    "Part",
     "VirtualClock",
     "duty_cycle",
     "open_part",

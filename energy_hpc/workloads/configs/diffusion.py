@@ -13,127 +13,132 @@ from pathlib import Path
 from typing import Any
 
 from energy_hpc.workloads.configs.tokenizers import write_clip_tokenizer
-from energy_hpc.workloads.models import register_random
+from energy_hpc.workloads.random_registry import register_random
 
 SEED = 0
 CLIP_VOCAB = 49408  # the published CLIP vocabulary; stand-in tokenizer ids are all below it
 STANDIN_VOCAB = 2 * 256 + 2  # write_clip_tokenizer: bytes, bytes at word end, start and end of text
 
 # CLIP text encoders: ViT-L/14 (SD 1.x, SDXL's first) and OpenCLIP ViT-bigG/14 (SDXL's second)
-CLIP_L = dict(
-    hidden_size=768,
-    intermediate_size=3072,
-    num_attention_heads=12,
-    num_hidden_layers=12,
-    max_position_embeddings=77,
-    vocab_size=CLIP_VOCAB,
-    projection_dim=768,
-    hidden_act="quick_gelu",
-)
-CLIP_G = dict(
-    hidden_size=1280,
-    intermediate_size=5120,
-    num_attention_heads=20,
-    num_hidden_layers=32,
-    max_position_embeddings=77,
-    vocab_size=CLIP_VOCAB,
-    projection_dim=1280,
-    hidden_act="gelu",
-)
+CLIP_L = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "max_position_embeddings": 77,
+    "vocab_size": CLIP_VOCAB,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+}
+CLIP_G = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_attention_heads": 20,
+    "num_hidden_layers": 32,
+    "max_position_embeddings": 77,
+    "vocab_size": CLIP_VOCAB,
+    "projection_dim": 1280,
+    "hidden_act": "gelu",
+}
 
-VAE_FULL = dict(
-    block_out_channels=(128, 256, 512, 512),
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    layers_per_block=2,
-    norm_num_groups=32,
-    act_fn="silu",
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-)
+VAE_FULL = {
+    "block_out_channels": (128, 256, 512, 512),
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+}
 
-UNET_SD15 = dict(
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768,
-    attention_head_dim=8,
-    norm_num_groups=32,
-)
+UNET_SD15 = {
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": (
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
 
-UNET_SDXL_BASE = dict(
-    block_out_channels=(320, 640, 1280),
-    layers_per_block=2,
-    sample_size=128,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    attention_head_dim=(5, 10, 20),
-    transformer_layers_per_block=(1, 2, 10),
-    use_linear_projection=True,
-    cross_attention_dim=2048,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-    norm_num_groups=32,
-)  # 2816 = 6 time ids x 256 + 1280 pooled
+UNET_SDXL_BASE = {
+    "block_out_channels": (320, 640, 1280),
+    "layers_per_block": 2,
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": (5, 10, 20),
+    "transformer_layers_per_block": (1, 2, 10),
+    "use_linear_projection": True,
+    "cross_attention_dim": 2048,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+    "norm_num_groups": 32,
+}  # 2816 = 6 time ids x 256 + 1280 pooled
 
-UNET_SDXL_REFINER = dict(
-    block_out_channels=(384, 768, 1536, 1536),
-    layers_per_block=2,
-    sample_size=128,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    attention_head_dim=(6, 12, 24, 24),
-    transformer_layers_per_block=4,
-    use_linear_projection=True,
-    cross_attention_dim=1280,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2560,
-    norm_num_groups=32,
-)  # 2560 = 5 time ids x 256 + 1280 pooled
+UNET_SDXL_REFINER = {
+    "block_out_channels": (384, 768, 1536, 1536),
+    "layers_per_block": 2,
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": (6, 12, 24, 24),
+    "transformer_layers_per_block": 4,
+    "use_linear_projection": True,
+    "cross_attention_dim": 1280,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2560,
+    "norm_num_groups": 32,
+}  # 2560 = 5 time ids x 256 + 1280 pooled
 
 # toy sizes: 16x16 latents, 32x32 images
-CLIP_TINY = dict(
-    hidden_size=32,
-    intermediate_size=37,
-    num_attention_heads=4,
-    num_hidden_layers=2,
-    max_position_embeddings=16,
-    vocab_size=1000,
-    projection_dim=32,
-    hidden_act="gelu",
-)
-VAE_TINY = dict(
-    block_out_channels=(32, 64),
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    norm_num_groups=32,
-    down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2,
-)
-UNET_TINY = dict(
-    block_out_channels=(32, 64),
-    layers_per_block=1,
-    sample_size=16,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    cross_attention_dim=32,
-    norm_num_groups=32,
-    attention_head_dim=8,
-)
+CLIP_TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 16,
+    "vocab_size": 1000,
+    "projection_dim": 32,
+    "hidden_act": "gelu",
+}
+VAE_TINY = {
+    "block_out_channels": (32, 64),
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
+}
+UNET_TINY = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "cross_attention_dim": 32,
+    "norm_num_groups": 32,
+    "attention_head_dim": 8,
+}
 UNET_TINY_XL = dict(
     UNET_TINY,
     attention_head_dim=(2, 4),
@@ -147,13 +152,13 @@ UNET_TINY_XL_REFINER = dict(
     UNET_TINY_XL, cross_attention_dim=32, projection_class_embeddings_input_dim=5 * 8 + 32
 )
 
-SCHEDULER = dict(
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    num_train_timesteps=1000,
-    steps_offset=1,
-)
+SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+}
 
 
 def _clip(cfg: dict[str, Any], projection: bool) -> Callable[[], Any]:
@@ -234,6 +239,7 @@ class _Pipeline:
         tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
         torch.manual_seed(SEED)
         parts = {name: make() for name, make in self.modules().items()}
+        pipe: Any  # one of three pipeline classes
         if self.kind == "sd":
             pipe = StableDiffusionPipeline(
                 **parts,

@@ -25,7 +25,7 @@ def _tokenizer(specials: tuple[str, ...], max_length: int, **kw: str) -> Callabl
 _LLAMA_TOK = _tokenizer(
     ("<unk>", "<s>", "</s>"), 8192, prepend="<s>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
 )
-_LLAMA_IDS = dict(bos_token_id=1, eos_token_id=2)
+_LLAMA_IDS = {"bos_token_id": 1, "eos_token_id": 2}
 
 LLAMA_3_8B = dict(
     vocab_size=128256,
@@ -57,7 +57,7 @@ TINY_LLAMA = dict(
 _T5_TOK = _tokenizer(
     ("<pad>", "</s>", "<unk>"), 512, append_eos="</s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
 )
-_T5_IDS = dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+_T5_IDS = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
 T5_BASE = dict(
     vocab_size=32128,
     d_model=768,
@@ -88,24 +88,24 @@ TINY_T5 = dict(
 _MARIAN_TOK = _tokenizer(
     ("</s>", "<unk>", "<pad>"), 512, append_eos="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
 )
-OPUS_MT_EN_DE = dict(
-    vocab_size=58101,
-    d_model=512,
-    encoder_layers=6,
-    decoder_layers=6,
-    encoder_attention_heads=8,
-    decoder_attention_heads=8,
-    encoder_ffn_dim=2048,
-    decoder_ffn_dim=2048,
-    max_position_embeddings=512,
-    activation_function="swish",
-    scale_embedding=True,
-    share_encoder_decoder_embeddings=True,
-    pad_token_id=2,
-    eos_token_id=0,
-    decoder_start_token_id=2,
-    forced_eos_token_id=0,
-)
+OPUS_MT_EN_DE = {
+    "vocab_size": 58101,
+    "d_model": 512,
+    "encoder_layers": 6,
+    "decoder_layers": 6,
+    "encoder_attention_heads": 8,
+    "decoder_attention_heads": 8,
+    "encoder_ffn_dim": 2048,
+    "decoder_ffn_dim": 2048,
+    "max_position_embeddings": 512,
+    "activation_function": "swish",
+    "scale_embedding": True,
+    "share_encoder_decoder_embeddings": True,
+    "pad_token_id": 2,
+    "eos_token_id": 0,
+    "decoder_start_token_id": 2,
+    "forced_eos_token_id": 0,
+}
 
 for _name, _model, _task, _about in (
     (

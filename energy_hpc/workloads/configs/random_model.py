@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from energy_hpc.workloads.models import register_random
+from energy_hpc.workloads.random_registry import register_random
 
 SEED = 0
 

@@ -31,7 +31,7 @@ IDS = {s: 256 + i for i, s in enumerate(SPECIALS)}  # after the 256 byte tokens
 
 def _processor(mel_bins: int, chunk_seconds: int) -> Callable[[Path], None]:
     def write(folder: Path) -> None:
-        from energy_hpc.workloads.hf import quiet_libraries
+        from energy_hpc.workloads.quiet import quiet_libraries
 
         quiet_libraries()
         from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
@@ -49,12 +49,12 @@ def _processor(mel_bins: int, chunk_seconds: int) -> Callable[[Path], None]:
     return write
 
 
-_TOKEN_IDS = dict(
-    pad_token_id=IDS["<|endoftext|>"],
-    bos_token_id=IDS["<|endoftext|>"],
-    eos_token_id=IDS["<|endoftext|>"],
-    decoder_start_token_id=IDS["<|startoftranscript|>"],
-)
+_TOKEN_IDS = {
+    "pad_token_id": IDS["<|endoftext|>"],
+    "bos_token_id": IDS["<|endoftext|>"],
+    "eos_token_id": IDS["<|endoftext|>"],
+    "decoder_start_token_id": IDS["<|startoftranscript|>"],
+}
 # an English-only generation config: no language detection, no timestamps, nothing suppressed
 GENERATION: dict[str, Any] = dict(
     _TOKEN_IDS,

@@ -10,7 +10,7 @@ from energy_hpc.workloads.configs.random_model import RandomTransformersModel
 
 def _processor(size: int) -> Callable[[Path], None]:
     def write(folder: Path) -> None:
-        from energy_hpc.workloads.hf import quiet_libraries
+        from energy_hpc.workloads.quiet import quiet_libraries
 
         quiet_libraries()
         from transformers import ViTImageProcessorPil  # the PIL backend needs no torchvision
@@ -22,27 +22,27 @@ def _processor(size: int) -> Callable[[Path], None]:
     return write
 
 
-VIT_BASE = dict(
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    image_size=224,
-    patch_size=16,
-    num_labels=1000,
-)
+VIT_BASE = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "image_size": 224,
+    "patch_size": 16,
+    "num_labels": 1000,
+}
 VIT_LARGE = dict(
     VIT_BASE, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
 )
-TINY_VIT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    image_size=32,
-    patch_size=8,
-    num_labels=10,
-)
+TINY_VIT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "image_size": 32,
+    "patch_size": 8,
+    "num_labels": 10,
+}
 
 for _name, _model, _about in (
     (

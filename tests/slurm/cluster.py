@@ -6,7 +6,7 @@ engineer's cluster, a system munged). Clients find it through ``SLURM_CONF`` (se
 
 Follows /work/shared/slurm-local.md. Usable by hand::
 
-    python tests/slurm_cluster.py      # starts, prints `export SLURM_CONF=...`, waits for Ctrl-C
+    python tests/slurm/cluster.py      # starts, prints `export SLURM_CONF=...`, waits for Ctrl-C
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,15 +29,24 @@ class ClusterUnavailable(RuntimeError):
     """Slurm cannot be started here; the message says why."""
 
 
-def _which(name: str) -> str | None:
+def find_binary(name: str) -> str | None:
+    """A Slurm or munge program: on PATH, or in the sbin folders a non-root PATH lacks."""
     return shutil.which(name) or next(
         (str(p) for d in ("/usr/sbin", "/usr/bin", "/sbin") if (p := Path(d, name)).exists()), None
     )
 
 
-def why_unavailable() -> str | None:
-    """Why a cluster cannot be started on this machine, or None when it can be tried."""
-    missing = [n for n in DAEMONS + CLIENTS if _which(n) is None]
+def _which(name: str) -> str:
+    path = find_binary(name)
+    if path is None:
+        raise ClusterUnavailable(f"{name} not found")
+    return path
+
+
+def why_unavailable(which: Callable[[str], str | None] = find_binary) -> str | None:
+    """Why a cluster cannot be started on this machine, or None when it can be tried. ``which``
+    finds a program (tests pass their own)."""
+    missing = [n for n in DAEMONS + CLIENTS if which(n) is None]
     if missing:
         return (
             f"Slurm/munge binaries not found: {', '.join(missing)} "
@@ -215,9 +225,10 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Stop what this object started (by pid, newest first); cancel leftover jobs first."""
-        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
+        scancel = find_binary("scancel")
+        if scancel and "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             subprocess.run(
-                [_which("scancel"), "--user=root", "--full"],
+                [scancel, "--user=root", "--full"],
                 capture_output=True,
                 env={**os.environ, **self.env},
                 timeout=10,

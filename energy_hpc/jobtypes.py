@@ -1,0 +1,88 @@
+"""What a validated job file becomes: a :class:`Job` with its :class:`Measure` settings and its expanded
+:class:`Case` list, and the fixed choices a job file can make (dtypes, model sources, devices).
+
+These are plain frozen records. This module imports nothing of energy_hpc, so the workloads, the runner
+and the stores can all use the types; reading and checking job files is :mod:`energy_hpc.spec`, which
+asks the task and sensor registries what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DTYPES = ("fp32", "fp16", "bf16")
+SOURCES = ("local", "hub", "random")
+DEVICES = ("auto", "cpu", "cuda")
+SAMPLERS = ("auto", "process", "thread")
+COMPRESSIONS = ("none", "gzip", "lzf")
+# a job name becomes part of file names
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# the most cases one job file may expand into
+MAX_CASES = 10_000
+
+
+@dataclass(frozen=True)
+class Measure:
+    interval_ms: float = 10.0
+    idle_seconds: float = 2.0
+    warmup: int = 1
+    iterations: int = 3
+    cooldown_seconds: float = 0.0
+    sensors: tuple[str, ...] = ("auto",)
+    sensor_options: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    spill_seconds: float = 60.0
+    compression: str = "none"
+    # "process": a sampling child process (no GIL contention; best when inference runs on a GPU);
+    # "thread": in this process (best when inference keeps every CPU core busy); "auto": by device
+    sampler: str = "auto"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration. The unit of its task is the workload class's
+    (:func:`energy_hpc.workloads.registry.task_unit`)."""
+
+    index: int
+    task: str
+    model: str  # as written in the job file
+    source: str  # local | hub | random
+    model_path: str  # resolved local folder (local), hub id (hub) or config name/folder (random)
+    dtype: str
+    batch_size: int
+    options: Mapping[str, Any]
+    label: str = ""
+    warmup: int | None = None
+    iterations: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that identify the case in tables (JSON-serialisable)."""
+        label = {"label": self.label} if self.label else {}
+        return {
+            "task": self.task,
+            "model": self.model,
+            "source": self.source,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            **label,
+            **dict(self.options),
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    description: str
+    measure: Measure
+    cases: tuple[Case, ...]
+    path: str
+    text: str
+
+
+def case_json(case: Case) -> str:
+    """The case's parameters as JSON with sorted keys (what run files store)."""
+    return json.dumps(case.params(), sort_keys=True)

@@ -113,7 +113,7 @@ def main() -> int:
     import numpy as np
 
     from energy_hpc.gather import PIECE_SAMPLES, gather_and_write
-    from energy_hpc.store import RunHeader
+    from energy_hpc.store import RankRecord, RunHeader
     from energy_hpc.windows import WINDOW_DTYPE
 
     trace = fabricate(comm.rank, args.samples)
@@ -122,20 +122,9 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     quiet_wait(comm)
     before = rss_mb()
-    record = {
-        "host": "h",
-        "node": 0,
-        "local_rank": comm.rank,
-        "device_kind": "cpu",
-        "device_name": "",
-        "device_uuid": "",
-        "device_bus_id": "",
-        "visible_devices": "",
-        "status": "ok",
-        "error": "",
-        "sensors": "synthetic",
-        "sensors_skipped": "{}",
-    }
+    record = RankRecord(
+        host="h", node=0, local_rank=comm.rank, device_kind="cpu", status="ok", sensors="synthetic"
+    )
     gather_times, h5_times, status, file_bytes = [], [], "", 0
 
     def run_gather(k: int):
@@ -160,8 +149,6 @@ def main() -> int:
             time_offset=0.0,
             windows=np.zeros(0, WINDOW_DTYPE),
             rank_record=record,
-            node=0,
-            host="h",
             header=header,
             cases=[],
             out=args.out if root else None,
@@ -214,7 +201,7 @@ def main() -> int:
             "h5py_s_all": [round(x, 2) for x in h5_times],
             "h5py_MBps": round(nbytes / 1e6 / h, 1),
             "ratio": round(h / g, 2),
-            "ratios_paired": [round(b / a, 2) for a, b in zip(gather_times, h5_times)],
+            "ratios_paired": [round(b / a, 2) for a, b in zip(gather_times, h5_times, strict=True)],
             "rss_before_gather_MB": round(before, 1),
             "peak_rss_MB": round(gather_peak, 1),
             "piece_samples": args.piece or PIECE_SAMPLES,

@@ -38,6 +38,7 @@ from energy_hpc import settings
 from energy_hpc.context import Comm, PeerTimeout
 from energy_hpc.spill import Heartbeat, RankSpill, SpillPlan, missing_rank_record
 from energy_hpc.store import (
+    RankRecord,
     RunHeader,
     RunWriter,
     channel_record,
@@ -76,9 +77,7 @@ def gather_and_write(
     traces: Sequence[ChannelTrace],
     time_offset: float,
     windows: np.ndarray,
-    rank_record: dict[str, Any],
-    node: int,
-    host: str,
+    rank_record: RankRecord,
     header: RunHeader | None,
     cases: Sequence[dict] | None,
     out: Path | None,
@@ -99,8 +98,6 @@ def gather_and_write(
         time_offset=time_offset,
         windows=windows,
         rank_record=rank_record,
-        node=node,
-        host=host,
         header=header,
         cases=cases,
         out=out,
@@ -119,9 +116,7 @@ def gather(
     traces: Sequence[ChannelTrace],
     time_offset: float,
     windows: np.ndarray,
-    rank_record: dict[str, Any],
-    node: int,
-    host: str,
+    rank_record: RankRecord,
     header: RunHeader | None,
     cases: Sequence[dict] | None,
     out: Path | None,
@@ -135,7 +130,7 @@ def gather(
         piece = settings.current().gather_piece_samples
     meta = {
         "rank": rank_record,
-        "channels": [channel_record(t, comm.rank, host, node) for t in traces],
+        "channels": [channel_record(t, comm.rank, rank_record.host, rank_record.node) for t in traces],
         "n_windows": len(windows),
         "time_offset": float(time_offset),
     }
@@ -294,17 +289,12 @@ def _collect(
                     n_windows[r],
                     piece,
                 )
-        ranks = []
-        for r in range(comm.size):
-            if r in missing:
-                rec = missing_rank_record(r, missing[r], recovered.get(r))
-            else:
-                rec = dict(metas[r]["rank"])
-            ranks.append(dict(rec, rank=r))
+        ranks: list[RankRecord] = [
+            missing_rank_record(missing[r], recovered.get(r)) if r in missing else metas[r]["rank"]
+            for r in range(comm.size)
+        ]
         problems = [
-            f"rank {r}: {rec['status']}: {rec['error']}"
-            for r, rec in enumerate(ranks)
-            if rec["status"] != "ok"
+            f"rank {r}: {rec.status}: {rec.error}" for r, rec in enumerate(ranks) if rec.status != "ok"
         ]
         if problems:
             header.status, header.status_reason = "partial", "; ".join(problems)[:4000]
@@ -325,7 +315,7 @@ def _collect(
         int(first_window[-1]),
         f", {len(missing)} rank(s) missing" if missing else "",
     )
-    keep = set(missing) | {r for r, rec in enumerate(ranks) if rec.get("spill_only")}
+    keep = set(missing) | {r for r, rec in enumerate(ranks) if rec.spill_only}
     return GatherOutcome(path, header.status, missing, keep)
 
 

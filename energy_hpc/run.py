@@ -12,27 +12,50 @@ Per rank, in order:
 A case that raises is recorded as failed (window status, rank error) and the next case runs. A
 signal (SIGTERM, SIGINT, or the SIGUSR1 that Slurm sends before the time limit when asked with
 ``--signal``) closes the open windows as interrupted and writes what was measured as a partial run.
+
+:func:`run_job` runs three steps of a :class:`RankRun`: :meth:`RankRun.set_up` (1 and 2, then the
+spill folder and this rank's spill file), :meth:`RankRun.measure` (3, and stopping the sampler) and
+:meth:`RankRun.finish` (the rank's record closed, its last spill, the gather and write, the spill
+folder removed or kept), the signal handlers installed around the last two.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from energy_hpc import settings
 from energy_hpc.context import Comm, RankContext
 from energy_hpc.errors import UserError
 from energy_hpc.jobtypes import Case, Job, case_json
-from energy_hpc.store import RunHeader, check_output_dir, estimate_run_bytes, make_spill_dir, run_file_stem
+from energy_hpc.store import (
+    RankRecord,
+    RunHeader,
+    check_output_dir,
+    estimate_run_bytes,
+    make_spill_dir,
+    run_file_stem,
+)
 from energy_hpc.telemetry.base import SensorContext
-from energy_hpc.windows import Phase, WindowLog, to_array
+from energy_hpc.windows import Phase, Window, WindowLog, to_array
+
+if TYPE_CHECKING:
+    from energy_hpc.gather import GatherOutcome
+    from energy_hpc.spill import Spiller, SpillPlan
+    from energy_hpc.telemetry.sampler import ChannelTrace, SamplerLike
+    from energy_hpc.telemetry.sampler_proc import ProcessSampler
+    from energy_hpc.workloads.device import TorchDevice
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +78,16 @@ class CollectiveUserError(UserError):
         self.quiet = quiet
 
 
-def collective(comm: Comm, what: str, fn: Callable[[], Any]) -> Any:
+T = TypeVar("T")
+
+
+def collective(comm: Comm, what: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` on every rank; if it raised anywhere, raise it everywhere (only rank 0 prints it).
 
     Anything else than a UserError (a full quota while building a model, a CUDA error, a backend bug)
     is passed on too, with its type and its traceback logged where it happened: a rank that left
     alone would leave every other rank waiting in this gather until the job's time limit."""
-    result, message = None, ""
+    message = ""
     try:
         result = fn()
     except UserError as exc:
@@ -83,7 +109,7 @@ def collective(comm: Comm, what: str, fn: Callable[[], Any]) -> Any:
     first = comm.bcast(first, root=0)
     if first:
         raise CollectiveUserError(first, quiet=comm.rank != 0)
-    return result
+    return result  # fn returned here: had it raised, every rank would have raised above
 
 
 @dataclass
@@ -104,7 +130,7 @@ class _Signals:
         self.armed = False
         self._old: dict[int, Any] = {}
 
-    def _handler(self, signum: int, frame: Any) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.received:
             log.warning("%s received again; still writing what was measured", name)
@@ -145,38 +171,325 @@ def run_job(
     sensors: tuple[str, ...] | None = None,
     interval_ms: float | None = None,
     keep_spills: bool | None = None,
+    sleep: Callable[[float], None] | None = None,
+    process_sampler: Callable[[], ProcessSampler] | None = None,
 ) -> RunResult:
     """Measure ``job`` on this rank; rank 0 writes the run file into ``out``.
 
     Spills go to ``<out>/.<stem>.spill/`` every ``[measure] spill_seconds`` and are removed once the run
-    file is in place, unless ``keep_spills`` (default: the setting, ENERGY_HPC_KEEP_SPILLS=1)."""
-    from energy_hpc.gather import gather
-    from energy_hpc.spill import Spiller, SpillPlan, SpillWriter, rank_spill_path
+    file is in place, unless ``keep_spills`` (default: the setting, ENERGY_HPC_KEEP_SPILLS=1).
+    ``sleep`` waits through the idle and cool-down windows (default: a sleep in short steps);
+    ``process_sampler`` starts the sampling child where the run samples in a process (default:
+    :class:`~energy_hpc.telemetry.sampler_proc.ProcessSampler`). Tests pass their own."""
+    interval_s = (interval_ms or job.measure.interval_ms) / 1000.0
+    if keep_spills is None:
+        keep_spills = settings.current().keep_spills
+    run = RankRun.set_up(
+        job, out, ctx, comm, sensors=sensors, interval_s=interval_s, process_sampler=process_sampler
+    )
+    run.signals.install()
+    try:
+        run.measure(sleep or _sleep)
+        outcome = run.finish(keep_spills)
+    finally:
+        run.signals.restore()
+    return run.result(outcome)
+
+
+@dataclass
+class RankRun:
+    """One rank's run: what :meth:`set_up` made, and what :meth:`measure` adds for :meth:`finish`."""
+
+    job: Job
+    out: Path
+    ctx: RankContext
+    comm: Comm
+    device: TorchDevice
+    sampler: SamplerLike
+    header: RunHeader  # every rank's copy: in its spill file; rank 0 writes it into the run file
+    stem: str
+    offset: float  # monotonic value at the run's epoch on this node: run time = monotonic - offset
+    cases: list[dict[str, Any]]  # the /cases rows
+    record: RankRecord
+    windows: WindowLog
+    plan: SpillPlan
+    spiller: Spiller | None = None  # None when the spill file could not be made
+    signals: _Signals = field(default_factory=_Signals)
+    failures: list[str] = field(default_factory=list)
+    interrupted: str = ""  # the signal that ended the measuring
+
+    @classmethod
+    def set_up(
+        cls,
+        job: Job,
+        out: Path,
+        ctx: RankContext,
+        comm: Comm,
+        *,
+        sensors: tuple[str, ...] | None,
+        interval_s: float,
+        process_sampler: Callable[[], ProcessSampler] | None = None,
+    ) -> RankRun:
+        """Collective, before anything is measured: rank 0 checks the output folder; every rank learns
+        the run's epoch and stem, resolves its device, builds the models (node leaders), opens its
+        sensors and sampler; then the spill folder and this rank's spill file. A failure on any rank
+        raises the same :class:`CollectiveUserError` on every rank."""
+        from energy_hpc.spill import SpillPlan
+
+        measure, root = job.measure, ctx.is_root
+        collective(
+            comm,
+            "output",
+            lambda: (
+                check_output_dir(out, estimate_run_bytes(ctx.size, _expected_seconds(job), interval_s))
+                if root
+                else None
+            ),
+        )
+        # every rank knows the run's epoch and file stem before anything is measured
+        epoch_unix, stem = comm.bcast(
+            (time.time(), run_file_stem(job.name, ctx.slurm)) if root else None, root=0
+        )
+        offset = time.monotonic() - (time.time() - epoch_unix)
+
+        device = collective(comm, "device", lambda: _resolve_device(measure.device, ctx))
+        sampler, backends, skipped = _open_sampler(
+            job, ctx, comm, device, sensors or measure.sensors, interval_s, process_sampler
+        )
+        for name, why in skipped.items():
+            log.debug("sensor %s not used: %s", name, why)
+
+        # the spill folder, made once the set-up can no longer fail, is known to every rank before sampling
+        spill_folder = collective(comm, "spills", lambda: str(make_spill_dir(out, stem)) if root else None)
+        plan = SpillPlan(Path(comm.bcast(spill_folder, root=0)), measure.spill_seconds)
+        run = cls(
+            job=job,
+            out=out,
+            ctx=ctx,
+            comm=comm,
+            device=device,
+            sampler=sampler,
+            header=RunHeader(
+                job_name=job.name,
+                job_text=job.text,
+                job_path=job.path,
+                epoch_unix=epoch_unix,
+                n_ranks=ctx.size,
+                n_nodes=ctx.n_nodes,
+                launcher=ctx.launcher,
+                slurm=ctx.slurm,
+                interval_s=interval_s,
+            ),
+            stem=stem,
+            offset=offset,
+            cases=[_case_row(c) for c in job.cases],
+            record=RankRecord(
+                host=ctx.hostname,
+                node=ctx.node_index,
+                local_rank=ctx.local_rank,
+                device_kind=device.kind,
+                device_name=device.name,
+                device_uuid=device.uuid,
+                device_bus_id=device.bus_id,
+                visible_devices=(
+                    f"{ctx.visible_env}={','.join(ctx.visible_devices)}" if ctx.visible_env else ""
+                ),
+                status="running",
+                sensors=",".join(backends),
+                sensors_skipped=_json(skipped),
+            ),
+            windows=WindowLog(ctx.rank, clock=time.monotonic, sync=device.synchronize),
+            plan=plan,
+        )
+        run.spiller = run._spiller()
+        return run
+
+    def _spiller(self) -> Spiller | None:
+        """This rank's spill file and the thread that fills it; None (and a warning) if the file
+        cannot be made: the run goes on, only a crash would lose more."""
+        from energy_hpc.spill import Spiller, SpillWriter
+
+        rank, spill_seconds = self.ctx.rank, self.job.measure.spill_seconds
+        try:
+            writer = SpillWriter(
+                self.plan.path(rank),
+                self.header,
+                self.record,
+                rank=rank,
+                stem=self.stem,
+                spill_seconds=spill_seconds,
+                cases=self.cases,
+            )
+        except OSError as exc:
+            log.warning(
+                "rank %d: cannot create spill file in %s (%s); a crash would lose this rank's data",
+                rank,
+                self.plan.folder,
+                exc,
+            )
+            return None
+        return Spiller(
+            writer,
+            spill_seconds,
+            self.sampler.traces,
+            lambda: to_array(list(self.windows.windows), self.offset),
+            self.offset,
+            time.monotonic,
+        )
+
+    def measure(self, sleep: Callable[[float], None]) -> None:
+        """Sample through the idle window, every case and the cool-down, spilling as it goes.
+
+        A failing case is recorded and the next one runs. A signal (:class:`RunInterrupted`) or a
+        failure outside the cases ends the measuring: the open windows are closed as interrupted and
+        it is recorded. Either way the sampler is stopped and what it holds goes on to :meth:`finish`."""
+        m = self.job.measure
+        try:
+            # inside: a signal (or a failure) while sampling starts still reaches the gather
+            self.sampler.start()
+            if self.spiller:
+                self.spiller.start()
+            if m.idle_seconds > 0:
+                log.info("idle baseline: %.1f s", m.idle_seconds)
+                with self.windows.window(-1, Phase.IDLE):
+                    sleep(m.idle_seconds)
+            for case in self.job.cases:
+                self._case(case)
+            if m.cooldown_seconds > 0:
+                with self.windows.window(-1, Phase.COOLDOWN):
+                    sleep(m.cooldown_seconds)
+        except RunInterrupted as exc:
+            self.interrupted = exc.signame
+            self.windows.interrupt_open()
+            n = sum(w.status.value == "interrupted" for w in self.windows.windows)
+            log.warning("interrupted by %s: %d open window(s) closed as interrupted", exc.signame, n)
+        except Exception as exc:
+            msg = f"outside the cases: {type(exc).__name__}: {exc}"
+            log.error("rank %d: %s", self.ctx.rank, msg)
+            log.debug("%s", traceback.format_exc())
+            self.failures.append(msg)
+            self.windows.interrupt_open()
+        finally:
+            self.signals.disarm()
+            self.sampler.stop()
+            self.sampler.close_sensors()
+
+    def _case(self, case: Case) -> None:
+        """One case; its failure is recorded, never raised (one case failing must not lose the others)."""
+        try:
+            _run_case(self.job, case, self.device, self.windows, self.ctx.is_root)
+        except RunInterrupted:
+            raise
+        except (Exception, UserError) as exc:
+            msg = (
+                f"case {case.index} ({case.task} {case.model} {case.dtype} bs={case.batch_size}): "
+                f"{type(exc).__name__}: {exc}"
+            )
+            log.error("%s", msg)
+            log.debug("%s", traceback.format_exc())
+            self.failures.append(msg)
+
+    def finish(self, keep_spills: bool) -> GatherOutcome:
+        """Close this rank's record and its spill file, then the gather: rank 0 writes the run file
+        and removes the spill folder, or keeps the spills that hold what the file lacks (all of them
+        with ``keep_spills``)."""
+        from energy_hpc.gather import gather
+
+        if self.signals.received and not self.interrupted:
+            self.interrupted = self.signals.received
+        traces = self.sampler.traces()
+        self._close_record(traces)
+        outcome = gather(
+            self.comm,
+            traces=traces,
+            time_offset=self.offset,
+            windows=to_array(self.windows.windows, self.offset),
+            rank_record=self.record,
+            header=self.header,
+            cases=self.cases,
+            out=self.out,
+            stem=self.stem,
+            compression=self.job.measure.compression,
+            spills=self.plan,
+            interrupted=lambda: self.signals.received,
+        )
+        if self.ctx.is_root and outcome.path is not None:
+            self._clean_up(outcome, keep_spills)
+        return outcome
+
+    def _close_record(self, traces: Sequence[ChannelTrace]) -> None:
+        """The rank's status and errors, into its record and its spill file's last spill."""
+        lost = self.sampler.lost
+        if lost:  # the sampling child died: its samples since the last spill exist only in the spill
+            self.failures.append(
+                f"{lost}; this rank's samples are in its spill file in {self.plan.folder}: rebuild "
+                "the run with energy-hpc merge"
+            )
+            self.record.spill_only = True
+        status = "interrupted" if self.interrupted else ("failed" if self.failures else "ok")
+        error = "; ".join(
+            ([f"interrupted by {self.interrupted}"] if self.interrupted else [])
+            + self.failures
+            + self.sampler.hung_notes
+            + _sensor_notes(traces, self.offset)
+        )
+        self.record.status, self.record.error = status, error
+        if self.spiller:
+            self.spiller.stop(self.record)
+            if self.spiller.failed:
+                self.record.error = "; ".join(
+                    x for x in (error, f"spilling failed: {self.spiller.failed}") if x
+                )
+
+    def _clean_up(self, outcome: GatherOutcome, keep_spills: bool) -> None:
+        """Rank 0, once the run file is in place: the spill folder goes, but for what it must keep."""
+        signals, folder = self.signals, self.plan.folder
+        if signals.received_at is not None:
+            log.warning(
+                "run file written %.2f s after %s", time.monotonic() - signals.received_at, signals.received
+            )
+        if keep_spills:
+            log.info("spill files kept in %s", folder)
+        elif outcome.keep_spills:
+            # what a missing rank, or one whose sampler died, measured is only in its spill: keep those
+            for r in range(self.ctx.size):
+                if r not in outcome.keep_spills:
+                    self.plan.path(r).unlink(missing_ok=True)
+            log.warning(
+                "spill files of rank(s) %s kept in %s: they hold data the run file lacks "
+                "(energy-hpc merge rebuilds the run from them)",
+                ",".join(map(str, sorted(outcome.keep_spills))),
+                folder,
+            )
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def result(self, outcome: GatherOutcome) -> RunResult:
+        """What the run came to: on rank 0 the run's status, elsewhere this rank's."""
+        if not self.ctx.is_root:
+            status = self.record.status
+            return RunResult(outcome.path, "complete" if status == "ok" else status, self.failures)
+        status = "partial" if self.comm.abandoned else outcome.status
+        return RunResult(outcome.path, status, self.failures)
+
+
+def _open_sampler(
+    job: Job,
+    ctx: RankContext,
+    comm: Comm,
+    device: TorchDevice,
+    names: tuple[str, ...],
+    interval_s: float,
+    process_sampler: Callable[[], ProcessSampler] | None,
+) -> tuple[SamplerLike, list[str], dict[str, str]]:
+    """Collective: the node leaders build the models while the sampling process starts, then every
+    rank opens its sensors (in that process, or for a sampling thread here). Returns the sampler, the
+    backends opened and those skipped (with why). On a failure anywhere the sampling process is ended."""
     from energy_hpc.telemetry.registry import open_sensors
     from energy_hpc.telemetry.sampler import Sampler
 
     measure = job.measure
-    interval_s = (interval_ms or measure.interval_ms) / 1000.0
-    root = ctx.is_root
-    if keep_spills is None:
-        keep_spills = settings.current().keep_spills
-
-    collective(
-        comm,
-        "output",
-        lambda: (
-            check_output_dir(out, estimate_run_bytes(ctx.size, _expected_seconds(job), interval_s))
-            if root
-            else None
-        ),
-    )
-    # every rank knows the run's epoch and file stem before anything is measured
-    epoch_unix, stem = comm.bcast((time.time(), run_file_stem(job.name, ctx.slurm)) if root else None, root=0)
-    # monotonic value at the run's epoch on this node: run time = monotonic - offset
-    offset = time.monotonic() - (time.time() - epoch_unix)
-
-    device = collective(comm, "device", lambda: _resolve_device(measure.device, ctx))
-    child = _spawn_sampler(measure.sampler, device.kind)  # its interpreter starts while models prepare
+    child = _spawn_sampler(measure.sampler, device.kind, process_sampler)  # starts while models prepare
     try:
         collective(comm, "models", lambda: _prepare_models(job.cases, ctx.node_leader))
         comm.barrier()  # the node leaders have built what the other ranks will load
@@ -192,214 +505,24 @@ def run_job(
             node_devices=_node_devices(comm, ctx.node_index, device.bus_id),
             options=dict(measure.sensor_options),
         )
-        names = sensors or measure.sensors
         if child is not None:
-            sampler: Any = collective(comm, "sensors", lambda: child.open(names, sctx, interval_s))
-            backends, skipped = list(sampler.backends), dict(sampler.skipped)
-        else:
-            opened = collective(comm, "sensors", lambda: open_sensors(names, sctx))
-            sampler = Sampler(opened.sensors, interval_s)
-            backends, skipped = [s.backend for s in opened.sensors], dict(opened.skipped)
+            opened_child = collective(comm, "sensors", partial(child.open, names, sctx, interval_s))
+            return opened_child, list(opened_child.backends), dict(opened_child.skipped)
+        opened = collective(comm, "sensors", lambda: open_sensors(names, sctx))
+        sampler = Sampler(opened.sensors, interval_s)
+        return sampler, [s.backend for s in opened.sensors], dict(opened.skipped)
     except BaseException:
         if child is not None:
             child.abandon()
         raise
-    for name, why in skipped.items():
-        log.debug("sensor %s not used: %s", name, why)
-
-    # the spill folder, made once the set-up can no longer fail, is known to every rank before sampling
-    spill_folder = collective(comm, "spills", lambda: str(make_spill_dir(out, stem)) if root else None)
-    plan = SpillPlan(Path(comm.bcast(spill_folder, root=0)), measure.spill_seconds)
-
-    rank_record = {
-        "host": ctx.hostname,
-        "node": ctx.node_index,
-        "local_rank": ctx.local_rank,
-        "device_kind": device.kind,
-        "device_name": device.name,
-        "device_uuid": device.uuid,
-        "device_bus_id": device.bus_id,
-        "visible_devices": f"{ctx.visible_env}={','.join(ctx.visible_devices)}" if ctx.visible_env else "",
-        "status": "running",
-        "error": "",
-        "sensors": ",".join(backends),
-        "sensors_skipped": _json(skipped),
-    }
-    windows = WindowLog(ctx.rank, clock=time.monotonic, sync=device.synchronize)
-    run_attrs = {
-        "rank": ctx.rank,
-        "n_ranks": ctx.size,
-        "n_nodes": ctx.n_nodes,
-        "stem": stem,
-        "job_name": job.name,
-        "job_text": job.text,
-        "job_path": job.path,
-        "epoch_unix": epoch_unix,
-        "launcher": ctx.launcher,
-        "slurm_json": _json(ctx.slurm),
-        "interval_s": interval_s,
-        "spill_seconds": measure.spill_seconds,
-        "host": ctx.hostname,
-        "node": ctx.node_index,
-        "cases_json": _json([_case_row(c) for c in job.cases]),
-    }
-    spiller = None
-    try:
-        spill_writer = SpillWriter(rank_spill_path(plan.folder, ctx.rank), run_attrs, rank_record)
-    except OSError as exc:  # the run goes on; only a crash would lose more
-        log.warning(
-            "rank %d: cannot create spill file in %s (%s); a crash would lose this rank's data",
-            ctx.rank,
-            plan.folder,
-            exc,
-        )
-    else:
-        spiller = Spiller(
-            spill_writer,
-            measure.spill_seconds,
-            sampler.traces,
-            lambda: to_array(list(windows.windows), offset),
-            offset,
-            time.monotonic,
-            ctx.rank,
-            ctx.hostname,
-            ctx.node_index,
-        )
-    signals = _Signals()
-    failures: list[str] = []
-    interrupted = ""
-    signals.install()
-    try:
-        try:
-            # inside: a signal (or a failure) while sampling starts still reaches the gather
-            sampler.start()
-            if spiller:
-                spiller.start()
-            if measure.idle_seconds > 0:
-                log.info("idle baseline: %.1f s", measure.idle_seconds)
-                with windows.window(-1, Phase.IDLE):
-                    _sleep(measure.idle_seconds)
-            for case in job.cases:
-                try:
-                    _run_case(job, case, device, windows, root)
-                except RunInterrupted:
-                    raise
-                except (Exception, UserError) as exc:  # one case failing must not lose the others
-                    msg = (
-                        f"case {case.index} ({case.task} {case.model} {case.dtype} bs={case.batch_size}): "
-                        f"{type(exc).__name__}: {exc}"
-                    )
-                    log.error("%s", msg)
-                    log.debug("%s", traceback.format_exc())
-                    failures.append(msg)
-            if measure.cooldown_seconds > 0:
-                with windows.window(-1, Phase.COOLDOWN):
-                    _sleep(measure.cooldown_seconds)
-        except RunInterrupted as exc:
-            interrupted = exc.signame
-            windows.interrupt_open()
-            n = sum(w.status.value == "interrupted" for w in windows.windows)
-            log.warning("interrupted by %s: %d open window(s) closed as interrupted", exc.signame, n)
-        except Exception as exc:
-            msg = f"outside the cases: {type(exc).__name__}: {exc}"
-            log.error("rank %d: %s", ctx.rank, msg)
-            log.debug("%s", traceback.format_exc())
-            failures.append(msg)
-            windows.interrupt_open()
-        finally:
-            signals.disarm()
-            sampler.stop()
-            sampler.close_sensors()
-        if signals.received and not interrupted:
-            interrupted = signals.received
-        traces = sampler.traces()
-        lost = getattr(sampler, "lost", "")
-        if lost:  # the sampling child died: its samples since the last spill exist only in the spill
-            failures.append(
-                f"{lost}; this rank's samples are in its spill file in {plan.folder}: rebuild "
-                "the run with energy-hpc merge"
-            )
-            rank_record["spill_only"] = True
-        status = "interrupted" if interrupted else ("failed" if failures else "ok")
-        error = "; ".join(
-            ([f"interrupted by {interrupted}"] if interrupted else [])
-            + failures
-            + list(getattr(sampler, "hung_notes", []))
-            + _sensor_notes(traces, offset)
-        )
-        rank_record.update(status=status, error=error)
-        if spiller:
-            spiller.stop(rank_record)
-            if spiller.failed:
-                rank_record["error"] = "; ".join(
-                    x for x in (error, f"spilling failed: {spiller.failed}") if x
-                )
-        header = cases = None
-        if root:
-            header = RunHeader(
-                job_name=job.name,
-                job_text=job.text,
-                job_path=job.path,
-                epoch_unix=epoch_unix,
-                n_ranks=ctx.size,
-                n_nodes=ctx.n_nodes,
-                launcher=ctx.launcher,
-                slurm=ctx.slurm,
-                interval_s=interval_s,
-            )
-            cases = [_case_row(c) for c in job.cases]
-        outcome = gather(
-            comm,
-            traces=traces,
-            time_offset=offset,
-            windows=to_array(windows.windows, offset),
-            rank_record=rank_record,
-            node=ctx.node_index,
-            host=ctx.hostname,
-            header=header,
-            cases=cases,
-            out=out,
-            stem=stem,
-            compression=measure.compression,
-            spills=plan,
-            interrupted=lambda: signals.received,
-        )
-        path, run_status = outcome.path, outcome.status
-        if root and path is not None:
-            if signals.received_at is not None:
-                log.warning(
-                    "run file written %.2f s after %s",
-                    time.monotonic() - signals.received_at,
-                    signals.received,
-                )
-            if keep_spills:
-                log.info("spill files kept in %s", plan.folder)
-            elif outcome.keep_spills:
-                # what a missing rank, or one whose sampler died, measured is only in its spill: keep those
-                for r in range(ctx.size):
-                    if r not in outcome.keep_spills:
-                        rank_spill_path(plan.folder, r).unlink(missing_ok=True)
-                log.warning(
-                    "spill files of rank(s) %s kept in %s: they hold data the run file lacks "
-                    "(energy-hpc merge rebuilds the run from them)",
-                    ",".join(map(str, sorted(outcome.keep_spills))),
-                    plan.folder,
-                )
-            else:
-                shutil.rmtree(plan.folder, ignore_errors=True)
-    finally:
-        signals.restore()
-    if comm.abandoned and root:
-        run_status = "partial"
-    return RunResult(path, run_status if root else ("complete" if status == "ok" else status), failures)
 
 
-def _sensor_notes(traces: list, offset: float) -> list[str]:
+def _sensor_notes(traces: Sequence[ChannelTrace], offset: float) -> list[str]:
     """One note per channel whose reads failed (the gaps stay in the trace as NaN); a channel whose
     last reads all failed is said to have stopped answering, from when."""
     import numpy as np
 
-    notes = []
+    notes: list[str] = []
     for t in traces:
         if not t.errors:
             continue
@@ -429,8 +552,11 @@ def _expected_seconds(job: Job) -> float:
     return m.idle_seconds + m.cooldown_seconds + sum(per_case)
 
 
-def _spawn_sampler(mode: str, device_kind: str) -> Any:
-    """The sampling child process, or None for an in-process thread.
+def _spawn_sampler(
+    mode: str, device_kind: str, process_sampler: Callable[[], ProcessSampler] | None = None
+) -> ProcessSampler | None:
+    """The sampling child process (started by ``process_sampler``, by default a
+    :class:`~energy_hpc.telemetry.sampler_proc.ProcessSampler`), or None for an in-process thread.
 
     ``auto`` (the default) samples in a child process when the rank drives a GPU: the CPU has cores to
     spare and a thread would take the GIL from the inference loop 100 times a second (+2-3 %
@@ -445,7 +571,7 @@ def _spawn_sampler(mode: str, device_kind: str) -> Any:
     from energy_hpc.telemetry.sampler_proc import ProcessSampler
 
     try:
-        return ProcessSampler()
+        return (process_sampler or ProcessSampler)()
     except OSError as exc:
         log.warning("cannot start the sampling process (%s); sampling in a thread instead", exc)
         return None
@@ -465,7 +591,7 @@ def _node_devices(comm: Comm, node: int, bus_id: str) -> tuple[str, ...]:
     return tuple(sorted(set(by_node.get(node, ()))))
 
 
-def _bound_entries(ctx: RankContext, device: Any) -> tuple[str, ...]:
+def _bound_entries(ctx: RankContext, device: TorchDevice) -> tuple[str, ...]:
     """The visible-devices entry of the device this rank runs on (what sensors must map to)."""
     if device.kind == "cuda" and device.index is not None and device.index < len(ctx.visible_devices):
         return (ctx.visible_devices[device.index],)
@@ -473,8 +599,6 @@ def _bound_entries(ctx: RankContext, device: Any) -> tuple[str, ...]:
 
 
 def _json(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, sort_keys=True)
 
 
@@ -505,7 +629,7 @@ def _provenance(c: Case) -> str:
         return _json({"source": c.source, "model": c.model_path, "error": str(exc)})
 
 
-def _resolve_device(want: str, ctx: RankContext):
+def _resolve_device(want: str, ctx: RankContext) -> TorchDevice:
     from energy_hpc.workloads.device import resolve
 
     return resolve(want, ctx.bound_ordinal)
@@ -516,7 +640,7 @@ def _prepare_models(cases: tuple[Case, ...], leader: bool) -> None:
         return
     from energy_hpc.workloads.registry import workload_class
 
-    seen = set()
+    seen: set[tuple[Any, ...]] = set()
     for c in cases:
         key = (c.task, c.source, c.model_path, tuple(sorted((k, str(v)) for k, v in c.options.items())))
         if key not in seen:
@@ -524,7 +648,7 @@ def _prepare_models(cases: tuple[Case, ...], leader: bool) -> None:
             workload_class(c.task).prepare(c)
 
 
-def _run_case(job: Job, case: Case, device: Any, windows: WindowLog, root: bool) -> None:
+def _run_case(job: Job, case: Case, device: TorchDevice, windows: WindowLog, root: bool) -> None:
     from energy_hpc.workloads.registry import workload_class
 
     warmup = job.measure.warmup if case.warmup is None else case.warmup
@@ -549,7 +673,9 @@ def _run_case(job: Job, case: Case, device: Any, windows: WindowLog, root: bool)
             for i in range(n):
                 with windows.window(case.index, phase, i, unit=wl.unit) as w:
 
-                    def stage(name: str, unit: str = "", _p=phase, _i=i):
+                    def stage(
+                        name: str, unit: str = "", _p: Phase = phase, _i: int = i
+                    ) -> AbstractContextManager[Window]:
                         return windows.window(case.index, _p, _i, stage=name, unit=unit or wl.unit)
 
                     t0 = time.monotonic()

@@ -3,8 +3,9 @@ whole job loses at most one spill interval.
 
 Every rank writes ``<out>/.<run-stem>.spill/rank-NNNNN.h5`` (plain HDF5 through h5py):
 
-- root attributes: the run (job text, epoch, stem, rank count, ...) and this rank's record as JSON;
-  ``finished`` is 1 once the rank stopped sampling and wrote its last spill;
+- root attributes: the run's header (job text, epoch, rank count, ...: :class:`~energy_hpc.store.RunHeader`),
+  its stem and cases, who this rank is, and its :class:`~energy_hpc.store.RankRecord` as JSON
+  (``rank_json``); ``finished`` is 1 once the rank stopped sampling and wrote its last spill;
 - ``/traces/<j>``: one (4, n) float64 dataset per channel (time in run seconds, power W, energy J,
   sensor time s), chunked and resizable; each spill appends the samples taken since the last one;
 - ``/windows``: every window so far (WINDOW_DTYPE records); windows still open have status ``open``.
@@ -25,15 +26,16 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from energy_hpc import settings
 from energy_hpc.store import (
+    RankRecord,
     RunHeader,
     RunWriter,
     channel_record,
@@ -43,6 +45,9 @@ from energy_hpc.store import (
     temp_path,
 )
 from energy_hpc.windows import WINDOW_DTYPE
+
+if TYPE_CHECKING:
+    from energy_hpc.telemetry.sampler import ChannelTrace
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ def grace_seconds(spill_seconds: float) -> float:
     return max(3.0 * spill_seconds, 10.0)
 
 
-def pack(t: Any, offset: float) -> np.ndarray:
+def pack(t: ChannelTrace, offset: float) -> np.ndarray:
     """A ChannelTrace as a (4, n) float64 array in run time (time - offset)."""
     if not len(t.time):
         return np.empty((4, 0))
@@ -75,40 +80,85 @@ def windows_snapshot(windows: np.ndarray) -> np.ndarray:
     return w
 
 
-class SpillWriter:
-    """Appends one rank's traces and windows to its spill file."""
+def spill_attrs(
+    header: RunHeader,
+    record: RankRecord,
+    *,
+    rank: int,
+    stem: str,
+    spill_seconds: float,
+    cases: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The root attributes a spill file starts with (:func:`header_from_spill` reads the header back)."""
+    return {
+        "format": SPILL_FORMAT,
+        "spill_version": SPILL_VERSION,
+        "finished": 0,
+        "last_spill": math.nan,
+        "rank_json": json.dumps(record.as_dict()),
+        "channels_json": "[]",
+        "rank": rank,
+        "n_ranks": header.n_ranks,
+        "n_nodes": header.n_nodes,
+        "stem": stem,
+        "job_name": header.job_name,
+        "job_text": header.job_text,
+        "job_path": header.job_path,
+        "epoch_unix": header.epoch_unix,
+        "launcher": header.launcher,
+        "slurm_json": json.dumps(header.slurm, sort_keys=True),
+        "interval_s": header.interval_s,
+        "spill_seconds": spill_seconds,
+        "host": record.host,
+        "node": record.node,
+        "cases_json": json.dumps(list(cases), sort_keys=True),
+    }
 
-    def __init__(self, path: Path, run_attrs: dict[str, Any], rank_record: dict[str, Any]) -> None:
+
+def header_from_spill(attrs: Mapping[str, Any]) -> RunHeader:
+    """The run's header from a spill file's attributes (:func:`spill_attrs`)."""
+    return RunHeader(
+        job_name=str(attrs.get("job_name", "")),
+        job_text=str(attrs.get("job_text", "")),
+        job_path=str(attrs.get("job_path", "")),
+        epoch_unix=float(attrs.get("epoch_unix", 0.0)),
+        n_ranks=int(attrs.get("n_ranks", 1)),
+        n_nodes=int(attrs.get("n_nodes", 1)),
+        launcher=str(attrs.get("launcher", "")),
+        slurm=json.loads(attrs.get("slurm_json", "{}")),
+        interval_s=float(attrs.get("interval_s", 0.0)),
+    )
+
+
+class SpillWriter:
+    """Appends one rank's traces and windows to its spill file. The file starts with the run's
+    ``header``, the rank's ``record``, the run's ``stem``, ``spill_seconds`` and ``cases`` rows."""
+
+    def __init__(
+        self,
+        path: Path,
+        header: RunHeader,
+        record: RankRecord,
+        *,
+        rank: int,
+        stem: str,
+        spill_seconds: float = math.nan,
+        cases: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         import h5py
 
-        self.path = path
+        self.path, self.rank, self.host, self.node = path, rank, record.host, record.node
         self.f = h5py.File(path, "w")
         self.f.attrs.update(
-            {
-                "format": SPILL_FORMAT,
-                "spill_version": SPILL_VERSION,
-                "finished": 0,
-                "last_spill": math.nan,
-                "rank_json": json.dumps(rank_record),
-                "channels_json": "[]",
-            }
+            spill_attrs(header, record, rank=rank, stem=stem, spill_seconds=spill_seconds, cases=cases)
         )
-        self.f.attrs.update({k: v for k, v in run_attrs.items() if v is not None})
         self.traces = self.f.create_group("traces")
         self.f.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW_DTYPE, chunks=(256,))
         self.n_spilled = 0  # samples per channel already on disk
         self.f.flush()
 
     def append(
-        self,
-        traces: Sequence[Any],
-        offset: float,
-        windows: np.ndarray,
-        *,
-        rank: int,
-        host: str,
-        node: int,
-        last_time: float,
+        self, traces: Sequence[ChannelTrace], offset: float, windows: np.ndarray, *, last_time: float
     ) -> None:
         """Add the samples ``traces`` hold (those taken since the last spill) and rewrite the windows."""
         records = []
@@ -124,7 +174,7 @@ class SpillWriter:
             if data.shape[1]:
                 ds.resize(n0 + data.shape[1], axis=1)
                 ds[:, n0:] = data
-            rec = channel_record(t, rank, host, node)
+            rec = channel_record(t, self.rank, self.host, self.node)
             rec["n_samples"] = n0 + data.shape[1]
             records.append(rec)
         if traces:
@@ -139,8 +189,8 @@ class SpillWriter:
         self.f.flush()
         os.utime(self.path)  # the heartbeat other ranks watch, even when a spill had nothing new
 
-    def finish(self, rank_record: dict[str, Any]) -> None:
-        self.f.attrs["rank_json"] = json.dumps(rank_record)
+    def finish(self, record: RankRecord) -> None:
+        self.f.attrs["rank_json"] = json.dumps(record.as_dict())
         self.f.attrs["finished"] = 1
         self.close()
 
@@ -163,17 +213,13 @@ class Spiller:
         self,
         writer: SpillWriter,
         interval_s: float,
-        traces_since: Callable[[int], Sequence[Any]],
+        traces_since: Callable[[int], Sequence[ChannelTrace]],
         windows: Callable[[], np.ndarray],
         offset: float,
-        clock: Callable[[], float],
-        rank: int,
-        host: str,
-        node: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.writer, self.interval_s = writer, interval_s
         self.traces_since, self.windows, self.offset, self.clock = traces_since, windows, offset, clock
-        self.rank, self.host, self.node = rank, host, node
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -199,9 +245,6 @@ class Spiller:
                     self.traces_since(self.writer.n_spilled),
                     self.offset,
                     self.windows(),
-                    rank=self.rank,
-                    host=self.host,
-                    node=self.node,
                     last_time=self.clock() - self.offset,
                 )
             except (OSError, ValueError, RuntimeError) as exc:  # h5py raises these for I/O failures
@@ -225,7 +268,7 @@ class Spiller:
         self._thread.start()
         return self
 
-    def stop(self, rank_record: dict[str, Any]) -> None:
+    def stop(self, record: RankRecord) -> None:
         """Stop the thread, write the last spill (everything up to now) and mark the file finished."""
         self._stop.set()
         if self._thread is not None:
@@ -234,7 +277,7 @@ class Spiller:
         with self._lock:
             try:
                 if not self.failed:
-                    self.writer.finish(rank_record)
+                    self.writer.finish(record)
             except (OSError, ValueError, RuntimeError) as exc:
                 log.warning("spill %s: could not mark finished: %s", self.writer.path, exc)
             finally:
@@ -345,7 +388,7 @@ class RankSpill:
 
     path: Path
     attrs: dict[str, Any]
-    rank_record: dict[str, Any]
+    rank_record: RankRecord
     channels: list[dict[str, Any]]
     windows: np.ndarray
     finished: bool
@@ -384,7 +427,7 @@ class RankSpill:
         return cls(
             path=path,
             attrs=a,
-            rank_record=json.loads(a.get("rank_json", "{}")),
+            rank_record=RankRecord.from_dict(json.loads(a.get("rank_json", "{}"))),
             channels=channels,
             windows=windows,
             finished=bool(a.get("finished", 0)),
@@ -418,49 +461,20 @@ class RankSpill:
             self._file.close()
 
 
-def header_from_spill(attrs: dict[str, Any]) -> RunHeader:
-    return RunHeader(
-        job_name=str(attrs.get("job_name", "")),
-        job_text=str(attrs.get("job_text", "")),
-        job_path=str(attrs.get("job_path", "")),
-        epoch_unix=float(attrs.get("epoch_unix", 0.0)),
-        n_ranks=int(attrs.get("n_ranks", 1)),
-        n_nodes=int(attrs.get("n_nodes", 1)),
-        launcher=str(attrs.get("launcher", "")),
-        slurm=json.loads(attrs.get("slurm_json", "{}")),
-        interval_s=float(attrs.get("interval_s", 0.0)),
-    )
-
-
-def missing_rank_record(rank: int, why: str, spill: RankSpill | None) -> dict[str, Any]:
+def missing_rank_record(why: str, spill: RankSpill | None) -> RankRecord:
     """The ``/ranks`` row of a rank whose data came from its spill file (or not at all)."""
-    base = {
-        "host": "",
-        "node": -1,
-        "local_rank": -1,
-        "device_kind": "",
-        "device_name": "",
-        "device_uuid": "",
-        "device_bus_id": "",
-        "visible_devices": "",
-        "sensors": "",
-        "sensors_skipped": "{}",
-    }
-    if spill is not None:
-        base.update({k: v for k, v in spill.rank_record.items() if k in base})
-        if spill.finished:
-            kept = "all it measured recovered from its spill file"
-        else:
-            kept = (
-                f"what it measured up to its last spill (t={spill.last_spill:.1f} s) recovered from its "
-                "spill file"
-            )
-        earlier = spill.rank_record.get("error", "")
-        error = f"{why}; {kept}" + (f"; it had reported: {earlier}" if earlier else "")
+    if spill is None:
+        return RankRecord(status="missing", error=f"{why}; nothing recovered")
+    if spill.finished:
+        kept = "all it measured recovered from its spill file"
     else:
-        error = f"{why}; nothing recovered"
-    base.update(status="missing", error=error)
-    return base
+        kept = (
+            f"what it measured up to its last spill (t={spill.last_spill:.1f} s) recovered from its "
+            "spill file"
+        )
+    earlier = spill.rank_record.error
+    error = f"{why}; {kept}" + (f"; it had reported: {earlier}" if earlier else "")
+    return replace(spill.rank_record, status="missing", error=error, spill_only=False)
 
 
 def rebuild(
@@ -504,18 +518,18 @@ def rebuild(
     header = header_from_spill(first.attrs)
     n_ranks = header.n_ranks
     check_output_dir(out)
-    ranks, problems = [], []
+    ranks: list[RankRecord] = []
+    problems: list[str] = []
     for r in range(n_ranks):
-        s = spills.get(r)
-        if s is not None and s.finished:
-            rec = dict(s.rank_record)
-            if rec.get("status", "ok") != "ok":
-                problems.append(f"rank {r}: {rec['status']}: {rec.get('error', '')}")
+        spill = spills.get(r)
+        if spill is not None and spill.finished:
+            rec = spill.rank_record
+            if rec.status != "ok":
+                problems.append(f"rank {r}: {rec.status}: {rec.error}")
         else:
-            why = broken.get(r, "no spill file" if s is None else "did not finish")
-            rec = missing_rank_record(r, why, s)
-            problems.append(f"rank {r}: {rec['error']}")
-        rec["rank"] = r
+            why = broken.get(r, "no spill file" if spill is None else "did not finish")
+            rec = missing_rank_record(why, spill)
+            problems.append(f"rank {r}: {rec.error}")
         ranks.append(rec)
     reason = "rebuilt from spills" + (": " + "; ".join(problems) if problems else "")
     header.status, header.status_reason = "partial", reason[:4000]

@@ -22,8 +22,8 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -95,20 +95,6 @@ WINDOW_FIELDS: dict[str, tuple[str, str, str]] = {
     "aux_unit": ("str", "1", "what the second count is"),
     "status": ("str", "1", "ok, interrupted or failed"),
 }
-RANK_FIELDS: dict[str, tuple[str, str, str]] = {
-    "host": ("str", "1", "host name"),
-    "node": ("i4", "1", "node index within the job"),
-    "local_rank": ("i4", "1", "rank within the node"),
-    "device_kind": ("str", "1", "cpu or cuda"),
-    "device_name": ("str", "1", "device the rank ran on"),
-    "device_uuid": ("str", "1", "its UUID"),
-    "device_bus_id": ("str", "1", "its PCI bus id"),
-    "visible_devices": ("str", "1", "VAR=value the rank was started with"),
-    "status": ("str", "1", "ok, failed (some cases failed), interrupted, missing"),
-    "error": ("str", "1", "what went wrong, if anything"),
-    "sensors": ("str", "1", "sensor backends opened"),
-    "sensors_skipped": ("str", "1", "JSON: backend -> why it was not used"),
-}
 CASE_FIELDS: dict[str, tuple[str, str, str]] = {
     "task": ("str", "1", "task"),
     "model": ("str", "1", "model as named in the job file"),
@@ -119,6 +105,59 @@ CASE_FIELDS: dict[str, tuple[str, str, str]] = {
     "unit": ("str", "1", "unit of work"),
     "params": ("str", "1", "JSON of every case parameter, task options included"),
     "provenance": ("str", "1", "JSON: where the model came from (folder, hub revision, random weights)"),
+}
+
+
+def _var(kind: str, units: str, long_name: str) -> dict[str, tuple[str, str, str]]:
+    """Field metadata: the field is a ``/ranks`` variable of this dtype, units and long name."""
+    return {"var": (kind, units, long_name)}
+
+
+@dataclass
+class RankRecord:
+    """What one rank says about itself: its row of ``/ranks``, the ``rank_json`` attribute of its spill
+    file, and its report to rank 0 in the gather. The one place these fields are listed: each field
+    with ``var`` metadata is a ``/ranks`` variable (:data:`RANK_FIELDS`, in this order)."""
+
+    host: str = field(default="", metadata=_var("str", "1", "host name"))
+    node: int = field(default=-1, metadata=_var("i4", "1", "node index within the job"))
+    local_rank: int = field(default=-1, metadata=_var("i4", "1", "rank within the node"))
+    device_kind: str = field(default="", metadata=_var("str", "1", "cpu or cuda"))
+    device_name: str = field(default="", metadata=_var("str", "1", "device the rank ran on"))
+    device_uuid: str = field(default="", metadata=_var("str", "1", "its UUID"))
+    device_bus_id: str = field(default="", metadata=_var("str", "1", "its PCI bus id"))
+    visible_devices: str = field(default="", metadata=_var("str", "1", "VAR=value the rank was started with"))
+    status: str = field(
+        default="running",
+        metadata=_var("str", "1", "ok, failed (some cases failed), interrupted, missing"),
+    )
+    error: str = field(default="", metadata=_var("str", "1", "what went wrong, if anything"))
+    sensors: str = field(default="", metadata=_var("str", "1", "sensor backends opened"))
+    sensors_skipped: str = field(
+        default="{}", metadata=_var("str", "1", "JSON: backend -> why it was not used")
+    )
+    # not in the run file: the rank's samples since its last spill were lost (its sampling process
+    # died), so its spill file holds data the run file lacks and is kept
+    spill_only: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (``spill_only`` only when set, as spill files have always had it)."""
+        d = asdict(self)
+        if not self.spill_only:
+            del d["spill_only"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RankRecord:
+        """A record from :meth:`as_dict` (a spill file's ``rank_json``); unknown keys are ignored and
+        missing ones take their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# the /ranks variables: name -> (dtype, units, long_name), from RankRecord
+RANK_FIELDS: dict[str, tuple[str, str, str]] = {
+    f.name: f.metadata["var"] for f in fields(RankRecord) if "var" in f.metadata
 }
 
 
@@ -183,7 +222,11 @@ class _NcFile:
         return ds
 
     def table(
-        self, group: Any, dim: str, fields: dict[str, tuple[str, str, str]], rows: Sequence[dict[str, Any]]
+        self,
+        group: Any,
+        dim: str,
+        fields: dict[str, tuple[str, str, str]],
+        rows: Sequence[Mapping[str, Any]],
     ) -> dict[str, Any]:
         self.dimension(group, dim, len(rows))
         out = {}
@@ -354,9 +397,16 @@ class RunWriter:
                 col = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in col], dtype=object)
             self._windows[name][start:end] = col
 
-    def write_tables(self, ranks: Sequence[dict], windows: np.ndarray | None, cases: Sequence[dict]) -> None:
-        """``/ranks`` and ``/cases``; and ``/windows`` too unless it was written in pieces."""
-        self.nc.table(self.nc.group("ranks"), "rank", RANK_FIELDS, ranks)
+    def write_tables(
+        self,
+        ranks: Sequence[RankRecord | Mapping[str, Any]],
+        windows: np.ndarray | None,
+        cases: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """``/ranks`` (one record per rank, in rank order) and ``/cases``; and ``/windows`` too unless
+        it was written in pieces."""
+        rows = [r.as_dict() if isinstance(r, RankRecord) else r for r in ranks]
+        self.nc.table(self.nc.group("ranks"), "rank", RANK_FIELDS, rows)
         if windows is not None:
             self.begin_windows(len(windows))
             self.write_windows(0, windows)

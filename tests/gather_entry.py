@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from energy_hpc.context import MpiComm
 
 comm = MpiComm()
 
 from energy_hpc.gather import gather_and_write  # noqa: E402
-from energy_hpc.store import RunHeader  # noqa: E402
+from energy_hpc.store import RankRecord, RunHeader  # noqa: E402
 from energy_hpc.telemetry.base import ChannelInfo, Scope  # noqa: E402
 from energy_hpc.telemetry.sampler import ChannelTrace  # noqa: E402
 from energy_hpc.windows import WINDOW_DTYPE  # noqa: E402
@@ -64,20 +62,9 @@ def main() -> None:
     windows = np.zeros(comm.rank + 1, WINDOW_DTYPE)
     windows["rank"] = comm.rank
     windows["start"] = np.arange(comm.rank + 1)
-    record = {
-        "host": "h",
-        "node": 0,
-        "local_rank": comm.rank,
-        "device_kind": "cpu",
-        "device_name": "",
-        "device_uuid": "",
-        "device_bus_id": "",
-        "visible_devices": "",
-        "status": "ok",
-        "error": "",
-        "sensors": "synthetic",
-        "sensors_skipped": "{}",
-    }
+    record = RankRecord(
+        host="h", node=0, local_rank=comm.rank, device_kind="cpu", status="ok", sensors="synthetic"
+    )
     root = comm.rank == 0
     header = (
         RunHeader(
@@ -99,8 +86,6 @@ def main() -> None:
         time_offset=offset(comm.rank),
         windows=windows,
         rank_record=record,
-        node=0,
-        host="h",
         header=header,
         cases=[],
         out=out if root else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 HELP = "run a job file: sample power around its inference on every rank, write one run file"
@@ -38,9 +39,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     mpi.add_argument("--no-mpi", dest="mpi", action="store_false", help="never initialise MPI")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, sleep: Callable[[float], None] | None = None) -> int:
+    """The command; ``sleep`` is passed on to :func:`~energy_hpc.run.run_job` (tests inject a fault with it)."""
     from energy_hpc import settings
     from energy_hpc.context import detect
+    from energy_hpc.jobtypes import Job
     from energy_hpc.run import CollectiveUserError, run_job
     from energy_hpc.spec import load_job, parse_job
 
@@ -50,20 +53,20 @@ def run(args: argparse.Namespace) -> int:
     ctx, comm = detect(force_mpi=args.mpi)
     if not ctx.is_root and args.verbose == 0:
         logging.getLogger("energy_hpc").setLevel(logging.WARNING)
-    job, err = None, ""
+    loaded: Job | None = None
+    err: Exception | None = None
     if ctx.is_root:
         try:
-            job = load_job(args.job)
+            loaded = load_job(args.job)
         except Exception as exc:
             err = exc
     err_text = comm.bcast(str(err) if err else "", root=0)
     if err_text:
-        if ctx.is_root:
+        if err is not None:
             raise err
         raise CollectiveUserError(err_text, quiet=True)
-    text_path = comm.bcast((job.text, job.path) if ctx.is_root else None, root=0)
-    if not ctx.is_root:
-        job = parse_job(*text_path)
+    text_path = comm.bcast((loaded.text, loaded.path) if loaded is not None else None, root=0)
+    job = loaded if loaded is not None else parse_job(*text_path)
     sensors = tuple(s.strip() for s in args.sensors.split(",") if s.strip()) if args.sensors else None
     if sensors:
         from energy_hpc.errors import SpecError
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         sensors=sensors,
         interval_ms=args.interval_ms,
         keep_spills=args.keep_spills,
+        sleep=sleep,
     )
     if result.path is not None:
         print(result.path)

@@ -4,6 +4,9 @@ The sampler reads every sensor once per tick on an absolute schedule (tick k at 
 so a late tick does not push the ones after it), timestamps each read with the monotonic clock at
 the middle of the read, and keeps the values in preallocated numpy blocks (no per-sample objects).
 A read that fails becomes a NaN row and is counted per channel; the run goes on.
+
+:class:`SamplerLike` is what the runner needs of a sampler; :class:`Sampler` (a thread) and
+:class:`~energy_hpc.telemetry.sampler_proc.ProcessSampler` (a child process) both have it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -36,6 +40,45 @@ class ChannelTrace:
     energy: np.ndarray  # float64 J (cumulative counter), NaN where none
     sensor_time: np.ndarray  # float64 s, the sensor's own timestamp, NaN where none
     errors: int = 0  # reads that failed on this channel
+
+
+class SamplerLike(Protocol):
+    """What the runner uses of a sampler, in-process thread or child process alike."""
+
+    @property
+    def channels(self) -> list[ChannelInfo]:
+        """The channels sampled, in the order :meth:`traces` returns them."""
+        ...
+
+    @property
+    def hung_notes(self) -> list[str]:
+        """Why sensors were given up as hung; empty when none was."""
+        ...
+
+    @property
+    def lost(self) -> str:
+        """Why the samples not yet handed over were lost (a sampling process that died), or ''."""
+        ...
+
+    def start(self) -> SamplerLike:
+        """Take the first sample and go on sampling in the background."""
+        ...
+
+    def stop(self) -> None:
+        """Take a last sample and stop."""
+        ...
+
+    def traces(self, start: int | None = None) -> list[ChannelTrace]:
+        """What was sampled from sample ``start`` on, one trace per channel; safe while sampling."""
+        ...
+
+    def n_samples(self) -> list[int]:
+        """Samples taken so far, per sensor."""
+        ...
+
+    def close_sensors(self) -> None:
+        """Close the sensors (after :meth:`stop`)."""
+        ...
 
 
 class _SensorBuffer:
@@ -286,6 +329,11 @@ class Sampler:
     def hung_notes(self) -> list[str]:
         """Why sensors were given up as hung (see the class docstring); empty when none was."""
         return list(self.hung.values())
+
+    @property
+    def lost(self) -> str:
+        """Always '': the samples are in this process, none can be lost with another one."""
+        return ""
 
     def n_samples(self) -> list[int]:
         return [len(b) for b in self._buffers]

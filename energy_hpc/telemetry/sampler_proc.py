@@ -11,8 +11,9 @@ The child ignores SIGINT, SIGTERM and SIGUSR1: under Slurm those reach every pro
 and the parent must be able to stop the sampler and collect its samples after such a signal. It exits
 when told to, or when its command pipe closes (the parent died).
 
-:class:`ProcessSampler` has the :class:`Sampler` API the runner uses (start, stop, traces,
-n_samples, channels, close_sensors), plus ``backends`` and ``skipped`` from opening the sensors.
+:class:`ProcessSampler` is a :class:`~energy_hpc.telemetry.sampler.SamplerLike`, what the runner uses
+of a sampler (start, stop, traces, n_samples, channels, close_sensors, hung_notes, lost), plus
+``backends`` and ``skipped`` from opening the sensors.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from energy_hpc import errors, settings
 from energy_hpc.telemetry.base import ChannelInfo, SensorContext
@@ -37,14 +38,14 @@ log = logging.getLogger(__name__)
 _LEN = struct.Struct("<Q")
 
 
-def _send(stream: BinaryIO, obj: Any) -> None:
+def _send(stream: IO[bytes], obj: Any) -> None:
     data = pickle.dumps(obj, protocol=5)
     stream.write(_LEN.pack(len(data)))
     stream.write(data)
     stream.flush()
 
 
-def _recv(stream: BinaryIO) -> Any:
+def _recv(stream: IO[bytes]) -> Any:
     head = stream.read(_LEN.size)
     if len(head) < _LEN.size:
         raise EOFError("sampler process closed its pipe")
@@ -89,6 +90,9 @@ class ProcessSampler:
             env=env,
             close_fds=True,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
+        self._to_child: IO[bytes] = self.proc.stdin
+        self._from_child: IO[bytes] = self.proc.stdout
 
     def open(self, names: Sequence[str], ctx: SensorContext, interval_s: float) -> ProcessSampler:
         from energy_hpc.telemetry import registry
@@ -124,15 +128,15 @@ class ProcessSampler:
             if self._dead:
                 raise SamplerProcessError(self._dead)
             try:
-                _send(self.proc.stdin, msg)
-                return _recv(self.proc.stdout)
+                _send(self._to_child, msg)
+                return _recv(self._from_child)
             except (EOFError, BrokenPipeError, OSError) as exc:
                 code = self.proc.poll()
                 self._dead = f"sampler process ended (exit status {code}): {exc}"
                 raise SamplerProcessError(self._dead) from None
 
     def _finish(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self._to_child, self._from_child):
             try:
                 stream.close()
             except OSError:

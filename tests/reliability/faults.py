@@ -42,5 +42,5 @@ def finish(p: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
     except subprocess.TimeoutExpired:
         p.kill()
         out, err = p.communicate()
-        raise AssertionError(f"process did not end within {timeout} s; stderr:\n{err[-3000:]}")
+        raise AssertionError(f"process did not end within {timeout} s; stderr:\n{err[-3000:]}") from None
     return p.returncode, out, err

@@ -46,7 +46,7 @@ def test_exception_outside_the_cases_still_joins_the_gather(tmp_path: Path) -> N
     job = tmp_path / "job.toml"
     job.write_text(sleep_job(iterations=3, seconds=0.1))
     p = start("run", str(job), "-o", str(tmp_path / "out"), mpi=2, env={"ENERGY_HPC_TEST_FAULT": "outside:1"})
-    rc, out, err = finish(p)
+    rc, out, _ = finish(p)
     assert rc != 0
     [path] = _run_files(tmp_path / "out")
     assert out.strip() == str(path)
@@ -71,7 +71,7 @@ def test_kill_9_of_one_rank_loses_at_most_one_spill_interval(tmp_path: Path) -> 
         victim = int((tmp_path / "rank-1.pid").read_text())
         os.kill(victim, signal.SIGKILL)
         killed_at = time.time()
-        rc, _, err = finish(p, 60)
+        rc, _, _ = finish(p, 60)
     finally:
         if p.poll() is None:
             p.kill()
@@ -152,7 +152,7 @@ def test_signal_writes_a_partial_run_quickly(tmp_path: Path, signame: str, mpi: 
         sent = time.monotonic()
         wait_for(lambda: bool(_run_files(out)), 30, "the run file")
         to_disk = time.monotonic() - sent
-        rc, stdout, err = finish(p, 30)
+        rc, _, err = finish(p, 30)
     finally:
         if p.poll() is None:
             p.kill()

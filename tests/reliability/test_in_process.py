@@ -18,6 +18,8 @@ from energy_hpc.errors import RunFileError
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
 from energy_hpc.spill import Liveness, RankSpill, SpillWriter, rebuild
+from energy_hpc.store import RankRecord, RunHeader
+from energy_hpc.telemetry.sampler_proc import ProcessSampler
 from energy_hpc.windows import WINDOW_DTYPE
 from reliability import testkit
 
@@ -40,6 +42,11 @@ def kit(monkeypatch: pytest.MonkeyPatch) -> None:
     testkit.install(monkeypatch)
 
 
+HEADER = RunHeader(
+    job_name="x", job_text="", job_path="", epoch_unix=0.0, n_ranks=1, n_nodes=1, launcher="single"
+)
+
+
 def _run(tmp_path: Path, body: str, **kw):
     job = parse_job(body, tmp_path / "job.toml")
     return run_job(job, tmp_path / "out", CTX, SingleComm(), **kw)
@@ -56,7 +63,7 @@ def test_kept_spills_hold_what_the_run_file_holds(tmp_path: Path) -> None:
     [folder] = (tmp_path / "out").glob(".*.spill")
     s = RankSpill.open(folder / "rank-00000.h5")
     try:
-        assert s.finished and s.rank_record["status"] == "ok"
+        assert s.finished and s.rank_record.status == "ok"
         tr = xr.open_dataset(r.path, group="traces", engine="h5netcdf")
         n = int(tr["n_samples"].values[0])
         assert s.channels[0]["n_samples"] == n
@@ -155,14 +162,10 @@ def test_merge_command_rejects_a_folder_without_spills(tmp_path: Path) -> None:
 
 
 def test_spill_of_an_open_window_is_closed_as_interrupted_on_rebuild(tmp_path: Path) -> None:
-    w = SpillWriter(
-        tmp_path / "rank-00000.h5",
-        {"rank": 0, "n_ranks": 1, "stem": "x", "job_name": "x"},
-        {"status": "running"},
-    )
+    w = SpillWriter(tmp_path / "rank-00000.h5", HEADER, RankRecord(host="h", node=0), rank=0, stem="x")
     win = np.zeros(2, WINDOW_DTYPE)
     win["start"], win["end"], win["status"] = [0.0, 1.0], [0.5, np.nan], b"ok"
-    w.append([], 0.0, win, rank=0, host="h", node=0, last_time=2.5)
+    w.append([], 0.0, win, last_time=2.5)
     w.close()
     s = RankSpill.open(tmp_path / "rank-00000.h5")
     closed = s.windows_closed()
@@ -193,25 +196,19 @@ def test_liveness_follows_the_spill_file_not_the_clock(tmp_path: Path) -> None:
     assert "no spill file" in gone.why_dead()
 
 
-def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_sampling_child_that_dies_marks_the_rank_and_keeps_its_spill(tmp_path: Path) -> None:
     """GPU ranks sample in a child process; if it dies, the rank says so and its spill is kept,
     with its channels, for energy-hpc merge."""
     import threading
 
-    from energy_hpc.telemetry.sampler_proc import ProcessSampler
+    class StartThenDie(ProcessSampler):
+        def start(self) -> ProcessSampler:
+            super().start()
+            threading.Timer(1.3, self.proc.kill).start()  # after the first spill (spill_seconds = 1)
+            return self
 
-    real_start = ProcessSampler.start
-
-    def start_then_die(self):
-        real_start(self)
-        threading.Timer(1.3, self.proc.kill).start()  # after the first spill (spill_seconds = 1)
-        return self
-
-    monkeypatch.setattr(ProcessSampler, "start", start_then_die)
     with settings.override(sampler="process"):
-        r = _run(tmp_path, testkit.sleep_job(iterations=12, seconds=0.2))
+        r = _run(tmp_path, testkit.sleep_job(iterations=12, seconds=0.2), process_sampler=StartThenDie)
     assert r.status == "partial"
     ranks = xr.open_dataset(r.path, group="ranks", engine="h5netcdf")
     assert ranks["status"].values[0] == "failed"
@@ -270,16 +267,12 @@ def test_a_signal_while_sampling_starts_still_writes_the_run(tmp_path: Path) -> 
 def test_a_rank_whose_spilling_failed_still_looks_alive(tmp_path: Path) -> None:
     from energy_hpc.spill import Spiller
 
-    w = SpillWriter(
-        tmp_path / "rank-00000.h5",
-        {"rank": 0, "n_ranks": 1, "stem": "x", "job_name": "x"},
-        {"status": "running"},
-    )
+    w = SpillWriter(tmp_path / "rank-00000.h5", HEADER, RankRecord(host="h", node=0), rank=0, stem="x")
 
     def disk_full(start: int):
         raise OSError(28, "No space left on device")
 
-    sp = Spiller(w, 0.05, disk_full, lambda: np.zeros(0, WINDOW_DTYPE), 0.0, time.monotonic, 0, "h", 0)
+    sp = Spiller(w, 0.05, disk_full, lambda: np.zeros(0, WINDOW_DTYPE), 0.0, time.monotonic)
     sp.spill_now()
     assert "No space left" in sp.failed
     before = w.path.stat().st_mtime_ns

@@ -63,7 +63,7 @@ def test_table_on_a_folder_with_kept_spills(kept: tuple[Path, Path]) -> None:
 
 
 def test_table_on_the_spill_folder_itself_says_to_merge(kept: tuple[Path, Path]) -> None:
-    study, run_file = kept
+    _, run_file = kept
     spills = next(run_file.parent.glob(".*.spill"))
     r = run_cli("table", str(spills))
     assert r.returncode == 2

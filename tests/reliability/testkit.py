@@ -5,7 +5,8 @@
   reads, every read from then on (``vanish = true``) or every ``every``-th read; or that hangs from
   read ``hang_after`` on; or that sends its own process SIGTERM on read ``sigterm_on_read``;
 - fault injection from the environment (ENERGY_HPC_TEST_FAULT), e.g. ``outside:1``: rank 1 raises
-  outside the case loop (in its cool-down).
+  outside the case loop (in its cool-down), through the ``sleep`` that :func:`fault_sleep` makes for
+  ``run_job`` (fault_entry.py passes it).
 
 Nothing here is imported by the package.
 """
@@ -16,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from energy_hpc.errors import SensorReadError
@@ -105,25 +106,27 @@ def install(patch=None) -> None:
     from energy_hpc.workloads import registry as tasks
 
     setitem = patch.setitem if patch else (lambda d, k, v: d.__setitem__(k, v))
-    setattr_ = patch.setattr if patch else setattr
     setitem(tasks.TASKS, "sleep", tasks.Task("sleep", __name__, "SleepWorkload"))
     if patch:  # this test's own table of backends, the process's put back when the test ends
         patch.setattr(registry, "BACKENDS", registry.backends())
     registry.register_backend(registry.Backend("faulty", __name__, False, "faulty test sensor"))
 
+
+def fault_sleep() -> Callable[[float], None] | None:
+    """The ``sleep`` for ``run_job`` that injects the fault ENERGY_HPC_TEST_FAULT names on this rank, or
+    None: ``outside:R`` makes rank R raise in its cool-down (the runner's second sleep)."""
     fault = os.environ.get("ENERGY_HPC_TEST_FAULT", "")
-    if fault.startswith("outside:") and os.environ.get("PMI_RANK", "0") == fault.split(":")[1]:
-        from energy_hpc import run
+    if not (fault.startswith("outside:") and os.environ.get("PMI_RANK", "0") == fault.split(":")[1]):
+        return None
+    calls = [0]
 
-        real_sleep, calls = run._sleep, [0]
+    def sleep_then_fail(seconds: float) -> None:
+        calls[0] += 1
+        if calls[0] == 2:  # the first is the idle baseline, the second the cool-down
+            raise RuntimeError("injected fault outside the cases")
+        time.sleep(seconds)
 
-        def sleep_then_fail(seconds: float) -> None:
-            calls[0] += 1
-            if calls[0] == 2:  # the first is the idle baseline, the second the cool-down
-                raise RuntimeError("injected fault outside the cases")
-            real_sleep(seconds)
-
-        setattr_(run, "_sleep", sleep_then_fail)
+    return sleep_then_fail
 
 
 def sleep_job(

@@ -122,3 +122,51 @@ def test_leaf_modules_import_nothing_of_the_project(leaf):
     graph = import_graph()
     assert leaf in graph, f"{leaf} does not exist"
     assert graph[leaf] == set(), f"{leaf} imports {sorted(graph[leaf])}"
+
+
+# docs/architecture.md draws the import graph between the parts of the package in a fenced block
+# tagged `imports`: one line a part, `part: what it imports`. A part is a module path below energy_hpc;
+# a module belongs to the longest part that names it or a package above it.
+DOC = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def documented_graph() -> dict[str, set[str]]:
+    text = DOC.read_text()
+    start = text.index("```imports\n") + len("```imports\n")
+    block = text[start : text.index("```", start)]
+    graph: dict[str, set[str]] = {}
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        part, _, deps = line.partition(":")
+        graph[part.strip()] = {d.strip() for d in deps.split(",") if d.strip() and d.strip() != "-"}
+    return graph
+
+
+def part_of(module: str, parts: set[str]) -> str:
+    name = module.removeprefix("energy_hpc").lstrip(".") or "__init__"
+    while name not in parts:
+        if "." not in name:
+            raise AssertionError(f"{module} belongs to no part named in docs/architecture.md")
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def test_architecture_doc_draws_the_import_graph_as_it_is():
+    documented = documented_graph()
+    parts = set(documented)
+    actual: dict[str, set[str]] = {p: set() for p in parts}
+    for module, targets in import_graph().items():
+        here = part_of(module, parts)
+        for target in targets:
+            there = part_of(target, parts)
+            if there != here:
+                actual[here].add(there)
+    wrong = {
+        p: (sorted(actual[p] - documented[p]), sorted(documented[p] - actual[p]))
+        for p in sorted(parts)
+        if actual[p] != documented[p]
+    }
+    assert not wrong, "docs/architecture.md's import graph is out of date (part: (missing, extra)): " + str(
+        wrong
+    )

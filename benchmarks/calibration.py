@@ -25,6 +25,7 @@ import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
 
 from energy_hpc.telemetry.emulated.calibrate import LENGTHS_S, PARTS, summarise, trial
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["misses"] = targets(r)
 
-        def f(key: str, fmt: str = "{:.2f}") -> str:
+        def f(key: str, fmt: str = "{:.2f}", r: dict[str, Any] = r) -> str:
             return fmt.format(r[key]) if key in r and r[key] == r[key] else "-"
 
         print(

@@ -248,7 +248,10 @@ def step_fractions(
         ds.append(t[sel] - e)
         fs.append((v[sel] - lo) / (hi - lo))
         us.append(np.full(int(sel.sum()), up))
-    cat = lambda xs, dt: np.concatenate(xs) if xs else np.empty(0, dt)
+
+    def cat(xs: list[np.ndarray], dt: type) -> np.ndarray:
+        return np.concatenate(xs) if xs else np.empty(0, dt)
+
     return {"d": cat(ds, float), "f": cat(fs, float), "up": cat(us, bool)}
 
 

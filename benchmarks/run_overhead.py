@@ -92,8 +92,8 @@ def main() -> None:
         plain = Path(d) / "plain.py"
         plain.write_text(PLAIN.format(n=WARMUP + ITERS, batch=BATCH, steps=STEPS))
         launch = [str(BIN / "mpiexec"), "-n", str(args.ranks)] if args.ranks > 1 else []
-        a_cmd = launch + [sys.executable, str(plain), str(model)]
-        b_cmd = launch + [str(BIN / "energy-hpc"), "-q", "run", str(job), "-o", str(Path(d) / "out")]
+        a_cmd = [*launch, sys.executable, str(plain), str(model)]
+        b_cmd = [*launch, str(BIN / "energy-hpc"), "-q", "run", str(job), "-o", str(Path(d) / "out")]
         timed(a_cmd, env)  # warm the page cache for both
         a, b = [], []
         for i in range(args.repeats):

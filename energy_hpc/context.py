@@ -15,12 +15,15 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from energy_hpc import settings
 from energy_hpc.errors import LaunchError
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,8 @@ def visible_devices(env: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
     the layering ROCR -> HIP -> CUDA: a HIP/CUDA list indexes into the ROCR list when both are set.
     An empty tuple means no variable restricts the view.
     """
-    name, entries = "", ()
+    name = ""
+    entries: tuple[str, ...] = ()
     for var in VISIBLE_VARS:
         raw = env.get(var)
         if raw is None:
@@ -113,7 +117,7 @@ class Comm:
         """(local_rank, local_size, node_index, n_nodes)."""
         return 0, 1, 0, 1
 
-    def isend_obj(self, obj: Any, dest: int, tag: int) -> Any:
+    def isend_obj(self, obj: Any, dest: int, tag: int) -> MPI.Request:
         raise RuntimeError("isend_obj needs more than one rank")
 
     def wait_message(
@@ -199,7 +203,7 @@ class MpiComm(Comm):
             self.comm.Abort(1)
         MPI.Finalize()
 
-    def isend_obj(self, obj: Any, dest: int, tag: int) -> Any:
+    def isend_obj(self, obj: Any, dest: int, tag: int) -> MPI.Request:
         return self.comm.isend(obj, dest=dest, tag=tag)
 
     def wait_message(
@@ -252,22 +256,26 @@ class MpiComm(Comm):
         self.wait_message(source, tag, give_up, max_pause=0.001)
         header = self.comm.recv(source=source, tag=tag)
         dtypes = [np.dtype(dt if isinstance(dt, str) else [tuple(f) for f in dt]) for dt, _ in header]
-        sizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for dt, (_, shape) in zip(dtypes, header)]
+        sizes = [
+            int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            for dt, (_, shape) in zip(dtypes, header, strict=True)
+        ]
         starts = np.cumsum([0] + [-(-n // 8) * 8 for n in sizes])  # 8-byte aligned slots
         buf = alloc(int(starts[-1])) if alloc else np.empty(int(starts[-1]), np.uint8)
+        # strict=False: starts holds one more offset than there are arrays (the end of the last)
         out = [
             buf[a : a + n].view(dt).reshape(shape)
-            for dt, (_, shape), a, n in zip(dtypes, header, starts, sizes)
+            for dt, (_, shape), a, n in zip(dtypes, header, starts, sizes, strict=False)
         ]
         reqs = [
             self.comm.Irecv([buf[a : a + n], self.MPI.BYTE], source=source, tag=tag)
-            for a, n in zip(starts, sizes)
+            for a, n in zip(starts, sizes, strict=False)
             if n
         ]
         self._wait_all(reqs, give_up)
         return out
 
-    def _wait_all(self, reqs: list, give_up: Callable[[], str]) -> None:
+    def _wait_all(self, reqs: list[MPI.Request], give_up: Callable[[], str]) -> None:
         """A transfer is under way: poll tightly (each Test drives it) but yield the CPU: pause
         ``spin_s`` between tests (ENERGY_HPC_SPIN_S), as the sender needs the CPU on an oversubscribed
         node."""
@@ -323,7 +331,7 @@ class RankContext:
     launcher: str  # "single", "mpi", "srun"
     visible_env: str
     visible_devices: tuple[str, ...]
-    slurm: dict = field(default_factory=dict)  # job id, step id, job name, partition, nodelist
+    slurm: dict[str, str] = field(default_factory=dict)  # job id, step id, job name, partition, nodelist
 
     @property
     def is_root(self) -> bool:
@@ -347,7 +355,7 @@ class RankContext:
         return (self.visible_devices[k],)
 
 
-def slurm_info(env: Mapping[str, str]) -> dict:
+def slurm_info(env: Mapping[str, str]) -> dict[str, str]:
     keys = {
         "job_id": "SLURM_JOB_ID",
         "step_id": "SLURM_STEP_ID",

@@ -36,7 +36,7 @@ def run_cli(
         launcher = mpiexec()
         if launcher is None:
             pytest.fail("mpiexec not found: install the mpich wheel (pip install energy-hpc[mpich])")
-        cmd = [launcher, "-n", str(mpi)] + cmd
+        cmd = [launcher, "-n", str(mpi), *cmd]
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
 

@@ -55,7 +55,7 @@ def test_back_to_back_windows_share_edges_without_bias() -> None:
 
 def test_integral_of_an_instantaneous_power_reading_is_within_one_percent() -> None:
     """MI300X current_socket_power (1 ms) integrated: the integral-only target."""
-    ws = [w for w in trial("mi300x", 2.0, 160, 11, methods=("integral",))]
+    ws = list(trial("mi300x", 2.0, 160, 11, methods=("integral",)))
     (w,) = ws
     r = summarise(w).row()
     assert abs(r["bias_pct"]) <= 1.0, r

@@ -27,7 +27,7 @@ def test_counter_and_integral_match_the_closed_form() -> None:
     t, p, e = _trace()
     starts, ends = np.array([0.5, 1.25, 3.0]), np.array([1.0, 2.9, 4.5])
     we = channel_window_energy(t, p, e, starts, ends)
-    truth = np.array([_truth(a, b) for a, b in zip(starts, ends)])
+    truth = np.array([_truth(a, b) for a, b in zip(starts, ends, strict=True)])
     np.testing.assert_allclose(we.counter_J, truth, rtol=1e-9)
     np.testing.assert_allclose(we.integral_J, truth, rtol=2e-3)
     assert list(we.method) == ["counter"] * 3
@@ -39,7 +39,7 @@ def test_error_stays_within_a_few_sigma_for_a_slow_counter() -> None:
     starts = np.linspace(0.3, 3.0, 20)
     ends = starts + 1.37
     we = channel_window_energy(t, p, e, starts, ends, update_period=0.1)
-    truth = np.array([_truth(a, b) for a, b in zip(starts, ends)])
+    truth = np.array([_truth(a, b) for a, b in zip(starts, ends, strict=True)])
     z = np.abs(we.energy_J - truth) / we.uncertainty_J
     assert np.all(z < 4), z
     assert np.all(we.uncertainty_J > 0)
@@ -227,7 +227,7 @@ def test_chunked_reduction_of_messy_traces_matches_one_shot_and_brute_force(seed
     te, ye = _brute_points(t, e, tau)
     tr, _ = _clean(t, np.zeros_like(t))
     w = min(float(np.median(np.diff(tr)[:65536])), tau)
-    for i, (lo, hi) in enumerate(zip(a, b)):
+    for i, (lo, hi) in enumerate(zip(a, b, strict=True)):
         if len(tp) > 1 and tp[0] <= lo and hi <= tp[-1]:
             assert many.integral_J[i] == pytest.approx(_brute_integral(tp, yp, lo, hi), rel=1e-9, abs=1e-9)
             inside = yp[(tp >= lo) & (tp <= hi)]

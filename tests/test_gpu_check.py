@@ -268,7 +268,7 @@ def test_compare_says_where_measurements_agree() -> None:
 
 
 def test_the_whole_analysis_of_an_emulated_run_renders_as_markdown_and_json() -> None:
-    s, ser = _poll("h100", 3.0)
+    _, ser = _poll("h100", 3.0)
     poll_res = gc.analyse_poll(ser)
     wl_rows = gc.counter_vs_integral(ser["t"], ser["inst_mW"] / 1e3, ser["energy_mJ"] / 1e3, [0.5], [2.5])
     sq = {

@@ -81,16 +81,15 @@ class WindowEnergy:
     max_gap_s: np.ndarray  # longest interval between valid power samples touching the window
     # the uncertainty of each method split into a part independent between windows (adds in
     # quadrature over windows) and a one-sided part of the same sign in every window (adds linearly)
-    counter_random_J: np.ndarray | None = None
-    counter_systematic_J: np.ndarray | None = None
-    integral_random_J: np.ndarray | None = None
-    integral_systematic_J: np.ndarray | None = None
-    systematic_J: np.ndarray | None = None  # the one-sided part of uncertainty_J (the figure's method)
+    counter_random_J: np.ndarray
+    counter_systematic_J: np.ndarray
+    integral_random_J: np.ndarray
+    integral_systematic_J: np.ndarray
+    systematic_J: np.ndarray  # the one-sided part of uncertainty_J (the figure's method)
 
     def random_J(self) -> np.ndarray:
         """The part of ``uncertainty_J`` that is independent between windows."""
-        sys_ = self.systematic_J if self.systematic_J is not None else 0.0
-        return np.sqrt(np.maximum(self.uncertainty_J**2 - np.square(sys_), 0.0))
+        return np.sqrt(np.maximum(self.uncertainty_J**2 - np.square(self.systematic_J), 0.0))
 
     def take(self, idx: np.ndarray) -> WindowEnergy:
         return WindowEnergy(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
@@ -187,9 +186,10 @@ class _Refreshes:
         if not (math.isfinite(float(np.add.reduce(t))) and math.isfinite(float(np.add.reduce(y)))):
             ok = np.isfinite(t) & np.isfinite(y)
             t, y = t[ok], y[ok]
-        first = self.prev is None
-        if not first:
-            pt, py = self.prev
+        prev = self.prev
+        first = prev is None
+        if prev is not None:
+            pt, py = prev
             if not (len(t) and t[0] == pt and y[0] == py):  # chunks usually overlap by one sample
                 t, y = np.concatenate([[pt], t]), np.concatenate([[py], y])
         if len(t) == 0:
@@ -223,7 +223,7 @@ class _Refreshes:
             lag[~is_change] = tau
         tt -= lag
         np.take(y, idx, out=vals[k:])
-        if k:
+        if lead is not None:  # k == 1
             times[0], vals[0] = lead
         self.prev = (float(t[-1]), float(y[-1]))
         if len(times):
@@ -585,7 +585,7 @@ def _integral_edges(
 
 
 def reduce_channel(
-    chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    chunks: Iterable[tuple[np.ndarray, ...]],
     starts: np.ndarray,
     ends: np.ndarray,
     *,
@@ -747,7 +747,6 @@ def reduce_channel(
         method[has & use_counter] = "counter"
         method[has & ~use_counter] = "integral"
 
-    zero = np.zeros(n)
     return WindowEnergy(
         counter,
         integral,

@@ -16,13 +16,16 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles
 from energy_hpc.analysis.runfile import RunFile
 from energy_hpc.store import EMULATED_MARK, emulated_text, sensor_words
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_POINTS = 4000  # envelope bins per channel in a power figure
 _CASE_COLOURS = (
@@ -38,13 +41,13 @@ _CASE_COLOURS = (
 )
 
 
-def _figure(w: float, h: float) -> Any:
+def _figure(w: float, h: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(w, h), layout="constrained")
 
 
-def save(fig: Any, stem: str | Path) -> list[Path]:
+def save(fig: Figure, stem: str | Path) -> list[Path]:
     """Write ``stem.png`` (150 dpi) and ``stem.pdf``; returns both paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +99,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Any:
+def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Figure:
     """Power over time per channel with the idle (grey) and measured (per case colour) windows shaded.
 
     Node-level channels are shaded with their node's windows (all ranks of the node). One text label per
@@ -200,7 +203,7 @@ def _total_or_meas(r: dict[str, Any]) -> float:
     )
 
 
-def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
+def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Figure:
     """Energy per unit by row (case, and stage where rows carry one) with 1-sigma bars."""
     fig = _figure(max(6.5, 0.8 * len(rows) + 2), 4.5)
     ax = fig.subplots()
@@ -236,7 +239,7 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Any:
     return fig
 
 
-def scaling_figure(srows: list[dict[str, Any]]) -> Any:
+def scaling_figure(srows: list[dict[str, Any]]) -> Figure:
     """Energy per unit and throughput against node count, one line per series, ideal dashed."""
     fig = _figure(10, 4)
     ax_e, ax_t = fig.subplots(1, 2)

@@ -30,13 +30,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles, normalize_device, role_notes
+from energy_hpc.analysis.attribution import (
+    NEVER_ADDED,
+    Role,
+    channel_roles,
+    normalize_device,
+    role_notes,
+    sharer_ranks,
+)
 from energy_hpc.analysis.energy import Scratch, WindowEnergy, reduce_channel
 from energy_hpc.analysis.runfile import CHUNK_SAMPLES, RunFile
 from energy_hpc.store import emulated_kind
@@ -60,7 +68,7 @@ def counter_ok(meta: dict[str, Any]) -> bool:
 @dataclass
 class ChannelResult:
     meta: dict[str, Any]
-    role: str
+    role: Role
     own_idx: np.ndarray  # indices into the run's windows
     own: WindowEnergy
     node_idx: np.ndarray  # indices into the run's node windows
@@ -100,7 +108,10 @@ class RunReduction:
 
     def bus_to_rank(self, host: str) -> dict[str, int]:
         out = {}
-        for r, (h, bus) in enumerate(zip(self.ranks.get("host", []), self.ranks.get("device_bus_id", []))):
+        # strict=False: a file without device bus ids has no such column, and then no rank matches
+        for r, (h, bus) in enumerate(
+            zip(self.ranks.get("host", []), self.ranks.get("device_bus_id", []), strict=False)
+        ):
             if str(h) == str(host) and str(bus):
                 out[normalize_device(str(bus))] = r
         return out
@@ -110,38 +121,52 @@ def _str(a: np.ndarray) -> np.ndarray:
     return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a], dtype=object)
 
 
-def _union_spans(w: dict[str, np.ndarray], idx: np.ndarray, key_of) -> list[tuple]:
+SpanKey = tuple[int | str, ...]  # what windows are grouped by: (node, case, stage) or (case, stage)
+
+
+class _Span(NamedTuple):
+    """Windows of one group merged into one interval."""
+
+    key: SpanKey
+    iteration: int  # of the first window
+    start: float
+    end: float
+    units: float  # of the windows inside it
+    ranks: set[int]
+    first: int  # index of the first window
+
+
+def _union_spans(w: dict[str, np.ndarray], idx: np.ndarray, key_of: Callable[[int], SpanKey]) -> list[_Span]:
     """The windows ``idx`` grouped by ``key_of(i)`` and merged, group by group, into intervals that do
-    not overlap: ``(key, first iteration, start, end, units, ranks, first window)`` in key and time
-    order. Ranks are not kept in step between iterations, so once they drift, iteration i of one rank
-    overlaps iteration i+1 of another; spans taken per iteration would then overlap and count the same
-    energy twice. Each merged interval carries the units of the windows inside it."""
-    groups: dict[tuple, list[int]] = {}
+    not overlap, in key and time order. Ranks are not kept in step between iterations, so once they
+    drift, iteration i of one rank overlaps iteration i+1 of another; spans taken per iteration would
+    then overlap and count the same energy twice. Each merged interval carries the units of the windows
+    inside it."""
+    groups: dict[SpanKey, list[int]] = {}
     for i in idx:
-        groups.setdefault(key_of(i), []).append(int(i))
-    out: list[tuple] = []
+        groups.setdefault(key_of(int(i)), []).append(int(i))
+    out: list[_Span] = []
     for key, ii in sorted(groups.items()):
         ii = sorted(ii, key=lambda i: (float(w["start"][i]), float(w["end"][i])))
-        cur = None
+        cur: _Span | None = None
         for i in ii:
             a, b = float(w["start"][i]), float(w["end"][i])
-            if cur is not None and a <= cur[3]:
-                cur[3] = max(cur[3], b)
-                cur[4] += float(w["units"][i])
-                cur[5].add(int(w["rank"][i]))
+            if cur is not None and a <= cur.end:
+                cur.ranks.add(int(w["rank"][i]))
+                cur = cur._replace(end=max(cur.end, b), units=cur.units + float(w["units"][i]))
             else:
                 if cur is not None:
-                    out.append(tuple(cur))
-                cur = [key, int(w["iteration"][i]), a, b, float(w["units"][i]), {int(w["rank"][i])}, i]
+                    out.append(cur)
+                cur = _Span(key, int(w["iteration"][i]), a, b, float(w["units"][i]), {int(w["rank"][i])}, i)
         if cur is not None:
-            out.append(tuple(cur))
+            out.append(cur)
     return out
 
 
 def _node_windows(w: dict[str, np.ndarray], counted: np.ndarray) -> dict[str, np.ndarray]:
     """The spans over which a node's channels count, per (node, case, stage): the union of that node's
     rank windows (:func:`_union_spans`)."""
-    cols: dict[str, list] = {
+    cols: dict[str, list[int | float | str]] = {
         k: [] for k in ("node", "case", "stage", "iteration", "start", "end", "units", "n_ranks")
     }
     spans = _union_spans(
@@ -165,10 +190,6 @@ def _node_windows(w: dict[str, np.ndarray], counted: np.ndarray) -> dict[str, np
     }
 
 
-def _sharers(meta: dict[str, Any]) -> list[int]:
-    return [int(x) for x in str(meta.get("sharers", "") or "").split(",") if x.strip()]
-
-
 def _append_shared_windows(
     w: dict[str, np.ndarray], counted: np.ndarray, meta: dict[str, Any], node: int
 ) -> np.ndarray:
@@ -176,21 +197,21 @@ def _append_shared_windows(
     their counted windows, per (case, stage)) to the window table; returns their indices."""
     spans = _union_spans(
         w,
-        np.flatnonzero(counted & np.isin(w["rank"], _sharers(meta))),
+        np.flatnonzero(counted & np.isin(w["rank"], sharer_ranks(meta))),
         lambda i: (int(w["case"][i]), str(w["stage"][i])),
     )
     n0 = len(w["rank"])
     if not spans:
         return np.zeros(0, dtype=int)
-    src = np.array([s[-1] for s in spans], dtype=int)
+    src = np.array([s.first for s in spans], dtype=int)
     for k in list(w):
         w[k] = np.concatenate([w[k], w[k][src]])
     new = np.arange(n0, n0 + len(spans))
     w["phase"][new] = SHARED_PHASE
     w["status"][new] = "ok"
-    w["start"][new] = [s[2] for s in spans]
-    w["end"][new] = [s[3] for s in spans]
-    w["iteration"][new] = [s[1] for s in spans]
+    w["start"][new] = [s.start for s in spans]
+    w["end"][new] = [s.end for s in spans]
+    w["iteration"][new] = [s.iteration for s in spans]
     w["rank"][new] = int(meta.get("rank", 0))
     w["node"][new] = node
     w["units"][new] = 0.0
@@ -203,7 +224,7 @@ def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarra
     order = np.argsort(starts, kind="stable")
     out_a: list[float] = []
     out_b: list[float] = []
-    for a, b in zip(starts[order], ends[order]):
+    for a, b in zip(starts[order], ends[order], strict=True):
         if out_b and a <= out_b[-1]:
             out_b[-1] = max(out_b[-1], float(b))
         else:
@@ -267,8 +288,8 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
 
         # shared windows of the devices recorded by several ranks, appended before any channel is reduced
         shared_own: dict[int, np.ndarray] = {}
-        for pos, (meta, role) in enumerate(zip(metas, roles)):
-            if role not in NEVER_ADDED and _sharers(meta):
+        for pos, (meta, role) in enumerate(zip(metas, roles, strict=True)):
+            if role not in NEVER_ADDED and sharer_ranks(meta):
                 shared_own[pos] = _append_shared_windows(w, counted, meta, node_of(meta))
         extra = len(w["rank"]) - len(counted)
         counted = np.concatenate([counted, np.zeros(extra, bool)])
@@ -290,14 +311,14 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
                 scratch=scratch,
             )
 
-        for pos, (meta, role) in enumerate(zip(metas, roles)):
+        for pos, (meta, role) in enumerate(zip(metas, roles, strict=True)):
             if role in NEVER_ADDED:
                 continue
             r, node = int(meta.get("rank", -1)), node_of(meta)
-            sharers = _sharers(meta)
+            sharers = sharer_ranks(meta)
             if pos in shared_own:
                 own_idx = shared_own[pos]
-            elif not role.startswith("node"):
+            elif not role.node_level:
                 own_idx = np.flatnonzero(counted & (w["rank"] == r))
             else:
                 own_idx = np.zeros(0, dtype=int)
@@ -323,9 +344,7 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
                 sub = reduce_one(other, starts[gap], ends[gap])
                 fill = np.isfinite(sub.energy_J)
                 for k in WindowEnergy.__dataclass_fields__:
-                    mine, theirs = getattr(we, k), getattr(sub, k)
-                    if mine is not None and theirs is not None:
-                        mine[gap[fill]] = theirs[fill]
+                    getattr(we, k)[gap[fill]] = getattr(sub, k)[fill]
             a, b = len(own_idx), len(own_idx) + len(idle_a)
             idle_we = we.take(np.arange(a, b))
             idle_dur = float((idle_b - idle_a).sum())

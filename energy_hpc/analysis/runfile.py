@@ -17,12 +17,15 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from energy_hpc.errors import RunFileError
 from energy_hpc.store import emulated_parts
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +103,16 @@ class RunFile:
             self.windows = _read_group(self._h5["windows"], "window")
             self.cases = _read_group(self._h5["cases"], "case")
             meta = _read_group(self._h5["traces"], "channel")
-            meta_vars = list(meta.data_vars)
+            meta_vars = [str(k) for k in meta.data_vars]  # names are str: _read_group made them
             self._tr = {
-                k: self._h5["traces"][k] for k in TRACE_COLUMNS + ("sensor_time",) if k in self._h5["traces"]
+                k: self._h5["traces"][k] for k in (*TRACE_COLUMNS, "sensor_time") if k in self._h5["traces"]
             }
             self._ring: list[list[np.ndarray]] = []  # chunks(reuse=True)'s buffers
-            self._ring_key: tuple | None = None
+            self._ring_key: tuple[tuple[np.dtype, ...], int] | None = None
         except Exception as exc:
             self._h5.close()
             raise _damaged(self.path, exc) from None
-        self.channel_meta = [
+        self.channel_meta: list[dict[str, Any]] = [
             {k: _scalar(meta[k].values[i]) for k in meta_vars} for i in range(meta.sizes.get("channel", 0))
         ]
         for i, m in enumerate(self.channel_meta):
@@ -156,10 +159,11 @@ class RunFile:
         errors = (
             [str(s) for s in self.ranks["error"].values] if "error" in self.ranks else [""] * len(rank_status)
         )
-        for r, (s, e) in enumerate(zip(rank_status, errors)):
+        # strict=False: a file without rank statuses has errors but no statuses (and nothing to say)
+        for r, (s, e) in enumerate(zip(rank_status, errors, strict=False)):
             if s != "ok":
                 out.append(f"rank {r} {s}" + (f" ({e})" if e else ""))
-        w_ranks = set(int(r) for r in self.windows["rank"].values) if "rank" in self.windows else set()
+        w_ranks = {int(r) for r in self.windows["rank"].values} if "rank" in self.windows else set()
         no_win = sorted(set(range(self.n_ranks)) - w_ranks)
         if no_win:
             out.append(f"no windows from rank(s) {', '.join(map(str, no_win))}")
@@ -180,10 +184,10 @@ class RunFile:
         return int(self.cases.sizes.get("case", 0))
 
     def window_table(self) -> dict[str, np.ndarray]:
-        return {k: self.windows[k].values for k in self.windows.data_vars}
+        return {str(k): self.windows[k].values for k in self.windows.data_vars}
 
     def rank_table(self) -> dict[str, np.ndarray]:
-        return {k: self.ranks[k].values for k in self.ranks.data_vars}
+        return {str(k): self.ranks[k].values for k in self.ranks.data_vars}
 
     # ------------------------------------------------------------------ traces
     def chunks(
@@ -230,7 +234,7 @@ class RunFile:
                 )
             bufs = [b[: e - s] for b in self._ring[turn[0] % 3]]
             turn[0] += 1
-            for k, b in zip(columns, bufs):
+            for k, b in zip(columns, bufs, strict=True):
                 if k in self._tr:
                     self._tr[k].read_direct(b, np.s_[i, s:e])
                 else:
@@ -258,7 +262,7 @@ class RunFile:
         """One channel in memory (small channels, plots of short runs, tests)."""
         cols = [
             np.concatenate(c) if c else np.zeros(0)
-            for c in zip(*self.chunks(i, columns=TRACE_COLUMNS + ("sensor_time",)))
+            for c in zip(*self.chunks(i, columns=(*TRACE_COLUMNS, "sensor_time")), strict=True)
         ] or [np.zeros(0)] * 4
         return Trace(i, self.channel_meta[i], *cols)
 
@@ -276,7 +280,7 @@ class RunFile:
         self.close()
 
 
-def _read_group(g: Any, dim: str) -> Any:
+def _read_group(g: Any, dim: str) -> xr.Dataset:
     """A group's 1-D variables along ``dim`` as an xarray Dataset (read with h5py: the small groups of a
     run file load in milliseconds, where opening each through xarray's backend costs a large fraction of
     a second; strings decoded, attributes kept)."""

@@ -468,7 +468,7 @@ def _add_rank_level(
         seconds = float(windows["end"][wi] - windows["start"][wi])
         sums.energy_J += float(energy_J)
         sums.random_var_J2 += float(random_J[j]) ** 2
-        sums.systematic_J += float(own.systematic_J[j]) if own.systematic_J is not None else 0.0
+        sums.systematic_J += float(own.systematic_J[j])
         cell.energy_J += float(energy_J)
         cell.windows_with_energy += 1
         sums.methods.add(Method(str(own.method[j])))
@@ -539,7 +539,7 @@ def _add_node_level(
             cell.windows_with_energy += 1
             sums.energy_J += float(energy_J)
             sums.random_var_J2 += float(random_J[j]) ** 2
-            sums.systematic_J += float(measured.systematic_J[j]) if measured.systematic_J is not None else 0.0
+            sums.systematic_J += float(measured.systematic_J[j])
             sums.methods.add(Method(str(measured.method[j])))
             seconds = float(node_windows["end"][k] - node_windows["start"][k])
             if math.isfinite(channel.idle_W):
@@ -835,7 +835,10 @@ def _counted(windows: dict[str, np.ndarray]) -> np.ndarray:
     return (windows["phase"] == "measure") & (windows["status"] == "ok") & (windows["end"] > windows["start"])
 
 
-def run_identity(red: RunReduction) -> tuple:
+RunIdentity = tuple[str, str, str, str, str, int, int, str]
+
+
+def run_identity(red: RunReduction) -> RunIdentity:
     """What makes a run: job, epoch (Unix time rank 0 took at start and every rank, spill and merge
     keeps), Slurm job, array task and step, geometry, and the kind of data. Two runs of one job differ
     in epoch."""
@@ -957,7 +960,7 @@ def unique_runs(reds: Iterable[RunReduction]) -> list[RunReduction]:
     named in one warning and in a flag on the rows of the one kept. Runs of the same job with other
     epochs are repeats and all stay."""
     reds = list(reds)
-    by_id: dict[tuple, list[int]] = defaultdict(list)
+    by_id: dict[RunIdentity, list[int]] = defaultdict(list)
     for i, red in enumerate(reds):
         by_id[run_identity(red)].append(i)
     parent = list(range(len(reds)))
@@ -1101,8 +1104,7 @@ def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict
                     # a window with no data is not 0 J: the cell becomes NaN and says how many
                     no_data = int((~np.isfinite(energy_J)).sum())
                     total_J = float(energy_J.sum()) if not no_data else math.nan
-                    sys_j = systematic_J[j] if systematic_J is not None else np.zeros(len(j))
-                    var = float(np.nansum(random_J[j] ** 2)) + float(np.nansum(sys_j)) ** 2
+                    var = float(np.nansum(random_J[j] ** 2)) + float(np.nansum(systematic_J[j])) ** 2
                     for rank, share in shares.items():
                         sums = devices.setdefault((case, stage, rank), _DeviceSums())
                         sums.no_data_windows += no_data

@@ -6,58 +6,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from energy_hpc import settings
-
-if TYPE_CHECKING:
-    from energy_hpc.slurm.render import SlurmOptions
-    from energy_hpc.slurm.systems import SystemProfile
+from energy_hpc.commands._common import add_slurm_arguments, slurm_options
 
 HELP = "render a job file into an sbatch script for a system (frontier, perlmutter, generic) and submit it"
 
 log = logging.getLogger(__name__)
-
-
-def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``submit`` and ``sweep``."""
-    parser.add_argument("job", type=Path, help="the job file (TOML)")
-    parser.add_argument(
-        "--system",
-        required=True,
-        help="a system profile: frontier, perlmutter, generic, or the path of your own TOML",
-    )
-    parser.add_argument("--time", metavar="HH:MM:SS", help="time limit (default: the profile's)")
-    parser.add_argument(
-        "--account", "-A", default="", help="project account to charge (default: $SBATCH_ACCOUNT)"
-    )
-    parser.add_argument("--partition", "-p", help="partition (default: the profile's; '' for Slurm's)")
-    parser.add_argument("--qos", "-q", help="quality of service (default: the profile's; '' for Slurm's)")
-    parser.add_argument("--constraint", "-C", help="node features (default: the profile's)")
-    parser.add_argument(
-        "--ranks-per-node",
-        type=int,
-        metavar="R",
-        help="ranks per node (default: the profile's, e.g. 8 on Frontier)",
-    )
-    parser.add_argument("--launcher", help="one of the profile's launchers (generic: srun or mpiexec)")
-    parser.add_argument(
-        "--enable",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="turn on one of the profile's optional settings (frontier: nvme, all-cores)",
-    )
-    parser.add_argument(
-        "--templates",
-        type=Path,
-        metavar="DIR",
-        help="a folder with your own sbatch templates (*.sbatch) and modules files (*.sh): "
-        "a file there is used instead of the built-in one of the same name",
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the script(s) on stdout; write and submit nothing"
-    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -69,48 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="RESULTS_DIR",
         help="where the run file, script and Slurm log go (default: results/<job name>)",
-    )
-
-
-def current_venv() -> str:
-    """ENERGY_HPC_VENV (the ``venv`` setting), else the virtual environment this process runs in, else ''."""
-    if settings.current().venv:
-        return settings.current().venv
-    return sys.prefix if sys.prefix != sys.base_prefix else ""
-
-
-def account_from(args: argparse.Namespace, profile: SystemProfile) -> str:
-    account = args.account or settings.current().account  # SBATCH_ACCOUNT
-    if account and profile.account_suffix and not account.endswith(profile.account_suffix):
-        log.warning(
-            "account %r does not end in %r, as %s GPU accounts do; check --account",
-            account,
-            profile.account_suffix,
-            profile.name,
-        )
-    return account
-
-
-def command_line() -> tuple[str, ...]:
-    return ("energy-hpc", *sys.argv[1:])
-
-
-def slurm_options(args: argparse.Namespace, profile: SystemProfile) -> SlurmOptions:
-    """The options of :func:`add_slurm_arguments` as the render's :class:`SlurmOptions`."""
-    from energy_hpc.slurm.render import SlurmOptions
-
-    return SlurmOptions(
-        time=args.time,
-        account=account_from(args, profile),
-        partition=args.partition,
-        qos=args.qos,
-        constraint=args.constraint,
-        ranks_per_node=args.ranks_per_node,
-        launcher=args.launcher,
-        enable=tuple(args.enable),
-        templates=args.templates.expanduser().resolve() if args.templates else None,
-        venv=current_venv(),
-        command=command_line(),
     )
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from energy_hpc.commands.submit import add_slurm_arguments
+from energy_hpc.commands._common import add_slurm_arguments, slurm_options
 
 HELP = "submit one Slurm job per node count into a study folder; re-running submits only what is missing or failed"
 
@@ -32,7 +32,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from energy_hpc.commands.submit import slurm_options
     from energy_hpc.slurm.submit import load_job_name, sbatch
     from energy_hpc.slurm.sweep import Study, parse_node_counts, run_sweep
     from energy_hpc.slurm.systems import load_profile

@@ -73,9 +73,9 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from enum import IntEnum
 from types import ModuleType
-from typing import Any
 
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry.base import (
@@ -136,7 +136,8 @@ def amdsmi_error(exc: BaseException, doing: str, *, reading: bool = False) -> Ex
     """The one place where an amdsmi exception becomes ours (SensorUnavailable when opening,
     SensorReadError when reading)."""
     code = _code(exc)
-    name, meaning = _STATUS.get(code, (f"amdsmi status {code}", getattr(exc, "err_info", "") or str(exc)))
+    known = _STATUS.get(code) if code is not None else None
+    name, meaning = known or (f"amdsmi status {code}", getattr(exc, "err_info", "") or str(exc))
     text = f"amdsmi: {doing}: {meaning} [{name}]"
     return SensorReadError(text) if reading else SensorUnavailable(text)
 
@@ -159,14 +160,14 @@ def import_amdsmi() -> ModuleType:
     return amdsmi
 
 
-def _number(v: Any) -> float:
+def _number(v: object) -> float:
     """amdsmi numbers: int/float, or "N/A"; older releases return raw UINT16/UINT32 sentinels."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return NAN
     return NAN if v >= 0xFFFF else float(v)
 
 
-def energy_joules(d: dict) -> float:
+def energy_joules(d: Mapping[str, object]) -> float:
     """J from an ``amdsmi_get_energy_count`` dict of any release (see module docstring)."""
     acc = d.get("energy_accumulator", d.get("power"))
     res = d.get("counter_resolution")
@@ -175,7 +176,7 @@ def energy_joules(d: dict) -> float:
     return float(acc) * float(res) * 1e-6
 
 
-def power_key(d: dict, part: str = "other") -> tuple[str, str, str] | None:
+def power_key(d: Mapping[str, object], part: str = "other") -> tuple[str, str, str] | None:
     """(key, kind, why) of the ``amdsmi_get_power_info`` dict that carries power on this ``part``.
 
     The kind comes from the part (see the module docstring), never from which key holds a number:
@@ -218,7 +219,7 @@ def _part(device_id: int, market: str, gfx: str) -> str:
 
 class _Gcd:
     def __init__(
-        self, handle: Any, bdf: str, uuid: str, serial: str, market: str, device_id: int, gfx: str = ""
+        self, handle: object, bdf: str, uuid: str, serial: str, market: str, device_id: int, gfx: str = ""
     ) -> None:
         self.handle, self.bdf, self.uuid, self.serial = handle, bdf, uuid, serial
         self.market, self.device_id = market, device_id
@@ -230,7 +231,7 @@ class _Gcd:
         return self.device_id in MI200_DEVICE_IDS or "MI250" in self.market
 
 
-def _enumerate(lib: Any) -> list[_Gcd]:
+def _enumerate(lib: ModuleType) -> list[_Gcd]:
     out = []
     try:
         for h in lib.amdsmi_get_processor_handles():
@@ -272,9 +273,9 @@ def select_gcd(gcds: list[_Gcd], ctx: SensorContext) -> tuple[_Gcd, str]:
         raise SensorUnavailable(f"amdsmi: no GPU with bus id {want}; amdsmi sees {[g.bdf for g in gcds]}")
     unmatched = ""
     if ctx.device_uuid:
-        g = match_uuid(gcds, ctx.device_uuid)
-        if g is not None:
-            return g, f"uuid {ctx.device_uuid}"
+        found = match_uuid(gcds, ctx.device_uuid)
+        if found is not None:
+            return found, f"uuid {ctx.device_uuid}"
         unmatched = f"uuid {ctx.device_uuid} matched no GPU; "
         log.warning(
             "amdsmi: device uuid %s matches no GPU (amdsmi uuids %s, serials %s); mapping by the next key",
@@ -337,7 +338,7 @@ def _select_without_uuid(gcds: list[_Gcd], ctx: SensorContext) -> tuple[_Gcd, st
     return gcds[ctx.local_rank % len(gcds)], f"local rank {ctx.local_rank} (PCI bus order)"
 
 
-def _reports_power(lib: Any, g: _Gcd) -> bool:
+def _reports_power(lib: ModuleType, g: _Gcd) -> bool:
     """False for an MI250X secondary: energy counter 0 and power 0 / "N/A" / NOT_SUPPORTED."""
     acc, watts = 0.0, 0.0
     try:
@@ -357,7 +358,7 @@ def _reports_power(lib: Any, g: _Gcd) -> bool:
 
 
 def find_packages(
-    lib: Any, gcds: list[_Gcd], explicit: Sequence[Sequence[str]] = ()
+    lib: ModuleType, gcds: list[_Gcd], explicit: Sequence[Sequence[str]] = ()
 ) -> list[tuple[_Gcd, _Gcd]]:
     """MI250X packages as (primary, secondary) pairs; see the module docstring for the rules."""
     by_bdf = {g.bdf: g for g in gcds}
@@ -370,8 +371,10 @@ def find_packages(
             pairs.append((a, b))
     else:
         mi200 = [g for g in gcds if g.mi200]
-        pairs = _pairs_by_bandwidth(lib, mi200)
-        if pairs is None:
+        by_bandwidth = _pairs_by_bandwidth(lib, mi200)
+        if by_bandwidth is not None:
+            pairs = by_bandwidth
+        else:
             log.warning(
                 "amdsmi: xGMI bandwidth between GCDs unavailable; pairing MI250X GCDs by PCI bus "
                 "order (neighbours), as rocm-smi assumes. Set [measure.sensor_options.amdsmi] "
@@ -395,7 +398,7 @@ def find_packages(
     return out
 
 
-def _pairs_by_bandwidth(lib: Any, gcds: list[_Gcd]) -> list[tuple[_Gcd, _Gcd]] | None:
+def _pairs_by_bandwidth(lib: ModuleType, gcds: list[_Gcd]) -> list[tuple[_Gcd, _Gcd]] | None:
     if len(gcds) < 2:
         return []
     fn = next((getattr(lib, n) for n in _BANDWIDTH_FNS if hasattr(lib, n)), None)
@@ -416,13 +419,14 @@ def _pairs_by_bandwidth(lib: Any, gcds: list[_Gcd]) -> list[tuple[_Gcd, _Gcd]] |
             return None  # no unique widest link: cannot tell the package partner
         best[a.bdf] = bw[0][1]
     by_bdf = {g.bdf: g for g in gcds}
-    pairs, seen = [], set()
-    for a, b in best.items():
-        if best.get(b) != a:
+    pairs: list[tuple[_Gcd, _Gcd]] = []
+    seen: set[str] = set()
+    for bdf, partner in best.items():
+        if best.get(partner) != bdf:
             return None  # not mutual
-        if a not in seen:
-            pairs.append((by_bdf[a], by_bdf[b]))
-            seen |= {a, b}
+        if bdf not in seen:
+            pairs.append((by_bdf[bdf], by_bdf[partner]))
+            seen |= {bdf, partner}
     return pairs
 
 
@@ -433,7 +437,7 @@ class AmdSmiSensor(Sensor):
 
     def __init__(
         self,
-        lib: Any,
+        lib: ModuleType,
         gcd: _Gcd,
         role: str,
         partner: _Gcd | None = None,
@@ -488,8 +492,9 @@ class AmdSmiSensor(Sensor):
         resolution = float(res) * 1e-6 if isinstance(res, (int, float)) else 0.0
         if key:
             note.append(why)
+        shared: tuple[str, ...] = ()
         if role == "gpu":
-            name, scope, device, shared = f"amdsmi:{gcd.bdf}", Scope.GPU, gcd.bdf, ()
+            name, scope, device = f"amdsmi:{gcd.bdf}", Scope.GPU, gcd.bdf
         else:
             primary, secondary = (gcd, partner) if role == "package" else (partner, gcd)
             assert primary is not None and secondary is not None
@@ -543,14 +548,14 @@ class AmdSmiSensor(Sensor):
             log.debug("amdsmi: shutdown: %s", exc)
 
 
-def _init_flag(lib: Any) -> Any:
+def _init_flag(lib: ModuleType) -> IntEnum:
     flags = lib.AmdSmiInitFlags
     return getattr(flags, "INIT_AMD_GPUS", None) or flags.AMD_GPUS  # AMD_GPUS in ROCm 5.x
 
 
 def open_sensor(
     ctx: SensorContext,
-    library: Any = None,
+    library: ModuleType | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Sensor:

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 NAN = math.nan
 
@@ -144,9 +144,8 @@ class SensorContext:
     # PCI bus ids of the devices bound by all ranks of this node, when the launcher gathered them;
     # empty means unknown. amdsmi uses it to decide which rank records a shared MI250X package.
     node_devices: tuple[str, ...] = ()
-    options: dict = field(
-        default_factory=dict
-    )  # backend options from the job file ([measure.sensor_options])
+    # backend options from the job file ([measure.sensor_options]): backend -> its table
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class Sensor(ABC):

@@ -23,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class HygieneConfig:
     min_energy_J: float = 50.0  # do not judge ratios on less energy than this (idle, startup)
 
     @classmethod
-    def from_options(cls, opts: dict | None) -> HygieneConfig:
+    def from_options(cls, opts: Mapping[str, Any] | None) -> HygieneConfig:
         """Build from ``[measure.sensor_options.<backend>.hygiene]``; unknown keys are an error."""
         opts = dict(opts or {})
         names = {f.name for f in dataclasses.fields(cls)}
@@ -190,11 +191,13 @@ class CounterGuard:
         ]
 
     def apply(self, t: float, power: Sequence[float], energy: Sequence[float]) -> list[float]:
-        return [e if w is None else w.update(t, p, e) for w, p, e in zip(self.watches, power, energy)]
+        return [
+            e if w is None else w.update(t, p, e) for w, p, e in zip(self.watches, power, energy, strict=True)
+        ]
 
     def infos(self, infos: Sequence[ChannelInfo]) -> list[ChannelInfo]:
         out = []
-        for info, w in zip(infos, self.watches):
+        for info, w in zip(infos, self.watches, strict=True):
             if w is not None and w.fault is not CounterFault.NONE and not info.counter_fault:
                 note = f"{info.note}; {w.note}" if info.note else w.note
                 info = dataclasses.replace(info, counter_fault=w.fault.value, note=note)
@@ -233,7 +236,7 @@ def check_trace(
     """
     watch = CounterWatch(name, resolution_J, config)
     for i, (t, p, e) in enumerate(
-        zip(np.asarray(time, float), np.asarray(power, float), np.asarray(energy, float))
+        zip(np.asarray(time, float), np.asarray(power, float), np.asarray(energy, float), strict=True)
     ):
         watch.update(float(t), float(p), float(e))
         if watch.fault is not CounterFault.NONE:
@@ -241,7 +244,12 @@ def check_trace(
     return TraceVerdict(CounterFault.NONE, len(time), "")
 
 
-def startup_probe(read, reads: int = 3, spacing_s: float = 0.1, sleep=None) -> None:
+def startup_probe(
+    read: Callable[[], object],
+    reads: int = 3,
+    spacing_s: float = 0.1,
+    sleep: Callable[[float], None] | None = None,
+) -> None:
     """Read a freshly opened sensor a few times so that a counter already broken at start-up (one
     that runs backwards, or reads 0 while power is drawn) is flagged before the first window.
 

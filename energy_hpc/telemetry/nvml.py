@@ -55,7 +55,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Protocol
 
 from energy_hpc.errors import SensorReadError, SensorUnavailable
 from energy_hpc.telemetry.base import (
@@ -109,14 +109,14 @@ _FATAL = (
 )
 
 
-def _code_name(nvml: Any, code: int) -> str:
+def _code_name(nvml: ModuleType, code: int) -> str:
     for name in _MEANING:
         if getattr(nvml, name, None) == code:
             return name
     return f"NVML error {code}"
 
 
-def nvml_error(nvml: Any, exc: BaseException, doing: str, *, reading: bool = False) -> Exception:
+def nvml_error(nvml: ModuleType, exc: BaseException, doing: str, *, reading: bool = False) -> Exception:
     """The one place where an NVMLError becomes ours: SensorUnavailable while opening,
     SensorReadError while reading. ``doing`` says what we were trying to do."""
     code = getattr(exc, "value", None)
@@ -126,7 +126,7 @@ def nvml_error(nvml: Any, exc: BaseException, doing: str, *, reading: bool = Fal
     return SensorReadError(text) if reading else SensorUnavailable(text)
 
 
-def _is(nvml: Any, exc: BaseException, name: str) -> bool:
+def _is(nvml: ModuleType, exc: BaseException, name: str) -> bool:
     return getattr(exc, "value", object()) == getattr(nvml, name, None)
 
 
@@ -144,11 +144,11 @@ def import_pynvml() -> ModuleType:
 class _Gpu:
     """What we know about one NVML device while choosing."""
 
-    def __init__(self, index: int, handle: Any, uuid: str, bus_id: str, name: str) -> None:
+    def __init__(self, index: int, handle: object, uuid: str, bus_id: str, name: str) -> None:
         self.index, self.handle, self.uuid, self.bus_id, self.name = index, handle, uuid, bus_id, name
 
 
-def _describe(nvml: Any, index: int, handle: Any) -> _Gpu:
+def _describe(nvml: ModuleType, index: int, handle: object) -> _Gpu:
     return _Gpu(
         index,
         handle,
@@ -170,7 +170,7 @@ class _Listing:
         return seen + (f" ({self.hidden} more hidden by the job's device cgroup)" if self.hidden else "")
 
 
-def _enumerate(nvml: Any) -> _Listing:
+def _enumerate(nvml: ModuleType) -> _Listing:
     gpus, hidden = [], 0
     try:
         for i in range(nvml.nvmlDeviceGetCount()):
@@ -193,7 +193,7 @@ def _enumerate(nvml: Any) -> _Listing:
     return _Listing(gpus, hidden)
 
 
-def _lookup(nvml: Any, names: Sequence[str], key: str, what: str) -> Any:
+def _lookup(nvml: ModuleType, names: Sequence[str], key: str, what: str) -> object | None:
     """A device handle straight from NVML by bus id or UUID (no listing, so GPUs hidden from the job
     do not matter). None when NVML has no such call or no such device."""
     for name in names:
@@ -221,10 +221,10 @@ _BY_BUS = ("nvmlDeviceGetHandleByPciBusId_v2", "nvmlDeviceGetHandleByPciBusId")
 _BY_UUID = ("nvmlDeviceGetHandleByUUID",)
 
 
-def _mig_handles(nvml: Any, gpu: _Gpu) -> list[Any]:
+def _mig_handles(nvml: ModuleType, gpu: _Gpu) -> list[object]:
     """Handles of the MIG instances on a GPU (empty when MIG is off or unsupported: the library then
     reports a maximum of 0)."""
-    out: list[Any] = []
+    out: list[object] = []
     try:
         n = int(nvml.nvmlDeviceGetMaxMigDeviceCount(gpu.handle))
     except nvml.NVMLError:  # drivers before MIG: no such call
@@ -237,7 +237,7 @@ def _mig_handles(nvml: Any, gpu: _Gpu) -> list[Any]:
     return out
 
 
-def _mig_uuids(nvml: Any, gpu: _Gpu) -> list[str]:
+def _mig_uuids(nvml: ModuleType, gpu: _Gpu) -> list[str]:
     """UUIDs of the MIG instances on a GPU (empty when MIG is off or unsupported)."""
     out = []
     for h in _mig_handles(nvml, gpu):
@@ -248,7 +248,7 @@ def _mig_uuids(nvml: Any, gpu: _Gpu) -> list[str]:
     return out
 
 
-def _legacy_mig(nvml: Any, gpu: _Gpu, legacy: str) -> str:
+def _legacy_mig(nvml: ModuleType, gpu: _Gpu, legacy: str) -> str:
     """The MIG instance UUID named by the pre-R470 form ``MIG-GPU-<uuid>/<gi>/<ci>``, found by its GPU
     and compute instance ids; the legacy string itself when the driver cannot tell."""
     try:
@@ -275,7 +275,9 @@ def _rank_entry(ctx: SensorContext) -> str:
     return entries[0] if len(entries) == 1 else entries[ctx.local_rank % len(entries)]
 
 
-def _direct_or_listed(nvml: Any, how: Any, key: str, what: str, by_listing: Callable[[Any], _Gpu]) -> _Gpu:
+def _direct_or_listed(
+    nvml: ModuleType, how: Sequence[str], key: str, what: str, by_listing: Callable[[_Listing], _Gpu]
+) -> _Gpu:
     """The GPU looked up directly by ``key`` (a bus id or UUID: works when the job's cgroup hides the
     node's other GPUs), else found by ``by_listing`` among the GPUs NVML lists."""
     h = _lookup(nvml, how, key, what)
@@ -287,7 +289,7 @@ def _direct_or_listed(nvml: Any, how: Any, key: str, what: str, by_listing: Call
         raise nvml_error(nvml, exc, f"reading the GPU with {what} {key}") from None
 
 
-def select_gpu(nvml: Any, ctx: SensorContext) -> tuple[_Gpu, str, str]:
+def select_gpu(nvml: ModuleType, ctx: SensorContext) -> tuple[_Gpu, str, str]:
     """The rank's GPU, the MIG instance UUID when the rank is known to use one ("" otherwise), and how
     it was found. Whether the GPU is shared by MIG instances is asked of the GPU itself (see
     :class:`NvmlSensor`), so a GPU found by its bus id alone is still marked shared."""
@@ -343,7 +345,7 @@ def select_gpu(nvml: Any, ctx: SensorContext) -> tuple[_Gpu, str, str]:
     return g, "", f"local rank {ctx.local_rank}"
 
 
-def _by_uuid(nvml: Any, uuid: str, source: str) -> tuple[_Gpu, str, str]:
+def _by_uuid(nvml: ModuleType, uuid: str, source: str) -> tuple[_Gpu, str, str]:
     u = uuid.strip()
     legacy = ""
     if u.startswith("MIG-GPU-"):  # pre-R470 MIG form: MIG-GPU-<gpu uuid>/<gi>/<ci>
@@ -381,7 +383,18 @@ def _by_uuid(nvml: Any, uuid: str, source: str) -> tuple[_Gpu, str, str]:
     return gpu, "", f"{source} {gpu.uuid}"
 
 
-def _field(fv: Any) -> float:
+class _FieldValue(Protocol):
+    """What is read of an nvmlFieldValue_t (pynvml's ctypes structure)."""
+
+    valueType: int
+    value: object  # a ctypes union: one member per value type
+
+
+# A field asked of nvmlDeviceGetFieldValues: a field id, or (field id, scope id)
+FieldSpec = int | tuple[int, int]
+
+
+def _field(fv: _FieldValue) -> float:
     """The numeric value of an nvmlFieldValue_t, whatever its valueType."""
     member = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")[int(fv.valueType)]
     return float(getattr(fv.value, member))
@@ -395,7 +408,7 @@ class NvmlSensor(Sensor):
 
     def __init__(
         self,
-        nvml: Any,
+        nvml: ModuleType,
         gpu: _Gpu,
         mig_uuid: str = "",
         how: str = "",
@@ -405,20 +418,19 @@ class NvmlSensor(Sensor):
         self.nvml, self.gpu, self.clock = nvml, gpu, clock
         h = gpu.handle
         note = [f"mapped by {how}"] if how else []
-        inst, avg = (
-            getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None),
-            getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None),
-        )
-        fi_energy = getattr(nvml, "NVML_FI_DEV_ENERGY", None)
-        gpu_scope = getattr(nvml, "NVML_POWER_SCOPE_GPU", None)
-        mod_scope = getattr(nvml, "NVML_POWER_SCOPE_MODULE", None)
+        # field ids and scope ids: None where this pynvml predates them
+        inst: int | None = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None)
+        avg: int | None = getattr(nvml, "NVML_FI_DEV_POWER_AVERAGE", None)
+        fi_energy: int | None = getattr(nvml, "NVML_FI_DEV_ENERGY", None)
+        gpu_scope: int | None = getattr(nvml, "NVML_POWER_SCOPE_GPU", None)
+        mod_scope: int | None = getattr(nvml, "NVML_POWER_SCOPE_MODULE", None)
 
         # GH200 (Grace Hopper): the plain counter and power cover the module (Grace CPU + memory +
         # GPU). A part is a module when the module scope answers with something other than the GPU
         # scope (a driver that ignores scopeId answers both alike).
         self.module = False
         gpu_scope_power = False
-        if None not in (inst, gpu_scope, mod_scope):
+        if inst is not None and gpu_scope is not None and mod_scope is not None:
             got = self._fields([(inst, mod_scope), (inst, gpu_scope)])
             if got is not None and got[0][0]:
                 gpu_scope_power = got[1][0]
@@ -427,13 +439,14 @@ class NvmlSensor(Sensor):
 
         # power: the field ids (instant, average), else nvmlDeviceGetPowerUsage, else none
         if self.module:
+            assert inst is not None and gpu_scope is not None and mod_scope is not None  # as above
             s = mod_scope if self.scope_out else gpu_scope
-            specs: list[Any] = [(inst, s), (avg, s)] if avg is not None else [(inst, s)]
+            specs: list[FieldSpec] = [(inst, s), (avg, s)] if avg is not None else [(inst, s)]
         else:
             specs = [i for i in (inst, avg) if i is not None] if inst is not None else []
         got = self._fields(specs) if specs else None
         ok = [bool(g[0]) for g in got] if got is not None else []
-        self.power_specs: list[Any] = specs if ok and ok[0] else []
+        self.power_specs: list[FieldSpec] = specs if ok and ok[0] else []
         self.with_avg = len(ok) > 1 and ok[0] and ok[1]
         self.use_usage = False
         if not self.power_specs and not self.module:  # GetPowerUsage is the module's on GH200
@@ -441,9 +454,9 @@ class NvmlSensor(Sensor):
         self.has_power = bool(self.power_specs) or self.use_usage
 
         # energy: the counter (the module's on GH200), or on GH200 the GPU-scope energy field
-        self.energy_spec: Any = None
+        self.energy_spec: FieldSpec | None = None
         if self.module and not self.scope_out:
-            if fi_energy is not None:
+            if fi_energy is not None and gpu_scope is not None:  # gpu_scope is known on a module
                 got = self._fields([(fi_energy, gpu_scope)])
                 if got is not None and got[0][0]:
                     self.energy_spec = (fi_energy, gpu_scope)
@@ -540,7 +553,7 @@ class NvmlSensor(Sensor):
         self._infos = infos
         self.guard = CounterGuard(infos, hygiene)
 
-    def _fields(self, specs: list[Any]) -> list[tuple[bool, float]] | None:
+    def _fields(self, specs: list[FieldSpec]) -> list[tuple[bool, float]] | None:
         """(answered, value) per field spec, or None when the call itself is refused (old driver, or
         a pynvml that does not take (fieldId, scopeId) pairs). Fatal codes and NO_PERMISSION raise."""
         nvml = self.nvml
@@ -560,7 +573,7 @@ class NvmlSensor(Sensor):
             for v in vals
         ]
 
-    def _supported(self, call: Callable[[], Any], doing: str) -> bool:
+    def _supported(self, call: Callable[[], object], doing: str) -> bool:
         try:
             call()
             return True
@@ -614,7 +627,7 @@ class NvmlSensor(Sensor):
 
 def open_sensor(
     ctx: SensorContext,
-    library: Any = None,
+    library: ModuleType | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Sensor:

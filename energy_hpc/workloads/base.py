@@ -15,10 +15,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from energy_hpc.jobtypes import Case
 from energy_hpc.windows import Window
+from energy_hpc.workloads.device import TorchDevice
 from energy_hpc.workloads.options import Option
 
 # stage(name, unit) -> context manager yielding the stage's Window (set .units on it)
@@ -41,8 +42,7 @@ class Workload(ABC):
     description: ClassVar[str] = ""  # one line: the library and the models it runs
     OPTIONS: ClassVar[dict[str, Option]]  # the task's [case.options], checked by the job-file parser
 
-    def __init__(self, case: Case, device: Any) -> None:
-        """``device`` is a :class:`energy_hpc.workloads.device.TorchDevice`."""
+    def __init__(self, case: Case, device: TorchDevice) -> None:
         self.case, self.device = case, device
 
     @classmethod

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from energy_hpc.errors import DeviceError
+
+if TYPE_CHECKING:  # aliases: the property TorchDevice.torch hides the module's name inside the class
+    from torch import device as torch_device
+    from torch import dtype as torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,7 @@ class TorchDevice:
     hip: bool = False
 
     @property
-    def torch(self) -> Any:
+    def torch(self) -> torch_device:
         import torch
 
         return torch.device(self.kind if self.index is None else f"{self.kind}:{self.index}")
@@ -34,7 +39,7 @@ class TorchDevice:
 
             torch.cuda.synchronize(self.index)
 
-    def dtype(self, name: str) -> Any:
+    def dtype(self, name: str) -> torch_dtype:
         import torch
 
         return getattr(torch, TORCH_DTYPES[name])
@@ -59,13 +64,14 @@ class TorchDevice:
 
 
 def _bus_id(props: Any) -> str:
+    """``props``: torch's device properties (torch before 2.2 has no PCI fields in them)."""
     try:
         return f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
     except AttributeError:
         return ""
 
 
-def resolve(want: str, ordinal_for: Any) -> TorchDevice:
+def resolve(want: str, ordinal_for: Callable[[int], int | None]) -> TorchDevice:
     """Pick this rank's device. ``want`` is auto, cpu or cuda; ``ordinal_for(n)`` maps the number of
     devices the runtime shows to the index this rank uses (RankContext.bound_ordinal)."""
     if want == "cpu":

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
+from energy_hpc.windows import Window
 from energy_hpc.workloads.base import StageFn, StageSequence
+from energy_hpc.workloads.device import TorchDevice
 from energy_hpc.workloads.quiet import quiet_libraries
 
+if TYPE_CHECKING:
+    import torch
 
-def load_model(auto_cls: Any, folder: Path, device: Any, dtype: str, **kwargs: Any) -> Any:
+
+# auto_cls: a transformers Auto class; the model and processor are transformers objects (untyped)
+def load_model(auto_cls: Any, folder: Path, device: TorchDevice, dtype: str, **kwargs: Any) -> Any:
     """``auto_cls.from_pretrained(folder)`` in ``dtype`` on ``device``, in eval mode."""
     quiet_libraries()
     device.check_dtype(dtype)
@@ -46,19 +53,22 @@ class PrefillDecode:
         self._stages.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self._stages.__exit__(*exc)
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stages.__exit__(et, ev, tb)
 
     @property
-    def prefill(self) -> Any:
+    def prefill(self) -> Window:
         return self._stages.windows["prefill"]
 
     @property
-    def decode(self) -> Any:
-        return self._stages.windows.get("decode")
+    def decode(self) -> Window:
+        """The decode window, there once ``generate`` has returned (it calls :meth:`end`)."""
+        return self._stages.windows["decode"]
 
     # the streamer protocol (transformers.generation.streamers.BaseStreamer)
-    def put(self, value: Any) -> None:
+    def put(self, value: torch.Tensor) -> None:
         self._puts += 1
         if self._puts == 2:  # the first put is the prompt, the second the first generated token
             self._stages.switch("decode")
@@ -68,7 +78,7 @@ class PrefillDecode:
             self._stages.switch("decode")
 
 
-def free(device: Any) -> None:
+def free(device: TorchDevice) -> None:
     """Give the memory of the unloaded model back before the next case loads."""
     import gc
 

@@ -176,7 +176,14 @@ def test_a_copy_without_samples_in_a_window_is_stood_in_for_by_another_rank_s_co
 
 
 def test_channels_of_different_devices_hosts_or_scopes_are_not_merged() -> None:
-    base = dict(scope="gpu", backend="nvml", node_level=0, included_in="", view_of="", shared_with="")
+    base = {
+        "scope": "gpu",
+        "backend": "nvml",
+        "node_level": 0,
+        "included_in": "",
+        "view_of": "",
+        "shared_with": "",
+    }
     metas = [
         dict(base, rank=0, host="h0", node=0, device="0000:17:00.0", name="a"),
         dict(base, rank=1, host="h1", node=1, device="0000:17:00.0", name="a"),  # same bus, other host
@@ -192,18 +199,18 @@ def test_channels_of_different_devices_hosts_or_scopes_are_not_merged() -> None:
 
 
 def test_roles_are_the_same_when_worked_out_twice() -> None:
-    base = dict(
-        scope="gpu",
-        backend="nvml",
-        node_level=0,
-        included_in="",
-        view_of="",
-        shared_with="",
-        host="h0",
-        node=0,
-        device=BUS,
-        name=f"nvml:{BUS}",
-    )
+    base = {
+        "scope": "gpu",
+        "backend": "nvml",
+        "node_level": 0,
+        "included_in": "",
+        "view_of": "",
+        "shared_with": "",
+        "host": "h0",
+        "node": 0,
+        "device": BUS,
+        "name": f"nvml:{BUS}",
+    }
     metas = [dict(base, rank=r, index=10 + k) for k, r in enumerate((2, 0, 1))]
     first = channel_roles(metas)
     assert first == ["placeholder", "package", "placeholder"] and metas[1]["sharers"] == "0,1,2"

@@ -186,7 +186,7 @@ def test_run_file_reduced_in_small_overlapping_chunks_equals_one_chunk(run2: Pat
     with RunFile(run2) as rf:
         assert max(int(m["n_samples"]) for m in rf.channel_meta) > 5 * 97  # really several chunks
     assert len(whole.channels) == len(small.channels) > 0
-    for a, b in zip(whole.channels, small.channels):
+    for a, b in zip(whole.channels, small.channels, strict=True):
         for k in ("counter_J", "integral_J", "energy_J", "uncertainty_J", "peak_W", "max_gap_s"):
             np.testing.assert_allclose(
                 getattr(b.own, k), getattr(a.own, k), rtol=1e-9, equal_nan=True, err_msg=k
@@ -200,10 +200,10 @@ def test_reused_chunk_buffers_hold_each_block_until_the_one_after_next(run2: Pat
         seen = []
         for block in rf.chunks(0, 50, overlap=1, reuse=True):
             seen.append(block)
-            for col, want in zip(block, fresh[len(seen) - 1]):
+            for col, want in zip(block, fresh[len(seen) - 1], strict=True):
                 np.testing.assert_array_equal(col, want)
             if len(seen) >= 2:  # the block before is still intact
-                for col, want in zip(seen[-2], fresh[len(seen) - 2]):
+                for col, want in zip(seen[-2], fresh[len(seen) - 2], strict=True):
                     np.testing.assert_array_equal(col, want)
         assert len(seen) == len(fresh) > 3
 

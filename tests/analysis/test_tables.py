@@ -46,7 +46,7 @@ def test_counter_is_used_and_its_disagreement_with_the_integral_reported(tmp_pat
 
 def test_idle_power_is_subtracted_for_net_energy(tmp_path: Path) -> None:
     ch = channel(power=_steps([(0, 40.0), (5.0, 160.0)]))
-    wins = [window(0, -1, "idle", 1.0, 4.0)] + _measure(0, [(6.0, 8.0), (9.0, 12.0)])
+    wins = [window(0, -1, "idle", 1.0, 4.0), *_measure(0, [(6.0, 8.0), (9.0, 12.0)])]
     (row,) = energy_table([build(tmp_path / "r.h5", [ch], wins)])
     assert row["idle_power_W"] == pytest.approx(40.0, rel=1e-6)
     assert row["energy_J"] == pytest.approx(160.0 * 5, rel=1e-6)
@@ -333,7 +333,13 @@ def _mig(tmp_path: Path, n_instances: int = 2) -> Path:
     """Ranks 0 and 1 on two MIG instances of one GPU (NVML reads the whole GPU: each records it),
     rank 2 on a whole GPU of its own."""
     migs = ",".join(f"MIG-{k:08d}-0000-0000-0000-000000000000" for k in range(n_instances))
-    gpu = dict(scope="gpu", name="nvml:GPU-aaaa", device="GPU-aaaa", backend="nvml", shared_with=migs)
+    gpu = {
+        "scope": "gpu",
+        "name": "nvml:GPU-aaaa",
+        "device": "GPU-aaaa",
+        "backend": "nvml",
+        "shared_with": migs,
+    }
     chans = [
         channel(0, power=300.0, **gpu),
         channel(1, power=300.0, **gpu),

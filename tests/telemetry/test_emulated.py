@@ -49,7 +49,7 @@ def test_nvml_model_holds_the_counter_between_refreshes_and_samples_25_ms_of_eac
     for t in np.arange(0.5, 2.5, 0.005):
         m.sync(t)
         seen.append((t, gpu.energy_mJ, gpu.power_instant_mW, gpu.power_average_mW, gpu.timestamp_us))
-    t, e, inst, avg, stamp = (np.array(x) for x in zip(*seen))
+    t, e, inst, avg, stamp = (np.array(x) for x in zip(*seen, strict=True))
     changes = t[1:][np.diff(e) != 0]
     # the counter moves only just after a refresh instant 0.03 + k * 0.1
     phase = (changes - 0.03) % 0.1

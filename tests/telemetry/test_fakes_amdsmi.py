@@ -8,6 +8,7 @@ rocm-6.2.0); the real package cannot be imported here (it loads libamd_smi.so).
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import pytest
 
@@ -174,7 +175,7 @@ def test_backwards_quirk_drops_the_accumulator_now_and_then_before_7_0():
     for _ in range(8):
         gcds[0].energy_ticks += 1000
         seen.append(lib.amdsmi_get_energy_count(h[0])["energy_accumulator"])
-    drops = [b < a for a, b in zip(seen, seen[1:])]
+    drops = [b < a for a, b in itertools.pairwise(seen)]
     assert drops.count(True) == 2
     with pytest.raises(ValueError, match="documented"):
         api.make_amdsmi(gcds, "7.0", quirks=("backwards",))

@@ -20,7 +20,7 @@ from energy_hpc.telemetry.hygiene import (
 
 def feed(watch, power_W, energy, dt=0.1, t0=0.0):
     out = []
-    for k, (p, e) in enumerate(zip(power_W, energy)):
+    for k, (p, e) in enumerate(zip(power_W, energy, strict=True)):
         out.append(watch.update(t0 + k * dt, p, e))
     return out
 

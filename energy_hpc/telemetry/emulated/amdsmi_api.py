@@ -60,8 +60,13 @@ from __future__ import annotations
 import struct
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
+
+if TYPE_CHECKING:
+    import pytest
 
 VERSIONS = ("5.7", "6.0", "6.2", "6.3", "6.4", "7.0")
 NA = "N/A"
@@ -151,20 +156,20 @@ class AmdSmiException(Exception):
 
 
 class AmdSmiLibraryException(AmdSmiException):
-    def __init__(self, err_code):
+    def __init__(self, err_code: int) -> None:
         err_code = abs(err_code)
         super().__init__(err_code)
         self.err_code = err_code
         names = {v: k for k, v in STATUS.items()}
         self.err_info = names.get(err_code, "AMDSMI_STATUS_UNKNOWN_ERROR - An unknown error occurred")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"Error code:\n\t{self.err_code} | {self.err_info}"
 
-    def get_error_code(self):
+    def get_error_code(self) -> int:
         return self.err_code
 
-    def get_error_info(self):
+    def get_error_info(self) -> str:
         return self.err_info
 
 
@@ -192,7 +197,7 @@ class FakeGcd:
     silent: bool = False
     silent_mode: str = "zero"  # "zero" (0 W, 0 J), "na" (power unavailable, 0 J) or "raise" (NOT_SUPPORTED)
     instant: bool = False  # MI300-class: current_socket_power numeric, average_socket_power unavailable
-    link_bw: dict = field(default_factory=dict)  # other bdf -> max bandwidth (MB/s)
+    link_bw: dict[str, int] = field(default_factory=dict)  # other bdf -> max bandwidth (MB/s)
 
     @property
     def mi300(self) -> bool:
@@ -210,6 +215,26 @@ class ProcessorHandle:
         self.gcd = gcd
 
 
+class FakeAmdsmiState(TypedDict):
+    init: int  # amdsmi_init calls minus amdsmi_shut_down calls
+    flags: IntEnum | None  # the flag of the last amdsmi_init
+    reads: dict[int, int]  # energy reads per GCD (id of the FakeGcd), for the "backwards" quirk
+    cache: dict[int, tuple[int, int, int]]  # gpu_metrics per GCD, for the "stuck" quirk
+
+
+class FakeAmdsmi(types.ModuleType):
+    """The module :func:`make_amdsmi` returns. The release's functions are set on it by name, as the
+    real module has them (read through the module's dynamic attributes); declared here are the
+    attributes the stand-in itself uses and what tests look at."""
+
+    __version__: str
+    AmdSmiException: type[AmdSmiException]
+    AmdSmiLibraryException: type[AmdSmiLibraryException]
+    AmdSmiParameterException: type[AmdSmiParameterException]
+    AmdSmiInitFlags: type[IntEnum]
+    _state: FakeAmdsmiState
+
+
 def make_amdsmi(
     gcds: list[FakeGcd],
     version: str = "6.4",
@@ -219,7 +244,7 @@ def make_amdsmi(
     quirks: tuple[str, ...] = (),
     backwards_every: int = 50,
     backwards_ticks: int = 10_000_000,
-) -> types.ModuleType:
+) -> FakeAmdsmi:
     """A module object that behaves like ``amdsmi`` of ROCm ``version`` on a node with ``gcds``."""
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}")
@@ -230,37 +255,38 @@ def make_amdsmi(
             raise ValueError(f"quirk {q!r} is documented for ROCm {QUIRKS[q]} only, not {version}")
     v = tuple(int(x) for x in version.split("."))
     na = NA if v >= (6, 2) else SENTINEL  # 6.2 added the 0xFFFF -> "N/A" loop to amdsmi_get_power_info
-    mod = types.ModuleType("amdsmi")
+    mod = FakeAmdsmi("amdsmi")
     mod.__version__ = version
     mod.AmdSmiException = AmdSmiException
     mod.AmdSmiLibraryException = AmdSmiLibraryException
     mod.AmdSmiParameterException = AmdSmiParameterException
-    flags = IntEnum("AmdSmiInitFlags", _INIT_FLAGS[version])
+    # the members differ per release: the functional API, which mypy follows only for literal members
+    flags = IntEnum("AmdSmiInitFlags", _INIT_FLAGS[version])  # type: ignore[misc]
     mod.AmdSmiInitFlags = flags
-    state = {"init": 0, "flags": None, "reads": {}, "cache": {}}
+    state: FakeAmdsmiState = {"init": 0, "flags": None, "reads": {}, "cache": {}}
     mod._state = state
     handles = [ProcessorHandle(g) for g in gcds]
 
-    def fail(name):
+    def fail(name: str) -> NoReturn:
         if name == "AMDSMI_STATUS_DRIVER_NOT_LOADED" and v < (6, 0):
             name = "AMDSMI_STATUS_INIT_ERROR"  # no DRIVER_NOT_LOADED status in 5.7
         raise AmdSmiLibraryException(STATUS[name])
 
-    def check(h):
+    def check(h: object) -> FakeGcd:
         if not state["init"]:
             fail("AMDSMI_STATUS_NOT_INIT")
         if not isinstance(h, ProcessorHandle):
             raise AmdSmiParameterException(h)
         return h.gcd
 
-    def metrics(g):
+    def metrics(g: FakeGcd) -> tuple[int, int, int]:
         """(power W, accumulator ticks, timestamp ns) as gpu_metrics gives them now (or cached)."""
         now = (int(g.power_W), int(g.energy_ticks), int(g.timestamp_ns))
         if "stuck" in quirks:
             return state["cache"].setdefault(id(g), now)
         return now
 
-    def amdsmi_init(flag=flags.INIT_AMD_GPUS):
+    def amdsmi_init(flag: object = flags["INIT_AMD_GPUS"]) -> None:
         if not isinstance(flag, flags):
             raise AmdSmiParameterException(flag)
         if not driver_loaded:
@@ -268,25 +294,26 @@ def make_amdsmi(
         state["init"] += 1
         state["flags"] = flag
 
-    def amdsmi_shut_down():
+    def amdsmi_shut_down() -> None:
         if not state["init"]:
             fail("AMDSMI_STATUS_NOT_INIT")
         state["init"] -= 1
 
-    def amdsmi_get_processor_handles():
+    def amdsmi_get_processor_handles() -> list[ProcessorHandle]:
         if not state["init"]:
             fail("AMDSMI_STATUS_NOT_INIT")
         return list(handles)
 
-    def amdsmi_get_gpu_device_bdf(processor_handle):
+    def amdsmi_get_gpu_device_bdf(processor_handle: object) -> str:
         return check(processor_handle).bdf
 
-    def amdsmi_get_gpu_device_uuid(processor_handle):
+    def amdsmi_get_gpu_device_uuid(processor_handle: object) -> str:
         g = check(processor_handle)
         return g.uuid or amdsmi_uuid(g.serial_int, g.device_id)
 
-    def amdsmi_get_gpu_asic_info(processor_handle):
+    def amdsmi_get_gpu_asic_info(processor_handle: object) -> dict[str, int | str]:
         g = check(processor_handle)
+        d: dict[str, int | str]
         if v < (6, 2):
             d = {
                 "market_name": g.market_name,
@@ -316,8 +343,10 @@ def make_amdsmi(
             d["subvendor_id"], d["subsystem_id"] = "0x1002", "0x0c34"
         return d
 
-    def _power_info(processor_handle):
+    def _power_info(processor_handle: object) -> dict[str, int | str]:
         g = check(processor_handle)
+        avg: int | str
+        cur: int | str
         if g.silent and g.silent_mode == "raise":
             fail("AMDSMI_STATUS_NOT_SUPPORTED")
         watts = metrics(g)[0]
@@ -329,7 +358,7 @@ def make_amdsmi(
         else:
             avg = watts
             cur = watts if version == "6.0" else na  # 6.0: v1.3 copies the average into current
-        d = {
+        d: dict[str, int | str] = {
             "current_socket_power": cur,
             "average_socket_power": avg,
             "gfx_voltage": 800,
@@ -343,16 +372,19 @@ def make_amdsmi(
             d = {"socket_power": cur if g.mi300 else avg, **d}
         return d
 
-    if version == "6.4":
+    def power_info_6_4(processor_handle: object, sensor_ind: int = 0) -> dict[str, int | str]:
+        return _power_info(processor_handle)
 
-        def amdsmi_get_power_info(processor_handle, sensor_ind=0):
-            return _power_info(processor_handle)
-    else:
+    def power_info(processor_handle: object) -> dict[str, int | str]:
+        return _power_info(processor_handle)
 
-        def amdsmi_get_power_info(processor_handle):
-            return _power_info(processor_handle)
+    # 6.4 alone takes sensor_ind
+    amdsmi_get_power_info: Callable[..., dict[str, int | str]] = (
+        power_info_6_4 if version == "6.4" else power_info
+    )
+    amdsmi_get_power_info.__name__ = "amdsmi_get_power_info"
 
-    def amdsmi_get_energy_count(processor_handle):
+    def amdsmi_get_energy_count(processor_handle: object) -> dict[str, int | float]:
         g = check(processor_handle)
         if g.silent and g.silent_mode == "raise":
             fail("AMDSMI_STATUS_NOT_SUPPORTED")
@@ -370,7 +402,7 @@ def make_amdsmi(
             return {"power": ticks, "energy_accumulator": ticks, **d}
         return {"energy_accumulator": ticks, **d}
 
-    def minmax_bandwidth(processor_handle_src, processor_handle_dst):
+    def minmax_bandwidth(processor_handle_src: object, processor_handle_dst: object) -> dict[str, int]:
         a, b = check(processor_handle_src), check(processor_handle_dst)
         if not bandwidth_supported:
             fail("AMDSMI_STATUS_NOT_SUPPORTED")
@@ -445,7 +477,9 @@ def mi250x_node(silent_mode: str = "zero", primaries_first: bool = True) -> list
     return gcds
 
 
-def install(monkeypatch, gcds: list[FakeGcd], version: str = "6.4", **kw) -> types.ModuleType:
+def install(
+    monkeypatch: pytest.MonkeyPatch, gcds: list[FakeGcd], version: str = "6.4", **kw: Any
+) -> FakeAmdsmi:
     mod = make_amdsmi(gcds, version, **kw)
     monkeypatch.setitem(sys.modules, "amdsmi", mod)
     return mod

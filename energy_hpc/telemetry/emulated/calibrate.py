@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from energy_hpc.analysis.energy import combine_uncertainty, reduce_channel
-from energy_hpc.telemetry.emulated.parts import PARTS, VirtualClock, open_part, true_energy
+from energy_hpc.telemetry.emulated.parts import PARTS, EmulatedSensor, VirtualClock, open_part, true_energy
 from energy_hpc.telemetry.emulated.signals import Workload
 
 LENGTHS_S = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 60.0)
@@ -70,7 +71,12 @@ def workload_for(rng: np.random.Generator, n: int, length_s: float, group: int =
 
 
 def sample(
-    sensor, clock: VirtualClock, t_end: float, interval_s: float, rng: np.random.Generator, jitter_s: float
+    sensor: EmulatedSensor,
+    clock: VirtualClock,
+    t_end: float,
+    interval_s: float,
+    rng: np.random.Generator,
+    jitter_s: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read ``sensor`` on an absolute schedule until ``t_end`` (virtual seconds); return time and
     (sample, channel) power and energy, as the sampler stores them."""
@@ -121,12 +127,12 @@ def trial(
                 w0.part,
                 w0.channel,
                 length_s,
-                *(np.concatenate([getattr(w, f) for w in ws]) for f in ("true_J",)),
+                np.concatenate([w.true_J for w in ws]),
                 w0.method,
-                *(
-                    np.concatenate([getattr(w, f) for w in ws])
-                    for f in ("energy_J", "random_J", "systematic_J", "short")
-                ),
+                np.concatenate([w.energy_J for w in ws]),
+                np.concatenate([w.random_J for w in ws]),
+                np.concatenate([w.systematic_J for w in ws]),
+                np.concatenate([w.short for w in ws]),
             )
         )
     return out
@@ -188,7 +194,7 @@ class Summary:
     cover2: float
     agg: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # k -> (bias %, cover1, cover2)
 
-    def row(self) -> dict:
+    def row(self) -> dict[str, Any]:
         d = {
             k: getattr(self, k)
             for k in (

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from energy_hpc.telemetry.emulated.amdsmi_api import FakeGcd
+from energy_hpc.telemetry.emulated.pynvml_api import FakeGpu
 from energy_hpc.telemetry.emulated.signals import Signal
 
 EPOCH_US = 1_700_000_000_000_000  # where field timestamps start (us since the Unix epoch)
@@ -61,13 +62,20 @@ class Table:
 
     BLOCK = 4096
 
-    def __init__(self, refresh: Refresh, fn, signals: Sequence[Signal] = ()) -> None:
+    def __init__(
+        self,
+        refresh: Refresh,
+        fn: Callable[[np.ndarray], Sequence[np.ndarray]],
+        signals: Sequence[Signal] = (),
+    ) -> None:
+        """``fn(refresh instants)`` gives the columns shown after those refreshes."""
         self.refresh, self.fn = refresh, fn
         # a signal recorded as it happens (a run's activity) cannot be computed ahead
         self.block = 1 if any(getattr(sg, "live", False) for sg in signals) else self.BLOCK
-        self.k0, self.cols = 0, None
+        self.k0 = 0
+        self.cols: list[np.ndarray] | None = None
 
-    def row(self, t: float) -> tuple:
+    def row(self, t: float) -> tuple[np.number, ...]:
         k = self.refresh.index(t)
         if self.cols is None or not self.k0 <= k < self.k0 + self.block:
             self.k0 = k
@@ -95,7 +103,7 @@ class Model:
 
 @dataclass
 class NvmlModel(Model):
-    gpu: Any  # pynvml_api.FakeGpu
+    gpu: FakeGpu
     signal: Signal  # GPU scope
     module: Signal | None = None  # GH200: GPU + Grace CPU + memory
     counter: Refresh = field(default_factory=lambda: Refresh(0.1))
@@ -147,7 +155,7 @@ class NvmlModel(Model):
 
 @dataclass
 class AmdModel(Model):
-    gcd: Any  # amdsmi_api.FakeGcd (the package's primary GCD)
+    gcd: FakeGcd  # the package's primary GCD
     signal: Signal  # the whole package (MI250X: both GCDs)
     instant: bool = False  # MI300X: current_socket_power; MI250X: average_socket_power
     counter: Refresh = field(default_factory=lambda: Refresh(0.001))
@@ -266,7 +274,7 @@ class RaplModel(Model):
         )
 
     def sync(self, t: float) -> None:
-        for (path, _), uj in zip(self._files, self._table.row(t)):
+        for (path, _), uj in zip(self._files, self._table.row(t), strict=True):
             _write(path, f"{int(uj)}\n")
 
 

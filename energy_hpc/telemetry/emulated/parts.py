@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,9 @@ def _truth_for(c: ChannelInfo, model: hardware.Model) -> Signal | None:
     return None
 
 
-def part_signals(part: Part, workload: Workload | None, activity=None) -> dict[str, Signal]:
+def part_signals(
+    part: Part, workload: Workload | None, activity: Callable[[float, float], Signal] | None = None
+) -> dict[str, Signal]:
     """The true signals of a part's channels for a workload, or (``activity(idle_W, busy_W)``, in a
     run) following the activity of the process measured."""
     p = part
@@ -147,7 +150,7 @@ def open_part(
     rng: np.random.Generator | None = None,
     folder: str | Path | None = None,
     t0: float = 0.0,
-    options: dict | None = None,
+    options: dict[str, Any] | None = None,
     gpu_scope: bool = True,
     signals: dict[str, Signal] | None = None,
 ) -> EmulatedSensor:

@@ -31,10 +31,11 @@ library=...)``. Tests drive the GPUs by setting attributes of :class:`FakeGpu` b
 
 from __future__ import annotations
 
+import ctypes
 import string
 import sys
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from ctypes import (
     Structure,
     Union,
@@ -49,6 +50,10 @@ from ctypes import (
     c_ushort,
 )
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import pytest
 
 # nvml.h return codes (pynvml NVML_ERROR_*), same values as the library.
 CODES = {
@@ -170,26 +175,42 @@ class _Handle:
         self.gpu, self.mig = gpu, mig
 
 
-def _make_errors(mod: types.ModuleType) -> None:
+class FakePynvml(types.ModuleType):
+    """The module :func:`make_pynvml` returns. pynvml's constants, functions and per-code error classes
+    are set on it by name, as the real module has them (read through the module's dynamic attributes);
+    declared here are what the stand-in itself uses and what tests look at."""
+
+    NVMLError: type[Exception]
+    c_nvmlFieldValue_t: type[c_nvmlFieldValue_t]
+    c_nvmlValue_t: type[c_nvmlValue_t]
+    _state: dict[str, int]  # "refcount" (nvmlInit minus nvmlShutdown), "calls"
+    _gpus: list[FakeGpu]
+
+
+def _make_errors(mod: FakePynvml) -> None:
     """Build NVMLError and its per-code subclasses the way pynvml's _extractNVMLErrorsAsClasses does."""
 
     class NVMLError(Exception):
-        _valClassMapping: dict = {}
+        _valClassMapping: ClassVar[dict[int, type[NVMLError]]] = {}
+        value: int
 
-        def __new__(typ, value):
+        def __new__(typ, value: int) -> NVMLError:
+            cls: type[NVMLError] = typ
             if typ == NVMLError:
-                typ = NVMLError._valClassMapping.get(value, typ)
-            obj = Exception.__new__(typ)
+                cls = NVMLError._valClassMapping.get(value, typ)
+            obj = Exception.__new__(cls)
             obj.value = value
             return obj
 
-        def __str__(self):
+        def __str__(self) -> str:
             for name, code in CODES.items():
                 if code == self.value:
                     return name.replace("NVML_ERROR_", "").replace("_", " ").title()
-            return "NVML Error with code %d" % self.value
+            return f"NVML Error with code {self.value:d}"
 
-        def __eq__(self, other):  # as pynvml: no __hash__ with it, so instances are unhashable
+        # as pynvml: compares the code of whatever it is given, and defines no __hash__ with it, so
+        # instances are unhashable
+        def __eq__(self, other: Any) -> bool:
             return self.value == other.value
 
     NVMLError.__module__ = "pynvml"
@@ -199,8 +220,8 @@ def _make_errors(mod: types.ModuleType) -> None:
             continue
         cls_name = "NVMLError_" + string.capwords(name.replace("NVML_ERROR_", ""), "_").replace("_", "")
 
-        def gen_new(val):
-            def new(typ, *args):
+        def gen_new(val: int) -> Callable[..., NVMLError]:
+            def new(typ: type[NVMLError], *args: object) -> NVMLError:
                 return NVMLError.__new__(typ, val)
 
             return new
@@ -218,7 +239,7 @@ def make_pynvml(
     driver_loaded: bool = True,
     no_permission: bool = False,
     hidden: Iterable[int | str] = (),
-) -> types.ModuleType:
+) -> FakePynvml:
     """A module object that behaves like ``pynvml`` on a node with ``gpus``.
 
     ``no_permission``: the energy counter answers NO_PERMISSION. ``hidden``: GPUs outside the job's
@@ -227,10 +248,10 @@ def make_pynvml(
         for k, g in enumerate(gpus):
             if h == k or (isinstance(h, str) and h.lower() in (g.uuid.lower(), g.bus_id.lower())):
                 g.hidden = True
-    mod = types.ModuleType("pynvml")
+    mod = FakePynvml("pynvml")
     for table in (CODES, FIELDS, SCOPES, MIG_MODES, VALUE_TYPES):
-        for k, v in table.items():
-            setattr(mod, k, v)
+        for name, value in table.items():
+            setattr(mod, name, value)
     mod.c_nvmlFieldValue_t = c_nvmlFieldValue_t
     mod.c_nvmlValue_t = c_nvmlValue_t
     _make_errors(mod)
@@ -238,50 +259,50 @@ def make_pynvml(
     mod._state = state
     mod._gpus = gpus
 
-    def err(name):
+    def err(name: str) -> Exception:
         return mod.NVMLError(CODES[name])
 
-    def need_init():
+    def need_init() -> None:
         state["calls"] += 1
         if state["refcount"] == 0:
             raise err("NVML_ERROR_UNINITIALIZED")
 
-    def gpu_of(handle):
+    def gpu_of(handle: _Handle) -> FakeGpu:
         need_init()
         if handle.gpu.lost:
             raise err("NVML_ERROR_GPU_IS_LOST")
         return handle.gpu
 
-    def nvmlInit():
+    def nvmlInit() -> None:
         if not library_found:
             raise err("NVML_ERROR_LIBRARY_NOT_FOUND")
         if not driver_loaded:
             raise err("NVML_ERROR_DRIVER_NOT_LOADED")
         state["refcount"] += 1
 
-    def nvmlInitWithFlags(flags):
+    def nvmlInitWithFlags(flags: int) -> None:
         nvmlInit()
 
-    def nvmlShutdown():
+    def nvmlShutdown() -> None:
         need_init()
         state["refcount"] -= 1
 
-    def nvmlDeviceGetCount():
+    def nvmlDeviceGetCount() -> int:
         need_init()
         return len(gpus)
 
-    def attach(g, mig=""):
+    def attach(g: FakeGpu, mig: str = "") -> _Handle:
         if g.hidden:  # the device node is outside the job's cgroup
             raise err("NVML_ERROR_NO_PERMISSION")
         return _Handle(g, mig)
 
-    def nvmlDeviceGetHandleByIndex(index):
+    def nvmlDeviceGetHandleByIndex(index: int) -> _Handle:
         need_init()
         if not 0 <= index < len(gpus):
             raise err("NVML_ERROR_INVALID_ARGUMENT")
         return attach(gpus[index])
 
-    def nvmlDeviceGetHandleByUUID(uuid):
+    def nvmlDeviceGetHandleByUUID(uuid: str | bytes) -> _Handle:
         need_init()
         uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
         for g in gpus:
@@ -291,7 +312,7 @@ def make_pynvml(
                 return attach(g, uuid)
         raise err("NVML_ERROR_NOT_FOUND")
 
-    def _bus_key(bus_id):
+    def _bus_key(bus_id: str) -> tuple[int, int, int, int] | None:
         """domain:bus:device.function or bus:device.function, any case, any domain width."""
         parts = bus_id.strip().lower().split(":")
         if len(parts) == 2:
@@ -304,7 +325,7 @@ def make_pynvml(
         except ValueError:
             return None
 
-    def nvmlDeviceGetHandleByPciBusId(pciBusId):
+    def nvmlDeviceGetHandleByPciBusId(pciBusId: str | bytes) -> _Handle:
         need_init()
         key = _bus_key(pciBusId.decode() if isinstance(pciBusId, bytes) else pciBusId)
         if key is None:
@@ -314,17 +335,17 @@ def make_pynvml(
                 return attach(g)
         raise err("NVML_ERROR_NOT_FOUND")
 
-    def nvmlDeviceGetUUID(handle):
+    def nvmlDeviceGetUUID(handle: _Handle) -> str:
         g = gpu_of(handle)
         return handle.mig or g.uuid
 
-    def nvmlDeviceGetName(handle):
+    def nvmlDeviceGetName(handle: _Handle) -> str:
         return gpu_of(handle).name
 
-    def nvmlDeviceGetPciInfo(handle):
+    def nvmlDeviceGetPciInfo(handle: _Handle) -> _PciInfo:
         return _PciInfo(gpu_of(handle).bus_id)
 
-    def nvmlDeviceGetTotalEnergyConsumption(handle):
+    def nvmlDeviceGetTotalEnergyConsumption(handle: _Handle) -> int:
         g = gpu_of(handle)
         if handle.mig or not g.energy_supported:
             raise err("NVML_ERROR_NOT_SUPPORTED")
@@ -336,7 +357,7 @@ def make_pynvml(
             return int(g.module_energy_mJ)
         return int(g.energy_mJ)
 
-    def nvmlDeviceGetPowerUsage(handle):
+    def nvmlDeviceGetPowerUsage(handle: _Handle) -> int:
         g = gpu_of(handle)
         if handle.mig or not g.power_supported:
             raise err("NVML_ERROR_NOT_SUPPORTED")
@@ -346,7 +367,7 @@ def make_pynvml(
             return int(g.module_power_average_mW)
         return int(g.power_average_mW)
 
-    def field_value(g, fid, scope):
+    def field_value(g: FakeGpu, fid: int, scope: int) -> tuple[str, int | None, str]:
         """(nvmlReturn name, value, valueType name) of one field at one scope."""
         if not g.fields_supported or fid not in FIELDS.values():
             return "NVML_ERROR_NOT_SUPPORTED", None, ""
@@ -378,7 +399,11 @@ def make_pynvml(
         vtype = "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG" if energy else "NVML_VALUE_TYPE_UNSIGNED_INT"
         return "NVML_SUCCESS", int(v), vtype
 
-    def nvmlDeviceGetFieldValues(handle, fieldIds):
+    def nvmlDeviceGetFieldValues(
+        handle: _Handle, fieldIds: Sequence[Any]
+    ) -> ctypes.Array[c_nvmlFieldValue_t]:
+        """``fieldIds``: field ids, or (field id, scope id) pairs; as pynvml, whatever unpacks into two
+        is a pair, anything else a field id."""
         g = gpu_of(handle)
         values = (c_nvmlFieldValue_t * len(fieldIds))()
         for i, fid in enumerate(fieldIds):
@@ -400,21 +425,21 @@ def make_pynvml(
                     values[i].value.uiVal = v
         return values
 
-    def mig_on(g):
+    def mig_on(g: FakeGpu) -> bool:
         return g.mig_capable and bool(g.mig)
 
-    def nvmlDeviceGetMigMode(device):
+    def nvmlDeviceGetMigMode(device: _Handle) -> list[int]:
         g = gpu_of(device)
         if device.mig or not g.mig_capable:
             raise err("NVML_ERROR_NOT_SUPPORTED")
         mode = MIG_MODES["NVML_DEVICE_MIG_ENABLE" if mig_on(g) else "NVML_DEVICE_MIG_DISABLE"]
         return [mode, mode]
 
-    def nvmlDeviceGetMaxMigDeviceCount(device):
+    def nvmlDeviceGetMaxMigDeviceCount(device: _Handle) -> int:
         g = gpu_of(device)
         return 7 if mig_on(g) else 0  # "Returns zero if MIG is not supported or enabled"
 
-    def nvmlDeviceGetMigDeviceHandleByIndex(device, index):
+    def nvmlDeviceGetMigDeviceHandleByIndex(device: _Handle, index: int) -> _Handle:
         g = gpu_of(device)
         if index >= nvmlDeviceGetMaxMigDeviceCount(device):
             raise err("NVML_ERROR_INVALID_ARGUMENT")
@@ -422,23 +447,23 @@ def make_pynvml(
             raise err("NVML_ERROR_NOT_FOUND")
         return _Handle(g, g.mig[index])
 
-    def nvmlDeviceGetGpuInstanceId(device):
+    def nvmlDeviceGetGpuInstanceId(device: _Handle) -> int:
         g = gpu_of(device)
         if not device.mig:
             raise err("NVML_ERROR_NOT_SUPPORTED")
         return g.mig_gi_ci(g.mig.index(device.mig))[0]
 
-    def nvmlDeviceGetComputeInstanceId(device):
+    def nvmlDeviceGetComputeInstanceId(device: _Handle) -> int:
         g = gpu_of(device)
         if not device.mig:
             raise err("NVML_ERROR_NOT_SUPPORTED")
         return g.mig_gi_ci(g.mig.index(device.mig))[1]
 
-    def nvmlDeviceIsMigDeviceHandle(device):
+    def nvmlDeviceIsMigDeviceHandle(device: _Handle) -> int:
         gpu_of(device)
         return int(bool(device.mig))
 
-    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice):
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice: _Handle) -> _Handle:
         return _Handle(gpu_of(migDevice))
 
     for fn in (
@@ -486,7 +511,7 @@ def h100_node(n: int = 4) -> list[FakeGpu]:
     ]
 
 
-def install(monkeypatch, gpus: list[FakeGpu], **kw) -> types.ModuleType:
+def install(monkeypatch: pytest.MonkeyPatch, gpus: list[FakeGpu], **kw: Any) -> FakePynvml:
     """Put a fake in ``sys.modules['pynvml']`` for code that imports it (registry, CLI)."""
     mod = make_pynvml(gpus, **kw)
     monkeypatch.setitem(sys.modules, "pynvml", mod)

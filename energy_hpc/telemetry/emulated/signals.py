@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 TWO_PI = 2.0 * math.pi
 
@@ -71,9 +72,7 @@ class Steps(Signal):
         object.__setattr__(self, "_cum", np.cumsum(seg))
 
     @classmethod
-    def windows(
-        cls, starts: Sequence[float], ends: Sequence[float], idle_W: float, busy_W: float | Sequence[float]
-    ) -> Steps:
+    def windows(cls, starts: ArrayLike, ends: ArrayLike, idle_W: float, busy_W: ArrayLike) -> Steps:
         """Idle outside the spans [starts[i], ends[i]), busy (one level, or one per span) inside."""
         s, e = np.asarray(starts, float), np.asarray(ends, float)
         busy = np.broadcast_to(np.asarray(busy_W, float), s.shape)
@@ -106,20 +105,24 @@ class GatedRipple(Signal):
     freq_hz: np.ndarray | float
     phase: np.ndarray | float = 0.0
     _cum: np.ndarray = field(init=False, repr=False, compare=False)
+    _freq: np.ndarray = field(init=False, repr=False, compare=False)  # freq_hz, one per span
+    _phase: np.ndarray = field(init=False, repr=False, compare=False)  # phase, one per span
 
     def __post_init__(self) -> None:
         s, e = np.asarray(self.starts, float), np.asarray(self.ends, float)
         object.__setattr__(self, "starts", s)
         object.__setattr__(self, "ends", e)
-        object.__setattr__(self, "freq_hz", np.broadcast_to(np.asarray(self.freq_hz, float), s.shape).copy())
-        object.__setattr__(self, "phase", np.broadcast_to(np.asarray(self.phase, float), s.shape).copy())
+        object.__setattr__(self, "_freq", np.broadcast_to(np.asarray(self.freq_hz, float), s.shape).copy())
+        object.__setattr__(self, "_phase", np.broadcast_to(np.asarray(self.phase, float), s.shape).copy())
+        object.__setattr__(self, "freq_hz", self._freq)
+        object.__setattr__(self, "phase", self._phase)
         full = self._span_integral(np.arange(len(s)), e)
         object.__setattr__(self, "_cum", np.concatenate([[0.0], np.cumsum(full)]))
 
     def _span_integral(self, i: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Integral over [s_i, t] of span i's sinusoid (t inside the span)."""
-        w = TWO_PI * self.freq_hz[i]
-        ph = self.phase[i]
+        w = TWO_PI * self._freq[i]
+        ph = self._phase[i]
         return self.amp_W / w * (np.cos(ph) - np.cos(w * (t - self.starts[i]) + ph))
 
     def power(self, t: np.ndarray | float) -> np.ndarray:
@@ -128,7 +131,7 @@ class GatedRipple(Signal):
             return np.zeros_like(t)
         i = np.clip(np.searchsorted(self.starts, t, side="right") - 1, 0, len(self.starts) - 1)
         inside = (t >= self.starts[i]) & (t < self.ends[i])
-        v = self.amp_W * np.sin(TWO_PI * self.freq_hz[i] * (t - self.starts[i]) + self.phase[i])
+        v = self.amp_W * np.sin(TWO_PI * self._freq[i] * (t - self.starts[i]) + self._phase[i])
         return np.where(inside, v, 0.0)
 
     def energy(self, t: np.ndarray | float) -> np.ndarray:
@@ -246,7 +249,7 @@ class ActivitySignal(Signal):
 
     live = True
 
-    def __init__(self, pid: int, idle_W: float, busy_W: float, t0: float, clock) -> None:
+    def __init__(self, pid: int, idle_W: float, busy_W: float, t0: float, clock: Callable[[], float]) -> None:
         self.pid, self.idle_W, self.busy_W, self.t0, self.clock = pid, float(idle_W), float(busy_W), t0, clock
         self.times = [0.0]
         self.levels = [float(idle_W)]  # level from times[i] on

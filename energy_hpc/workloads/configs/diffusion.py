@@ -202,9 +202,9 @@ class _Pipeline:
     def __init__(
         self,
         kind: str,
-        unet: dict,
-        vae: tuple[dict, int, float],
-        text: tuple[dict, ...],
+        unet: dict[str, Any],
+        vae: tuple[dict[str, Any], int, float],
+        text: tuple[dict[str, Any], ...],
         max_length: int,
         save_fp16: bool,
     ) -> None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -51,7 +55,7 @@ def write_clip_tokenizer(folder: Path, max_length: int = 77) -> int:
 
 def byte_level_tokenizer(
     specials: tuple[str, ...], *, max_length: int, prepend: str = "", append_eos: str = "", **roles: str
-):
+) -> PreTrainedTokenizerFast:
     """A fast tokenizer: ``specials`` take ids 0..k-1 in order, then the 256 bytes. ``roles`` name the
     special tokens' parts (``pad_token="<pad>"``, ``eos_token="</s>"``, ...). Every encoded text starts
     with ``prepend`` (Llama's ``<s>``) and ends with ``append_eos`` (T5's ``</s>``) where given."""

@@ -21,7 +21,7 @@ def test_unexpected_error_is_passed_on_not_left_on_one_rank() -> None:
     def fail():
         raise OSError(122, "Disk quota exceeded")
 
-    with pytest.raises(CollectiveUserError, match="models: OSError: .*Disk quota exceeded"):
+    with pytest.raises(CollectiveUserError, match=r"models: OSError: .*Disk quota exceeded"):
         collective(SingleComm(), "models", fail)
 
 

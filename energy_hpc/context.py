@@ -378,6 +378,21 @@ def env_int(env: Mapping[str, str], names: tuple[str, ...], default: int) -> int
     return default
 
 
+# Variables only hydra's mpiexec sets in the ranks it starts (srun's PMI plugins do not).
+_HYDRA_VARS = ("HYDI_CONTROL_FD", "MPI_LOCALRANKID")
+
+
+def launcher_name(env: Mapping[str, str]) -> str:
+    """The launcher: "srun" when srun started this rank itself (with or without a PMI plugin: ``--mpi=pmi2`` sets
+    PMI_RANK too), else "mpi" (an mpiexec, which under Slurm runs its proxies as an srun step: the
+    ranks then see SLURM_STEP_ID, but also hydra's own variables, and SLURM_PROCID numbers the
+    proxies, not the ranks)."""
+    if "SLURM_STEP_ID" not in env or any(v in env for v in _HYDRA_VARS):
+        return "mpi"
+    rank = next((env[v] for v in ("PMI_RANK", "PMIX_RANK") if v in env), None)
+    return "srun" if rank is None or rank == env.get("SLURM_PROCID") else "mpi"
+
+
 def detect(env: Mapping[str, str] | None = None, force_mpi: bool | None = None) -> tuple[RankContext, Comm]:
     """Work out this rank's context, initialising MPI only when we were launched under it."""
     env = os.environ if env is None else env
@@ -385,7 +400,7 @@ def detect(env: Mapping[str, str] | None = None, force_mpi: bool | None = None) 
     vis_env, vis = visible_devices(env)
     if want_mpi(env, force_mpi):
         comm: Comm = MpiComm()
-        launcher = "srun" if "SLURM_STEP_ID" in env and "PMI_RANK" not in env else "mpi"
+        launcher = launcher_name(env)
         expected = env_int(env, ("SLURM_STEP_NUM_TASKS", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), comm.size)
         if comm.size == 1 and expected > 1:
             raise LaunchError(

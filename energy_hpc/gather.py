@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ import numpy as np
 
 from energy_hpc import settings
 from energy_hpc.context import Comm, PeerTimeout
-from energy_hpc.spill import Heartbeat, RankSpill, SpillPlan, missing_rank_record
+from energy_hpc.spill import Heartbeat, RankSpill, SpillPlan, missing_rank_record, one_line
 from energy_hpc.store import (
     RankRecord,
     RunHeader,
@@ -133,6 +134,7 @@ def gather(
         "channels": [channel_record(t, comm.rank, rank_record.host, rank_record.node) for t in traces],
         "n_windows": len(windows),
         "time_offset": float(time_offset),
+        "spill_fallback": str(spills.fallback_folder) if spills and spills.fallback_folder else "",
     }
     if comm.rank != 0:
         _serve(comm, meta, traces, time_offset, windows, spills, piece)
@@ -248,7 +250,7 @@ def _collect(
         metas[r]["n_windows"] if r in metas else (len(recovered[r].windows) if r in recovered else 0)
         for r in range(comm.size)
     ]
-    first_window = np.cumsum([0] + n_windows)
+    first_window = np.cumsum([0, *n_windows])
     max_samples = max((c["n_samples"] for c in channels), default=0)
     header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
     header.emulated = emulated_text(emulated_parts(channels))
@@ -257,18 +259,22 @@ def _collect(
     receiver = _Receiver(comm, live, metas, piece, settings.current().gather_ahead)
     receiver.tell_ahead(0)  # the first ranks wake and offer their first piece while the file is created
     tmp = temp_path(out, stem)
-    writer = RunWriter(tmp, header, channels, max_samples, compression)
+    # Every write goes through the write-behind thread. When one fails (a full disk), the rest are
+    # dropped but every rank is still received to the end, so no rank waits for rank 0 in vain; the
+    # failure is raised once everything is in, below.
+    behind = _WriteBehind()
+    writer: Any
     try:
-        writer.begin_windows(int(first_window[-1]))
-        behind = _WriteBehind()
-        try:
-            for i, t in enumerate(traces):  # rank 0's own traces, written while the others arrive
-                for lo in range(0, len(t.time), piece):
-                    behind.put(_write_own, writer, i, t, lo, lo + piece, offset)
-            behind.put(writer.write_windows, 0, windows0.astype(WINDOW_DTYPE))
-            failed = receiver.run(writer, behind, first_channel, first_window)
-        finally:
-            behind.close()
+        writer = RunWriter(tmp, header, channels, max_samples, compression)
+    except OSError as exc:
+        writer, behind.error = _Unwritten(), exc
+    try:
+        behind.put(writer.begin_windows, int(first_window[-1]))
+        for i, t in enumerate(traces):  # rank 0's own traces, written while the others arrive
+            for lo in range(0, len(t.time), piece):
+                behind.put(_write_own, writer, i, t, lo, lo + piece, offset)
+        behind.put(writer.write_windows, 0, windows0.astype(WINDOW_DTYPE))
+        failed = receiver.run(writer, behind, first_channel, first_window)
         for r, why in failed.items():
             missing[r] = f"stopped answering during the gather ({why})"
             log.error("rank %d: %s", r, missing[r])
@@ -280,7 +286,8 @@ def _collect(
             n_windows[r] = min(n_windows[r], len(s.windows))
         for r in range(1, comm.size):
             if r in recovered:
-                _write_from_spill(
+                behind.put(
+                    _write_from_spill,
                     recovered[r],
                     writer,
                     int(first_channel[r]),
@@ -298,13 +305,19 @@ def _collect(
         ]
         if problems:
             header.status, header.status_reason = "partial", "; ".join(problems)[:4000]
-            writer.set_status(header.status, header.status_reason)
-        writer.write_tables(ranks, None, cases)
+            behind.put(writer.set_status, header.status, header.status_reason)
+        behind.put(writer.write_tables, ranks, None, cases)
+        behind.put(writer.close)
+        try:
+            behind.close()
+            path = place(tmp, out, stem)
+        except OSError as exc:
+            writer.abort()
+            raise _unwritten(exc, out, spills, metas) from None
     finally:
-        writer.close()
+        behind.join()
         for s in recovered.values():
             s.close()
-    path = place(tmp, out, stem)
     if missing:
         comm.abandon()  # MPI_Finalize would wait for the missing ranks forever
     log.info(
@@ -343,8 +356,10 @@ def _wait_for_reports(
         sig = interrupted()
         now = time.monotonic()
         if sig:
-            sig_at[0] = now if sig_at[0] is None else sig_at[0]
-            if now - sig_at[0] >= grace_s:
+            first = sig_at[0]
+            if first is None:
+                first = sig_at[0] = now
+            if now - first >= grace_s:
                 for r in pending:
                     missing[r] = f"had not reported {grace_s:.0f} s after rank 0 got {sig}"
                 pending.clear()
@@ -413,7 +428,6 @@ class _WriteBehind:
     def buffer(self, nbytes: int) -> np.ndarray:
         """A uint8 buffer of at least ``nbytes`` from the pool, waiting for the writer to free one."""
         while True:
-            self._raise()
             try:
                 buf = self._free.get(timeout=0.5)
             except queue.Empty:
@@ -424,8 +438,13 @@ class _WriteBehind:
         self._free.put(buf)
 
     def put(self, fn: Callable, *args: Any, buf: np.ndarray | None = None) -> None:
+        """Queue a write. After a write failed, later ones are dropped (``close`` raises the failure):
+        the caller goes on receiving, so the ranks that send are not left waiting."""
         while True:
-            self._raise()
+            if self.error is not None:
+                if buf is not None:
+                    self._free.put(buf)
+                return
             try:
                 self._todo.put((fn, args, buf), timeout=0.5)
                 return
@@ -434,13 +453,47 @@ class _WriteBehind:
 
     def close(self) -> None:
         """Wait for every queued write; raise what the writer thread raised."""
-        self._todo.put(None)
-        self._thread.join()
+        self.join()
         self._raise()
+
+    def join(self) -> None:
+        """Wait for every queued write (again: nothing)."""
+        if self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join()
 
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+class RunFileNotWritten(Exception):
+    """Rank 0 could not write the run file (a full disk); the message says how to rebuild the run
+    from its spills. The runner turns it into an :class:`~energy_hpc.errors.OutputError`."""
+
+
+class _Unwritten:
+    """Stands in for a run file that could not be created: every write to it is dropped."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kw: None
+
+
+def _unwritten(
+    exc: OSError, out: Path, spills: SpillPlan | None, metas: dict[int, dict]
+) -> RunFileNotWritten:
+    """The one line a run file that could not be written comes to: why, and how to get the run back
+    from the spills (each rank's, in the output folder or, where it was full, in the fallback)."""
+    why = one_line(exc).split(": ", 1)[-1]
+    if spills is None:
+        return RunFileNotWritten(f"cannot write the run file into {str(out)!r}: {why}")
+    fallbacks = {m["spill_fallback"] for m in metas.values() if m.get("spill_fallback")}
+    folders = [str(spills.folder), *sorted(fallbacks - {str(spills.folder)})]
+    merge = " ".join(["energy-hpc merge", *map(shlex.quote, folders), "-o", shlex.quote(str(out))])
+    return RunFileNotWritten(
+        f"cannot write the run file into {str(out)!r}: {why}; what was measured is kept in the spill "
+        f"files: once there is room, rebuild the run with: {merge}"
+    )
 
 
 def _write_own(writer: RunWriter, i: int, t: ChannelTrace, lo: int, hi: int, offset: float) -> None:
@@ -479,7 +532,7 @@ class _Receiver:
             self.tell_ahead(i)
             last = [time.monotonic()]
 
-            def give_up() -> str:
+            def give_up(last: list[float] = last) -> str:
                 return f"no answer in {_ANSWER_S:.0f} s" if time.monotonic() - last[0] > _ANSWER_S else ""
 
             try:

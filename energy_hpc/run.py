@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from energy_hpc import settings
 from energy_hpc.context import Comm, RankContext
-from energy_hpc.errors import UserError
+from energy_hpc.errors import OutputError, UserError
 from energy_hpc.jobtypes import Case, Job, case_json
 from energy_hpc.store import (
     RankRecord,
@@ -393,13 +393,24 @@ class RankRun:
         """Close this rank's record and its spill file, then the gather: rank 0 writes the run file
         and removes the spill folder, or keeps the spills that hold what the file lacks (all of them
         with ``keep_spills``)."""
-        from energy_hpc.gather import gather
+        from energy_hpc.gather import RunFileNotWritten
 
         if self.signals.received and not self.interrupted:
             self.interrupted = self.signals.received
         traces = self.sampler.traces()
         self._close_record(traces)
-        outcome = gather(
+        try:
+            outcome = self._gather(traces)
+        except RunFileNotWritten as exc:  # the spills stay: the message says how to rebuild the run
+            raise OutputError(str(exc)) from None
+        if self.ctx.is_root and outcome.path is not None:
+            self._clean_up(outcome, keep_spills)
+        return outcome
+
+    def _gather(self, traces: Sequence[ChannelTrace]) -> GatherOutcome:
+        from energy_hpc.gather import gather
+
+        return gather(
             self.comm,
             traces=traces,
             time_offset=self.offset,
@@ -413,9 +424,6 @@ class RankRun:
             spills=self.plan,
             interrupted=lambda: self.signals.received,
         )
-        if self.ctx.is_root and outcome.path is not None:
-            self._clean_up(outcome, keep_spills)
-        return outcome
 
     def _close_record(self, traces: Sequence[ChannelTrace]) -> None:
         """The rank's status and errors, into its record and its spill file's last spill."""
@@ -436,10 +444,14 @@ class RankRun:
         self.record.status, self.record.error = status, error
         if self.spiller:
             self.spiller.stop(self.record)
-            if self.spiller.failed:
-                self.record.error = "; ".join(
-                    x for x in (error, f"spilling failed: {self.spiller.failed}") if x
-                )
+            note = ""
+            self.plan.fallback_folder = self.spiller.fallback
+            if self.spiller.fallback is not None:
+                note = f"its output folder was full: its spill is in {self.spiller.fallback}"
+            elif self.spiller.failed:
+                note = f"spilling failed: {self.spiller.failed}"
+            if note:
+                self.record.error = "; ".join(x for x in (error, note) if x)
 
     def _clean_up(self, outcome: GatherOutcome, keep_spills: bool) -> None:
         """Rank 0, once the run file is in place: the spill folder goes, but for what it must keep."""

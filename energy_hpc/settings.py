@@ -168,6 +168,12 @@ class Settings:
         default=False, metadata=_meta("ENERGY_HPC_KEEP_SPILLS", _bool, _is_bool, _ON_OFF)
     )
     """Keep the per-rank spill files after the run file is written."""
+    fallback_dir: Path | None = field(
+        default=None,
+        metadata=_meta("ENERGY_HPC_FALLBACK_DIR", _path, _is_optional_path, "a folder, or unset"),
+    )
+    """Where a rank writes its whole spill when the output folder is full at the end of the run
+    (None: ``local_dir`` where the system has one, else the temporary folder, ``$TMPDIR`` or /tmp)."""
     sampler: str | None = field(
         default=None,
         metadata=_meta(

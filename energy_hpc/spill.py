@@ -20,10 +20,12 @@ finished (:func:`rebuild`).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +43,7 @@ from energy_hpc.store import (
     channel_record,
     emulated_parts,
     emulated_text,
+    let_go,
     place,
     temp_path,
 )
@@ -130,9 +133,39 @@ def header_from_spill(attrs: Mapping[str, Any]) -> RunHeader:
     )
 
 
+class NoRoom(OSError):
+    """The spill folder has less free space than the next spill needs: nothing was written."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An I/O failure in one line (h5py's messages run over several lines and name the buffer)."""
+    if isinstance(exc, NoRoom):
+        return f"OSError: {exc.strerror}"
+    if isinstance(exc, OSError) and exc.errno:
+        return f"{type(exc).__name__}: {os.strerror(exc.errno)}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def free_bytes(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def fallback_root() -> Path:
+    """Where a spill goes when the output folder stays full: the ``fallback_dir`` setting, else the
+    job's node-local folder (``local_dir``), else the temporary folder ($TMPDIR or /tmp)."""
+    s = settings.current()
+    return s.fallback_dir or s.local_dir or Path(tempfile.gettempdir())
+
+
 class SpillWriter:
     """Appends one rank's traces and windows to its spill file. The file starts with the run's
-    ``header``, the rank's ``record``, the run's ``stem``, ``spill_seconds`` and ``cases`` rows."""
+    ``header``, the rank's ``record``, the run's ``stem``, ``spill_seconds`` and ``cases`` rows.
+
+    ``home`` is the file other ranks watch (:class:`Liveness`); ``path`` is where the data are, the
+    same file unless the rank fell back to another folder at the end (:meth:`restart`). After a
+    write failed the file is let go (:meth:`abandon`) and ``broken`` is set: the next spill writes
+    the whole file again (:meth:`restart`)."""
 
     def __init__(
         self,
@@ -145,58 +178,134 @@ class SpillWriter:
         spill_seconds: float = math.nan,
         cases: Sequence[Mapping[str, Any]] = (),
     ) -> None:
+        self.home = self.path = path
+        self.rank, self.host, self.node = rank, record.host, record.node
+        self.attrs = spill_attrs(
+            header, record, rank=rank, stem=stem, spill_seconds=spill_seconds, cases=cases
+        )
+        self.broken = False
+        self.n_spilled = 0  # samples per channel on disk, whole
+        self._open(path)
+
+    def _open(self, path: Path) -> None:
         import h5py
 
-        self.path, self.rank, self.host, self.node = path, rank, record.host, record.node
         self.f = h5py.File(path, "w")
-        self.f.attrs.update(
-            spill_attrs(header, record, rank=rank, stem=stem, spill_seconds=spill_seconds, cases=cases)
-        )
-        self.traces = self.f.create_group("traces")
-        self.f.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW_DTYPE, chunks=(256,))
-        self.n_spilled = 0  # samples per channel already on disk
-        self.f.flush()
+        try:
+            self.f.attrs.update(self.attrs)
+            self.traces = self.f.create_group("traces")
+            self.f.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW_DTYPE, chunks=(256,))
+            self.f.flush()
+        except BaseException:
+            self.abandon()
+            path.unlink(missing_ok=True)
+            raise
+        self.path, self.n_spilled, self.broken = path, 0, False
 
     def append(
         self, traces: Sequence[ChannelTrace], offset: float, windows: np.ndarray, *, last_time: float
     ) -> None:
-        """Add the samples ``traces`` hold (those taken since the last spill) and rewrite the windows."""
-        records = []
-        for j, t in enumerate(traces):
-            data = pack(t, offset)
-            name = str(j)
-            if name not in self.traces:
-                self.traces.create_dataset(
-                    name, shape=(4, 0), maxshape=(4, None), dtype="f8", chunks=(4, _CHUNK)
-                )
-            ds = self.traces[name]
-            n0 = ds.shape[1]
-            if data.shape[1]:
-                ds.resize(n0 + data.shape[1], axis=1)
-                ds[:, n0:] = data
-            rec = channel_record(t, self.rank, self.host, self.node)
-            rec["n_samples"] = n0 + data.shape[1]
-            records.append(rec)
+        """Add the samples ``traces`` hold (those taken since the last spill) and rewrite the windows.
+
+        Two steps, each flushed: the data, then the counts that say how much of them is whole
+        (``channels_json``, ``n_windows``, ``last_spill``). A spill that breaks off in the first step
+        leaves the counts of the spill before, so a reader never takes data that were not written
+        completely. Raises :class:`NoRoom`, writing nothing, when the folder has less free space than
+        the spill needs; any other failure lets the file go (:meth:`abandon`) and is raised."""
+        packed = [pack(t, offset) for t in traces]
+        snap = windows_snapshot(windows)
+        # a new chunk per channel at most, the windows, and room for the metadata
+        need = sum(p.nbytes for p in packed) + len(packed) * _CHUNK * 32 + snap.nbytes + (64 << 10)
+        room = free_bytes(self.path.parent)
+        if room < need:
+            raise NoRoom(errno.ENOSPC, f"No space left on device ({room} bytes free, a spill needs {need})")
+        try:
+            records = []
+            for j, (t, data) in enumerate(zip(traces, packed, strict=True)):
+                name = str(j)
+                if name not in self.traces:
+                    self.traces.create_dataset(
+                        name, shape=(4, 0), maxshape=(4, None), dtype="f8", chunks=(4, _CHUNK)
+                    )
+                ds = self.traces[name]
+                n0 = ds.shape[1]
+                if data.shape[1]:
+                    ds.resize(n0 + data.shape[1], axis=1)
+                    ds[:, n0:] = data
+                rec = channel_record(t, self.rank, self.host, self.node)
+                rec["n_samples"] = n0 + data.shape[1]
+                records.append(rec)
+            w = self.f["windows"]
+            if len(snap) > len(w):
+                w.resize((len(snap),))
+            if len(snap):
+                w[: len(snap)] = snap
+            self.f.flush()  # the data first ...
+            self.f.attrs["channels_json"] = json.dumps(records)
+            self.f.attrs["n_windows"] = len(snap)
+            self.f.attrs["last_spill"] = last_time
+            self.f.flush()  # ... then the counts that cover them
+        except BaseException:
+            self.abandon()
+            raise
         if traces:
             self.n_spilled += len(traces[0].time)
-        w = self.f["windows"]
-        snap = windows_snapshot(windows)
-        w.resize((len(snap),))
-        if len(snap):
-            w[:] = snap
-        self.f.attrs["channels_json"] = json.dumps(records)
-        self.f.attrs["last_spill"] = last_time
-        self.f.flush()
-        os.utime(self.path)  # the heartbeat other ranks watch, even when a spill had nothing new
+        touch(self.home)  # the heartbeat other ranks watch, even when a spill had nothing new
+
+    def restart(
+        self,
+        traces: Sequence[ChannelTrace],
+        offset: float,
+        windows: np.ndarray,
+        *,
+        last_time: float,
+        folder: Path | None = None,
+    ) -> None:
+        """Write the whole spill again from ``traces`` (every sample since the start) into a new file,
+        which then takes the place of the broken one; or, with ``folder``, into that folder instead."""
+        final = self.home if folder is None else rank_spill_path(folder, self.rank)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        if self.f.id.valid:
+            self.abandon()
+        self._open(tmp)
+        try:
+            self.append(traces, offset, windows, last_time=last_time)
+            os.replace(tmp, final)
+        except BaseException:
+            self.abandon()
+            tmp.unlink(missing_ok=True)
+            raise
+        self.path = final
 
     def finish(self, record: RankRecord) -> None:
-        self.f.attrs["rank_json"] = json.dumps(record.as_dict())
-        self.f.attrs["finished"] = 1
+        try:
+            self.f.attrs["rank_json"] = json.dumps(record.as_dict())
+            self.f.attrs["finished"] = 1
+            self.f.flush()
+        except BaseException:
+            self.abandon()
+            raise
         self.close()
 
     def close(self) -> None:
         if self.f.id.valid:
-            self.f.close()
+            try:
+                self.f.close()
+            except (OSError, RuntimeError, ValueError):
+                self.abandon()
+
+    def abandon(self) -> None:
+        """Let go of the file after a failed write, writing nothing more to it (:func:`store.let_go`);
+        what reached the disk stays, and its counts say what of it is whole."""
+        self.broken = True
+        let_go(self.f)
+
+
+def touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 class Spiller:
@@ -204,9 +313,12 @@ class Spiller:
 
     It copies samples out through ``traces_since(start)`` (the sampler's :meth:`traces`, which holds
     the sampler's lock only for the copy), so the sampler thread is kept waiting at most for a copy,
-    never for the disk. A spill that fails (disk full, quota) is logged once and spilling stops; the
-    measurement goes on and is still gathered at the end; the file is still touched every interval,
-    so that peers judging this rank's liveness by it do not take it for dead.
+    never for the disk. A spill that fails (disk full, quota) is logged once, in one line, and tried
+    again every interval; the first one that works writes everything not yet on disk (after a failed
+    write, the whole file again). Meanwhile the measurement goes on and the file is still touched
+    every interval, so that peers judging this rank's liveness by it do not take it for dead. If the
+    spill still fails when the rank stops, the whole spill is written into the fallback folder
+    (:func:`fallback_root`), named in ``fallback``.
     """
 
     def __init__(
@@ -223,40 +335,57 @@ class Spiller:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.failed = ""
+        self._done = False
+        self.failed = ""  # why the last spill failed; "" once one works again
+        self.failures = 0  # spills that failed, all told
+        self.fallback: Path | None = None  # the folder the whole spill went to at the end
         self.spills = 0
         self.seconds = 0.0  # time spent spilling, all spills
 
     def spill_now(self) -> None:
         with self._lock:
-            if self.failed and self.writer.f.id.valid:
-                # no more data goes in, but the file still says this rank is alive: rank 0 judges
-                # liveness by the file changing, and must not take a rank still measuring for dead
-                try:
-                    os.utime(self.writer.path)
-                except OSError:
-                    pass
-                return
-            if self.failed or not self.writer.f.id.valid:
+            if self._done:
                 return
             t0 = time.perf_counter()
+            w = self.writer
             try:
-                self.writer.append(
-                    self.traces_since(self.writer.n_spilled),
-                    self.offset,
-                    self.windows(),
-                    last_time=self.clock() - self.offset,
-                )
+                if w.broken:
+                    w.restart(self.traces_since(0), self.offset, self.windows(), last_time=self._now())
+                else:
+                    w.append(
+                        self.traces_since(w.n_spilled), self.offset, self.windows(), last_time=self._now()
+                    )
             except (OSError, ValueError, RuntimeError) as exc:  # h5py raises these for I/O failures
-                self.failed = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "spill to %s failed (%s); spilling stops, the measurement goes on",
-                    self.writer.path,
-                    self.failed,
-                )
+                self._fail(exc)
                 return
+            if self.failed:
+                log.warning(
+                    "rank %d: spilling to %s works again after %d failed spill(s); caught up",
+                    w.rank,
+                    w.path,
+                    self.failures,
+                )
+                self.failed = ""
             self.spills += 1
             self.seconds += time.perf_counter() - t0
+
+    def _now(self) -> float:
+        return self.clock() - self.offset
+
+    def _fail(self, exc: BaseException) -> None:
+        why = one_line(exc)
+        if not self.failed:
+            log.warning(
+                "rank %d: spill to %s failed (%s); trying again every %g s, the measurement goes on",
+                self.writer.rank,
+                self.writer.home,
+                why,
+                self.interval_s,
+            )
+        self.failed, self.failures = why, self.failures + 1
+        # no data goes in, but the file still says this rank is alive: rank 0 judges liveness by the
+        # file changing, and must not take a rank still measuring for dead
+        touch(self.writer.home)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -269,19 +398,22 @@ class Spiller:
         return self
 
     def stop(self, record: RankRecord) -> None:
-        """Stop the thread, write the last spill (everything up to now) and mark the file finished."""
+        """Stop the thread, write the last spill (everything up to now) and mark the file finished;
+        if that fails, write the whole spill into the fallback folder."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self.spill_now()
         with self._lock:
-            try:
-                if not self.failed:
+            self._done = True
+            if not self.failed:
+                try:
                     self.writer.finish(record)
-            except (OSError, ValueError, RuntimeError) as exc:
-                log.warning("spill %s: could not mark finished: %s", self.writer.path, exc)
-            finally:
-                self.writer.close()
+                except (OSError, ValueError, RuntimeError) as exc:
+                    self._fail(exc)
+            if self.failed:
+                self._fall_back(record)
+            self.writer.close()
         if self.spills:
             log.debug(
                 "spilled %d times, %.3f s in all (%.1f ms each)",
@@ -289,6 +421,25 @@ class Spiller:
                 self.seconds,
                 1000 * self.seconds / self.spills,
             )
+
+    def _fall_back(self, record: RankRecord) -> None:
+        w = self.writer
+        folder = fallback_root() / w.home.parent.name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            w.restart(self.traces_since(0), self.offset, self.windows(), last_time=self._now(), folder=folder)
+            w.finish(record)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.error(
+                "rank %d: cannot write its spill into %s either (%s); what it measured since its last "
+                "spill is only in memory until the run file is written",
+                w.rank,
+                folder,
+                one_line(exc),
+            )
+            return
+        self.fallback = folder
+        log.warning("rank %d: the output folder is full; its whole spill is in %s", w.rank, w.path)
 
 
 class Liveness:
@@ -356,6 +507,7 @@ class SpillPlan:
     folder: Path
     spill_seconds: float
     fallback_s: float = field(default_factory=lambda: settings.current().gather_timeout_s)
+    fallback_folder: Path | None = None  # where this rank's whole spill went when the output folder was full
 
     @property
     def grace_s(self) -> float:
@@ -411,7 +563,11 @@ class RankSpill:
             if a.get("format") != SPILL_FORMAT:
                 raise SpillError(f"{path} is not an energy-hpc spill file")
             channels = json.loads(a.get("channels_json", "[]"))
-            windows = np.asarray(f["windows"][:], dtype=WINDOW_DTYPE)
+            # only the windows the counts written last cover (a spill that broke off may have grown
+            # the dataset with rows never written), and never a row that holds no window
+            n_windows = min(int(a.get("n_windows", f["windows"].shape[0])), f["windows"].shape[0])
+            windows = np.asarray(f["windows"][:n_windows], dtype=WINDOW_DTYPE)
+            windows = windows[windows["status"] != b""]
             # a channel's dataset may hold more than channels_json says if a spill broke off between
             # the two; trust the smaller
             for j, c in enumerate(channels):
@@ -461,6 +617,10 @@ class RankSpill:
             self._file.close()
 
 
+def _completeness(s: RankSpill) -> tuple[bool, float]:
+    return s.finished, s.last_spill if not math.isnan(s.last_spill) else -math.inf
+
+
 def missing_rank_record(why: str, spill: RankSpill | None) -> RankRecord:
     """The ``/ranks`` row of a rank whose data came from its spill file (or not at all)."""
     if spill is None:
@@ -505,6 +665,12 @@ def rebuild(
             except (IndexError, ValueError):
                 log.warning("skipping %s: %s", p, exc)
             continue
+        kept = spills.get(s.rank)
+        if kept is not None:  # the same rank in two folders (its output folder and the fallback)
+            if _completeness(kept) >= _completeness(s):
+                s.close()
+                continue
+            kept.close()
         spills[s.rank] = s
     if not spills:
         raise RunFileError(f"none of the {len(files)} spill files can be read: " + "; ".join(broken.values()))

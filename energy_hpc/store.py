@@ -417,7 +417,40 @@ class RunWriter:
         self.f.attrs["run_status_reason"] = reason
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except (OSError, RuntimeError, ValueError):
+            let_go(self.f)
+            raise
+
+    def abort(self) -> None:
+        """Drop the file after a failed write: closed without writing more, its temporary name removed."""
+        let_go(self.f)
+        self.tmp_path.unlink(missing_ok=True)
+
+
+def let_go(f: Any) -> None:
+    """Close an h5py file that a write failed on, writing nothing more to it.
+
+    HDF5 keeps what it could not write and tries again at every flush and at close; a file whose close
+    failed crashes the process when h5py drops it (``Exception ignored in ... __dealloc__``, then a
+    segmentation fault). So the file's descriptor is pointed at /dev/null first: the close that
+    follows succeeds and writes nowhere. What reached the disk stays as it was."""
+    if not f.id.valid:
+        return
+    try:
+        fd = f.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    except (OSError, RuntimeError, ValueError, TypeError):
+        pass
+    try:
+        f.close()
+    except (OSError, RuntimeError, ValueError):
+        pass
 
 
 def channel_record(t: Any, rank: int, host: str, node: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from energy_hpc.context import detect, launched_by_mpi, visible_devices, want_mpi
+from energy_hpc.context import detect, launched_by_mpi, launcher_name, visible_devices, want_mpi
 from energy_hpc.errors import LaunchError
 
 
@@ -26,6 +26,45 @@ from energy_hpc.errors import LaunchError
 )
 def test_launcher_detection(env: dict, expected: bool) -> None:
     assert launched_by_mpi(env) is expected
+
+
+SRUN_PMI2 = {  # what srun --mpi=pmi2 puts in task 1 of a 2-task step (slurm src/plugins/mpi/pmi2)
+    "SLURM_JOB_ID": "5",
+    "SLURM_STEP_ID": "0",
+    "SLURM_PROCID": "1",
+    "SLURM_STEP_NUM_TASKS": "2",
+    "PMI_FD": "7",
+    "PMI_JOBID": "5.0",
+    "PMI_RANK": "1",
+    "PMI_SIZE": "2",
+}
+# hydra's mpiexec inside an allocation: its proxies run as an srun step (one per node), so the ranks
+# see SLURM_STEP_ID and the proxy's SLURM_PROCID, besides hydra's own variables
+HYDRA_IN_SLURM = {
+    "SLURM_JOB_ID": "5",
+    "SLURM_STEP_ID": "0",
+    "SLURM_PROCID": "0",
+    "PMI_FD": "9",
+    "PMI_RANK": "1",
+    "PMI_SIZE": "2",
+    "HYDI_CONTROL_FD": "7",
+    "MPI_LOCALRANKID": "1",
+}
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        (SRUN_PMI2, "srun"),
+        ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "PMIX_RANK": "1"}, "srun"),  # srun --mpi=pmix
+        ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2"}, "srun"),  # Cray PMI
+        (HYDRA_IN_SLURM, "mpi"),
+        ({k: v for k, v in HYDRA_IN_SLURM.items() if k not in ("HYDI_CONTROL_FD", "MPI_LOCALRANKID")}, "mpi"),
+        ({"PMI_RANK": "0", "PMI_SIZE": "2", "HYDI_CONTROL_FD": "7"}, "mpi"),
+    ],
+)
+def test_the_launcher_recorded(env: dict, expected: str) -> None:
+    assert launcher_name(env) == expected
 
 
 def test_env_switch_overrides_detection() -> None:

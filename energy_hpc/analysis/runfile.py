@@ -46,6 +46,15 @@ class Trace:
     sensor_time: np.ndarray
 
 
+# The variables the analysis cannot do without, per group: a file that lacks one (a half-written file
+# given the name of a finished one) is refused in one line rather than failing later with a KeyError.
+REQUIRED_VARIABLES: dict[str, tuple[str, ...]] = {
+    "traces": ("rank", "n_samples", "time"),
+    "windows": ("rank", "case", "phase", "stage", "iteration", "start", "end", "status", "units", "aux_unit"),
+    "cases": ("unit", "params"),
+}
+
+
 def _damaged(path: Path, exc: BaseException) -> RunFileError:
     return RunFileError(
         f"{path}: run file is incomplete or damaged ({type(exc).__name__}: {exc}); "
@@ -112,6 +121,19 @@ class RunFile:
         except Exception as exc:
             self._h5.close()
             raise _damaged(self.path, exc) from None
+        lacking = [
+            f"{group}/{name}"
+            for group, names in REQUIRED_VARIABLES.items()
+            for name in names
+            if name not in self._h5[group]
+        ]
+        if lacking:
+            self._h5.close()
+            raise RunFileError(
+                f"{self.path}: run file lacks {', '.join(lacking[:5])}"
+                + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+                + ": it was not written completely; re-run, or analyse the complete files only"
+            )
         self.channel_meta: list[dict[str, Any]] = [
             {k: _scalar(meta[k].values[i]) for k in meta_vars} for i in range(meta.sizes.get("channel", 0))
         ]

@@ -69,3 +69,62 @@ def test_table_on_the_spill_folder_itself_says_to_merge(kept: tuple[Path, Path])
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
     assert "energy-hpc merge" in line
+
+
+def test_the_readme_flow_merge_into_the_folder_then_table_and_report(
+    kept: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """README: `merge results/.<run>.spill -o results/` then `table results/` (and `report`), with the
+    spill folder still in results/ beside the rebuilt file."""
+    _, run_file = kept
+    results = tmp_path / "results"
+    shutil.copytree(next(run_file.parent.glob(".*.spill")), results / ".kept.spill")
+    r = run_cli("merge", str(results / ".kept.spill"), "-o", str(results))
+    assert r.returncode == 0, r.stderr
+    [rebuilt] = sorted(results.glob("*.h5"))
+    r = run_cli("table", str(results), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["files"] == [str(rebuilt)]
+    r = run_cli("report", str(results), "-o", str(tmp_path / "report"))
+    assert r.returncode == 0, r.stderr
+
+
+def _half_written(run_file: Path, folder: Path, drop: str) -> Path:
+    """A copy of ``run_file`` without ``drop`` (a group or a variable), named as a finished run file."""
+    import h5py
+
+    folder.mkdir(parents=True)
+    path = folder / run_file.name
+    shutil.copy(run_file, path)
+    with h5py.File(path, "a") as f:
+        del f[drop]
+    return path
+
+
+@pytest.mark.parametrize("drop", ["windows/case", "windows/status", "cases/params", "traces/rank", "ranks"])
+@pytest.mark.parametrize("command", ["table", "report"])
+def test_a_half_written_run_file_is_one_line_and_exit_2(
+    kept: tuple[Path, Path], tmp_path: Path, drop: str, command: str
+) -> None:
+    _, run_file = kept
+    bad = _half_written(run_file, tmp_path / "in", drop)
+    args = [command, str(bad.parent)] + (["-o", str(tmp_path / "report")] if command == "report" else [])
+    r = run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert str(bad) in line and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("keep", [0.2, 0.6, 0.95])
+def test_a_truncated_run_file_is_one_line_and_exit_2(
+    kept: tuple[Path, Path], tmp_path: Path, keep: float
+) -> None:
+    _, run_file = kept
+    data = run_file.read_bytes()
+    bad = tmp_path / run_file.name
+    bad.write_bytes(data[: int(len(data) * keep)])
+    r = run_cli("table", str(bad))
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert str(bad) in line

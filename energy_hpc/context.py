@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -427,3 +428,136 @@ def detect(env: Mapping[str, str] | None = None, force_mpi: bool | None = None) 
     )
     log.debug("rank context: %s", ctx)
     return ctx, comm
+
+
+# What a signal that ends the measuring was sent for. The cause is decided in the signal handler, from
+# facts gathered once at start-up (:func:`signal_facts`) and the time of the signal: a handler must not
+# ask Slurm anything.
+CAUSE_TIME_LIMIT = "time-limit"  # Slurm's warning before the time limit (--signal), or its SIGTERM at it
+CAUSE_RANK_FAILED = "rank-failed"  # hydra's notice that a rank failed (mpiexec -disable-auto-cleanup)
+CAUSE_REQUEST = "request"  # anything else: scancel, kill, Ctrl-C
+
+# A SIGUSR1 this long before the job's end (or later) is taken for Slurm's warning. sbatch allows up to
+# 65535 s, the profiles ask for 120 s and Slurm may send it up to a minute early; a SIGUSR1 earlier
+# than this is not the time limit's.
+TIME_LIMIT_WARNING_S = 900.0
+# Slurm sends SIGTERM at the time limit itself; a little slack for clock differences between nodes.
+TIME_LIMIT_SIGTERM_S = 60.0
+
+
+@dataclass(frozen=True)
+class SignalFacts:
+    """What tells the signals apart, read once at start-up (by rank 0, for every rank).
+
+    ``job_end_unix``: when Slurm ends the job (None outside Slurm, or with no time limit known);
+    ``slurm``: the job runs under Slurm; ``hydra``: hydra's mpiexec started the ranks;
+    ``hydra_notices``: that mpiexec was run with ``-disable-auto-cleanup``, so it sends SIGUSR1 to the
+    surviving ranks when one fails (None: its command line could not be seen)."""
+
+    job_end_unix: float | None = None
+    slurm: bool = False
+    hydra: bool = False
+    hydra_notices: bool | None = None
+
+
+def signal_cause(signame: str, facts: SignalFacts, now_unix: float) -> tuple[str, str]:
+    """What a signal received at ``now_unix`` was sent for: (cause, text for the run file).
+
+    A SIGUSR1 shortly before the job's end is Slurm's time-limit warning; a SIGUSR1 outside Slurm, or
+    long before the end, under hydra's mpiexec is hydra's notice that a rank failed (unless mpiexec's
+    command line shows it was run without ``-disable-auto-cleanup``: then it only forwards signals).
+    Pure arithmetic: it runs in the signal handler."""
+    end = facts.job_end_unix
+    left = None if end is None else end - now_unix
+    if signame == "SIGUSR1":
+        if left is not None and left <= TIME_LIMIT_WARNING_S:
+            return CAUSE_TIME_LIMIT, f"Slurm's warning before the time limit (the job ends in {left:.0f} s)"
+        if facts.hydra and facts.hydra_notices is not False:
+            return CAUSE_RANK_FAILED, "hydra's notice that a rank failed (mpiexec -disable-auto-cleanup)"
+        if facts.slurm and end is None:
+            return CAUSE_TIME_LIMIT, "Slurm's warning before the time limit (the job's end time is not known)"
+        if left is not None:
+            return CAUSE_REQUEST, f"a request to stop, {left:.0f} s before the time limit"
+        return CAUSE_REQUEST, "a request to stop"
+    if signame == "SIGTERM" and left is not None and left <= TIME_LIMIT_SIGTERM_S:
+        return CAUSE_TIME_LIMIT, "Slurm ending the job at its time limit"
+    return CAUSE_REQUEST, ""
+
+
+def signal_facts(
+    env: Mapping[str, str] | None = None,
+    *,
+    squeue: Callable[[str], str] | None = None,
+    hydra_cmdline: Callable[[], list[str] | None] | None = None,
+) -> SignalFacts:
+    """The facts :func:`signal_cause` decides from. Slurm's end time is SLURM_JOB_END_TIME where
+    Slurm sets it, else asked of ``squeue -h -j ID -o %e`` (``squeue`` runs it; tests pass their own);
+    hydra's flags come from the mpiexec command line found above this process (``hydra_cmdline``)."""
+    env = os.environ if env is None else env
+    job_id = env.get("SLURM_JOB_ID", "")
+    hydra = any(v in env for v in _HYDRA_VARS)
+    end = None
+    if job_id:
+        end = _parse_unix(env.get("SLURM_JOB_END_TIME", ""))
+        if end is None:
+            end = _parse_squeue_end((squeue or _squeue_end)(job_id))
+    notices = None
+    if hydra:
+        argv = (hydra_cmdline or mpiexec_cmdline)()
+        if argv is not None:
+            notices = any(a.lstrip("-") == "disable-auto-cleanup" for a in argv)
+    return SignalFacts(job_end_unix=end, slurm=bool(job_id), hydra=hydra, hydra_notices=notices)
+
+
+def _parse_unix(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _parse_squeue_end(text: str) -> float | None:
+    """squeue's %e: the end time in local time (2026-12-01T15:30:00); N/A, Unknown or NONE where
+    there is none."""
+    import datetime as dt
+
+    text = text.strip()
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp()  # naive: local time
+    except ValueError:
+        return None
+
+
+def _squeue_end(job_id: str) -> str:
+    """``squeue -h -j ID -o %e``'s answer, or "" if squeue is missing, fails or is slow."""
+    import subprocess
+
+    try:
+        r = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.debug("squeue for the job's end time: %s", exc)
+        return ""
+    return r.stdout if r.returncode == 0 else ""
+
+
+def mpiexec_cmdline(pid: int | None = None, levels: int = 6) -> list[str] | None:
+    """The command line of the mpiexec (or mpirun) above this process, from /proc; None where none is
+    seen (not Linux, or this node's ranks were started by a remote hydra proxy)."""
+    pid = os.getppid() if pid is None else pid
+    for _ in range(levels):
+        if pid <= 1:
+            return None
+        try:
+            proc = Path("/proc", str(pid))
+            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")]
+            stat = (proc / "stat").read_bytes()
+        except OSError:
+            return None
+        name = os.path.basename(argv[0]) if argv else ""
+        if name.startswith(("mpiexec", "mpirun")):
+            return [a for a in argv if a]
+        pid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # the field after the state: the parent
+    return None

@@ -23,6 +23,14 @@ COMPRESSIONS = ("none", "gzip", "lzf")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # the most cases one job file may expand into
 MAX_CASES = 10_000
+# the largest batch a case may ask for. The built-in tasks stop gaining throughput well below it on
+# current accelerators, and their inputs and activations for a larger batch at default sizes do not
+# fit one device's memory; a value beyond it is a typo that would otherwise be found only after the
+# idle baseline, when the inputs are allocated (65,536 text-to-image latents are 4 GiB before the model)
+MAX_BATCH_SIZE = 4096
+# the most levels of tables and arrays a job file may nest (the deepest a job needs is six:
+# [measure.sensor_options.amdsmi] packages = [["...", "..."]])
+MAX_DEPTH = 16
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from energy_hpc import settings
-from energy_hpc.context import Comm, RankContext
+from energy_hpc.context import Comm, RankContext, SignalFacts, signal_cause, signal_facts
 from energy_hpc.errors import OutputError, UserError
 from energy_hpc.jobtypes import Case, Job, case_json
 from energy_hpc.store import (
@@ -124,11 +124,23 @@ class RunResult:
 
 
 class _Signals:
-    def __init__(self) -> None:
+    """The run's handlers of SIGTERM, SIGINT and SIGUSR1. The first signal is noted with what it was
+    taken for (:func:`~energy_hpc.context.signal_cause`: a SIGUSR1 is Slurm's time-limit warning or
+    hydra's notice that a rank failed), decided from ``facts`` read at start-up and the signal's time."""
+
+    def __init__(self, facts: SignalFacts | None = None) -> None:
+        self.facts = facts or SignalFacts()
         self.received: str = ""
         self.received_at: float | None = None  # monotonic time of the first signal
+        self.cause = ""  # what the first signal was taken for: context.CAUSE_*
+        self.cause_text = ""  # the same in words, for the run file ("" when nothing more is known)
         self.armed = False
         self._old: dict[int, Any] = {}
+
+    @property
+    def described(self) -> str:
+        """The first signal and what it was taken for: "SIGUSR1, taken for Slurm's warning ..."."""
+        return f"{self.received}, taken for {self.cause_text}" if self.cause_text else self.received
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -136,7 +148,8 @@ class _Signals:
             log.warning("%s received again; still writing what was measured", name)
             return
         self.received, self.received_at = name, time.monotonic()
-        log.warning("%s received: closing open windows and writing what was measured", name)
+        self.cause, self.cause_text = signal_cause(name, self.facts, time.time())
+        log.warning("%s received: closing open windows and writing what was measured", self.described)
         if self.armed:
             raise RunInterrupted(name)
 
@@ -246,9 +259,10 @@ class RankRun:
                 else None
             ),
         )
-        # every rank knows the run's epoch and file stem before anything is measured
-        epoch_unix, stem = comm.bcast(
-            (time.time(), run_file_stem(job.name, ctx.slurm)) if root else None, root=0
+        # every rank knows the run's epoch and file stem before anything is measured, and what tells
+        # its signals apart (Slurm's end time, hydra's flags: rank 0 asks once for all)
+        epoch_unix, stem, facts = comm.bcast(
+            (time.time(), run_file_stem(job.name, ctx.slurm), signal_facts()) if root else None, root=0
         )
         offset = time.monotonic() - (time.time() - epoch_unix)
 
@@ -300,6 +314,7 @@ class RankRun:
             ),
             windows=WindowLog(ctx.rank, clock=time.monotonic, sync=device.synchronize),
             plan=plan,
+            signals=_Signals(facts),
         )
         run.spiller = run._spiller()
         return run
@@ -435,8 +450,10 @@ class RankRun:
             )
             self.record.spill_only = True
         status = "interrupted" if self.interrupted else ("failed" if self.failures else "ok")
+        if self.interrupted:
+            self.record.interrupt_cause = self.signals.cause
         error = "; ".join(
-            ([f"interrupted by {self.interrupted}"] if self.interrupted else [])
+            ([f"interrupted by {self.signals.described or self.interrupted}"] if self.interrupted else [])
             + self.failures
             + self.sampler.hung_notes
             + _sensor_notes(traces, self.offset)

@@ -6,7 +6,14 @@ an out-of-range value, an unknown task, a missing model folder. Each problem is 
 :class:`~energy_hpc.errors.SpecError` line naming the key and the fix.
 
 A list value in a case (``dtype = ["fp32", "fp16"]``, ``batch_size = [1, 4]``, or a scalar task option
-such as ``steps = [20, 40]``) expands into a sweep: the cases are the cross product of all lists.
+such as ``steps = [20, 40]``) expands into a sweep: the cases are the cross product of all lists,
+counted before any is built.
+
+Hostile files get the same one line: tables and arrays nested more than
+:data:`~energy_hpc.jobtypes.MAX_DEPTH` deep, and control characters in any key or string. Control
+characters (C0, DEL, C1) are refused everywhere because they corrupt terminals and logs and a NUL cannot
+be stored in a run file; tab and line breaks are allowed only in free text that may hold several lines:
+``[job] description`` and the string values of ``[case.options]`` (prompts, sentences, a prefix).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +37,9 @@ from energy_hpc.jobtypes import (
     COMPRESSIONS,
     DEVICES,
     DTYPES,
+    MAX_BATCH_SIZE,
     MAX_CASES,
+    MAX_DEPTH,
     NAME_RE,
     SAMPLERS,
     SOURCES,
@@ -37,9 +47,14 @@ from energy_hpc.jobtypes import (
     Job,
     Measure,
 )
-from energy_hpc.telemetry.registry import EMULATED, check_emulated_part, sensor_choices
-from energy_hpc.workloads.models import check_random_task, random_config_names
-from energy_hpc.workloads.options import Option
+from energy_hpc.telemetry.registry import EMULATED, backends, check_emulated_part, sensor_choices
+from energy_hpc.workloads.models import (
+    check_hub_id,
+    check_model_folder,
+    check_random_task,
+    random_config_names,
+)
+from energy_hpc.workloads.options import Option, brief, read_lines
 from energy_hpc.workloads.registry import task_options, tasks
 
 # ---------------------------------------------------------------- helpers
@@ -53,7 +68,7 @@ def _did_you_mean(key: str, known: list[str] | tuple[str, ...]) -> str:
 def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
     for key in table:
         if key not in known:
-            raise SpecError(f"{where}: unknown key {key!r}{_did_you_mean(key, known)}")
+            raise SpecError(f"{where}: unknown key {brief(key)}{_did_you_mean(key, known)}")
 
 
 def _type_name(v: Any) -> str:
@@ -65,19 +80,19 @@ def _type_name(v: Any) -> str:
 def _number(v: Any, where: str, *, lo: float, hi: float, integer: bool = False) -> float | int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
         want = "an integer" if integer else "a number"
-        raise SpecError(f"{where} must be {want}, got {_type_name(v)} {v!r}")
+        raise SpecError(f"{where} must be {want}, got {_type_name(v)} {brief(v)}")
     if isinstance(v, float) and not math.isfinite(v):
         raise SpecError(f"{where} must be finite, got {v!r}")
     if not lo <= v <= hi:
-        raise SpecError(f"{where} = {v!r} is out of range: use a value from {lo:g} to {hi:g}")
+        raise SpecError(f"{where} = {brief(v)} is out of range: use a value from {lo:g} to {hi:g}")
     return v
 
 
 def _string(v: Any, where: str, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(v, str):
-        raise SpecError(f"{where} must be a string, got {_type_name(v)} {v!r}")
+        raise SpecError(f"{where} must be a string, got {_type_name(v)} {brief(v)}")
     if choices is not None and v not in choices:
-        raise SpecError(f"{where} = {v!r} is not one of {', '.join(choices)}{_did_you_mean(v, choices)}")
+        raise SpecError(f"{where} = {brief(v)} is not one of {', '.join(choices)}{_did_you_mean(v, choices)}")
     return v
 
 
@@ -94,6 +109,71 @@ def _sensor(v: Any, where: str) -> str:
 
 def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list) else [v]
+
+
+# ---------------------------------------------------------------- the whole document
+
+# control characters: C0, DEL and C1; free text may hold tab, line feed and carriage return
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    """A place in the document as messages name it: ``[[case]] #2 options.prompts[0]``."""
+    parts: list[str | int] = list(path)
+    if len(parts) >= 2 and parts[0] == "case" and isinstance(parts[1], int):
+        section, parts = f"[[case]] #{parts[1] + 1}", parts[2:]
+    elif parts and parts[0] in ("job", "measure"):
+        section, parts = f"[{parts[0]}]", parts[1:]
+    else:
+        section = "job file"
+    text = ""
+    for p in parts:
+        if isinstance(p, int):
+            text += f"[{p}]"
+        else:
+            name = p if _PLAIN_KEY.fullmatch(p) else brief(p)
+            text += f".{name}" if text else name
+    return f"{section} {text}" if text else section
+
+
+def _free_text(path: tuple[str | int, ...]) -> bool:
+    """Whether a string value at ``path`` is free text, where tab and line breaks are allowed."""
+    return path == ("job", "description") or (
+        len(path) >= 4 and path[0] == "case" and isinstance(path[1], int) and path[2] == "options"
+    )
+
+
+def _check_document(data: dict[str, Any]) -> None:
+    """Walk the decoded document once, without recursion: no tables or arrays nested more than
+    MAX_DEPTH deep, no control characters in keys, none in strings except tab and line breaks in free
+    text (a NUL would stop the run file from being written; the others corrupt terminals and logs)."""
+    stack: list[tuple[tuple[str | int, ...], Any, int]] = [((), data, 1)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise SpecError(
+                    f"{_where(path)}: tables and arrays nested more than {MAX_DEPTH} levels deep; "
+                    "a job file needs a few"
+                )
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                if isinstance(k, str) and (c := _CONTROL.search(k)):
+                    raise SpecError(
+                        f"{_where(path)}: the key {brief(k)} holds the control character "
+                        f"U+{ord(c.group()):04X}; keys may hold none"
+                    )
+                stack.append(((*path, k), v, depth + 1))
+        elif isinstance(value, str):
+            c = (_CONTROL_IN_TEXT if _free_text(path) else _CONTROL).search(value)
+            if c:
+                raise SpecError(
+                    f"{_where(path)}: {brief(value)} holds the control character U+{ord(c.group()):04X}; "
+                    "job-file strings may hold none (tab and line breaks only in [job] description "
+                    "and in the text of [case.options])"
+                )
 
 
 # ---------------------------------------------------------------- sections
@@ -134,10 +214,16 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
             "[measure] sensor_options must be a table of tables, e.g. "
             "[measure.sensor_options.estimate] watts_per_core = 10"
         )
+    rows = backends()
     for k, v in opts.items():
         _string(k, "[measure.sensor_options] key", tuple(c for c in sensor_choices() if c != "auto"))
         if not isinstance(v, dict):
             raise SpecError(f"[measure.sensor_options.{k}] must be a table")
+        accepted = rows[k].options
+        if accepted is not None:  # a backend that lists its options: any other key is a typo
+            _check_keys(v, accepted, f"[measure.sensor_options.{k}]")
+        if "hygiene" in v:
+            _check_hygiene(v["hygiene"], f"[measure.sensor_options.{k}.hygiene]")
         if k == EMULATED and "part" in v:
             check_emulated_part(
                 _string(v["part"], f"[measure.sensor_options.{EMULATED}] part"),
@@ -172,6 +258,20 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
     )
 
 
+def _check_hygiene(table: Any, where: str) -> None:
+    """The counter-hygiene thresholds a backend takes (telemetry/hygiene.py), checked here rather than
+    when the sensor opens after the idle baseline."""
+    import dataclasses
+
+    from energy_hpc.telemetry.hygiene import HygieneConfig  # numpy: only when a job sets thresholds
+
+    if not isinstance(table, dict):
+        raise SpecError(f"{where} must be a table, e.g. stuck_after_s = 5")
+    _check_keys(table, tuple(f.name for f in dataclasses.fields(HygieneConfig)), where)
+    for key, value in table.items():
+        _number(value, f"{where} {key}", lo=0, hi=1e12)
+
+
 def _check_option(task: str, name: str, value: Any, opt: Option, where: str) -> Any:
     try:
         return opt.check(value)
@@ -179,7 +279,20 @@ def _check_option(task: str, name: str, value: Any, opt: Option, where: str) -> 
         raise SpecError(f"{where}: option {name!r} of task {task!r}: {exc}") from None
 
 
+def _model_folder(p: Path, where: str) -> str:
+    try:
+        check_model_folder(p)
+    except ModelSourceError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    return str(p.resolve())
+
+
 def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
+    if not model.strip():
+        raise SpecError(
+            f'{where}: model is empty; give a local folder, a hub id with source = "hub", '
+            f'or a config name with source = "random"'
+        )
     if source == "local":
         p = Path(model).expanduser()
         p = p if p.is_absolute() else (base / p)
@@ -189,12 +302,12 @@ def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
                 f'(energy-hpc stage MODEL --to DIR on a login node), or set source = "hub" '
                 f'for a hub id or source = "random" for random weights'
             )
-        return str(p.resolve())
+        return _model_folder(p, where)
     if source == "random":
         p = Path(model).expanduser()
         p = p if p.is_absolute() else (base / p)
         if p.is_dir():
-            return str(p.resolve())
+            return _model_folder(p, where)
         names = random_config_names()
         if model not in names:
             raise SpecError(
@@ -202,7 +315,10 @@ def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
                 f"{_did_you_mean(model, names).strip()}; or give a folder holding a config"
             )
         return model
-    return model  # hub id: resolved (offline) when the case loads
+    try:  # a hub id: resolved (offline) when the case loads
+        return check_hub_id(model)
+    except ModelSourceError as exc:
+        raise SpecError(f"{where}: {exc}") from None
 
 
 def _resolve_path_option(opt: Option, value: Any, base: Path) -> Any:
@@ -216,6 +332,24 @@ def _resolve_path_option(opt: Option, value: Any, base: Path) -> Any:
         return value
     candidate = base / p
     return str(candidate.resolve()) if candidate.exists() else value
+
+
+def _check_path_option(opt: Option, name: str, value: Any, where: str) -> None:
+    """A file option must name a readable text file (not a folder, device or pipe; at most
+    MAX_TEXT_FILE_BYTES) with a non-empty line, a folder option a folder: checked now, not after the
+    idle baseline."""
+    if not isinstance(value, str) or not value:
+        return
+    if opt.path == "file":
+        try:
+            read_lines(value, f"{where}: options.{name}")
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+    elif opt.path == "folder" and not Path(value).is_dir():
+        raise SpecError(
+            f"{where}: options.{name} {brief(value)} is not a folder "
+            "(a relative path is taken from the job file's folder)"
+        )
 
 
 def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -> list[Case]:
@@ -245,7 +379,7 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
     axes["model"] = [_string(m, f"{where} model") for m in _as_list(raw["model"])]
     axes["dtype"] = [_string(d, f"{where} dtype", DTYPES) for d in _as_list(raw.get("dtype", "fp32"))]
     axes["batch_size"] = [
-        int(_number(b, f"{where} batch_size", lo=1, hi=65_536, integer=True))
+        int(_number(b, f"{where} batch_size", lo=1, hi=MAX_BATCH_SIZE, integer=True))
         for b in _as_list(raw.get("batch_size", 1))
     ]
     schema = task_options(task)
@@ -271,11 +405,22 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
     for k in ("model", "dtype", "batch_size"):
         if not axes[k]:
             raise SpecError(f"{where}: {k} is an empty list; give at least one value")
+    # counted, not built: three lists of 500 values would be 125 million cases
+    total = start_index + math.prod(len(v) for v in axes.values())
+    if total > MAX_CASES:
+        raise SpecError(
+            f"{where} expands to {total} cases in all, more than {MAX_CASES}; "
+            "split the sweep into several jobs"
+        )
 
     for k, v in list(fixed.items()):
         fixed[k] = _resolve_path_option(schema[k], v, base)
+        _check_path_option(schema[k], k, fixed[k], where)
     for k in [a for a in axes if a.startswith("options.")]:
-        axes[k] = [_resolve_path_option(schema[k.split(".", 1)[1]], v, base) for v in axes[k]]
+        name = k.split(".", 1)[1]
+        axes[k] = [_resolve_path_option(schema[name], v, base) for v in axes[k]]
+        for v in dict.fromkeys(axes[k]):
+            _check_path_option(schema[name], name, v, where)
     resolved = {m: _resolve_model(m, source, base, where) for m in axes["model"]}
     for m in axes["model"]:
         try:
@@ -283,12 +428,7 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
         except ModelSourceError as exc:
             raise SpecError(f"{where}: {exc}") from None
     names = list(axes)
-    combos = list(itertools.product(*(axes[k] for k in names)))
-    if start_index + len(combos) > MAX_CASES:
-        raise SpecError(
-            f"{where} expands to {start_index + len(combos)} cases in all, more than {MAX_CASES}; "
-            "split the sweep into several jobs"
-        )
+    combos = itertools.product(*(axes[k] for k in names))
     cases = []
     for i, combo in enumerate(combos):
         values = dict(zip(names, combo, strict=True))
@@ -317,8 +457,13 @@ def parse_job(text: str, path: str | Path = "<job>") -> Job:
     path = Path(path)
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except RecursionError:  # the parser recurses once per level of nested arrays and inline tables
+        raise SpecError(
+            f"{path}: arrays or inline tables nested thousands of levels deep; a job file needs a few"
+        ) from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise SpecError(f"{path}: not valid TOML: {exc}; fix the line it names") from None
+    _check_document(data)
     _check_keys(data, _TOP_KEYS, str(path))
     job = data.get("job", {})
     if not isinstance(job, dict):
@@ -329,7 +474,7 @@ def parse_job(text: str, path: str | Path = "<job>") -> Job:
     name = _string(job["name"], "[job] name")
     if not NAME_RE.match(name):
         raise SpecError(
-            f"[job] name {name!r} must be 1-64 letters, digits, '-', '_' or '.', "
+            f"[job] name {brief(name)} must be 1-64 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit (it becomes part of file names)"
         )
     description = _string(job.get("description", ""), "[job] description")

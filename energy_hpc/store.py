@@ -3,7 +3,7 @@
 Layout (schema version in the root attribute ``schema_version``; docs/file-format.md is the reference):
 
 - ``/``        attributes: what ran, where, when, and whether the run is complete
-- ``/ranks``   dim ``rank``: host, node, local rank, bound device, status, error
+- ``/ranks``   dim ``rank``: host, node, local rank, bound device, status, error, what a signal was taken for
 - ``/traces``  dims ``channel`` x ``sample``: time, power, energy, sensor_time (NaN-padded), plus one
                variable per channel attribute (rank, scope, device, backend, method, shared_with, ...)
 - ``/windows`` dim ``window``: rank, case, phase, stage, iteration, start, end, units, status
@@ -34,7 +34,7 @@ from energy_hpc.errors import OutputError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 RUN_FILE_SUFFIX = ".h5"
 MIN_FREE_BYTES = 64 * 2**20
 
@@ -132,6 +132,14 @@ class RankRecord:
         metadata=_var("str", "1", "ok, failed (some cases failed), interrupted, missing"),
     )
     error: str = field(default="", metadata=_var("str", "1", "what went wrong, if anything"))
+    interrupt_cause: str = field(
+        default="",
+        metadata=_var(
+            "str",
+            "1",
+            "what the signal that ended the measuring was taken for: time-limit, rank-failed or request",
+        ),
+    )
     sensors: str = field(default="", metadata=_var("str", "1", "sensor backends opened"))
     sensors_skipped: str = field(
         default="{}", metadata=_var("str", "1", "JSON: backend -> why it was not used")

@@ -99,6 +99,7 @@ def test_invalid_toml_is_one_clear_error() -> None:
 
 def test_local_model_resolves_against_the_job_file_folder(tmp_path: Path) -> None:
     (tmp_path / "models" / "m").mkdir(parents=True)
+    (tmp_path / "models" / "m" / "config.json").write_text("{}")  # a saved model: validation checks it
     job = write_job(tmp_path, '[job]\nname = "t"\n[[case]]\ntask = "text-to-image"\nmodel = "models/m"\n')
     assert load_job(job).cases[0].model_path == str((tmp_path / "models" / "m").resolve())
 
@@ -172,3 +173,36 @@ def test_path_options_resolve_against_the_job_file_folder(tmp_path: Path) -> Non
     opts = load_job(job).cases[0].options
     assert opts["prompt_file"] == str((tmp_path / "prompts.txt").resolve())
     assert opts["refiner"] == "tiny-sdxl-refiner"  # not a path here: left as written (a config name)
+
+
+def test_sensor_options_are_those_the_backend_row_lists() -> None:
+    """A backend's accepted options come from its registry row: another key is refused with a
+    did-you-mean; a row that lists none accepts any key."""
+    from energy_hpc.telemetry.registry import Backend, registered
+
+    job = BASE.replace(
+        "iterations = 2", 'iterations = 2\nsensors = ["site"]\n[measure.sensor_options.site]\nrate = 1'
+    )
+    with registered(Backend("site", "site.power", False, "a site's own meter", options=("rates",))):
+        with pytest.raises(
+            SpecError, match=r"\[measure.sensor_options.site\]: unknown key 'rate' \(did you mean 'rates'\?\)"
+        ):
+            parse_job(job)
+    with registered(Backend("site", "site.power", False, "a site's own meter")):
+        assert parse_job(job).measure.sensor_options == {"site": {"rate": 1}}
+
+
+def test_line_breaks_only_in_free_text() -> None:
+    """Tab and line breaks are allowed in the description and in task options' text (a prompt of
+    several lines), nowhere else; other control characters nowhere."""
+    job = parse_job(
+        BASE.replace('name = "t"', 'name = "t"\ndescription = "a\\n\\tb"')
+        + '[case.options]\nprompts = ["line one\\nline two"]\n'
+    )
+    assert job.description == "a\n\tb" and job.cases[0].options["prompts"] == ["line one\nline two"]
+    with pytest.raises(
+        SpecError, match=r"\[\[case\]\] #1 label: 'a\\tb' holds the control character U\+0009"
+    ):
+        parse_job(BASE + 'label = "a\\tb"\n')
+    with pytest.raises(SpecError, match=r"options.prompts\[0\]: .* U\+0007"):
+        parse_job(BASE + '[case.options]\nprompts = ["\\u0007"]\n')

@@ -54,7 +54,8 @@ class Backend:
     ``auto``); ``module`` holds ``open_sensor(ctx)``; ``what`` is the line ``energy-hpc sensors``
     shows. ``auto`` and ``order`` place it in ``auto`` (lowest order first; equal orders in the order
     the rows were added). ``probe``: opening it runs a start-up counter probe (option
-    ``probe_reads``), which ``energy-hpc sensors`` leaves out unless asked (``--probe``)."""
+    ``probe_reads``), which ``energy-hpc sensors`` leaves out unless asked (``--probe``). ``options``:
+    the option names its ``open_sensor`` reads from ``ctx.options[name]``."""
 
     name: str
     module: str
@@ -63,6 +64,9 @@ class Backend:
     auto: Auto = Auto.NO
     order: int = 100
     probe: bool = False
+    # the keys its ``[measure.sensor_options.<name>]`` table may hold, checked when the job file is
+    # validated; None: the backend does not say, and any key passes
+    options: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name) or self.name == AUTO:
@@ -83,6 +87,7 @@ _BUILT_IN = (
         auto=Auto.DEVICE,
         order=10,
         probe=True,
+        options=("probe_reads", "hygiene"),
     ),
     Backend(
         "amdsmi",
@@ -92,6 +97,7 @@ _BUILT_IN = (
         auto=Auto.DEVICE,
         order=20,
         probe=True,
+        options=("packages", "update_period_s", "probe_reads", "hygiene"),
     ),
     # before RAPL: pm_counters reads the node's own controller (its node figure includes the CPUs and
     # memory), RAPL only the CPUs; auto leaves RAPL out where pm_counters measures its scopes already
@@ -103,6 +109,7 @@ _BUILT_IN = (
         auto=Auto.NODE,
         order=10,
         probe=True,
+        options=("root", "probe_reads", "hygiene"),
     ),
     Backend(
         "rapl",
@@ -111,6 +118,7 @@ _BUILT_IN = (
         "CPU package/DRAM energy via Linux powercap (RAPL)",
         auto=Auto.NODE,
         order=20,
+        options=("root",),
     ),
     Backend(
         "estimate",
@@ -118,12 +126,14 @@ _BUILT_IN = (
         False,
         "ESTIMATE from process CPU time x watts per core (not a measurement)",
         auto=Auto.FALLBACK,
+        options=("watts_per_core",),
     ),
     Backend(
         "synthetic",
         "energy_hpc.telemetry.synthetic",
         False,
         "SYNTHETIC deterministic test signal (not a measurement)",
+        options=("n_channels", "base_W", "amp_W", "period_s", "step_W", "update_period_s", "device_prefix"),
     ),
     # per rank for the GPU parts, per node (node leader only) for cray-ex and rapl: see backend_node_level
     Backend(
@@ -132,6 +142,7 @@ _BUILT_IN = (
         False,
         "EMULATED sensors: the real backends on a vendor-library stand-in driven by a known true power "
         "signal, for tests and demos (not a measurement); name a part: emulated:<part>",
+        options=("part", "signal"),
     ),
 )
 

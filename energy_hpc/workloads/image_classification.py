@@ -15,7 +15,7 @@ from energy_hpc.workloads.options import Option
 
 OPTIONS: dict[str, Option] = {
     "image_folder": Option(
-        str, "", "a folder of images (png, jpg, ...), used in turn; empty: noise images", path=True
+        str, "", "a folder of images (png, jpg, ...), used in turn; empty: noise images", path="folder"
     ),
     "image_size": Option(
         int,

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import math
 import wave
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from energy_hpc.errors import SpecError
+from energy_hpc.workloads.options import read_lines
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+T = TypeVar("T")
 
 PROMPT = "Explain, step by step and for a general audience, how a heat pump can move heat from a cold place to a warm one."
 
@@ -28,24 +36,19 @@ SENTENCES = (
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def in_turn(items: list, iteration: int, n: int) -> list:
+def in_turn(items: Sequence[T], iteration: int, n: int) -> list[T]:
     """The ``n`` items of batch ``iteration``, taking ``items`` in turn (wrapping around)."""
     start = max(iteration, 0) * n
     return [items[(start + i) % len(items)] for i in range(n)]
 
 
 def text_lines(path: str, what: str) -> list[str]:
-    """Non-empty lines of a UTF-8 text file."""
+    """Non-empty lines of a UTF-8 text file (a regular file of at most
+    :data:`~energy_hpc.workloads.options.MAX_TEXT_FILE_BYTES`; the job file's validation checked it)."""
     try:
-        lines = [x.strip() for x in Path(path).read_text(encoding="utf-8").splitlines()]
-    except OSError as exc:
-        raise SpecError(
-            f"{what} {path!r} cannot be read ({exc.strerror}); give a UTF-8 text file, one entry a line"
-        ) from None
-    lines = [x for x in lines if x]
-    if not lines:
-        raise SpecError(f"{what} {path!r} has no non-empty lines")
-    return lines
+        return read_lines(path, what)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _files(folder: str, suffixes: tuple[str, ...], what: str) -> list[Path]:
@@ -61,7 +64,7 @@ def _files(folder: str, suffixes: tuple[str, ...], what: str) -> list[Path]:
 # ---------------------------------------------------------------- images
 
 
-def synthetic_images(n: int, size: int, seed: int) -> list:
+def synthetic_images(n: int, size: int, seed: int) -> list[PIL.Image.Image]:
     """``n`` RGB images of ``size`` x ``size`` pixels of uniform noise (PIL), the same for a seed."""
     from PIL import Image
 
@@ -69,7 +72,7 @@ def synthetic_images(n: int, size: int, seed: int) -> list:
     return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB") for _ in range(n)]
 
 
-def read_images(folder: str) -> list:
+def read_images(folder: str) -> list[PIL.Image.Image]:
     """Every image in ``folder`` (sorted by name), as RGB PIL images loaded into memory."""
     from PIL import Image, UnidentifiedImageError
 

@@ -12,12 +12,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
+from typing import Any
 
 from energy_hpc import settings
 from energy_hpc.errors import ModelSourceError
+from energy_hpc.workloads.build_folder import build_folder
 from energy_hpc.workloads.random_registry import RANDOM_CONFIGS as _CONFIGS
 from energy_hpc.workloads.random_registry import RandomConfig
 
@@ -90,9 +92,8 @@ def materialise_random(name_or_folder: str) -> Path:
     final = random_model_folder(name_or_folder)
     if (final / ".complete").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    # built in a temporary folder that a signal or failure removes (build_folder.py), renamed into place
+    with build_folder(final) as tmp:
         log.info("building random-weight model %s in %s", name_or_folder, final)
         _CONFIGS[name_or_folder].build(tmp)
         (tmp / ".complete").write_text(json.dumps({"config": name_or_folder, "random_weights": True}))
@@ -102,14 +103,12 @@ def materialise_random(name_or_folder: str) -> Path:
             if not (final / ".complete").exists():  # a broken leftover: replace it
                 shutil.rmtree(final, ignore_errors=True)
                 os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
 def resolve_hub(model_id: str) -> Path:
     """A hub id, resolved from the local cache only (compute nodes have no internet)."""
+    check_hub_id(model_id)
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.utils import LocalEntryNotFoundError
@@ -126,6 +125,52 @@ def resolve_hub(model_id: str) -> Path:
             f'DIR/{model_id.replace("/", "--")} with source = "local", or run `energy-hpc stage {model_id} '
             f"--hub-cache DIR` and set HF_HUB_CACHE=DIR for this run"
         ) from None
+
+
+# a Hugging Face repo id, as the hub accepts it: [namespace/]name, each 1-96 of letters, digits, "_", "-"
+# and ".", starting and ending with a letter, digit or "_"; no "--" or "..", no ".git" at the end
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+HUB_ID_RE = re.compile(rf"(?:{_HUB_PART}/)?{_HUB_PART}")
+
+
+def check_hub_id(model_id: str) -> str:
+    """``model_id`` when it is a valid hub repo id; else a ModelSourceError saying what is wrong."""
+    if not HUB_ID_RE.fullmatch(model_id) or "--" in model_id or ".." in model_id or model_id.endswith(".git"):
+        raise ModelSourceError(
+            f"{model_id[:120]!r} is not a hub id: write namespace/name (e.g. stabilityai/sd-turbo), each "
+            'part 1-96 letters, digits, "_", "-" or ".", with no "--" or ".."; or set source = "local" '
+            "for a folder"
+        )
+    return model_id
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a model's config.json or model_index.json)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ModelSourceError(f"{str(path)!r} cannot be read ({exc.strerror})") from None
+    except ValueError:  # not JSON, or not UTF-8
+        raise ModelSourceError(f"{str(path)!r} is not valid JSON; copy the model folder again") from None
+    if not isinstance(data, dict):
+        raise ModelSourceError(
+            f"{str(path)!r} holds a JSON {type(data).__name__}, not an object; copy the model folder again"
+        )
+    return data
+
+
+def check_model_folder(folder: Path) -> None:
+    """A model folder must hold what ``from_pretrained`` reads first: ``model_index.json`` (a diffusers
+    pipeline) or ``config.json`` (a transformers model), each a JSON object. Checked when the job is
+    validated, so an empty or broken folder stops the job before any measuring."""
+    found = [folder / n for n in ("model_index.json", "config.json") if (folder / n).is_file()]
+    if not found:
+        raise ModelSourceError(
+            f"model folder {str(folder)!r} holds neither model_index.json nor config.json, so it is not a "
+            "saved model; stage the model there (energy-hpc stage MODEL --to DIR)"
+        )
+    for path in found:
+        _json_object(path)
 
 
 def model_folder(source: str, model_path: str) -> Path:
@@ -169,11 +214,11 @@ def architecture(source: str, model_path: str) -> str:
     folder = model_folder(source, model_path)
     index = folder / "model_index.json"
     if index.is_file():
-        return str(json.loads(index.read_text()).get("_class_name", ""))
+        return str(_json_object(index).get("_class_name", ""))
     config = folder / "config.json"
     if config.is_file():
-        archs = json.loads(config.read_text()).get("architectures") or [""]
-        return str(archs[0])
+        archs = _json_object(config).get("architectures") or [""]
+        return str(archs[0]) if isinstance(archs, list) else ""
     return ""
 
 

@@ -22,7 +22,7 @@ from energy_hpc.workloads.options import Option
 
 OPTIONS: dict[str, Option] = {
     "audio_folder": Option(
-        str, "", "a folder of PCM .wav files, used in turn; empty: generated tones", path=True
+        str, "", "a folder of PCM .wav files, used in turn; empty: generated tones", path="folder"
     ),
     "audio_seconds": Option(float, 10.0, "length of each generated tone in seconds", lo=0.1, hi=3600),
     "clips": Option(int, 8, "how many distinct tones to generate (used in turn)", lo=1, hi=100_000),

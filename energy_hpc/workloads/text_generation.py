@@ -32,7 +32,7 @@ OPTIONS: dict[str, Option] = {
         hi=1_000_000,
     ),
     "prompts": Option(list, [PROMPT], "prompts, used in turn to fill each batch"),
-    "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path=True),
+    "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path="file"),
     "attention": Option(
         str,
         "",

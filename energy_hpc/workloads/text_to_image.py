@@ -30,7 +30,7 @@ OPTIONS: dict[str, Option] = {
     "height": Option(int, 0, "image height in pixels (0: the model's default)", lo=0, hi=8192),
     "width": Option(int, 0, "image width in pixels (0: the model's default)", lo=0, hi=8192),
     "prompts": Option(list, [SEED_PROMPT], "prompts, used in turn to fill each batch"),
-    "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path=True),
+    "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path="file"),
     "seed": Option(
         int, 0, "random seed of the first iteration (iteration i uses seed + i)", lo=0, hi=2**63 - 1
     ),

@@ -1,6 +1,6 @@
-"""The shipped job files: each validates (local model folders stood in by empty folders, named as
-`energy-hpc stage` makes them), random configs fit their tasks, the seed study pairs an SDXL base
-with an SDXL refiner, and tiny-all-tasks runs end to end through the CLI."""
+"""The shipped job files: each validates (local model folders stood in by folders holding an empty
+config, named as `energy-hpc stage` makes them), random configs fit their tasks, the seed study pairs
+an SDXL base with an SDXL refiner, and tiny-all-tasks runs end to end through the CLI."""
 
 from __future__ import annotations
 
@@ -55,12 +55,14 @@ def _local_paths(text: str) -> list[str]:
 
 
 def _stand_in(name: str, tmp_path: Path) -> Path:
-    """A copy of the job in tmp_path/jobs with an empty folder wherever it names a local model."""
+    """A copy of the job in tmp_path/jobs with a folder wherever it names a local model, holding only an
+    empty config.json (validation checks that a model folder holds one)."""
     (tmp_path / "jobs").mkdir(exist_ok=True)
     job = tmp_path / "jobs" / name
     shutil.copy(REPO / "jobs" / name, job)
     for p in _local_paths(job.read_text()):
         (job.parent / p).mkdir(parents=True, exist_ok=True)
+        (job.parent / p / "config.json").write_text("{}")
     return job
 
 
@@ -100,7 +102,7 @@ def test_seed_study_pairs_sdxl_base_with_refiner_in_both_precisions(
         ("stabilityai--stable-diffusion-xl-base-1.0", "tiny-sdxl"),
         ("stabilityai--stable-diffusion-xl-refiner-1.0", "tiny-sdxl-refiner"),
     ):
-        (models / target).rmdir()
+        shutil.rmtree(models / target)
         (models / target).symlink_to(tiny(tiny_name), target_is_directory=True)
     monkeypatch.chdir(
         job.parent

@@ -126,7 +126,7 @@ def test_table_json_rows_carry_the_contract_keys(single_run: Path) -> None:
     "fmt, marker", [("markdown", "| task"), ("csv", "energy_per_unit_J"), ("latex", "\\begin{tabular}")]
 )
 def test_table_formats(single_run: Path, fmt: str, marker: str) -> None:
-    r = run_cli("table", str(single_run.parent), "--format", fmt)
+    r = run_cli("table", str(single_run.parent), "--format", fmt, "--wide")
     assert r.returncode == 0 and marker in r.stdout
     assert "SYNTHETIC" in r.stdout  # synthetic numbers never pass for measurements
 

@@ -48,6 +48,68 @@ def format_number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _decimals(unc: float) -> int:
+    """The decimal place of ``unc``'s second significant figure (negative: tens, hundreds, ...)."""
+    return 1 - math.floor(math.log10(abs(unc)))
+
+
+def format_uncertainty(value: Any, unc: Any) -> tuple[str, str]:
+    """``value`` and its one-sigma ``unc`` as cells: the uncertainty to two significant figures and the
+    value to the same decimal place (``12.346``, ``0.047``). Without a finite, positive uncertainty the
+    value keeps four significant figures and the uncertainty is ``-``."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return format_number(value), MISSING
+    if not isinstance(unc, float) or not math.isfinite(unc) or unc <= 0:
+        return format_number(value), format_number(unc if isinstance(unc, float) else math.nan)
+    places = _decimals(unc)
+    unc = round(unc, places)
+    if unc and _decimals(unc) != places:  # rounding carried into a new digit (0.0996 -> 0.10)
+        places = _decimals(unc)
+        unc = round(unc, places)
+    value = round(value, places) + 0.0  # + 0.0: no "-0.00"
+    digits = max(places, 0)
+    return f"{value:.{digits}f}", f"{unc:.{digits}f}"
+
+
+def value_pm(value: Any, unc: Any) -> str:
+    """One cell ``value ± unc`` rounded by :func:`format_uncertainty`; the value alone without an
+    uncertainty, ``-`` without a value."""
+    v, u = format_uncertainty(value, unc)
+    return v if v == MISSING or u == MISSING else f"{v} ± {u}"
+
+
+def plural(word: str, count: Any = 2.0) -> str:
+    """``word`` for ``count`` of it: ``image`` for 1, ``images`` otherwise (``-es`` after s, x, ch,
+    sh; ``-ies`` after a consonant and y)."""
+    if not word or count == 1:
+        return word
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def count_cell(count: Any, unit: str) -> str:
+    """A count with its unit in words: ``6 images``, ``1 token`` (``-`` for a missing count)."""
+    text = format_number(count)
+    if text == MISSING or not unit:
+        return text
+    return f"{text} {plural(unit, count)}"
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV field: a number at full precision, an empty field for a missing number (NaN or None,
+    so that pandas and spreadsheets read the column as numbers), a list joined with ``; ``."""
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value)) if math.isfinite(value) else ""
+    if isinstance(value, (list, tuple)):
+        return "; ".join(map(str, value))
+    return value
+
+
 def jsonable(value: Any) -> Any:
     """``value`` with what JSON cannot hold made plain: sets and tuples as lists, numpy scalars as Python
     numbers, NaN and infinities as None (null)."""
@@ -107,10 +169,21 @@ def markdown_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> lis
 
 # what each ± is, under every table that shows them
 UNCERTAINTY_LEGEND = (
-    "±meas: measurement uncertainty, 1 sigma (sensor model, docs/analysis.md; for an ESTIMATE it includes "
-    "the watts-per-core assumption); ±SEM: standard error of the mean from the spread between the n iter "
-    "iterations (all repeats pooled; '-' when fewer than 2); ±total: both in quadrature"
+    "Every ± is one standard deviation (1 sigma). ±meas: measurement uncertainty (sensor model, "
+    "docs/analysis.md; for an ESTIMATE it includes the watts-per-core assumption); ±SEM: standard error of "
+    "the mean from the spread between the n iter iterations (all repeats pooled; '-' when fewer than 2); "
+    "±total: both in quadrature"
 )
+
+
+def compact_legend(unit: str) -> list[str]:
+    """The lines under the compact energy table (each under 100 characters for a usual unit name): what
+    its ± is and what its columns are, for rows counted in ``unit`` (``unit`` when they differ)."""
+    return [
+        f"± is one standard deviation (1 sigma) of the energy per {unit}: measurement uncertainty and",
+        "spread between the n iterations in quadrature (measurement alone where n < 2; docs/analysis.md).",
+        f"power: mean per rank; s/{unit}: time one rank spends per {unit}.",
+    ]
 
 
 def is_emulated(kind: str) -> bool:

@@ -24,13 +24,20 @@ the units every rank of the node produced; device channels are reduced over the 
 node's rest (CPU, memory, network, fans: node minus devices) compares like with like.
 
 Channels are read one at a time, in sample chunks (:meth:`RunFile.chunks`).
+
+**Sampling gaps.** While a channel is read, every interval between two valid readings (a finite time and
+a finite power or energy) longer than :func:`gap_threshold` of the channel's median read interval (more
+than ``GAP_INTERVALS`` intervals *and* more than ``GAP_MIN_S``) is a *sampling gap*: the sampler missed
+reads there (a busy machine, a sensor that hung) and the energy across it is interpolated. Each window
+keeps the longest such gap that overlaps it (``ChannelResult.own_gap_s``, ``node_gap_s``; 0 where none);
+the tables count and flag those windows (``gap_windows``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,6 +59,9 @@ from energy_hpc.store import emulated_kind
 log = logging.getLogger(__name__)
 
 COUNTER_FAULT_PREFIX = "counter-fault"
+# a sampling gap: an interval between valid readings longer than GAP_INTERVALS read intervals and GAP_MIN_S
+GAP_INTERVALS = 5.0
+GAP_MIN_S = 0.05
 SHARED_PHASE = "shared"  # phase of the appended windows of a device recorded by several ranks
 
 
@@ -75,6 +85,9 @@ class ChannelResult:
     node: WindowEnergy
     idle_W: float  # mean power over the idle window(s); NaN without one
     idle_W_unc: float
+    # the longest sampling gap (gap_threshold) overlapping each own / node window, s; 0 where none
+    own_gap_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    node_gap_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -220,6 +233,66 @@ def _append_shared_windows(
     return new
 
 
+def gap_threshold(interval_s: float) -> float:
+    """The shortest interval between two valid readings that is a sampling gap, for a channel read every
+    ``interval_s`` seconds (its median read interval): more than ``GAP_INTERVALS`` intervals and more than
+    ``GAP_MIN_S``. The rule lives here only; the tables count what it finds."""
+    interval = interval_s if math.isfinite(interval_s) and interval_s > 0 else 0.0
+    return max(GAP_INTERVALS * interval, GAP_MIN_S)
+
+
+class _GapFinder:
+    """The sampling gaps of one channel, found while its chunks pass on to the reduction: each chunk is
+    looked at before it is handed on (the reader reuses its buffers), and only the intervals over the
+    threshold are kept, so the cost is one pass over the time column."""
+
+    def __init__(self) -> None:
+        self.last_t = math.nan  # the last valid reading's time, from the chunk before
+        self.threshold = math.nan  # set from the first chunk's median interval
+        self.starts: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+
+    def watch(self, chunks: Iterable[tuple[np.ndarray, ...]]) -> Iterator[tuple[np.ndarray, ...]]:
+        for block in chunks:
+            self.feed(*block[:3])
+            yield block
+
+    def feed(self, t: np.ndarray, p: np.ndarray, e: np.ndarray) -> None:
+        valid = np.isfinite(t) & (np.isfinite(p) | np.isfinite(e))
+        tv = t[valid]
+        if math.isfinite(self.last_t):
+            tv = tv[tv > self.last_t]  # chunks overlap by one sample
+            tv = np.concatenate([[self.last_t], tv])
+        if len(tv) < 2:
+            if len(tv):
+                self.last_t = float(tv[-1])
+            return
+        dt = np.diff(tv)
+        if math.isnan(self.threshold):
+            positive = dt[dt > 0]
+            self.threshold = gap_threshold(float(np.median(positive)) if len(positive) else math.nan)
+        big = np.flatnonzero(dt > self.threshold)
+        if len(big):
+            self.starts.append(tv[big])
+            self.lengths.append(dt[big])
+        self.last_t = float(tv[-1])
+
+    def longest(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """The longest gap overlapping each window ``[starts[i], ends[i]]``; 0 where none does."""
+        out = np.zeros(len(starts))
+        if not self.starts or not len(starts):
+            return out
+        g_start = np.concatenate(self.starts)
+        g_len = np.concatenate(self.lengths)
+        g_end = g_start + g_len
+        # gaps are in time order and do not overlap: those overlapping a window are a run of them
+        lo = np.searchsorted(g_end, starts, side="right")
+        hi = np.searchsorted(g_start, ends, side="left")
+        for i in np.flatnonzero(hi > lo):
+            out[i] = float(g_len[lo[i] : hi[i]].max())
+        return out
+
+
 def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(starts, kind="stable")
     out_a: list[float] = []
@@ -298,9 +371,12 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
 
         scratch = Scratch()  # work arrays shared by every channel's reduction
 
-        def reduce_one(m: dict[str, Any], starts: np.ndarray, ends: np.ndarray) -> WindowEnergy:
+        def reduce_one(
+            m: dict[str, Any], starts: np.ndarray, ends: np.ndarray, gaps: _GapFinder | None = None
+        ) -> WindowEnergy:
+            chunks = rf.chunks(int(m["index"]), chunk, overlap=1, reuse=True)
             return reduce_channel(
-                rf.chunks(int(m["index"]), chunk, overlap=1, reuse=True),
+                gaps.watch(chunks) if gaps is not None else chunks,
                 starts,
                 ends,
                 update_period=float(m.get("update_period", 0.0) or 0.0),
@@ -332,7 +408,9 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
                 [w["start"][own_idx], idle_a] + ([nw["start"][node_idx]] if has_nw else [])
             )
             ends = np.concatenate([w["end"][own_idx], idle_b] + ([nw["end"][node_idx]] if has_nw else []))
-            we = reduce_one(meta, starts, ends)
+            gaps = _GapFinder()
+            we = reduce_one(meta, starts, ends, gaps)
+            gap_s = gaps.longest(starts, ends)
             # a copy without samples somewhere (its rank's sampler died): the next rank's copy stands in
             copies = [
                 by_index[i] for i in meta.get("copies", []) if i in by_index and by_index[i] is not meta
@@ -364,6 +442,8 @@ def reduce_run(path: str | Path, chunk: int = CHUNK_SAMPLES) -> RunReduction:
                     we.take(np.arange(b, len(starts))),
                     idle_W,
                     idle_W_unc,
+                    own_gap_s=gap_s[:a],
+                    node_gap_s=gap_s[b:],
                 )
             )
         return red

@@ -24,6 +24,7 @@ from typing import Any
 
 from energy_hpc.analysis.formatting import (
     UNCERTAINTY_LEGEND,
+    csv_cell,
     data_banner,
     format_number,
     jsonable,
@@ -128,7 +129,7 @@ def format_scaling(rows: list[dict[str, Any]], fmt: str) -> str:
         writer = csv.writer(buf)
         writer.writerow([*(k for k, _ in cols), "data"])
         for r in rows:
-            writer.writerow([*(format_number(r.get(k), 8) for k, _ in cols), r["data"]])
+            writer.writerow([*(csv_cell(r.get(k)) for k, _ in cols), r["data"]])
         return buf.getvalue()
     if fmt == "latex":
         return latex_table(

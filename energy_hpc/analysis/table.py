@@ -42,7 +42,7 @@ import json
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -53,14 +53,19 @@ import numpy as np
 from energy_hpc.analysis.attribution import DEVICE_ROLES, Role, package_shares, sharer_ranks
 from energy_hpc.analysis.formatting import (
     UNCERTAINTY_LEGEND,
+    compact_legend,
+    count_cell,
+    csv_cell,
     data_banner,
     format_number,
+    format_uncertainty,
     is_emulated,
     jsonable,
     latex_table,
     markdown_table,
+    value_pm,
 )
-from energy_hpc.analysis.reduce import ChannelResult, RunReduction, reduce_run
+from energy_hpc.analysis.reduce import GAP_INTERVALS, GAP_MIN_S, ChannelResult, RunReduction, reduce_run
 from energy_hpc.analysis.runfile import trace_heads
 from energy_hpc.store import sensor_words
 from energy_hpc.telemetry.base import Method
@@ -119,6 +124,8 @@ class ScopeSums:
     windows_without_data: int = 0
     idle_missing_windows: int = 0  # windows of a channel without an idle window (net counts them gross)
     short_windows: int = 0
+    gap_windows: int = 0  # windows holding a sampling gap (reduce.gap_threshold), on some channel
+    longest_gap_s: float = 0.0
     # windows whose counter was distrusted, by reason (node-level: "<role>:<reason>")
     counter_faults: Counter[str] = field(default_factory=Counter)
     peak_W: float = -math.inf
@@ -157,6 +164,8 @@ class ScopeSums:
         self.windows_without_data += other.windows_without_data
         self.idle_missing_windows += other.idle_missing_windows
         self.short_windows += other.short_windows
+        self.gap_windows += other.gap_windows
+        self.longest_gap_s = max(self.longest_gap_s, other.longest_gap_s)
         self.counter_faults.update(other.counter_faults)
         self.peak_W = max(self.peak_W, other.peak_W)
         self.counter_J += other.counter_J
@@ -466,6 +475,9 @@ def _add_rank_level(
             cell.windows_without_data += 1
             continue
         seconds = float(windows["end"][wi] - windows["start"][wi])
+        if j < len(channel.own_gap_s) and channel.own_gap_s[j] > 0:
+            sums.gap_windows += 1
+            sums.longest_gap_s = max(sums.longest_gap_s, float(channel.own_gap_s[j]))
         sums.energy_J += float(energy_J)
         sums.random_var_J2 += float(random_J[j]) ** 2
         sums.systematic_J += float(own.systematic_J[j])
@@ -537,6 +549,9 @@ def _add_node_level(
                 continue
             cell.energy_J += float(energy_J)
             cell.windows_with_energy += 1
+            if j < len(channel.node_gap_s) and channel.node_gap_s[j] > 0:
+                sums.gap_windows += 1
+                sums.longest_gap_s = max(sums.longest_gap_s, float(channel.node_gap_s[j]))
             sums.energy_J += float(energy_J)
             sums.random_var_J2 += float(random_J[j]) ** 2
             sums.systematic_J += float(measured.systematic_J[j])
@@ -684,6 +699,19 @@ def _row(key_fields: dict[str, Any], row: RowSums) -> dict[str, Any]:
         flags.append(f"groups runs with different rank counts: {sorted(row.rank_counts)}")
     if short:
         flags.append(f"{short} window(s) shorter than 3 sensor updates: edge effects dominate")
+    gap_windows, longest_gap = sums.gap_windows, sums.longest_gap_s
+    node_gaps = [ns for ns in scopes.node_level() if ns is not sums and ns.gap_windows]
+    if gap_windows:
+        flags.append(
+            f"{gap_windows} window(s) with a sampling gap (no reading for over {GAP_INTERVALS:g} read "
+            f"intervals and {GAP_MIN_S * 1000:g} ms; longest {longest_gap:.2g} s): energy interpolated "
+            "across it"
+        )
+    if node_gaps:
+        flags.append(
+            f"node-level channels: {sum(ns.gap_windows for ns in node_gaps)} node window(s) with a sampling "
+            f"gap (longest {max(ns.longest_gap_s for ns in node_gaps):.2g} s)"
+        )
     if faults:
         flags.append(
             "energy counter distrusted, power integral used: "
@@ -780,7 +808,20 @@ def _row(key_fields: dict[str, Any], row: RowSums) -> dict[str, Any]:
         "attribution": sorted(row.attribution),
         "flags": flags,
         "files": row.files,
+        # added after the first columns so that readers by position keep working
+        "rank_iterations": row.n_windows,  # the same count as "iterations": windows, one per rank and iteration
+        "iterations_per_rank": _per_rank(row.n_windows, row.rank_runs),
+        "seconds_per_unit": _nan_div(row.rank_seconds, units),
+        "gap_windows": gap_windows,
+        "longest_gap_s": longest_gap if gap_windows else math.nan,
     }
+
+
+def _per_rank(windows: int, rank_runs: int) -> float | int:
+    """Windows per rank (and run): a whole number where every rank ran as many, else their mean."""
+    if not rank_runs:
+        return 0
+    return windows // rank_runs if windows % rank_runs == 0 else windows / rank_runs
 
 
 def _module_flags(row: RowSums, basis: RowBasis) -> list[str]:
@@ -1022,13 +1063,29 @@ def reduce_files(paths: Iterable[str | Path]) -> list[RunReduction]:
     return unique_runs(reduce_run(p) for p in paths)
 
 
+# a case's only stage is the whole iteration again when its windows last at least this share of it
+SOLE_STAGE_COVERS = 0.99
+
+
+def _repeats_the_iteration(per_case: dict[tuple[int, str], RowSums], case: int, stage: str) -> bool:
+    """Whether the row of ``stage`` is its case's only stage and covers the whole iterations (the same
+    units, at least ``SOLE_STAGE_COVERS`` of their time): text-to-image without a refiner runs one
+    "base" stage, whose row would repeat the whole-iteration row beside it."""
+    whole = per_case.get((case, ""))
+    if whole is None or [k for k in per_case if k[0] == case and k[1]] != [(case, stage)]:
+        return False
+    mine = per_case[(case, stage)]
+    return mine.units == whole.units and mine.rank_seconds >= SOLE_STAGE_COVERS * whole.rank_seconds
+
+
 def rows_from_reductions(
     reds: Iterable[RunReduction], by: Sequence[str] | None = None, stages: bool = False
 ) -> list[dict[str, Any]]:
     groups: dict[tuple[tuple[str, Any], ...], RowSums] = {}
     for red in unique_runs(reds):
-        for (_, stage), sums in accumulate(red).items():
-            if stage and not stages:
+        per_case = accumulate(red)
+        for (case, stage), sums in per_case.items():
+            if stage and (not stages or _repeats_the_iteration(per_case, case, stage)):
                 continue
             if sums.n_windows == 0 and not sums.interrupted and not sums.failed:
                 continue
@@ -1145,96 +1202,258 @@ def device_rows(reds: Iterable[RunReduction], stages: bool = False) -> list[dict
 
 # ---------------------------------------------------------------- formatting
 
-_COLUMNS = [
-    ("task", "task"),
-    ("model", "model"),
-    ("dtype", "dtype"),
-    ("batch_size", "batch"),
-    ("n_ranks", "ranks"),
-    ("n_nodes", "nodes"),
-    ("units", "units"),
-    ("seconds", "s"),
-    ("energy_J", "energy J"),
-    ("energy_per_unit_J", "J/unit"),
-    ("energy_per_unit_meas_unc_J", "±meas J/unit"),
-    ("energy_per_unit_sem_J", "±SEM J/unit"),
-    ("energy_per_unit_unc_J", "±total J/unit"),
-    ("n_iterations", "n iter"),
-    ("wh_per_1000_units", "Wh/1000"),
-    ("mean_power_W", "W/device"),
-    ("idle_power_W", "idle W"),
-    ("net_energy_per_unit_J", "net J/unit"),
-    ("counter_vs_integral_pct", "int-ctr %"),
-    ("method", "method"),
+# the default Markdown table keeps within this many characters (a terminal); --wide or --columns do not
+TERMINAL_WIDTH = 100
+WIDE = "wide"  # format_rows(columns=WIDE): every column the table has (the full set)
+_SHORTEST_NAME = 12  # a model name is cut to no fewer characters than this to fit TERMINAL_WIDTH
+
+# a value -> the keys of its one-sigma uncertainty, first found used: the value is printed to the
+# decimal place of the uncertainty's second significant figure
+_UNCERTAINTY_OF = {
+    "energy_J": ("energy_uncertainty_J",),
+    "energy_per_unit_J": ("energy_per_unit_unc_J", "energy_per_unit_meas_unc_J"),
+    "net_energy_J": ("net_energy_uncertainty_J",),
+    "net_energy_per_unit_J": ("net_energy_per_unit_uncertainty_J",),
+    "node_energy_J": ("node_energy_uncertainty_J",),
+    "module_energy_J": ("module_energy_uncertainty_J",),
+}
+# printed to two significant figures
+_UNCERTAINTIES = {k for keys in _UNCERTAINTY_OF.values() for k in keys} | {
+    "energy_per_unit_sem_J",
+    "energy_per_unit_uncertainty_J",
+}
+
+# headers of the row keys a table may show (a key not named here is its own header)
+_HEADERS = {
+    "task": "task",
+    "model": "model",
+    "label": "label",
+    "stage": "stage",
+    "dtype": "precision",
+    "batch_size": "batch",
+    "n_ranks": "ranks",
+    "n_nodes": "nodes",
+    "unit": "unit",
+    "units": "units",
+    "seconds": "seconds",
+    "energy_J": "energy J",
+    "energy_per_unit_J": "J/unit",
+    "energy_per_unit_meas_unc_J": "±meas J/unit",
+    "energy_per_unit_sem_J": "±SEM J/unit",
+    "energy_per_unit_unc_J": "±total J/unit",
+    "n_iterations": "n iter",
+    "energy_per_aux_unit_J": "J/aux unit",
+    "wh_per_1000_units": "Wh/1000 units",
+    "mean_power_W": "W per rank",
+    "idle_power_W": "idle W per rank",
+    "net_energy_per_unit_J": "net J/unit",
+    "node_energy_per_unit_J": "node J/unit",
+    "node_rest_per_unit_J": "rest J/unit",
+    "module_energy_per_unit_J": "module J/unit",  # GH200 module scope (GPU + Grace CPU + memory)
+    "counter_vs_integral_pct": "integral vs counter %",
+    "method": "method",
+    "seconds_per_unit": "s/unit",
+    "iterations_per_rank": "iterations per rank",
+    "rank_iterations": "rank iterations",
+    "gap_windows": "gap windows",
+    "longest_gap_s": "longest gap s",
+}
+# the full set (--wide), in order; stage, label, J/aux unit, node and module columns join where rows have them
+_WIDE_KEYS = [
+    "task",
+    "model",
+    "dtype",
+    "batch_size",
+    "n_ranks",
+    "n_nodes",
+    "units",
+    "seconds",
+    "energy_J",
+    "energy_per_unit_J",
+    "energy_per_unit_meas_unc_J",
+    "energy_per_unit_sem_J",
+    "energy_per_unit_unc_J",
+    "n_iterations",
+    "wh_per_1000_units",
+    "mean_power_W",
+    "idle_power_W",
+    "net_energy_per_unit_J",
+    "counter_vs_integral_pct",
+    "method",
 ]
-_STAGE_COLUMN = ("stage", "stage")
-_MODULE_COLUMN = (
-    "module_energy_per_unit_J",
-    "module J/unit",
-)  # GH200 module scope (GPU + Grace CPU + memory)
-_NODE_COLUMNS = [("node_energy_per_unit_J", "node J/unit"), ("node_rest_per_unit_J", "rest J/unit")]
-_TEXT_COLUMNS = ("task", "model", "dtype", "stage")  # left-aligned in LaTeX (and the last, method)
+_TEXT_KEYS = ("task", "model", "label", "stage", "dtype", "unit", "method")  # left-aligned in LaTeX
 
 
-def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    cols = list(_COLUMNS)
-    if any(r.get("stage") for r in rows):
-        cols.insert(4, _STAGE_COLUMN)
+@dataclass(frozen=True)
+class Column:
+    """One column of a Markdown or LaTeX table: the row key it shows, its header, and how a row's cell
+    is written."""
+
+    key: str
+    header: str
+    cell: Callable[[dict[str, Any]], str]
+
+    @property
+    def text(self) -> bool:
+        return self.key in _TEXT_KEYS
+
+
+def _uncertainty(row: dict[str, Any], key: str) -> float:
+    for k in _UNCERTAINTY_OF.get(key, ()):
+        value = row.get(k)
+        if isinstance(value, float) and math.isfinite(value) and value > 0:
+            return value
+    return math.nan
+
+
+def _number(row: dict[str, Any], key: str) -> str:
+    """A row's value as a cell: an uncertainty to two significant figures, a value that has one to the
+    same decimal place, a count of units in words (``6 images``), anything else by
+    :func:`format_number`."""
+    value = row.get(key)
+    if key == "units":
+        return count_cell(value, str(row.get("unit", "")))
+    if key == "energy_per_aux_unit_J" and row.get("aux_unit"):
+        return f"{format_number(value)} per {row['aux_unit']}"
+    if key in _UNCERTAINTIES:
+        return format_uncertainty(value, value)[1]
+    if key in _UNCERTAINTY_OF:
+        return format_uncertainty(value, _uncertainty(row, key))[0]
+    return format_number(value)
+
+
+def _column(key: str, header: str | None = None) -> Column:
+    return Column(key, header or _HEADERS.get(key, key), lambda row: _number(row, key))
+
+
+def _one_unit(rows: list[dict[str, Any]]) -> str:
+    """The unit every row counts in, or '' when they differ."""
+    units = {str(r.get("unit", "")) for r in rows}
+    return units.pop() if len(units) == 1 else ""
+
+
+def _short_names(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Model -> the name the compact table shows: the last part of a path or hub id, unless two models
+    would then look alike."""
+    models = {str(r.get("model")) for r in rows}
+    short = {m: m.rstrip("/").rsplit("/", 1)[-1] or m for m in models}
+    return short if len(set(short.values())) == len(models) else {m: m for m in models}
+
+
+def _compact_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The default set: case, precision, batch, energy per unit ± 1 sigma, power, time per unit, n."""
+    unit = _one_unit(rows) or "unit"
+    names = _short_names(rows)
+    cols = [Column("model", "model", lambda row: names[str(row.get("model"))])]
     if any(r.get("label") for r in rows):
-        cols.insert(1, ("label", "label"))
-    if any(r.get("aux_unit") for r in rows):
-        cols.insert(cols.index(("wh_per_1000_units", "Wh/1000")), ("energy_per_aux_unit_J", "J/aux unit"))
-    if any(isinstance(r.get("node_energy_J"), float) and math.isfinite(r["node_energy_J"]) for r in rows):
-        cols[-1:-1] = _NODE_COLUMNS
-    if any(r.get("module_includes_cpu_memory") and r.get("energy_scope") != MODULE_SCOPE for r in rows):
-        cols[-1:-1] = [_MODULE_COLUMN]
+        cols.append(_column("label"))
+    if any(r.get("stage") for r in rows):
+        cols.append(_column("stage"))
+    cols += [_column("dtype"), _column("batch_size")]
+    if any(r.get("n_ranks") != 1 for r in rows):
+        cols.append(_column("n_ranks"))
+    if any(r.get("n_nodes") != 1 for r in rows):
+        cols.append(_column("n_nodes"))
+    if not _one_unit(rows):
+        cols.append(_column("unit"))
+    cols += [
+        Column(
+            "energy_per_unit_J",
+            f"J/{unit}",
+            lambda row: value_pm(row.get("energy_per_unit_J"), _uncertainty(row, "energy_per_unit_J")),
+        ),
+        Column("mean_power_W", "power W", lambda row: format_number(row.get("mean_power_W"), 3)),
+        Column("seconds_per_unit", f"s/{unit}", lambda row: format_number(row.get("seconds_per_unit"), 3)),
+        _column("n_iterations", "n"),
+    ]
     return cols
 
 
-def _cells(row: dict[str, Any], cols: list[tuple[str, str]]) -> list[str]:
-    cells = []
-    for key, _ in cols:
-        value = row.get(key)
-        if key == "units":
-            value = f"{format_number(value)} {row['unit']}"
-        elif key == "energy_per_aux_unit_J" and row.get("aux_unit"):
-            value = f"{format_number(value)} per {row['aux_unit']}"
-        cells.append(format_number(value))
-    return cells
+def _wide_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    keys = list(_WIDE_KEYS)
+    if any(r.get("stage") for r in rows):
+        keys.insert(4, "stage")
+    if any(r.get("label") for r in rows):
+        keys.insert(1, "label")
+    if any(r.get("aux_unit") for r in rows):
+        keys.insert(keys.index("wh_per_1000_units"), "energy_per_aux_unit_J")
+    if any(isinstance(r.get("node_energy_J"), float) and math.isfinite(r["node_energy_J"]) for r in rows):
+        keys[-1:-1] = ["node_energy_per_unit_J", "node_rest_per_unit_J"]
+    if any(r.get("module_includes_cpu_memory") and r.get("energy_scope") != MODULE_SCOPE for r in rows):
+        keys[-1:-1] = ["module_energy_per_unit_J"]
+    return [_column(k) for k in keys]
+
+
+def column_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The row keys ``columns=`` (``--columns``) may pick: every key of the rows."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def table_columns(rows: list[dict[str, Any]], columns: str | Sequence[str] | None = None) -> list[Column]:
+    """The columns a Markdown or LaTeX table of ``rows`` shows: the compact set (None), every column
+    (:data:`WIDE`), or the row keys named, in that order (ValueError naming an unknown one)."""
+    if columns is None:
+        return _compact_columns(rows)
+    if isinstance(columns, str):
+        if columns != WIDE:
+            raise ValueError(f"columns must be None, {WIDE!r} or a list of row keys, not {columns!r}")
+        return _wide_columns(rows)
+    known = column_names(rows)
+    unknown = [k for k in columns if k not in known]
+    if rows and unknown:
+        raise ValueError(f"unknown column(s) {', '.join(unknown)}; the table has: {', '.join(known)}")
+    return [_column(k) for k in columns]
+
+
+def _fit(headers: list[str], body: list[list[str]], cut: Sequence[int], width: int) -> None:
+    """Cut the longest cells of the columns at positions ``cut`` with '…' until the Markdown table is at
+    most ``width`` characters wide, or those columns are down to ``_SHORTEST_NAME`` characters."""
+    for i in cut:
+        widths = [max([len(h), *(len(cells[k]) for cells in body)]) for k, h in enumerate(headers)]
+        over = sum(widths) + 3 * len(widths) + 1 - width
+        if over <= 0:
+            return
+        keep = max(widths[i] - over, _SHORTEST_NAME, len(headers[i]))
+        for cells in body:
+            if len(cells[i]) > keep:
+                cells[i] = cells[i][: keep - 1] + "…"
 
 
 def _notes(rows: list[dict[str, Any]]) -> list[str]:
     return [f"row {i + 1}: {flag}" for i, row in enumerate(rows) for flag in row["flags"]]
 
 
-def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
+def format_rows(rows: list[dict[str, Any]], fmt: str, columns: str | Sequence[str] | None = None) -> str:
+    """The table in ``fmt``: CSV and JSON always hold every column at full precision (a missing number is
+    an empty CSV field, a JSON null); Markdown and LaTeX show ``columns`` (:func:`table_columns`: by
+    default the compact set, whose Markdown fits :data:`TERMINAL_WIDTH` characters), uncertainties to two
+    significant figures and values to match, and the line saying what each ± is."""
     if fmt == "json":
         return json.dumps([jsonable(r) for r in rows], indent=2) + "\n"
-    cols = _columns(rows)
-    headers = [h for _, h in cols]
-    body = [_cells(r, cols) for r in rows]
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
         keys = [k for k in rows[0] if k not in ("case", "files", "flags")] if rows else []
         writer.writerow([*keys, "flags"])
         for r in rows:
-            writer.writerow(
-                [format_number(r[k], 8) if isinstance(r[k], (float, list)) else r[k] for k in keys]
-                + ["; ".join(r["flags"])]
-            )
+            writer.writerow([csv_cell(r[k]) for k in keys] + ["; ".join(r["flags"])])
         return buf.getvalue()
+    cols = table_columns(rows, columns)
+    headers = [c.header for c in cols]
+    body = [[c.cell(r) for c in cols] for r in rows]
+    legend = compact_legend(_one_unit(rows) or "unit") if columns is None else [UNCERTAINTY_LEGEND]
     if fmt == "latex":
-        n_text = sum(1 for k, _ in cols if k in _TEXT_COLUMNS)
-        spec = "l" * n_text + "r" * (len(headers) - n_text - 1) + "l"
         return latex_table(
             headers,
             body,
-            spec,
+            "".join("l" if c.text else "r" for c in cols),
             comments_before=[data_banner(rows)],
-            comments_after=[UNCERTAINTY_LEGEND, *_notes(rows)],
+            comments_after=[*legend, *_notes(rows)],
         )
-    out = [f"Data: {data_banner(rows)}", "", *markdown_table(headers, body), "", UNCERTAINTY_LEGEND]
+    if columns is None:
+        _fit(headers, body, [k for k, c in enumerate(cols) if c.key in ("model", "label")], TERMINAL_WIDTH)
+    out = [f"Data: {data_banner(rows)}", "", *markdown_table(headers, body), ""]
+    out += legend
     notes = _notes(rows)
     if notes:
         out.append("")

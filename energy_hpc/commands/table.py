@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from energy_hpc.commands._common import find_files, parse_by
+from energy_hpc.errors import UserError
 
 HELP = "reduce run files (or folders of them) to a per-case energy table"
 
@@ -13,6 +14,19 @@ HELP = "reduce run files (or folders of them) to a per-case energy table"
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="run files (.h5) or folders searched for them (recursively)")
     p.add_argument("--format", "-f", choices=("markdown", "csv", "json", "latex"), default="markdown")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--wide",
+        action="store_true",
+        help="Markdown/LaTeX: every column (default: a compact set that fits 100 characters); "
+        "CSV and JSON always hold every column",
+    )
+    shown.add_argument(
+        "--columns",
+        metavar="A,B,..",
+        help="Markdown/LaTeX: these columns, named as in CSV/JSON (e.g. model,dtype,energy_per_unit_J,"
+        "energy_per_unit_unc_J,mean_power_W)",
+    )
     p.add_argument(
         "--by",
         help="comma-separated fields to group by (case fields such as model, dtype, "
@@ -37,12 +51,28 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from energy_hpc.analysis.formatting import jsonable
+    from energy_hpc.analysis.formatting import csv_cell, jsonable
     from energy_hpc.analysis.scaling import format_scaling, scaling_rows
-    from energy_hpc.analysis.table import device_rows, format_rows, reduce_files, rows_from_reductions
+    from energy_hpc.analysis.table import (
+        WIDE,
+        column_names,
+        device_rows,
+        format_rows,
+        reduce_files,
+        rows_from_reductions,
+    )
 
     files = find_files(args.paths)
     by = parse_by(args.by)
+    picked = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    if (args.wide or args.columns is not None) and (args.devices or args.scaling):
+        raise UserError(
+            "--wide and --columns choose the energy table's columns: not with --devices or --scaling"
+        )
+    if args.columns is not None and not picked:
+        raise UserError(
+            "--columns needs column names separated by commas, e.g. --columns model,energy_per_unit_J"
+        )
     reds = reduce_files(files)
     if args.devices:
         rows = device_rows(reds)
@@ -69,9 +99,7 @@ def run(args: argparse.Namespace) -> int:
             if wr:
                 wr.writerow(["case", *keys])
             for r in rows:
-                vals = [json.dumps(r["case"], sort_keys=True)] + [
-                    "; ".join(r[k]) if isinstance(r[k], list) else r[k] for k in keys
-                ]
+                vals = [json.dumps(r["case"], sort_keys=True)] + [csv_cell(r[k]) for k in keys]
                 if wr:
                     wr.writerow(vals)
                 else:
@@ -81,5 +109,10 @@ def run(args: argparse.Namespace) -> int:
     if args.scaling:
         sys.stdout.write(format_scaling(scaling_rows(rows, by), args.format))
     else:
-        sys.stdout.write(format_rows(rows, args.format))
+        unknown = [c for c in picked or () if rows and c not in column_names(rows)]
+        if unknown:
+            raise UserError(
+                f"--columns: no column {', '.join(map(repr, unknown))}; the table has: {', '.join(column_names(rows))}"
+            )
+        sys.stdout.write(format_rows(rows, args.format, columns=WIDE if args.wide else picked))
     return 0

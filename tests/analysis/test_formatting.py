@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 from _runs import build, case_row, channel, window
 
-from energy_hpc.analysis.formatting import format_number, jsonable, latex_escape
+from energy_hpc.analysis.formatting import (
+    count_cell,
+    csv_cell,
+    format_number,
+    format_uncertainty,
+    jsonable,
+    latex_escape,
+    plural,
+    value_pm,
+)
 from energy_hpc.analysis.scaling import format_scaling, scaling_rows
 from energy_hpc.analysis.table import energy_table, format_rows
 
@@ -34,6 +43,40 @@ def test_numbers_lists_and_missing_values() -> None:
         "b": 2.5,
         "c": [None],
     }
+
+
+@pytest.mark.parametrize(
+    "value, unc, cells",
+    [
+        (12.3456, 0.04712, ("12.346", "0.047")),
+        (12345.6, 473.0, ("12350", "470")),
+        (1.0, 0.0996, ("1.00", "0.10")),  # rounding carries into a new digit: still two figures
+        (0.001234, 4.56e-5, ("0.001234", "0.000046")),
+        (-0.001, 0.01, ("-0.001", "0.010")),
+        (0.0004, 0.01, ("0.000", "0.010")),  # never "-0.000"
+        (5.0, math.nan, ("5", "-")),  # no uncertainty: four significant figures
+        (math.nan, 1.0, ("-", "-")),
+    ],
+)
+def test_uncertainties_get_two_significant_figures_and_values_the_same_place(
+    value: float, unc: float, cells: tuple[str, str]
+) -> None:
+    assert format_uncertainty(value, unc) == cells
+    assert value_pm(value, unc) == (f"{cells[0]} ± {cells[1]}" if cells[1] != "-" else cells[0])
+
+
+def test_counts_are_written_in_words() -> None:
+    assert count_cell(6.0, "image") == "6 images"
+    assert count_cell(1.0, "token") == "1 token"
+    assert count_cell(2.5, "audio-second") == "2.5 audio-seconds"
+    assert count_cell(math.nan, "image") == "-"
+    assert [plural(w) for w in ("batch", "query", "day", "pass")] == ["batches", "queries", "days", "passes"]
+
+
+def test_csv_cells_are_full_precision_and_missing_numbers_empty() -> None:
+    assert csv_cell(math.nan) == "" and csv_cell(None) == "" and csv_cell(np.float64(math.inf)) == ""
+    assert csv_cell(0.1 + 0.2) == "0.30000000000000004"
+    assert csv_cell(["a", "b"]) == "a; b" and csv_cell(3) == 3 and csv_cell("x") == "x"
 
 
 def test_latex_escape_escapes_every_special_once() -> None:

@@ -67,7 +67,7 @@ def test_a_module_next_to_gpu_channels_stays_out_of_the_gpu_total(tmp_path: Path
     flags = " | ".join(row["flags"])
     assert "Grace CPU + memory" in flags and "not in energy_J" in flags
     assert "leaves out 1 rank(s)" in flags
-    assert "module J/unit" in format_rows([row], "markdown")
+    assert "module J/unit" in format_rows([row], "markdown", columns="wide")
 
 
 def test_a_module_on_the_same_rank_as_its_gpu_is_its_own_column(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_a_run_with_module_scope_only_reports_the_module_and_says_so(tmp_path: P
     assert row["method"] == "counter"
     assert any("energy_J is GH200 module energy" in x for x in row["flags"])
     # the scope of energy_J says it already; no separate module column
-    assert "module J/unit" not in format_rows([row], "markdown")
+    assert "module J/unit" not in format_rows([row], "markdown", columns="wide")
 
 
 def test_a_gpu_only_run_has_no_module_figures(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def test_one_iteration_has_no_sem_and_says_so(tmp_path: Path) -> None:
     assert math.isnan(row["energy_per_unit_sem_J"]) and math.isnan(row["energy_per_unit_unc_J"])
     assert row["energy_per_unit_meas_unc_J"] > 0
     assert any("SEM undefined" in f for f in row["flags"])
-    md = format_rows([row], "markdown")
+    md = format_rows([row], "markdown", columns="wide")
     header = next(line for line in md.splitlines() if line.startswith("| "))
     cells = [
         c.strip()
@@ -176,7 +176,7 @@ def test_repeats_across_files_pool_their_iterations(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "json", "latex"])
 def test_every_format_names_each_uncertainty(tmp_path: Path, fmt: str) -> None:
-    out = format_rows(energy_table([_run(tmp_path / "r.h5", _spans(4))]), fmt)
+    out = format_rows(energy_table([_run(tmp_path / "r.h5", _spans(4))]), fmt, columns="wide")
     if fmt == "json":
         (row,) = json.loads(out)
         for k in (

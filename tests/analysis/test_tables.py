@@ -125,7 +125,7 @@ def test_node_energy_sits_beside_the_devices_with_the_rest_in_its_own_column(tmp
     assert row["node_rest_energy_J"] == pytest.approx(400.0 * span, rel=1e-6)
     assert row["node_cpu_energy_J"] == pytest.approx(200.0 * span, rel=1e-6)
     assert row["node_energy_per_unit_J"] == pytest.approx(1000.0 * span / 4, rel=1e-6)
-    assert "node J/unit" in format_rows([row], "markdown")
+    assert "node J/unit" in format_rows([row], "markdown", columns="wide")
 
 
 def test_rapl_only_run_falls_back_to_node_cpu_and_memory(tmp_path: Path) -> None:
@@ -295,7 +295,7 @@ def test_aux_units_and_labels_reach_the_table(tmp_path: Path) -> None:
         assert r["aux_unit"] == "prompt-token" and r["aux_units"] == 200
         assert r["energy_per_unit_J"] == pytest.approx(200.0 / 50, rel=1e-3)  # 100 W x 2 s / 50 tokens
         assert r["energy_per_aux_unit_J"] == pytest.approx(200.0 / 200, rel=1e-3)
-    md = format_rows(rows, "markdown")
+    md = format_rows(rows, "markdown", columns="wide")
     assert "| label" in md and "per prompt-token" in md
 
 
@@ -377,3 +377,66 @@ def test_mig_gpu_with_instances_outside_the_run_says_its_figure_includes_them(tm
     assert devs[0]["attribution"] == [
         "equal split of GPU among 2 MIG instances; includes 1 MIG instance(s) this run did not use"
     ]
+
+
+def _cut(ch: dict, a: float, b: float) -> dict:
+    """``ch`` without its readings between ``a`` and ``b`` s (the sampler missed them)."""
+    keep = (ch["time"] <= a) | (ch["time"] >= b)
+    for k in ("time", "power", "energy"):
+        ch[k] = ch[k][keep]
+    return ch
+
+
+def test_sampling_gaps_are_counted_and_flagged(tmp_path: Path) -> None:
+    # reads every 1 ms; 0.45 s missing inside the first window, 30 ms (30 intervals, under 50 ms) inside
+    # the second, nothing missing in the third
+    ch = _cut(_cut(channel(power=100.0), 3.0, 3.45), 6.0, 6.03)
+    (row,) = energy_table(
+        [build(tmp_path / "gap.h5", [ch], _measure(0, [(2.0, 4.0), (5.0, 7.0), (8.0, 9.0)]))]
+    )
+    assert row["gap_windows"] == 1
+    assert row["longest_gap_s"] == pytest.approx(0.45, abs=0.002)
+    assert any("1 window(s) with a sampling gap" in f and "0.45 s" in f for f in row["flags"]), row["flags"]
+    assert row["energy_J"] == pytest.approx(500.0, rel=1e-6)  # constant power: interpolated exactly
+    (clean,) = energy_table([build(tmp_path / "ok.h5", [channel(power=100.0)], _measure(0, [(2.0, 4.0)]))])
+    assert clean["gap_windows"] == 0 and math.isnan(clean["longest_gap_s"])
+    assert not any("sampling gap" in f for f in clean["flags"])
+
+
+def test_a_gap_on_a_node_level_channel_is_counted_for_a_node_level_row(tmp_path: Path) -> None:
+    chans = [_cut(channel(0, power=80.0, scope="cpu", node_level=1, name="rapl:pkg"), 2.5, 2.7)]
+    (row,) = energy_table([build(tmp_path / "r.h5", chans, _measure(0, [(2.0, 4.0), (5.0, 6.0)]))])
+    assert row["energy_scope"] == "cpu+memory (node-level)"
+    assert row["gap_windows"] == 1 and row["longest_gap_s"] == pytest.approx(0.2, abs=0.002)
+
+
+def test_iterations_are_named_for_what_they_count(tmp_path: Path) -> None:
+    """3 iterations on 2 ranks: 6 rank iterations (the old `iterations`), 3 per rank."""
+    chans = [channel(r, power=100.0, name=f"c{r}", device=f"d{r}") for r in (0, 1)]
+    wins = _measure(0, [(2.0, 3.0), (4.0, 5.0), (6.0, 7.0)]) + _measure(
+        1, [(2.0, 3.0), (4.0, 5.0), (6.0, 7.0)]
+    )
+    f = build(tmp_path / "r.h5", chans, wins, ranks=[rank_row(), rank_row(local_rank=1)])
+    (row,) = energy_table([f])
+    assert row["iterations"] == row["rank_iterations"] == 6
+    assert row["iterations_per_rank"] == 3 and row["n_iterations"] == 3
+    assert row["seconds_per_unit"] == pytest.approx(1.0)  # 6 rank-seconds for 6 units
+
+
+def test_a_sole_stage_that_is_the_whole_iteration_is_not_repeated(tmp_path: Path) -> None:
+    """Text-to-image without a refiner runs one "base" stage over the whole iteration: no second row."""
+    wins = []
+    for i, a in enumerate((2.0, 5.0)):
+        wins += [
+            window(0, 0, "measure", a, a + 2.0, 1, iteration=i),
+            window(0, 0, "measure", a + 0.0001, a + 1.9999, 1, iteration=i, stage="base"),
+        ]
+    f = build(tmp_path / "r.h5", [channel(power=100.0)], wins)
+    assert [r["stage"] for r in energy_table([f], stages=True)] == [""]
+    # a sole stage over half of each iteration says something the whole row does not: kept
+    half = [w for w in wins if not w[6]] + [
+        window(0, 0, "measure", a, a + 1.0, 1, iteration=i, stage="generate")
+        for i, a in enumerate((2.0, 5.0))
+    ]
+    g = build(tmp_path / "half.h5", [channel(power=100.0)], half)
+    assert sorted(r["stage"] for r in energy_table([g], stages=True)) == ["", "generate"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,12 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
         "a file there is used instead of the built-in one of the same name",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="submit a request that breaks the system's published limits (a time limit longer than its "
+        "job-size bin allows) with a warning instead of refusing it",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the script(s) on stdout; write and submit nothing"
     )
 
@@ -106,6 +113,15 @@ def account_from(args: argparse.Namespace, profile: SystemProfile) -> str:
     return account
 
 
+def warn_once(warnings: Iterable[str], seen: set[str] | None = None) -> None:
+    """Log each of a rendered script's warnings (a sweep renders many alike: each is said once)."""
+    seen = set() if seen is None else seen
+    for w in warnings:
+        if w not in seen:
+            seen.add(w)
+            log.warning("%s", w)
+
+
 def command_line() -> tuple[str, ...]:
     return ("energy-hpc", *sys.argv[1:])
 
@@ -124,6 +140,7 @@ def slurm_options(args: argparse.Namespace, profile: SystemProfile) -> SlurmOpti
         launcher=args.launcher,
         enable=tuple(args.enable),
         templates=args.templates.expanduser().resolve() if args.templates else None,
+        force=args.force,
         venv=current_venv(),
         command=command_line(),
     )

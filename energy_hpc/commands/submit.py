@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from energy_hpc.commands._common import add_slurm_arguments, slurm_options
+from energy_hpc.commands._common import add_slurm_arguments, slurm_options, warn_once
 
 HELP = "render a job file into an sbatch script for a system (frontier, perlmutter, generic) and submit it"
 
@@ -50,8 +50,14 @@ def run(args: argparse.Namespace) -> int:
         options=slurm_options(args, profile),
     )
     rendered = render(profile, req)
+    warn_once(rendered.warnings)
     if args.dry_run:
         sys.stdout.write(rendered.script)
+        log.info(
+            "dry run: nothing written. Submitted by hand, the script makes %s itself; Slurm writes "
+            "its log in the folder you run sbatch in",
+            results,
+        )
         return 0
     script = results / f"{slurm_job_name(name)}-{stamp}.sbatch"
     try:

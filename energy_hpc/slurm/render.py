@@ -22,6 +22,7 @@ from pathlib import Path
 
 from energy_hpc import __version__
 from energy_hpc.errors import SlurmError, SystemProfileError
+from energy_hpc.slurm.policy import check_size, cores_per_rank, limit_breaches, storage_warning
 from energy_hpc.slurm.systems import SignalTo, SystemProfile
 from energy_hpc.slurm.values import check_slurm_value, check_time, comment, directive_path, slurm_job_name
 
@@ -45,6 +46,7 @@ class SlurmOptions:
     launcher: str | None = None
     enable: tuple[str, ...] = ()
     templates: Path | None = None  # the user's own templates and modules files (--templates)
+    force: bool = False  # a request that breaks the system's published limits is warned about, not refused
     venv: str = ""
     command: tuple[str, ...] = ()
 
@@ -66,16 +68,17 @@ class Rendered:
     script: str
     job_name: str
     ntasks: int
-    log_pattern: str  # where Slurm writes the job's stdout/stderr (%j = job id)
+    log_pattern: str  # where Slurm writes the job's stdout/stderr when sbatch runs in the results folder
+    warnings: tuple[str, ...] = ()  # for the user: limits broken under --force, a folder to avoid
 
 
-def _launcher_argv(profile: SystemProfile, req: Request, ntasks: int, rpn: int) -> list[str]:
+def _launcher_argv(profile: SystemProfile, req: Request, ntasks: int, rpn: int, cpr: int) -> list[str]:
     launcher = profile.launcher(req.options.launcher)
     values = {
         "nodes": req.nodes,
         "ntasks": ntasks,
         "ranks_per_node": rpn,
-        "cores_per_rank": profile.cores_per_rank,
+        "cores_per_rank": cpr,
         "gpus_per_rank": profile.gpus_per_rank,
     }
     return [a.format(**values) for a in launcher.argv]
@@ -83,11 +86,8 @@ def _launcher_argv(profile: SystemProfile, req: Request, ntasks: int, rpn: int) 
 
 def render(profile: SystemProfile, req: Request) -> Rendered:
     opts = req.options
-    if req.nodes < 1:
-        raise SlurmError(f"--nodes must be at least 1, not {req.nodes}")
     rpn = profile.ranks_per_node if opts.ranks_per_node is None else opts.ranks_per_node
-    if rpn < 1:
-        raise SlurmError(f"--ranks-per-node must be at least 1, not {rpn}")
+    check_size(profile, req.nodes, rpn)
     if (
         profile.gpus_per_node
         and profile.gpus_per_rank
@@ -117,6 +117,12 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         raise SlurmError(
             f"system {profile.name} has no optional setting {', '.join(map(repr, unknown))}; known: {known}"
         )
+    cpr = cores_per_rank(profile, rpn, opts.enable)
+    warnings = []
+    breaches = limit_breaches(profile, req.nodes, time_s, time, partition, qos)
+    if breaches and not opts.force:
+        raise SlurmError(f"{'; '.join(breaches)}; ask for less, or pass --force to submit anyway")
+    warnings += [f"{b} (submitting anyway: --force)" for b in breaches]
     launcher = profile.launcher(opts.launcher)
     if opts.templates is not None and not opts.templates.is_dir():
         raise SlurmError(
@@ -127,9 +133,18 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
     modules_path = profile.file("modules", opts.templates)
     results = req.results_dir
     job_name = slurm_job_name(req.job_name)
+    where = storage_warning(profile, results, account)
+    if where:
+        warnings.append(where)
 
     sig_prefix = "B:" if launcher.signal_to is SignalTo.BATCH else ""
-    log_pattern = f"{directive_path(results, 'results folder')}/slurm-%x-%j.out"
+    # Slurm opens --output before the script runs, so it must name a folder that exists then. A
+    # relative name is relative to the folder sbatch runs in: `energy-hpc submit` runs sbatch in
+    # the results folder (made first), and a person submitting a --dry-run script runs it where
+    # they are. The script makes the results folder itself and works there (no --chdir: Slurm
+    # would need that folder before the script could make it).
+    log_name = "slurm-%x-%j.out"
+    log_pattern = f"{directive_path(results, 'results folder')}/{log_name}"
     directives = [f"--job-name={job_name}"]
     if account:
         directives.append(f"--account={account}")
@@ -142,14 +157,13 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
     directives += [
         f"--nodes={req.nodes}",
         f"--ntasks-per-node={rpn}",
-        f"--cpus-per-task={profile.cores_per_rank}",
+        f"--cpus-per-task={cpr}",
     ]
     if profile.gpus_per_node:
         directives.append(f"--gpus-per-node={profile.gpus_per_node}")
     directives += [
         f"--time={time}",
-        f"--chdir={directive_path(results, 'results folder')}",
-        f"--output={log_pattern}",
+        f"--output={log_name}",
         f"--signal={sig_prefix}{profile.signal_name}@{profile.signal_seconds}",
     ]
     directives += list(profile.directives)
@@ -176,6 +190,8 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         f"# {comment(profile.description)}" if profile.description else "#",
         f"# {req.nodes} node(s) x {rpn} rank(s) = {ntasks} rank(s); launcher: {launcher.name}",
         "# This is plain sbatch: edit it and submit it by hand with `sbatch THIS_FILE` if you like.",
+        f"# Slurm writes the job's log ({log_name}) in the folder sbatch runs in; the script makes",
+        f"# the results folder {comment(str(results))} and runs there.",
     ]
     if time_s <= profile.signal_seconds:
         header.append(
@@ -191,7 +207,9 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         f"ENERGY_HPC_MODULES={q(str(modules_path))}",
         f"ENERGY_HPC_ACCOUNT={q(account)}",
         f"ENERGY_HPC_FORWARD_SIGNALS={1 if launcher.signal_to is SignalTo.BATCH else 0}",
-        "ENERGY_HPC_LAUNCHER=(" + " ".join(q(a) for a in _launcher_argv(profile, req, ntasks, rpn)) + ")",
+        "ENERGY_HPC_LAUNCHER=("
+        + " ".join(q(a) for a in _launcher_argv(profile, req, ntasks, rpn, cpr))
+        + ")",
         "# The virtual environment: $ENERGY_HPC_VENV when the job starts, else the one that rendered this.",
         f'if [[ -z "${{ENERGY_HPC_VENV:-}}" ]]; then ENERGY_HPC_VENV={q(opts.venv)}; fi',
         "export ENERGY_HPC_VENV ENERGY_HPC_ACCOUNT",
@@ -211,4 +229,6 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         ) from None
     if not text.startswith("#!"):
         raise SystemProfileError(f"template {template_path} must start with a #! line")
-    return Rendered(script=text, job_name=job_name, ntasks=ntasks, log_pattern=log_pattern)
+    return Rendered(
+        script=text, job_name=job_name, ntasks=ntasks, log_pattern=log_pattern, warnings=tuple(warnings)
+    )

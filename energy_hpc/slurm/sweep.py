@@ -328,6 +328,7 @@ def _plan(
     show: Callable[[int, str], None] | None,
 ) -> list[Action]:
     actions = []
+    said: set[str] = set()  # the points' scripts share most warnings: each is said once
     for nodes in node_counts:
         point = manifest.point(nodes)
         if point is None:
@@ -354,6 +355,10 @@ def _plan(
             options=replace(options, launcher=manifest.launcher),
         )
         rendered = render(profile, req)
+        for warning in rendered.warnings:
+            if warning not in said:
+                said.add(warning)
+                log.warning("%s", warning)
         script_rel = f"{point.dir}/attempt-{len(point.attempts) + 1}.sbatch"
         if dry_run:
             if show:

@@ -75,6 +75,35 @@ class Optional_:
     help: str
     directives: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    cores_per_node: int = 0  # CPUs per node a job gets with this setting on (0: unchanged)
+
+
+@dataclass(frozen=True)
+class LimitBin:
+    """One line of a system's published job-size policy: jobs of ``nodes_min``..``nodes_max`` nodes
+    (in ``partition`` and/or ``qos``, where given) may run at most ``time``."""
+
+    name: str
+    nodes_min: int
+    nodes_max: int
+    time: str
+    seconds: int
+    partition: str = ""  # "": any partition
+    qos: str = ""  # "": any QOS
+
+    def applies_to(self, partition: str, qos: str) -> bool:
+        return (not self.partition or self.partition == partition) and (not self.qos or self.qos == qos)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a job may write: paths compute nodes cannot write (``read_only``), paths they can
+    write but the centre asks jobs not to use (``not_for_jobs``), and where to write instead
+    (``write_to``: ``$VARIABLES`` and ``{account}`` filled at submission)."""
+
+    read_only: tuple[str, ...] = ()
+    not_for_jobs: tuple[str, ...] = ()
+    write_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +132,10 @@ class SystemProfile:
     default_launcher: str
     env: tuple[tuple[str, str], ...] = ()
     optional: Mapping[str, Optional_] = field(default_factory=dict)
+    cores_per_node: int = 0  # CPUs per node a job gets by default (0: not stated)
+    max_nodes: int = 0  # compute nodes in the system (0: not stated)
+    limits: tuple[LimitBin, ...] = ()
+    storage: Storage = field(default_factory=Storage)
 
     def file(self, what: Literal["template", "modules"], site_dir: Path | None = None) -> Path:
         """The template or modules file the profile names. A bare name is looked up in ``site_dir``
@@ -254,6 +287,8 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
     launch = _Table(top.get("launcher", dict), "launcher", path)
     env = _check_env(top.get("env", dict, {}), "env", path)
     opt_data = top.get("optional", dict, {})
+    limits_data = top.get("limits", dict, {})
+    storage_data = top.get("storage", dict, {})
     top.done()
 
     name = sysinfo.get("name", str)
@@ -275,10 +310,16 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
     cores = node.get("cores_per_rank", int)
     gpr = node.get("gpus_per_rank", int, 0)
     visible = node.get("visible_devices", str, "")
+    node_cores = node.get("cores", int, 0)
     node.done()
-    if ranks < 1 or cores < 1 or gpus < 0 or gpr < 0:
+    if ranks < 1 or cores < 1 or gpus < 0 or gpr < 0 or node_cores < 0:
         raise SystemProfileError(
-            f"{path}: node.ranks and node.cores_per_rank must be >= 1, node.gpus and node.gpus_per_rank >= 0"
+            f"{path}: node.ranks and node.cores_per_rank must be >= 1, node.gpus, node.gpus_per_rank "
+            "and node.cores >= 0"
+        )
+    if node_cores and ranks * cores > node_cores:
+        raise SystemProfileError(
+            f"{path}: {ranks} ranks × {cores} cores per rank exceed node.cores = {node_cores}"
         )
     if gpus and gpr and ranks * gpr > gpus:
         raise SystemProfileError(
@@ -358,8 +399,20 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
             help=ot.get("help", str, ""),
             directives=_check_directives(ot.strings("directives", ()), f"optional.{oname}.directives", path),
             env=_check_env(ot.get("env", dict, {}), f"optional.{oname}.env", path),
+            cores_per_node=ot.get("cores", int, 0),
         )
         ot.done()
+        if optional[oname].cores_per_node < 0:
+            raise SystemProfileError(f"{path}: optional.{oname}.cores must be >= 0")
+
+    max_nodes, limits = _parse_limits(limits_data, path)
+    st = _Table(storage_data, "storage", path)
+    storage = Storage(
+        read_only=_check_prefixes(st.strings("read_only", ()), "storage.read_only", path),
+        not_for_jobs=_check_prefixes(st.strings("not_for_jobs", ()), "storage.not_for_jobs", path),
+        write_to=st.get("write_to", str, ""),
+    )
+    st.done()
 
     return SystemProfile(
         name=name,
@@ -386,4 +439,52 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
         default_launcher=default_launcher,
         env=env,
         optional=optional,
+        cores_per_node=node_cores,
+        max_nodes=max_nodes,
+        limits=limits,
+        storage=storage,
     )
+
+
+def _check_prefixes(paths: tuple[str, ...], where: str, path: Path) -> tuple[str, ...]:
+    for p in paths:
+        if not p.startswith("/"):
+            raise SystemProfileError(f"{path}: {where} item {p!r} must be an absolute path")
+    return paths
+
+
+def _parse_limits(data: Any, path: Path) -> tuple[int, tuple[LimitBin, ...]]:
+    """``[limits]``: ``max_nodes`` and ``[[limits.bins]]`` (name, nodes = [min, max], time,
+    partition, qos)."""
+    lt = _Table(data, "limits", path)
+    max_nodes = lt.get("max_nodes", int, 0)
+    bins_data = lt.get("bins", list, [])
+    lt.done()
+    if max_nodes < 0:
+        raise SystemProfileError(f"{path}: limits.max_nodes must be >= 0")
+    bins = []
+    for i, b in enumerate(bins_data):
+        bt = _Table(b, f"limits.bins[{i}]", path)
+        name = bt.get("name", str, f"bin {i + 1}")
+        nodes = bt.get("nodes", list, [1, max_nodes or 2**31])
+        time = bt.get("time", str)
+        partition = bt.get("partition", str, "")
+        qos = bt.get("qos", str, "")
+        bt.done()
+        if (
+            len(nodes) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in nodes)
+            or not 1 <= nodes[0] <= nodes[1]
+        ):
+            raise SystemProfileError(
+                f"{path}: limits.bins[{i}].nodes must be [min, max] with 1 <= min <= max"
+            )
+        try:
+            seconds = check_time(time)
+            for kind, value in (("partition", partition), ("qos", qos)):
+                if value:
+                    check_slurm_value(kind, value)
+        except SlurmError as exc:
+            raise SystemProfileError(f"{path}: limits.bins[{i}]: {exc}") from None
+        bins.append(LimitBin(name, nodes[0], nodes[1], time, seconds, partition, qos))
+    return max_nodes, tuple(bins)

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -65,11 +66,20 @@ def _free_port() -> int:
 
 @dataclass
 class SlurmCluster:
-    """One node (this host) with ``cpus`` CPUs in partition ``debug``."""
+    """One node (this host) with ``cpus`` CPUs and ``gpus`` GRES GPUs in partition ``debug``.
+
+    The GPUs are character devices with /dev/null's numbers under ``root/dev`` (slurmd refuses
+    regular files: "is not a valid character or block device, fix your gres.conf"), named in a
+    ``gres.conf`` with ``AutoDetect=off``, each near one core. slurmctld allocates them and slurmd
+    sets ``CUDA_VISIBLE_DEVICES`` and ``SLURM_STEP_GPUS`` for each step as on a GPU node, so GPU
+    directives (``--gpus-per-node``, ``srun --gpus-per-task --gpu-bind=closest``) meet a real
+    Slurm. Nothing opens the devices, and there is no device cgroup.
+    """
 
     root: Path
     cpus: int = 2
     real_memory_mb: int = 2000
+    gpus: int = 2
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -93,6 +103,22 @@ class SlurmCluster:
         os.chmod(r / "munge", 0o700)
         (r / "plugstack.conf").write_text("")
         host = self.node
+        gres = ""
+        if self.gpus:
+            (r / "dev").mkdir(exist_ok=True)
+            for i in range(self.gpus):
+                dev = r / "dev" / f"nvidia{i}"
+                if not dev.exists():  # slurmd takes only device files: /dev/null's numbers (1, 3)
+                    os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+            # one line per GPU, each near one core, as a GPU node's gres.conf says (for --gpu-bind=closest)
+            (r / "gres.conf").write_text(
+                "AutoDetect=off\n"
+                + "".join(
+                    f"NodeName={host} Name=gpu File={r / 'dev' / f'nvidia{i}'} Cores={i % self.cpus}\n"
+                    for i in range(self.gpus)
+                )
+            )
+            gres = f" Gres=gpu:{self.gpus}"
         self.conf.write_text(
             "\n".join(
                 [
@@ -113,7 +139,7 @@ class SlurmCluster:
                     f"SlurmdLogFile={r / 'log' / 'slurmd.log'}",
                     f"PlugStackConfig={r / 'plugstack.conf'}",
                     "ProctrackType=proctrack/linuxproc",
-                    "TaskPlugin=task/none",
+                    "TaskPlugin=task/affinity",  # binds tasks to cores, which --gpu-bind=closest needs
                     "JobAcctGatherType=jobacct_gather/none",
                     "AccountingStorageType=accounting_storage/none",
                     "JobCompType=jobcomp/none",
@@ -121,12 +147,13 @@ class SlurmCluster:
                     "SelectTypeParameters=CR_Core",
                     "SchedulerType=sched/builtin",
                     "MpiDefault=none",
+                    *(["GresTypes=gpu"] if self.gpus else []),
                     "ReturnToService=2",
                     "KillWait=5",
                     "MinJobAge=600",
                     "InactiveLimit=0",
                     f"NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
-                    f"RealMemory={self.real_memory_mb} State=UNKNOWN",
+                    f"RealMemory={self.real_memory_mb}{gres} State=UNKNOWN",
                     f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES",
                     "",
                 ]

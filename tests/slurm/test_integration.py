@@ -12,6 +12,8 @@ Two kinds of test:
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +33,7 @@ argv = sys.argv[1:]
 out = argv[argv.index("-o") + 1]
 rank = os.environ.get("PMI_RANK", os.environ.get("SLURM_PROCID", "?"))
 keys = ("PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID", "ENERGY_HPC_SYSTEM",
-        "HF_HUB_OFFLINE", "VIRTUAL_ENV")
+        "HF_HUB_OFFLINE", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS")
 record = {{"argv": argv, "env": {{k: os.environ.get(k) for k in keys}}, "signals": []}}
 
 def write():
@@ -187,6 +189,91 @@ def test_sweep_one_point_and_status_with_real_slurm(slurm, job_file, tmp_path, s
     again = cli(*args, env=stub)  # re-running submits nothing: the point is done
     assert again.returncode == 0 and "kept" in again.stdout, again.stderr
     assert len(json.loads((study / "manifest.json").read_text())["points"][0]["attempts"]) == 1
+
+
+def test_gpu_directives_meet_a_real_slurmctld_and_bind_one_gpu_per_rank(
+    slurm, job_file, tmp_path, stub
+) -> None:
+    # generic as a 2-GPU system: #SBATCH --gpus-per-node=2 with srun --gpus-per-task=1
+    # --gpu-bind=closest, as on Frontier; the test Slurm has 2 GRES GPUs (tests/slurm/cluster.py).
+    text = (data_dir() / "generic.toml").read_text()
+    for old, new in (
+        ("gpus = 0", "gpus = 2"),
+        ('gpu_vendor = "none"', 'gpu_vendor = "nvidia"'),
+        ("gpus_per_rank = 0", "gpus_per_rank = 1"),
+        ('visible_devices = ""', 'visible_devices = "CUDA_VISIBLE_DEVICES"'),
+        ('"--mpi=pmi2"]', '"--gpus-per-task=1", "--gpu-bind=closest", "--mpi=pmi2"]'),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    profile = tmp_path / "gpus.toml"
+    profile.write_text(text)
+    out = tmp_path / "results"
+    r = cli(
+        "submit",
+        str(job_file),
+        "--system",
+        str(profile),
+        "--nodes",
+        "1",
+        "--ranks-per-node",
+        "2",
+        "--time",
+        "00:05:00",
+        "-o",
+        str(out),
+        env=stub,
+    )
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    script = next(out.glob("slurmtest-*.sbatch")).read_text()
+    assert "#SBATCH --gpus-per-node=2" in script and "--gpus-per-task=1" in script
+    assert wait_for_job(job_id) == "COMPLETED", slurm_log(out, job_id)
+    got = ranks(out)
+    assert sorted(got) == ["rank-0", "rank-1"], slurm_log(out, job_id)
+    seen = [rec["env"]["CUDA_VISIBLE_DEVICES"] for rec in got.values()]
+    assert sorted(seen) == ["0", "1"], (got, slurm_log(out, job_id))  # one GPU each, not the same one
+    assert [rec["env"]["SLURM_STEP_GPUS"] for rec in got.values()] == seen
+
+
+def test_a_dry_run_script_submitted_by_hand_starts_and_makes_its_results_folder(
+    slurm, job_file, tmp_path, stub
+) -> None:
+    out = tmp_path / "not-yet" / "results"
+    r = cli(
+        "submit",
+        str(job_file),
+        "--system",
+        "generic",
+        "--nodes",
+        "1",
+        "--ranks-per-node",
+        "2",
+        "--time",
+        "00:05:00",
+        "-o",
+        str(out),
+        "--dry-run",
+    )
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()
+    here = tmp_path / "submit-from-here"
+    here.mkdir()
+    (here / "job.sbatch").write_text(r.stdout)
+    sb = subprocess.run(
+        ["sbatch", "--parsable", "job.sbatch"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stub},
+    )
+    assert sb.returncode == 0, sb.stderr
+    job_id = sb.stdout.strip().split(";")[0]
+    log = here / f"slurm-slurmtest-{job_id}.out"
+    assert wait_for_job(job_id) == "COMPLETED", log.read_text() if log.exists() else "(no log)"
+    assert log.is_file()  # Slurm opened its log where sbatch ran
+    assert sorted(ranks(out)) == ["rank-0", "rank-1"]  # the script made the results folder
+    assert (out / f"slurmtest-{job_id}.h5").is_file()
 
 
 # -- with the real `energy-hpc run` -------------------------------------------------------------------

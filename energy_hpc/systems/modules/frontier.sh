@@ -34,8 +34,8 @@ fi
 export ENERGY_HPC_PYTHON="${ENERGY_HPC_PYTHON:-python3}"
 
 # --- models: offline, from a cache on Lustre ----------------------------------------------------
-# Compute nodes have no internet, and $HOME is read-only there: the Hugging Face cache lives in
-# the project's member work area unless HF_HOME is already set.
+# Compute nodes have no internet, and the OLCF asks jobs to run from Orion (Lustre), not the NFS
+# home areas: the Hugging Face cache lives in the project's member work area unless HF_HOME is set.
 project="$(printf '%s' "${ENERGY_HPC_ACCOUNT:-}" | tr '[:upper:]' '[:lower:]')"
 if [[ -z "${HF_HOME:-}" && -n "${MEMBERWORK:-}" && -n "$project" ]]; then
     export HF_HOME="$MEMBERWORK/$project/huggingface"
@@ -43,7 +43,7 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 # --- MIOpen: node-local caches --------------------------------------------------------------------
-# MIOpen's default user DB and kernel cache live under $HOME (read-only on compute nodes) and,
+# MIOpen's default user DB and kernel cache live under $HOME (NFS, not meant for job I/O) and,
 # moved to Lustre, every rank locks the same SQLite files. One folder per job on node-local /tmp.
 export MIOPEN_USER_DB_PATH="/tmp/${USER:-energy-hpc}-miopen-${SLURM_JOB_ID:-$$}"
 export MIOPEN_CUSTOM_CACHE_DIR="$MIOPEN_USER_DB_PATH"

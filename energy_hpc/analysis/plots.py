@@ -11,6 +11,7 @@ Long channels are drawn from a min/max envelope built chunk by chunk, never from
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from energy_hpc.analysis.attribution import NEVER_ADDED, channel_roles
+from energy_hpc.analysis.reduce import GAP_INTERVALS, GAP_MIN_S, gap_threshold
 from energy_hpc.analysis.runfile import RunFile
 from energy_hpc.store import EMULATED_MARK, emulated_text, sensor_words
 
@@ -99,12 +101,89 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+# the span the CPU-time estimate averages its power over (telemetry.estimate.POWER_SPAN_S, which the
+# analysis does not import; a test keeps the two equal). Its channels record no power_window.
+ESTIMATE_SPAN_S = 0.1
+GAP_WORDS = f"no reading for over {GAP_INTERVALS:g} intervals and {GAP_MIN_S * 1000:g} ms"
+_SCOPE_WORDS = {
+    "gpu": "GPU",
+    "package": "GPU package",
+    "cpu": "CPU",
+    "memory": "memory",
+    "node": "whole-node",
+    "module": "module (GPU + CPU + memory)",
+    "other": "other",
+}
+_LOAD_COLOUR, _WARMUP_COLOUR, _IDLE_COLOUR = "white", "0.7", "0.86"
+
+
+def break_gaps(t: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """``t`` and each of ``ys`` with a NaN point inserted inside every sampling gap (longer than
+    :func:`~energy_hpc.analysis.reduce.gap_threshold` of the median step between drawn points: the rule
+    the tables flag gaps by), so that a line is not drawn across it; and the number of gaps."""
+    if len(t) < 3:
+        return t, list(ys), 0
+    dt = np.diff(t)
+    gaps = np.flatnonzero(dt > gap_threshold(float(np.nanmedian(dt))))
+    if not len(gaps):
+        return t, list(ys), 0
+    at = gaps + 1
+    t_out = np.insert(t, at, 0.5 * (t[gaps] + t[gaps + 1]))
+    return t_out, [np.insert(np.asarray(y, float), at, np.nan) for y in ys], len(gaps)
+
+
+def mean_span(meta: dict[str, Any]) -> float:
+    """The span (s) a channel's power reading is a trailing mean over; 0 for a point reading or unknown."""
+    window = float(meta.get("power_window", 0.0) or 0.0)
+    if str(meta.get("backend", "")) == "estimate" or str(meta.get("method", "")) == "estimate":
+        return window or ESTIMATE_SPAN_S
+    if str(meta.get("power_kind", "")) == "average":
+        return window
+    return 0.0
+
+
+def series_words(meta: dict[str, Any]) -> str:
+    """What the drawn power of a channel is: ``trailing mean over 0.1 s``, ``instant reading``."""
+    span = mean_span(meta)
+    if span > 0:
+        return f"trailing mean over {span:g} s"
+    if str(meta.get("power_kind", "")) == "average":
+        return "trailing mean (span not recorded)"
+    return "instant reading"
+
+
+def channel_title(meta: dict[str, Any]) -> str:
+    """A panel title a reader understands: who recorded it, which device, which sensor (no process
+    ids: ``estimate:cpu:pid7868`` becomes ``rank 0 on h0: CPU - ESTIMATE: ... (sensor: estimate)``)."""
+    scope = _SCOPE_WORDS.get(str(meta.get("scope", "")), str(meta.get("scope", "")))
+    host = str(meta.get("host", "") or "")
+    who = f"node {host}" if int(meta.get("node_level", 0) or 0) else f"rank {int(meta.get('rank', 0))}"
+    if host and not int(meta.get("node_level", 0) or 0):
+        who += f" on {host}"
+    label = str(meta.get("label", "") or "")
+    device = label or str(meta.get("device", "") or "")
+    if ":pid" in device:  # a process, not a device: the scope says enough
+        device = ""
+    sensor = str(meta.get("backend", "") or "")
+    method = str(meta.get("method", "") or "")
+    how = ", ".join(x for x in (f"sensor: {sensor}" if sensor else "", method) if x and x != sensor)
+    return f"{who}: {scope}" + (f" - {device}" if device else "") + (f" ({how})" if how else "")
+
+
 def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Figure:
-    """Power over time per channel with the idle (grey) and measured (per case colour) windows shaded.
+    """Power over time per channel, with the idle baseline (grey), model load (light, hatched), warm-up
+    (dark grey) and measured iterations (one colour per case, shades alternating between iterations)
+    shaded and named in each panel's legend.
 
     Node-level channels are shaded with their node's windows (all ranks of the node). One text label per
-    case names it; windows are whole iterations (stages are not shaded separately).
+    case names it; windows are whole iterations (stages are not shaded separately). Lines break at
+    sampling gaps; a trailing-mean channel says so, and its readings in the first span after sampling
+    began (a mean that reaches back before the first sample: for the CPU-time estimate, the start-up of
+    the sampler) are drawn faint, apart from the line, so that they do not pass for idle power.
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     with RunFile(path) as rf:
         w = rf.window_table()
         phase = np.array([str(x) for x in w["phase"]])
@@ -119,23 +198,62 @@ def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Fig
         ]
         if channels is not None:
             metas = [m for m in metas if int(m["index"]) in set(channels)]
-        fig = _figure(10, 1.0 + 2.0 * max(len(metas), 1))
+        fig = _figure(12, 1.2 + 2.3 * max(len(metas), 1))
         axes = fig.subplots(max(len(metas), 1), 1, sharex=True, squeeze=False)[:, 0]
         labels = {c: _case_label(rf.case_params(c)) for c in range(rf.n_cases)}
         for ax, m in zip(axes, metas, strict=False):  # one empty panel when no channel
             t, mean, lo, hi = _envelope(rf, int(m["index"]))
+            handles: list[Any] = []
+            span = mean_span(m)
+            if span > 0 and len(t):
+                early = t < t[0] + span
+                if early.any():
+                    ax.plot(t[early], mean[early], lw=0.8, color="0.6", ls=":")
+                    handles.append(
+                        Line2D(
+                            [],
+                            [],
+                            lw=0.8,
+                            color="0.6",
+                            ls=":",
+                            label=f"first {span:g} s: mean reaches before sampling began",
+                        )
+                    )
+                    mean, lo, hi = (np.where(early, np.nan, x) for x in (mean, lo, hi))
+            t, (mean, lo, hi), n_gaps = break_gaps(t, mean, lo, hi)
             ax.plot(t, mean, lw=0.8, color="black")
-            if len(t) and not np.array_equal(lo, hi):
+            handles.insert(0, Line2D([], [], lw=0.8, color="black", label=f"power, {series_words(m)}"))
+            if len(t) and not np.array_equal(lo, hi, equal_nan=True):
                 ax.fill_between(t, lo, hi, color="0.6", alpha=0.4, lw=0)
+                handles.append(Patch(color="0.6", alpha=0.4, label="min to max within each drawn point"))
+            if n_gaps:
+                handles.append(
+                    Line2D(
+                        [],
+                        [],
+                        lw=0,
+                        label=f"line broken at {n_gaps} sampling gap(s): {GAP_WORDS}",
+                    )
+                )
             r = int(m["rank"])
             if int(m.get("node_level", 0)):
                 mine = np.array([rank_node.get(int(x), 0) == int(m.get("node", 0)) for x in rank])
             else:
                 mine = rank == r
-            for i in np.flatnonzero(mine & (phase == "idle") & (status == "ok")):
-                ax.axvspan(w["start"][i], w["end"][i], color="0.85", zorder=0)
-            shaded = mine & (phase == "measure") & (stage == "") & (status == "ok")
-            for c in sorted(set(case[shaded])):
+            ok = mine & (status == "ok") & (stage == "")
+            for name, colour, hatch, text in (
+                ("idle", _IDLE_COLOUR, None, "idle baseline"),
+                ("load", _LOAD_COLOUR, "//", "model load (not counted)"),
+                ("warmup", _WARMUP_COLOUR, None, "warm-up (not counted)"),
+            ):
+                sel = np.flatnonzero(ok & (phase == name))
+                style: dict[str, Any] = {"facecolor": colour, "hatch": hatch, "edgecolor": "0.75", "lw": 0}
+                for i in sel:
+                    ax.axvspan(w["start"][i], w["end"][i], zorder=0, **style)
+                if len(sel):
+                    handles.append(Patch(label=text, **style))
+            shaded = ok & (phase == "measure")
+            for n_case, c in enumerate(sorted(set(case[shaded]))):
                 sel = np.flatnonzero(shaded & (case == c))
                 colour = _CASE_COLOURS[c % len(_CASE_COLOURS)]
                 for k, i in enumerate(sel):  # alternate shades so that adjacent iterations stay apart
@@ -145,24 +263,29 @@ def power_figure(path: str | Path, channels: Sequence[int] | None = None) -> Fig
                 x0 = float(w["start"][sel].min())
                 ax.annotate(
                     labels[c],
-                    (x0, 1.0),
+                    (x0, 1.0 - 0.08 * (n_case % 2)),  # neighbours' labels on two lines
                     xycoords=("data", "axes fraction"),
                     va="top",
                     ha="left",
                     fontsize=7,
                     color=colour,
                 )
-            ax.set_ylabel("W")
-            where = "node" if int(m.get("node_level", 0)) else f"rank {r}"
-            ax.set_title(
-                f"{m.get('name', '')} ({m.get('scope', '')}, {where}; {m.get('method', '')})",
-                fontsize=8,
-                loc="left",
+                handles.append(
+                    Patch(
+                        color=colour,
+                        alpha=0.3,
+                        label=f"{labels[c]}: {len(sel)} measured iteration(s), shades alternate",
+                    )
+                )
+            scope = _SCOPE_WORDS.get(str(m.get("scope", "")), "")
+            ax.set_ylabel(f"{scope} power (W)" if scope else "Power (W)")
+            ax.set_title(channel_title(m), fontsize=8, loc="left")
+            ax.legend(
+                handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
             )
         axes[-1].set_xlabel("time since run start (s)")
         fig.suptitle(
-            f"Power per channel - {rf.path.name} - {data_label(rf.synthetic, rf.estimate, rf.emulated)}\n"
-            "grey: idle baseline; coloured: measured iterations by case",
+            f"Power per channel - {rf.path.name} - {data_label(rf.synthetic, rf.estimate, rf.emulated)}",
             fontsize=9,
         )
     return fig
@@ -225,6 +348,14 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Figure:
     x = np.arange(len(rows))
     ax.bar(x, np.nan_to_num(y), yerr=np.nan_to_num(err), capsize=3, color=colours, alpha=0.85)
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    for xi, top, r in zip(x, np.nan_to_num(y) + np.nan_to_num(err), rows, strict=True):
+        n = r.get("n_iterations")
+        if n is not None:  # how many iterations the bar and its spread come from
+            ax.annotate(
+                f"n={n}", (xi, top), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7
+            )
+    ax.margins(y=0.08)
+    ax.set_xlabel(case_key(rows), fontsize=8)
     units = sorted({r["unit"] for r in rows})
     ax.set_ylabel(f"{'net ' if net else ''}J per {'/'.join(units)}")
     methods = sorted({r["method"] for r in rows})
@@ -237,6 +368,29 @@ def energy_figure(rows: list[dict[str, Any]], net: bool = False) -> Figure:
     if len(dtypes) > 1:
         ax.legend(title="dtype", fontsize=8)
     return fig
+
+
+def case_key(rows: Sequence[dict[str, Any]]) -> str:
+    """The key to the short case labels under a figure: what each part of ``tiny-sd fp32 b2`` is, and n."""
+    parts = ["model (or the case's label)", "dtype", "b<batch size>"]
+    if any(r.get("stage") for r in rows):
+        parts.append("stage")
+    return (
+        "bar labels: "
+        + ", ".join(parts)
+        + "\nn = measured iterations behind each bar (ranks summed, runs pooled)"
+    )
+
+
+def has_stages(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether some case's iterations are split into two or more stages (a refiner after the base);
+    a case whose one stage is the whole iteration has none worth a figure of its own."""
+    names: dict[str, set[str]] = {}
+    for r in rows:
+        if r.get("stage"):
+            key = json.dumps(r.get("case") or {}, sort_keys=True, default=str)
+            names.setdefault(key, set()).add(str(r["stage"]))
+    return any(len(v) > 1 for v in names.values())
 
 
 def scaling_figure(srows: list[dict[str, Any]]) -> Figure:
@@ -261,10 +415,15 @@ def scaling_figure(srows: list[dict[str, Any]]) -> Figure:
         ax_e.plot(n, [r["energy_per_unit_ideal_J"] for r in rs], ls="--", color=colour, alpha=0.6)
         ax_t.plot(n, [r["throughput_per_s"] for r in rs], marker="o", color=colour, label=name)
         ax_t.plot(n, [r["throughput_ideal_per_s"] for r in rs], ls="--", color=colour, alpha=0.6)
+    from matplotlib.ticker import FormatStrFormatter, LogFormatter
+
     for ax in (ax_e, ax_t):
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))  # 1, 2, 4 nodes, not 2^0, 2^1, 2^2
         ax.set_xlabel("nodes")
     ax_t.set_yscale("log")
+    ax_t.yaxis.set_major_formatter(LogFormatter())  # plain numbers (2, 20), not 2 x 10^0
+    ax_t.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     unit = "/".join(sorted({r["unit"] for r in srows}))
     ax_e.set_ylabel(f"J per {unit}")
     ax_t.set_ylabel(f"{unit}s per second")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 HELP = "draw power traces, energy per unit and scaling figures (PNG and PDF)"
 KINDS = ("power", "energy", "scaling", "all")
+log = logging.getLogger(__name__)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -14,11 +16,15 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, help="folder to write the figures into")
     p.add_argument("--kind", choices=KINDS, default="all")
     p.add_argument("--by", help="comma-separated fields to group rows by (as for energy-hpc table)")
-    p.add_argument("--stages", action="store_true", help="energy figure per stage window")
+    p.add_argument(
+        "--stages",
+        action="store_true",
+        help="energy figure per stage window (for jobs whose iterations have two or more stages)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from energy_hpc.analysis.plots import energy_figure, power_figure, save, scaling_figure
+    from energy_hpc.analysis.plots import energy_figure, has_stages, power_figure, save, scaling_figure
     from energy_hpc.analysis.scaling import scaling_rows
     from energy_hpc.analysis.table import energy_table
     from energy_hpc.commands._common import find_files, parse_by
@@ -30,9 +36,16 @@ def run(args: argparse.Namespace) -> int:
         for f in files:
             written += save(power_figure(f), out / f"power_{Path(f).stem}")
     if args.kind in ("energy", "scaling", "all"):
-        rows = energy_table(files, by=parse_by(args.by), stages=args.stages)
+        rows = energy_table(files, by=parse_by(args.by))
         if args.kind in ("energy", "all"):
             written += save(energy_figure(rows), out / "energy_per_unit")
+            if args.stages:
+                stage_rows = energy_table(files, by=parse_by(args.by), stages=True)
+                if has_stages(stage_rows):
+                    stage_rows = [r for r in stage_rows if r["stage"]]
+                    written += save(energy_figure(stage_rows), out / "energy_per_unit_stages")
+                else:
+                    log.warning("--stages: no case of these runs has two or more stages; no stage figure")
         if args.kind == "scaling" or (args.kind == "all" and len({r["n_nodes"] for r in rows}) > 1):
             written += save(scaling_figure(scaling_rows(rows, parse_by(args.by))), out / "scaling")
     for p in written:

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install a headless browser (Debian's chromium) for the report test that opens index.html in it
-# (tests/analysis/test_report_browser.py). Idempotent and quiet; needs root (or sudo). Without it
+# (tests/analysis/test_report.py). Idempotent and quiet; needs root (or sudo). Without it
 # that test is skipped with the reason.
 set -eu
 

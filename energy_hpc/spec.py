@@ -287,7 +287,9 @@ def _model_folder(p: Path, where: str) -> str:
     return str(p.resolve())
 
 
-def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
+def _resolve_model(model: str, source: str, base: Path, where: str, check_models: bool = True) -> str:
+    """The case's ``model_path``; with ``check_models`` False a local folder is resolved but not looked
+    at (it may not be staged yet)."""
     if not model.strip():
         raise SpecError(
             f'{where}: model is empty; give a local folder, a hub id with source = "hub", '
@@ -296,6 +298,8 @@ def _resolve_model(model: str, source: str, base: Path, where: str) -> str:
     if source == "local":
         p = Path(model).expanduser()
         p = p if p.is_absolute() else (base / p)
+        if not check_models:
+            return str(p.resolve())
         if not p.is_dir():
             raise SpecError(
                 f"{where}: model folder {str(p)!r} does not exist; stage the model there "
@@ -352,7 +356,9 @@ def _check_path_option(opt: Option, name: str, value: Any, where: str) -> None:
         )
 
 
-def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -> list[Case]:
+def _expand_case(
+    raw: Mapping[str, Any], n: int, base: Path, start_index: int, check_models: bool = True
+) -> list[Case]:
     where = f"[[case]] #{n + 1}"
     if not isinstance(raw, dict):
         raise SpecError(f"{where} must be a table")
@@ -421,7 +427,7 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
         axes[k] = [_resolve_path_option(schema[name], v, base) for v in axes[k]]
         for v in dict.fromkeys(axes[k]):
             _check_path_option(schema[name], name, v, where)
-    resolved = {m: _resolve_model(m, source, base, where) for m in axes["model"]}
+    resolved = {m: _resolve_model(m, source, base, where, check_models) for m in axes["model"]}
     for m in axes["model"]:
         try:
             check_random_task(task, source, resolved[m])
@@ -452,8 +458,12 @@ def _expand_case(raw: Mapping[str, Any], n: int, base: Path, start_index: int) -
     return cases
 
 
-def parse_job(text: str, path: str | Path = "<job>") -> Job:
-    """Parse and validate a job file's text; model paths resolve against the file's folder."""
+def parse_job(text: str, path: str | Path = "<job>", *, check_models: bool = True) -> Job:
+    """Parse and validate a job file's text; model paths resolve against the file's folder.
+
+    ``check_models=False`` checks everything but whether local model folders are staged (exist and
+    hold a saved model): a job can be checked before its weights are copied. Hub ids are checked for
+    their form only either way; the hub cache is looked at when a case loads."""
     path = Path(path)
     try:
         data = tomllib.loads(text)
@@ -486,7 +496,8 @@ def parse_job(text: str, path: str | Path = "<job>") -> Job:
         raise SpecError(f"{path}: 'case' must be an array of tables: write [[case]], not [case]")
     cases: list[Case] = []
     for n, raw in enumerate(raw_cases):
-        cases.extend(_expand_case(raw, n, path.parent if path.name != "<job>" else Path.cwd(), len(cases)))
+        base = path.parent if path.name != "<job>" else Path.cwd()
+        cases.extend(_expand_case(raw, n, base, len(cases), check_models))
     if not cases:
         raise SpecError(f"{path}: no cases; add at least one [[case]] table with task and model")
     return Job(
@@ -494,7 +505,19 @@ def parse_job(text: str, path: str | Path = "<job>") -> Job:
     )
 
 
-def load_job(path: str | Path) -> Job:
+def options_in_effect(case: Case) -> list[tuple[str, Option]]:
+    """The options that change what ``case`` runs, with their declarations, in the order its task
+    declares them: an option another replaces, or one that needs another that is not set, is left out
+    (see :class:`~energy_hpc.workloads.options.Option`)."""
+    return [
+        (name, opt)
+        for name, opt in task_options(case.task).items()
+        if name in case.options and opt.applies(case.options)
+    ]
+
+
+def load_job(path: str | Path, *, check_models: bool = True) -> Job:
+    """Read and validate a job file (see :func:`parse_job` for ``check_models``)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -508,4 +531,4 @@ def load_job(path: str | Path) -> Job:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError(f"job file {str(path)!r} is not UTF-8 text; save it as UTF-8 TOML") from None
-    return parse_job(text, path.resolve())
+    return parse_job(text, path.resolve(), check_models=check_models)

@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata
 import logging
 import re
+import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -465,18 +466,24 @@ def _open_auto(ctx: SensorContext, out: Opened, already: set[str]) -> None:
     fallback = fallback_backends()
     if not measurable and fallback and not already.intersection(fallback):
         name = fallback[0]
-        what = (
-            "the CPU-time ESTIMATE, which is a model, not a measurement"
+        what, means = (
+            ("the CPU-time ESTIMATE", "a model, not a measurement")
             if name == "estimate"
-            else f"{name} ({backends()[name].what})"
+            else (name, backends()[name].what)
         )
-        # once per node, not once per rank
+        # one short line, then what it means, why each sensor is not there and what to do, indented;
+        # once per node
+        tried = [v if v.startswith(f"{k}:") else f"{k}: {v}" for k, v in out.skipped.items()] or [
+            "none: no device or node-level backend is registered"
+        ]
+        details = [
+            f"    ({means}). Sensors tried:",
+            *(textwrap.fill(t, 100, initial_indent="    ", subsequent_indent="      ") for t in tried),
+            "    To measure, see what each sensor needs in `energy-hpc sensors`; to choose this fallback",
+            f'      without the warning, write sensors = ["{name}"] in the job',
+        ]
         (log.warning if ctx.node_leader else log.debug)(
-            "auto: no measurable sensor on %s (%s); falling back to %s",
-            ctx.hostname,
-            "; ".join(v if v.startswith(f"{k}:") else f"{k}: {v}" for k, v in out.skipped.items())
-            or "nothing found",
-            what,
+            "no measurable sensor on %s; falling back to %s\n%s", ctx.hostname, what, "\n".join(details)
         )
         out.sensors.append(open_backend(name, ctx))
 

@@ -23,9 +23,18 @@ OPTIONS: dict[str, Option] = {
         "side in pixels of the generated noise images, before preprocessing (0: the model's input size)",
         lo=0,
         hi=16384,
+        blank="the model's input size",
+        overridden_by="image_folder",
     ),
-    "images": Option(int, 16, "how many distinct noise images to generate (used in turn)", lo=1, hi=100_000),
-    "seed": Option(int, 0, "seed of the noise images", lo=0, hi=2**32 - 1),
+    "images": Option(
+        int,
+        16,
+        "how many distinct noise images to generate (used in turn)",
+        lo=1,
+        hi=100_000,
+        overridden_by="image_folder",
+    ),
+    "seed": Option(int, 0, "seed of the noise images", lo=0, hi=2**32 - 1, overridden_by="image_folder"),
 }
 
 

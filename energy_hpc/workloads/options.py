@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -69,7 +71,14 @@ class Option:
     (a refiner: a folder, a hub id or a config name); ``"file"`` for a text file of entries, one a line,
     checked when the job is validated (a regular UTF-8 file of at most :data:`MAX_TEXT_FILE_BYTES`
     with at least one non-empty line); ``"folder"`` for a folder of inputs, which must exist then.
-    A list option must have at least one entry unless ``allow_empty``."""
+    A list option must have at least one entry unless ``allow_empty``.
+
+    What a case runs with (``energy-hpc validate``) is read from three more fields: ``blank`` is what an
+    empty value (0 or "") means, shown in its place ("the model's default"); an empty string or list
+    with no ``blank`` means the option is not used and is not shown. ``applies_if`` names an option of
+    the same task that must be set (non-empty) for this one to matter (``denoising_end`` only with a
+    ``refiner``); ``overridden_by`` names one that replaces this one when set (``prompts`` when a
+    ``prompt_file`` is given)."""
 
     kind: type
     default: Any
@@ -80,10 +89,33 @@ class Option:
     item_kind: type = str  # for lists
     path: bool | Literal["file", "folder"] = False
     allow_empty: bool = False  # for lists
+    blank: str = ""
+    applies_if: str = ""
+    overridden_by: str = ""
 
     @property
     def is_list(self) -> bool:
         return self.kind is list
+
+    def applies(self, options: Mapping[str, Any]) -> bool:
+        """Whether this option changes what a case with these ``options`` runs."""
+        if self.applies_if and not options.get(self.applies_if):
+            return False
+        return not (self.overridden_by and options.get(self.overridden_by))
+
+    def shown(self, value: Any) -> str | None:
+        """The value as a listing shows it: TOML-like (strings quoted), ``blank`` for an empty value that
+        has one, None for an unused empty string or list."""
+        empty = value == "" or value == [] or (value == 0 and not isinstance(value, bool))
+        if empty and self.blank:
+            return self.blank
+        if value == "" or value == []:
+            return None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (str, list)):
+            return json.dumps(value, ensure_ascii=False)
+        return str(value)
 
     def check(self, value: Any) -> Any:
         if self.kind is list:

@@ -24,8 +24,17 @@ OPTIONS: dict[str, Option] = {
     "audio_folder": Option(
         str, "", "a folder of PCM .wav files, used in turn; empty: generated tones", path="folder"
     ),
-    "audio_seconds": Option(float, 10.0, "length of each generated tone in seconds", lo=0.1, hi=3600),
-    "clips": Option(int, 8, "how many distinct tones to generate (used in turn)", lo=1, hi=100_000),
+    "audio_seconds": Option(
+        float, 10.0, "length of each generated tone in seconds", lo=0.1, hi=3600, overridden_by="audio_folder"
+    ),
+    "clips": Option(
+        int,
+        8,
+        "how many distinct tones to generate (used in turn)",
+        lo=1,
+        hi=100_000,
+        overridden_by="audio_folder",
+    ),
     "max_new_tokens": Option(int, 96, "most tokens generated per clip", lo=1, hi=100_000),
     "ignore_eos": Option(
         bool,
@@ -38,6 +47,7 @@ OPTIONS: dict[str, Option] = {
         "",
         'language token for multilingual models, e.g. "en" (empty: the model\'s '
         "default; a multilingual Whisper then detects the language, an extra decoder pass)",
+        blank="the model's default",
     ),
 }
 

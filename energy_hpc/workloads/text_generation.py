@@ -30,14 +30,18 @@ OPTIONS: dict[str, Option] = {
         "left-padded); N repeats or cuts each prompt's tokens to exactly N",
         lo=0,
         hi=1_000_000,
+        blank="each prompt as written",
     ),
-    "prompts": Option(list, [PROMPT], "prompts, used in turn to fill each batch"),
+    "prompts": Option(
+        list, [PROMPT], "prompts, used in turn to fill each batch", overridden_by="prompt_file"
+    ),
     "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path="file"),
     "attention": Option(
         str,
         "",
         "attention implementation (empty: the library's default, sdpa where it can)",
         choices=("", "eager", "sdpa", "flash_attention_2"),
+        blank="the library's default",
     ),
 }
 

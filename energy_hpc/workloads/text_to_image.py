@@ -27,9 +27,15 @@ SEED_PROMPT = (
 OPTIONS: dict[str, Option] = {
     "steps": Option(int, 30, "denoising steps", lo=1, hi=1000),
     "guidance": Option(float, 7.5, "classifier-free guidance scale", lo=0, hi=100),
-    "height": Option(int, 0, "image height in pixels (0: the model's default)", lo=0, hi=8192),
-    "width": Option(int, 0, "image width in pixels (0: the model's default)", lo=0, hi=8192),
-    "prompts": Option(list, [SEED_PROMPT], "prompts, used in turn to fill each batch"),
+    "height": Option(
+        int, 0, "image height in pixels (0: the model's default)", lo=0, hi=8192, blank="the model's default"
+    ),
+    "width": Option(
+        int, 0, "image width in pixels (0: the model's default)", lo=0, hi=8192, blank="the model's default"
+    ),
+    "prompts": Option(
+        list, [SEED_PROMPT], "prompts, used in turn to fill each batch", overridden_by="prompt_file"
+    ),
     "prompt_file": Option(str, "", "a text file with one prompt per line (overrides prompts)", path="file"),
     "seed": Option(
         int, 0, "random seed of the first iteration (iteration i uses seed + i)", lo=0, hi=2**63 - 1
@@ -42,10 +48,20 @@ OPTIONS: dict[str, Option] = {
         path=True,
     ),
     "refiner_source": Option(
-        str, "", "source of the refiner (default: the case's source)", choices=("", "local", "hub", "random")
+        str,
+        "",
+        "source of the refiner (default: the case's source)",
+        choices=("", "local", "hub", "random"),
+        blank="the case's source",
+        applies_if="refiner",
     ),
     "denoising_end": Option(
-        float, 0.8, "fraction of steps the base runs before the refiner takes over", lo=0.0, hi=1.0
+        float,
+        0.8,
+        "fraction of steps the base runs before the refiner takes over",
+        lo=0.0,
+        hi=1.0,
+        applies_if="refiner",
     ),
 }
 

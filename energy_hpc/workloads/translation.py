@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     import torch
 
 OPTIONS: dict[str, Option] = {
-    "sentences": Option(list, list(SENTENCES), "source sentences, used in turn to fill each batch"),
+    "sentences": Option(
+        list, list(SENTENCES), "source sentences, used in turn to fill each batch", overridden_by="text_file"
+    ),
     "text_file": Option(
         str, "", "a text file with one source sentence per line (overrides sentences)", path="file"
     ),
@@ -31,7 +33,12 @@ OPTIONS: dict[str, Option] = {
         bool, False, "generate exactly max_new_tokens per sentence (end-of-sequence is ignored)"
     ),
     "num_beams": Option(
-        int, 1, "beam width (1: greedy; 0: the model's own generation config, e.g. 4 for Marian)", lo=0, hi=64
+        int,
+        1,
+        "beam width (1: greedy; 0: the model's own generation config, e.g. 4 for Marian)",
+        lo=0,
+        hi=64,
+        blank="the model's generation config",
     ),
 }
 

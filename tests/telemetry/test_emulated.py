@@ -142,16 +142,27 @@ def test_gh200_without_gpu_scope_is_recorded_as_the_module_with_the_module_truth
 def test_activity_signal_follows_the_process() -> None:
     import os
 
+    # The truth is the CPU time this process really got (on a loaded machine a busy loop gets less
+    # than a core): the signal's energy over a busy stretch is idle_W x seconds + (busy_W - idle_W) x
+    # CPU seconds, within one update's lag.
     sig = ActivitySignal(os.getpid(), 100.0, 400.0, time.monotonic(), time.monotonic)
+    sig.update()
+    cpu0, t0 = time.process_time(), sig.times[-1]
     end = time.monotonic() + 0.15
     while time.monotonic() < end:  # busy
         sig.update()
-    busy_level = sig.levels[-1]
+    cpu1, t1 = time.process_time(), sig.times[-1]
+    drawn = float(sig.energy(t1) - sig.energy(t0))
+    truth = 100.0 * (t1 - t0) + 300.0 * (cpu1 - cpu0)
+    assert cpu1 - cpu0 > 0.01, "the busy loop got no CPU time at all"
+    # a level holds the share of the interval before it, so the first and last intervals may be off
+    lag = 2 * float(np.diff(np.array(sig.times)).max())
+    assert drawn == pytest.approx(truth, abs=300.0 * lag + 0.05 * 300.0 * (t1 - t0))
     time.sleep(0.05)
     sig.update()
     time.sleep(0.05)
     sig.update()
-    assert busy_level > 300.0 and sig.levels[-1] < 200.0
+    assert sig.levels[-1] < 200.0  # asleep: near idle whatever the load
     t = np.array(sig.times)
     # its energy is the sum of its held levels: exact for what it recorded
     assert sig.energy(t[-1]) == pytest.approx(sum(np.diff(t) * np.array(sig.levels[:-1])))

@@ -19,6 +19,9 @@ SOURCES = ("local", "hub", "random")
 DEVICES = ("auto", "cpu", "cuda")
 SAMPLERS = ("auto", "process", "thread")
 COMPRESSIONS = ("none", "gzip", "lzf")
+# [case] components: "off"; "blocks": each model part (embeddings, each layer's attention and MLP, heads,
+# text encoders, UNet blocks, VAE decoder) timed in the measured iterations and replayed alone
+COMPONENT_MODES = ("off", "blocks")
 # a job name becomes part of file names
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # the most cases one job file may expand into
@@ -66,10 +69,14 @@ class Case:
     label: str = ""
     warmup: int | None = None
     iterations: int | None = None
+    components: str = "off"  # COMPONENT_MODES
+    component_seconds: float = 2.0  # shortest replay window of one component (s)
 
     def params(self) -> dict[str, Any]:
         """The parameters that identify the case in tables (JSON-serialisable)."""
         label = {"label": self.label} if self.label else {}
+        if self.components != "off":  # hooks in the measured iterations: not the same measurement
+            label["components"] = self.components
         return {
             "task": self.task,
             "model": self.model,

@@ -28,7 +28,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from energy_hpc.spill import Spiller, SpillPlan
     from energy_hpc.telemetry.sampler import ChannelTrace, SamplerLike
     from energy_hpc.telemetry.sampler_proc import ProcessSampler
+    from energy_hpc.workloads.base import Workload
+    from energy_hpc.workloads.components import Probe
     from energy_hpc.workloads.device import TorchDevice
 
 log = logging.getLogger(__name__)
@@ -695,12 +697,21 @@ def _run_case(job: Job, case: Case, device: TorchDevice, windows: WindowLog, roo
             iterations,
         )
     wl = workload_class(case.task)(case, device)
+    probe = None
     try:
         with windows.window(case.index, Phase.LOAD):
             wl.load()
+        if case.components != "off":
+            from energy_hpc.workloads.components import Probe, find_components
+
+            probe = Probe(find_components(wl.component_roots()), device)
         for phase, n in ((Phase.WARMUP, warmup), (Phase.MEASURE, iterations)):
+            timing = probe is not None and phase is Phase.MEASURE
             for i in range(n):
-                with windows.window(case.index, phase, i, unit=wl.unit) as w:
+                with (
+                    windows.window(case.index, phase, i, unit=wl.unit) as w,
+                    probe.timing() if timing and probe else nullcontext(),
+                ):
 
                     def stage(
                         name: str, unit: str = "", _p: Phase = phase, _i: int = i
@@ -710,6 +721,8 @@ def _run_case(job: Job, case: Case, device: TorchDevice, windows: WindowLog, roo
                     t0 = time.monotonic()
                     u = wl.run(i, stage)
                     w.units, w.aux_units, w.aux_unit = u.units, u.aux_units, wl.aux_unit
+                if timing and probe:
+                    _add_times(windows, w, probe.take_times())
                 if root and phase is Phase.MEASURE:
                     log.info(
                         "  iteration %d/%d: %g %s in %.2f s",
@@ -719,5 +732,64 @@ def _run_case(job: Job, case: Case, device: TorchDevice, windows: WindowLog, roo
                         wl.unit,
                         time.monotonic() - t0,
                     )
+        if probe is not None:
+            _replay_components(case, wl, probe, windows, iterations, root)
     finally:
+        if probe is not None:
+            probe.release()
         wl.unload()
+
+
+def _add_times(windows: WindowLog, it: Window, times: dict[str, tuple[int, float]]) -> None:
+    """The device time of each component in measured iteration ``it``: one ``timed`` row each."""
+    for name, (calls, seconds) in times.items():
+        windows.add(
+            Window(
+                rank=it.rank,
+                case=it.case,
+                phase=Phase.TIMED,
+                iteration=it.iteration,
+                start=it.start,
+                end=it.end,
+                stage=name,
+                units=float(calls),
+                unit="call",
+                aux_units=seconds,
+                aux_unit="s",
+                status=it.status,
+            )
+        )
+
+
+def _replay_components(
+    case: Case, wl: Workload, probe: Probe, windows: WindowLog, iterations: int, root: bool
+) -> None:
+    """After the measured iterations: one more iteration with the components' inputs captured (its own
+    ``component`` window, stage "(capture)"), then each component replayed alone in its own window of
+    at least ``case.component_seconds``, the rounds counted from one timed round."""
+    from energy_hpc.workloads.base import no_stages
+    from energy_hpc.workloads.components import rounds_for
+
+    timed = [w for w in windows.windows if w.case == case.index and w.phase is Phase.TIMED]
+    per_iteration: dict[str, float] = {}
+    for w in timed:
+        per_iteration[w.stage] = per_iteration.get(w.stage, 0.0) + w.units / max(iterations, 1)
+    with windows.window(case.index, Phase.COMPONENT, stage="(capture)"), probe.capture(per_iteration):
+        wl.run(iterations, no_stages)
+    for c in probe.components:
+        if not probe.captured(c.name):
+            continue
+        rounds = probe.replay(c.name)
+        t0 = time.monotonic()
+        try:  # one timed round, outside any window: a component that cannot run alone is left out
+            rounds(1)
+        except Exception as exc:
+            log.warning("component %s cannot be replayed alone (%s): it stays in the residual", c.name, exc)
+            continue
+        windows.sync()
+        n = rounds_for(time.monotonic() - t0, case.component_seconds)
+        with windows.window(case.index, Phase.COMPONENT, stage=c.name, unit="call") as w:
+            w.units = float(rounds(n))
+            w.aux_units, w.aux_unit = per_iteration.get(c.name, 0.0), "call/iteration"
+        if root:
+            log.debug("  component %s: %d calls in %.2f s", c.name, w.units, w.end - w.start)

@@ -34,6 +34,7 @@ else:  # pragma: no cover
 
 from energy_hpc.errors import ModelSourceError, SpecError
 from energy_hpc.jobtypes import (
+    COMPONENT_MODES,
     COMPRESSIONS,
     DEVICES,
     DTYPES,
@@ -192,7 +193,19 @@ _MEASURE_KEYS = (
     "compression",
     "sampler",
 )
-_CASE_KEYS = ("task", "model", "source", "dtype", "batch_size", "options", "label", "warmup", "iterations")
+_CASE_KEYS = (
+    "task",
+    "model",
+    "source",
+    "dtype",
+    "batch_size",
+    "options",
+    "label",
+    "warmup",
+    "iterations",
+    "components",
+    "component_seconds",
+)
 _TOP_KEYS = ("job", "measure", "case")
 
 
@@ -380,6 +393,10 @@ def _expand_case(
     iterations = raw.get("iterations")
     if iterations is not None:
         iterations = int(_number(iterations, f"{where} iterations", lo=1, hi=1_000_000, integer=True))
+    components = _string(raw.get("components", "off"), f"{where} components", COMPONENT_MODES)
+    component_seconds = float(
+        _number(raw.get("component_seconds", 2.0), f"{where} component_seconds", lo=0.001, hi=3600)
+    )
 
     axes: dict[str, list[Any]] = {}
     axes["model"] = [_string(m, f"{where} model") for m in _as_list(raw["model"])]
@@ -453,6 +470,8 @@ def _expand_case(
                 label=label,
                 warmup=warmup,
                 iterations=iterations,
+                components=components,
+                component_seconds=component_seconds,
             )
         )
     return cases

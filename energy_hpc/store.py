@@ -34,7 +34,7 @@ from energy_hpc.errors import OutputError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 RUN_FILE_SUFFIX = ".h5"
 MIN_FREE_BYTES = 64 * 2**20
 
@@ -84,8 +84,8 @@ TRACE_FIELDS: dict[str, tuple[str, str, str]] = {
 WINDOW_FIELDS: dict[str, tuple[str, str, str]] = {
     "rank": ("i4", "1", "rank"),
     "case": ("i4", "1", "case index (-1 for run-level windows)"),
-    "phase": ("str", "1", "idle, load, warmup, measure or cooldown"),
-    "stage": ("str", "1", "part of an iteration ('' for the whole iteration)"),
+    "phase": ("str", "1", "idle, load, warmup, measure, cooldown, component or timed"),
+    "stage": ("str", "1", "part of an iteration ('' for the whole iteration); component name"),
     "iteration": ("i4", "1", "iteration within the phase (-1 where it does not apply)"),
     "start": ("f8", "s", "window start since the run's epoch"),
     "end": ("f8", "s", "window end since the run's epoch"),

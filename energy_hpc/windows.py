@@ -23,6 +23,12 @@ class Phase(str, Enum):
     WARMUP = "warmup"
     MEASURE = "measure"
     COOLDOWN = "cooldown"
+    # one model component replayed alone on inputs captured from an iteration (stage: its name; units:
+    # calls; aux_units: its calls per measured iteration); stage "(capture)" is the capturing iteration
+    COMPONENT = "component"
+    # a component's device time inside measured iteration ``iteration`` (not a span of its own: start and
+    # end are the iteration's; units: calls; aux_units: seconds of device time)
+    TIMED = "timed"
 
 
 class Status(str, Enum):
@@ -52,11 +58,11 @@ WINDOW_DTYPE = np.dtype(
     [
         ("rank", "i4"),
         ("case", "i4"),
-        ("phase", "S8"),
+        ("phase", "S12"),
         ("iteration", "i4"),
         ("start", "f8"),
         ("end", "f8"),
-        ("stage", "S16"),
+        ("stage", "S32"),
         ("units", "f8"),
         ("unit", "S16"),
         ("aux_units", "f8"),
@@ -77,7 +83,7 @@ def to_array(windows: list[Window], offset: float = 0.0) -> np.ndarray:
             w.iteration,
             w.start - offset,
             w.end - offset,
-            w.stage.encode()[:16],
+            w.stage.encode()[:32],
             w.units,
             w.unit.encode()[:16],
             w.aux_units,
@@ -129,6 +135,10 @@ class WindowLog:
                 w.end = self.clock()
             if w in self._open:
                 self._open.remove(w)
+
+    def add(self, window: Window) -> None:
+        """Record a window that was not timed by :meth:`window` (a component's device time)."""
+        self.windows.append(window)
 
     def interrupt_open(self) -> int:
         """Close every open window as interrupted (signal or time limit). Returns how many."""

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from energy_hpc.jobtypes import Case
 from energy_hpc.windows import Window
@@ -68,6 +68,13 @@ class Workload(ABC):
     @abstractmethod
     def run(self, iteration: int, stage: StageFn) -> Units:
         """One iteration: a batch of ``case.batch_size`` inputs. Returns the units produced."""
+
+    def component_roots(self) -> list[tuple[str, Any, bool]]:
+        """Where :mod:`energy_hpc.workloads.components` looks for the model's components: (name,
+        module, split) in call order; a root with ``split`` is searched for embeddings, per-layer
+        attention and MLP and heads, one without is a component itself. Default: the ``model``
+        attribute, split."""
+        return [("", getattr(self, "model", None), True)]
 
     def unload(self) -> None:  # noqa: B027 (optional: a workload that holds memory overrides it)
         """Free the model and device memory before the next case."""

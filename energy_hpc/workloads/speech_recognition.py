@@ -97,6 +97,15 @@ class SpeechRecognition(Workload):
             w.units, w.aux_units, w.aux_unit = len(clips), seconds, self.aux_unit
         return Units(len(clips), seconds)
 
+    def component_roots(self) -> list[tuple[str, Any, bool]]:
+        """The encoder whole; the decoder split into embeddings, per-layer attention, cross-attention
+        and MLP, final norm; the head."""
+        return [
+            ("encoder", self.model.get_encoder(), False),
+            ("dec", self.model.get_decoder(), True),
+            ("head", self.model.get_output_embeddings(), False),
+        ]
+
     def unload(self) -> None:
         from energy_hpc.workloads.hf import free
 

@@ -181,6 +181,24 @@ class TextToImage(Workload):
             w.units = len(out.images)
         return Units(len(out.images))
 
+    def component_roots(self) -> list[tuple[str, Any, bool]]:
+        """Text encoder(s), the denoiser's down / mid / up blocks, the VAE decoder; a refiner's the same
+        under "refiner."."""
+        roots: list[tuple[str, Any, bool]] = []
+        for prefix, pipe in (("", self.pipe), ("refiner.", self.refiner)):
+            if pipe is None:
+                continue
+            for enc in ("text_encoder", "text_encoder_2"):
+                roots.append((f"{prefix}{enc}", getattr(pipe, enc, None), False))
+            unet = getattr(pipe, "unet", None)
+            if unet is not None:
+                roots += [(f"{prefix}unet.down{i}", b, False) for i, b in enumerate(unet.down_blocks)]
+                roots.append((f"{prefix}unet.mid", unet.mid_block, False))
+                roots += [(f"{prefix}unet.up{i}", b, False) for i, b in enumerate(unet.up_blocks)]
+            vae = getattr(pipe, "vae", None)
+            roots.append((f"{prefix}vae.decode", getattr(vae, "decoder", None), False))
+        return roots
+
     def unload(self) -> None:
         import gc
 

@@ -117,6 +117,15 @@ class Translation(Workload):
             w.units, w.aux_units, w.aux_unit = made, source, self.aux_unit
         return Units(made, source)
 
+    def component_roots(self) -> list[tuple[str, Any, bool]]:
+        """The encoder whole; the decoder split into embeddings, per-layer attention, cross-attention
+        and MLP, final norm; the head."""
+        return [
+            ("encoder", self.model.get_encoder(), False),
+            ("dec", self.model.get_decoder(), True),
+            ("head", self.model.get_output_embeddings(), False),
+        ]
+
     def unload(self) -> None:
         from energy_hpc.workloads.hf import free
 

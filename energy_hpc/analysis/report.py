@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from energy_hpc.analysis.catalog import read_study
 from energy_hpc.analysis.formatting import (
     count_cell,
     data_banner,
@@ -28,7 +29,7 @@ from energy_hpc.analysis.formatting import (
 )
 from energy_hpc.analysis.plots import energy_figure, has_stages, power_figure, save, scaling_figure
 from energy_hpc.analysis.scaling import format_scaling, scaling_rows
-from energy_hpc.analysis.table import device_rows, format_rows, reduce_files, rows_from_reductions
+from energy_hpc.analysis.table import format_rows
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +268,9 @@ def write_report(
 ) -> Path:
     """Write the report into ``out``; returns the index page (index.md; index.html beside it)."""
     out.mkdir(parents=True, exist_ok=True)
-    reds = reduce_files(files)
-    rows = rows_from_reductions(reds, by=by)
-    stage_rows = rows_from_reductions(reds, by=by, stages=True)
+    study = read_study(files)  # the catalogue when it is fresh for every file, else the files
+    rows = study.rows(by=by)
+    stage_rows = study.rows(by=by, stages=True)
     stages = has_stages(stage_rows)
     banner = data_banner(rows)
 
@@ -277,7 +278,7 @@ def write_report(
         (out / f"table.{ext}").write_text(format_rows(rows, fmt))
         if stages:
             (out / f"table_stages.{ext}").write_text(format_rows(stage_rows, fmt))
-    (out / "devices.json").write_text(json.dumps(jsonable(device_rows(reds, stages=True)), indent=2) + "\n")
+    (out / "devices.json").write_text(json.dumps(jsonable(study.device_rows(stages=True)), indent=2) + "\n")
 
     blocks: list[Block] = [
         Heading(1, "Energy report"),

@@ -1081,9 +1081,15 @@ def _repeats_the_iteration(per_case: dict[tuple[int, str], RowSums], case: int, 
 def rows_from_reductions(
     reds: Iterable[RunReduction], by: Sequence[str] | None = None, stages: bool = False
 ) -> list[dict[str, Any]]:
+    return rows_from_sums((accumulate(red) for red in unique_runs(reds)), by=by, stages=stages)
+
+
+def rows_from_sums(
+    per_file: Iterable[dict[tuple[int, str], RowSums]], by: Sequence[str] | None = None, stages: bool = False
+) -> list[dict[str, Any]]:
+    """The table's rows from each run's :func:`accumulate` (reduced now, or read from the catalogue)."""
     groups: dict[tuple[tuple[str, Any], ...], RowSums] = {}
-    for red in unique_runs(reds):
-        per_case = accumulate(red)
+    for per_case in per_file:
         for (case, stage), sums in per_case.items():
             if stage and (not stages or _repeats_the_iteration(per_case, case, stage)):
                 continue

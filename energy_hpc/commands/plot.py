@@ -24,9 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from energy_hpc.analysis.catalog import read_study
     from energy_hpc.analysis.plots import energy_figure, has_stages, power_figure, save, scaling_figure
     from energy_hpc.analysis.scaling import scaling_rows
-    from energy_hpc.analysis.table import energy_table
     from energy_hpc.commands._common import find_files, parse_by
 
     files = find_files(args.paths)
@@ -36,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
         for f in files:
             written += save(power_figure(f), out / f"power_{Path(f).stem}")
     if args.kind in ("energy", "scaling", "all"):
-        rows = energy_table(files, by=parse_by(args.by))
+        study = read_study(files)  # the catalogue when it is fresh for every file, else the files
+        rows = study.rows(by=parse_by(args.by))
         if args.kind in ("energy", "all"):
             written += save(energy_figure(rows), out / "energy_per_unit")
             if args.stages:
-                stage_rows = energy_table(files, by=parse_by(args.by), stages=True)
+                stage_rows = study.rows(by=parse_by(args.by), stages=True)
                 if has_stages(stage_rows):
                     stage_rows = [r for r in stage_rows if r["stage"]]
                     written += save(energy_figure(stage_rows), out / "energy_per_unit_stages")

@@ -42,6 +42,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="scaling over node counts: throughput, energy per unit, efficiency vs ideal",
     )
     view.add_argument(
+        "--components",
+        action="store_true",
+        help='energy by model component (cases run with components = "blocks"): J per call, J per unit, '
+        "share of the iteration, method, and the closure per case",
+    )
+    view.add_argument(
         "--devices",
         action="store_true",
         help="one row per device (MI250X packages split equally between their GCDs)",
@@ -51,16 +57,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from energy_hpc.analysis.catalog import read_study
     from energy_hpc.analysis.formatting import csv_cell, jsonable
     from energy_hpc.analysis.scaling import format_scaling, scaling_rows
-    from energy_hpc.analysis.table import (
-        WIDE,
-        column_names,
-        device_rows,
-        format_rows,
-        reduce_files,
-        rows_from_reductions,
-    )
+    from energy_hpc.analysis.table import WIDE, column_names, format_rows
 
     files = find_files(args.paths)
     by = parse_by(args.by)
@@ -73,9 +73,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "--columns needs column names separated by commas, e.g. --columns model,energy_per_unit_J"
         )
-    reds = reduce_files(files)
+    if args.components:
+        from energy_hpc.analysis.components import format_components
+
+        sys.stdout.write(format_components(files, args.format))
+        return 0
+    study = read_study(files)  # the catalogue when it is fresh for every file, else the files
     if args.devices:
-        rows = device_rows(reds)
+        rows = study.device_rows()
         if args.format == "json":
             sys.stdout.write(json.dumps(jsonable(rows), indent=2) + "\n")
         else:
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     sys.stdout.write("\t".join(map(str, vals)) + "\n")
         return 0
-    rows = rows_from_reductions(reds, by=by, stages=args.stages)
+    rows = study.rows(by=by, stages=args.stages)
     if args.scaling:
         sys.stdout.write(format_scaling(scaling_rows(rows, by), args.format))
     else:

@@ -142,16 +142,16 @@ def test_gh200_without_gpu_scope_is_recorded_as_the_module_with_the_module_truth
 def test_activity_signal_follows_the_process() -> None:
     import os
 
-    # The truth is the CPU time this process really got (on a loaded machine a busy loop gets less
+    # The truth is the CPU time this thread really got (on a loaded machine a busy loop gets less
     # than a core): the signal's energy over a busy stretch is idle_W x seconds + (busy_W - idle_W) x
     # CPU seconds, within one update's lag.
     sig = ActivitySignal(os.getpid(), 100.0, 400.0, time.monotonic(), time.monotonic)
     sig.update()
-    cpu0, t0 = time.process_time(), sig.times[-1]
+    cpu0, t0 = time.thread_time(), sig.times[-1]
     end = time.monotonic() + 0.15
     while time.monotonic() < end:  # busy
         sig.update()
-    cpu1, t1 = time.process_time(), sig.times[-1]
+    cpu1, t1 = time.thread_time(), sig.times[-1]
     drawn = float(sig.energy(t1) - sig.energy(t0))
     truth = 100.0 * (t1 - t0) + 300.0 * (cpu1 - cpu0)
     assert cpu1 - cpu0 > 0.01, "the busy loop got no CPU time at all"

@@ -256,6 +256,7 @@ class ActivitySignal(Signal):
         self.cum = [0.0]  # energy at times[i]
         self._last_run = self._run_time()
         self._last_t = 0.0
+        self._carry = 0.0  # run time beyond one core in the last interval, drawn in the next
 
     def _run_time(self) -> float:
         try:
@@ -274,8 +275,13 @@ class ActivitySignal(Signal):
         if t - self._last_t < 0.005:
             return
         run = self._run_time()
-        share = (run - self._last_run) / (t - self._last_t) if math.isfinite(run) else 0.0
-        level = self.idle_W + (self.busy_W - self.idle_W) * min(max(share, 0.0), 1.0)
+        # The kernel updates a running task's run time at its ticks, so one interval may show more than
+        # a core and the next less: run time above one core is carried into the next interval, so the
+        # signal draws for all the CPU time the process got, not for a clipped part of it.
+        used = (run - self._last_run) + self._carry if math.isfinite(run) else 0.0
+        share = min(max(used / (t - self._last_t), 0.0), 1.0)
+        self._carry = max(used - share * (t - self._last_t), 0.0)
+        level = self.idle_W + (self.busy_W - self.idle_W) * share
         self.cum.append(self.cum[-1] + self.levels[-1] * (t - self.times[-1]))
         self.times.append(t)
         self.levels.append(level)

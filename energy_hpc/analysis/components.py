@@ -298,7 +298,7 @@ def _time_rows(
     return out
 
 
-def _label(params: dict[str, Any]) -> str:
+def case_label(params: dict[str, Any]) -> str:
     return (
         " ".join(str(params[k]) for k in ("label", "task", "model", "dtype") if params.get(k))
         + f" bs={params.get('batch_size', '?')}"
@@ -354,7 +354,7 @@ def format_components(paths: list[Path], fmt: str) -> str:
     headers = ["case", "rank", "component", "method", "calls/iter", "J/call", "J/unit", "share", "data"]
     body = [
         [
-            _label(r.params),
+            case_label(r.params),
             str(r.rank),
             r.component,
             r.method,
@@ -369,7 +369,7 @@ def format_components(paths: list[Path], fmt: str) -> str:
     notes = ["Closure per case, rank and method (components per iteration + residual = measured iteration):"]
     for c in closures:
         notes.append(
-            f"{_label(c.params)} rank {c.rank} {c.method}: iteration {value_pm(c.iteration_J, c.iteration_J_unc)} J"
+            f"{case_label(c.params)} rank {c.rank} {c.method}: iteration {value_pm(c.iteration_J, c.iteration_J_unc)} J"
             f" = components {value_pm(c.components_J, c.components_J_unc)} J"
             f" + residual {value_pm(c.residual_J, c.residual_J_unc)} J"
             + ("" if c.adds_up else " (DOES NOT ADD UP: the components add to more than the iteration)")

@@ -2,7 +2,8 @@
 
 - :func:`power_figure`: power over time, one panel per channel, the windows shaded and labelled;
 - :func:`energy_figure`: energy per unit by case (and stage) with uncertainty bars;
-- :func:`scaling_figure`: energy per unit and throughput against node count, with the ideal line.
+- :func:`scaling_figure`: energy per unit and throughput against node count, with the ideal line;
+- :func:`component_figure`: where the energy goes, stacked bars of component groups per case and method.
 
 Every title says what the data is (measured, ESTIMATE, SYNTHETIC, SYNTHETIC from an EMULATED sensor).
 :func:`save` writes PNG and PDF.
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,8 @@ from energy_hpc.store import EMULATED_MARK, emulated_text, sensor_words
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from energy_hpc.analysis.components import Closure, ComponentRow
 
 MAX_POINTS = 4000  # envelope bins per channel in a power figure
 _CASE_COLOURS = (
@@ -431,4 +436,168 @@ def scaling_figure(srows: list[dict[str, Any]]) -> Figure:
     ax_t.set_title("throughput (dashed: ideal linear scaling)", fontsize=8)
     ax_e.legend(fontsize=7)
     fig.suptitle(f"Scaling over node counts - {_rows_label(srows)}", fontsize=9)
+    return fig
+
+
+# ------------------------------------------------------------------ where the energy goes
+
+GROUP_RULE = (
+    "components grouped by kind: layer numbers and block indices dropped and the rest summed "
+    "(L0.attn + L1.attn = attention, unet.down0 + unet.down1 = UNet down)"
+)
+_GROUP_WORDS = {
+    "embed": "embeddings",
+    "attn": "attention",
+    "xattn": "cross-attention",
+    "mlp": "MLP",
+    "norm": "final norm",
+    "head": "head",
+    "encoder": "encoder",
+    "text_encoder": "text encoder",
+    "text_encoder_": "text encoder",
+    "unet.down": "UNet down",
+    "unet.mid": "UNet mid",
+    "unet.up": "UNet up",
+    "vae.decode": "VAE decode",
+}
+_PREFIX_WORDS = {"dec.": "decoder ", "refiner.": "refiner "}
+RESIDUAL = "residual"
+
+
+def component_group(name: str) -> str:
+    """The group a component's energy is summed into: its name without the layer number (``L3.``) and
+    without the index of a repeated block (``down1``), in words: ``L0.attn`` -> ``attention``,
+    ``dec.L1.xattn`` -> ``decoder cross-attention``, ``refiner.unet.up2`` -> ``refiner UNet up``."""
+    words = ""
+    rest = name
+    changed = True
+    while changed:
+        changed = False
+        for prefix, word in _PREFIX_WORDS.items():
+            if rest.startswith(prefix):
+                words, rest, changed = words + word, rest[len(prefix) :], True
+    parts = [p for p in rest.split(".") if not (p[:1] == "L" and p[1:].isdigit())]
+    key = ".".join(p.rstrip("0123456789") for p in parts)
+    return words + _GROUP_WORDS.get(key, key or name)
+
+
+@dataclass
+class ComponentBar:
+    """One stacked bar: a case of a run and one method, in J per unit (ranks averaged)."""
+
+    label: str
+    method: str
+    unit: str
+    segments: dict[str, float]  # group -> J per unit, in order of first appearance
+    residual: float
+    total: float  # the measured iteration's energy per unit
+    total_unc: float
+    n_ranks: int
+    data: str
+
+
+def component_bars(rows: Sequence[ComponentRow], closures: Sequence[Closure]) -> list[ComponentBar]:
+    """The bars of :func:`component_figure` from :func:`~energy_hpc.analysis.components.component_tables`'
+    rows and closures: per run, case and method, each group's J per unit summed over its components, the
+    closure's residual and the iteration's energy (± one sigma) per unit; the mean over ranks where
+    several ranks ran the case."""
+    runs = {c.run for c in closures}
+    # units per iteration of each run, case and rank: a row's J per iteration / its J per unit
+    units: dict[tuple[str, int, int], float] = {}
+    for r in rows:
+        k = (r.run, r.case, r.rank)
+        if k not in units and r.J_per_unit and math.isfinite(r.J_per_unit) and r.J_per_iteration:
+            units[k] = r.J_per_iteration / r.J_per_unit
+    keyed: dict[tuple[str, int, str], list[Closure]] = {}
+    for c in closures:
+        keyed.setdefault((c.run, c.case, c.method), []).append(c)
+    bars = []
+    for (run, case, method), cs in keyed.items():
+        n = len(cs)
+        segments: dict[str, float] = {}
+        for r in rows:
+            if (r.run, r.case, r.method) == (run, case, method):
+                g = component_group(r.component)
+                segments[g] = segments.get(g, 0.0) + r.J_per_unit / n
+        per = [units.get((c.run, c.case, c.rank), math.nan) for c in cs]
+        residual = sum(c.residual_J / u for c, u in zip(cs, per, strict=True)) / n
+        total = sum(c.iteration_J / u for c, u in zip(cs, per, strict=True)) / n
+        unc = math.sqrt(sum((c.iteration_J_unc / u) ** 2 for c, u in zip(cs, per, strict=True))) / n
+        first = next(r for r in rows if (r.run, r.case) == (run, case))
+        label = _case_label(cs[0].params) + (f"\n{run}" if len(runs) > 1 else "")
+        bars.append(ComponentBar(label, method, first.unit, segments, residual, total, unc, n, cs[0].data))
+    return bars
+
+
+def component_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) -> Figure:
+    """Where the energy goes: one panel per method (replay, time), one stacked bar per case with a
+    segment per component group in J per unit, the residual hatched on top (downwards where the parts
+    add to more than the whole) and the measured iteration's ± one sigma at the top."""
+    from matplotlib import colormaps
+
+    bars = component_bars(rows, closures)
+    methods = [m for m in ("replay", "time") if any(b.method == m for b in bars)]
+    groups: list[str] = []
+    for b in bars:
+        groups += [g for g in b.segments if g not in groups]
+    cmap = colormaps["tab10" if len(groups) <= 10 else "tab20"]
+    colour = {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
+    most = max(sum(b.method == m for b in bars) for m in methods)
+    fig = _figure(max(7.5, (0.9 * most + 1.5) * len(methods) + 3), 5.5)
+    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
+    titles = {
+        "replay": "replay: measured by isolation\nand repetition",
+        "time": "time: attributed by time\n(a model)",
+    }
+    negative = False
+    for ax, method in zip(axes, methods, strict=True):
+        mine = [b for b in bars if b.method == method]
+        x = np.arange(len(mine))
+        for xi, b in zip(x, mine, strict=True):
+            bottom = 0.0
+            for g, v in b.segments.items():
+                v = float(np.nan_to_num(v))
+                ax.bar(xi, v, 0.6, bottom=bottom, color=colour[g], edgecolor="white", lw=0.5)
+                bottom += v
+            res = float(np.nan_to_num(b.residual))
+            negative |= res < 0
+            ax.bar(xi, res, 0.6, bottom=bottom, color="white", edgecolor="0.3", hatch="//", lw=0.5)
+            if math.isfinite(b.total):
+                ax.errorbar(xi, b.total, yerr=np.nan_to_num(b.total_unc), color="black", capsize=3)
+                if b.n_ranks > 1:
+                    ax.annotate(
+                        f"{b.n_ranks} ranks",
+                        (xi, b.total),
+                        xytext=(0, 6),
+                        textcoords="offset points",
+                        ha="center",
+                        fontsize=7,
+                    )
+        ax.set_xticks(x, [b.label for b in mine], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.75, len(mine) - 0.25)
+        ax.set_title(titles.get(method, method), fontsize=8)
+        ax.axhline(0, color="0.5", lw=0.5)
+    units = sorted({b.unit for b in bars})
+    axes[0].set_ylabel(f"J per {'/'.join(units)}")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colour[g], label=g) for g in groups]
+    handles.append(
+        Patch(
+            facecolor="white",
+            edgecolor="0.3",
+            hatch="//",
+            label="residual (no component)" + (", below zero: parts exceed the whole" if negative else ""),
+        )
+    )
+    fig.legend(
+        handles=handles[::-1], title="component group", fontsize=7, loc="outside right upper", frameon=False
+    )
+    caption = (
+        f"{case_key([]).splitlines()[0]}. Bar top: the measured iteration, error bar 1 sigma"
+        + ("; mean over ranks" if any(b.n_ranks > 1 for b in bars) else "")
+        + f". {GROUP_RULE[0].upper()}{GROUP_RULE[1:]}."
+    )
+    fig.supxlabel(textwrap.fill(caption, 100), fontsize=7)
+    fig.suptitle(f"Where the energy goes - {_rows_label([{'data': b.data} for b in bars])}", fontsize=9)
     return fig

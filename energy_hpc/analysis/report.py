@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from energy_hpc.analysis.catalog import read_study
+from energy_hpc.analysis.components import METHOD_TEXT, Closure, ComponentRow, component_tables
+from energy_hpc.analysis.components import case_label as component_case_label
 from energy_hpc.analysis.formatting import (
+    MISSING,
     count_cell,
     data_banner,
     format_number,
@@ -27,7 +30,15 @@ from energy_hpc.analysis.formatting import (
     markdown_table,
     value_pm,
 )
-from energy_hpc.analysis.plots import energy_figure, has_stages, power_figure, save, scaling_figure
+from energy_hpc.analysis.plots import (
+    GROUP_RULE,
+    component_figure,
+    energy_figure,
+    has_stages,
+    power_figure,
+    save,
+    scaling_figure,
+)
 from energy_hpc.analysis.scaling import format_scaling, scaling_rows
 from energy_hpc.analysis.table import format_rows
 
@@ -257,6 +268,44 @@ def scaling_blocks(srows: list[dict[str, Any]]) -> list[Block]:
     ]
 
 
+def component_blocks(rows: list[ComponentRow], closures: list[Closure]) -> list[Block]:
+    """The component table as ``table --components`` shows it (one row per component and method), the
+    closure of each case, rank and method as a list under it."""
+    cols: list[tuple[str, Any]] = [
+        ("case", lambda r: component_case_label(r.params)),
+        ("rank", lambda r: str(r.rank)),
+        ("component", lambda r: r.component),
+        ("method", lambda r: r.method),
+        ("calls per iteration", lambda r: format_number(r.calls_per_iteration)),
+        ("energy per call (J)", lambda r: value_pm(r.J_per_call, r.J_per_call_unc)),
+        ("energy per unit (J)", lambda r: f"{format_number(r.J_per_unit)} J/{r.unit}"),
+        ("share of the iteration", lambda r: f"{r.share * 100:.1f} %" if math.isfinite(r.share) else MISSING),
+        ("data", lambda r: r.data),
+    ]
+    text = {"case", "component", "method", "data"}
+    closure_lines = [
+        f"{component_case_label(c.params)} rank {c.rank} {c.method}: iteration {value_pm(c.iteration_J, c.iteration_J_unc)} J"
+        f" = components {value_pm(c.components_J, c.components_J_unc)} J"
+        f" + residual {value_pm(c.residual_J, c.residual_J_unc)} J"
+        + ("" if c.adds_up else " (DOES NOT ADD UP: the components add to more than the iteration)")
+        for c in closures
+    ]
+    return [
+        Para(f"Data: {data_banner([r.as_dict() for r in rows])}"),
+        Table(
+            [h for h, _ in cols],
+            [[str(f(r)) for _, f in cols] for r in rows],
+            {i for i, (h, _) in enumerate(cols) if h not in text},
+        ),
+        Para("Closure per case, rank and method (components per iteration + residual = measured iteration):"),
+        Items(closure_lines),
+        Para(
+            f"Methods: replay = {METHOD_TEXT['replay']}; time = {METHOD_TEXT['time']}. "
+            f"In the figure, {GROUP_RULE}. ± values are one standard deviation."
+        ),
+    ]
+
+
 # ------------------------------------------------------------------ the report
 
 
@@ -310,6 +359,16 @@ def write_report(
         save(scaling_figure(srows), out / "scaling")
         blocks += [Heading(2, "Scaling over node counts"), *scaling_blocks(srows)]
         blocks.append(Image("scaling.png", "Scaling over node counts"))
+    comp_rows: list[ComponentRow] = []
+    closures: list[Closure] = []
+    for f in files:
+        got_rows, got_closures = component_tables(f)
+        comp_rows += got_rows
+        closures += got_closures
+    if comp_rows:
+        save(component_figure(comp_rows, closures), out / "components")
+        blocks += [Heading(2, "Where the energy goes"), *component_blocks(comp_rows, closures)]
+        blocks.append(Image("components.png", "Energy per unit by model component"))
     blocks += [
         Heading(2, "Power over time"),
         Para(

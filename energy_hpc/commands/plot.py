@@ -6,15 +6,20 @@ import argparse
 import logging
 from pathlib import Path
 
-HELP = "draw power traces, energy per unit and scaling figures (PNG and PDF)"
-KINDS = ("power", "energy", "scaling", "all")
+HELP = "draw power traces, energy per unit, scaling and component figures (PNG and PDF)"
+KINDS = ("power", "energy", "scaling", "components", "all")
 log = logging.getLogger(__name__)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="run files (.h5) or folders searched for them (recursively)")
     p.add_argument("-o", "--out", required=True, help="folder to write the figures into")
-    p.add_argument("--kind", choices=KINDS, default="all")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="all",
+        help="components: where the energy goes, for cases run with components (all: drawn where present)",
+    )
     p.add_argument("--by", help="comma-separated fields to group rows by (as for energy-hpc table)")
     p.add_argument(
         "--stages",
@@ -49,6 +54,30 @@ def run(args: argparse.Namespace) -> int:
                     log.warning("--stages: no case of these runs has two or more stages; no stage figure")
         if args.kind == "scaling" or (args.kind == "all" and len({r["n_nodes"] for r in rows}) > 1):
             written += save(scaling_figure(scaling_rows(rows, parse_by(args.by))), out / "scaling")
+    if args.kind in ("components", "all"):
+        written += _components(files, out, required=args.kind == "components")
     for p in written:
         print(p)
     return 0
+
+
+def _components(files: list[Path], out: Path, required: bool) -> list[Path]:
+    """The "where the energy goes" figure; a run set without component windows is an error only when
+    the figure was asked for by name."""
+    from energy_hpc.analysis.components import Closure, ComponentRow, component_tables
+    from energy_hpc.analysis.plots import component_figure, save
+    from energy_hpc.errors import UserError
+
+    rows: list[ComponentRow] = []
+    closures: list[Closure] = []
+    for f in files:
+        got_rows, got_closures = component_tables(f)
+        rows += got_rows
+        closures += got_closures
+    if not rows:
+        if required:
+            raise UserError(
+                'no component windows in these runs: set components = "blocks" in a [[case]] and run it again'
+            )
+        return []
+    return save(component_figure(rows, closures), out / "components")

@@ -20,6 +20,7 @@ from typing import Any
 from energy_hpc import settings
 from energy_hpc.errors import ModelSourceError
 from energy_hpc.workloads.build_folder import build_folder
+from energy_hpc.workloads.quiet import quiet_environment
 from energy_hpc.workloads.random_registry import RANDOM_CONFIGS as _CONFIGS
 from energy_hpc.workloads.random_registry import RandomConfig
 
@@ -39,27 +40,9 @@ def random_config_task(name: str) -> str:
     return random_configs()[name].task
 
 
-# Model libraries talk a lot on import and load (progress bars, advice about optional packages);
-# energy-hpc's own log says what is happening. A user who wants their output sets these themselves.
-QUIET_LIBRARY_ENV = (
-    ("TRANSFORMERS_VERBOSITY", "error"),
-    ("DIFFUSERS_VERBOSITY", "error"),
-    ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-    ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
-)
-
-
-def quiet_model_libraries() -> None:
-    """Set the Hugging Face libraries' quiet defaults in the environment where the user has not set
-    them. Called before a model is built or its folder resolved, so before those libraries load it;
-    the workloads' loaders also quiet them through their logging API (``hf.quiet_libraries``)."""
-    for name, value in QUIET_LIBRARY_ENV:
-        os.environ.setdefault(name, value)
-
-
 def _load_builtin_configs() -> None:
     # the config modules register themselves on import; they import no heavy library at top level
-    quiet_model_libraries()
+    quiet_environment()
     from energy_hpc.workloads import configs  # noqa: F401
 
 
@@ -175,7 +158,7 @@ def check_model_folder(folder: Path) -> None:
 
 def model_folder(source: str, model_path: str) -> Path:
     """The local folder a case's model loads from; every workload asks for it just before loading."""
-    quiet_model_libraries()
+    quiet_environment()
     if source == "local":
         p = Path(model_path)
         if not p.is_dir():

@@ -15,6 +15,13 @@ under 512 MB and ratio >= 0.5. Files are deleted afterwards.
 
     .venv/bin/mpiexec -n 32 .venv/bin/python benchmarks/gather_scale.py --samples 1000000 --out /tmp/gs
 
+With ``--nodes N`` the ranks are split into N pretend nodes (as ENERGY_HPC_PRETEND_NODES does) and
+the run is written as ``--layout`` says (default: per node when N > 1, else one file); the row then
+reports ``gather_s`` (rank 0: from the end of measuring to the whole run on disk, node files and index)
+and rank 0's peak memory, without the h5py baseline:
+
+    .venv/bin/mpiexec -n 64 .venv/bin/python benchmarks/gather_scale.py --samples 100000 --nodes 16
+
 Each of ``--repeats`` pairs starts from a clean page cache (``os.sync``) and alternates which side
 goes first; the medians are reported, with every pair's ratio beside them.
 """
@@ -97,6 +104,153 @@ def quiet_wait(comm) -> None:
         time.sleep(0.01)
 
 
+def index_cost(args: argparse.Namespace) -> int:
+    """Rank 0's last step on its own: the index of a run of N nodes x 8 ranks x 4 channels (its channel
+    table, /ranks, and the virtual datasets), and the pickled size of the reports it receives."""
+    import pickle
+
+    from energy_hpc.store import NodePart, RankRecord, RunHeader, RunWriter, channel_record
+
+    trace = fabricate(0, 10)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for n_nodes in args.index_cost:
+        ranks_per_node, per_rank, windows_per_rank = 8, 4, 200
+        t0 = time.perf_counter()
+        channels, parts, ranks = [], [], []
+        for k in range(n_nodes):
+            node_channels = [
+                channel_record(trace, k * ranks_per_node + r, f"h+p{k}", k)
+                for r in range(ranks_per_node)
+                for _ in range(per_rank)
+            ]
+            n_w = ranks_per_node * windows_per_rank
+            parts.append(
+                NodePart(f"x.nodes/node-{k:05d}.h5", len(node_channels), 360_000, len(channels), n_w, n_w * k)
+            )
+            channels += node_channels
+            ranks += [
+                RankRecord(host=f"h+p{k}", node=k, local_rank=r, status="ok") for r in range(ranks_per_node)
+            ]
+        report_bytes = len(pickle.dumps({"channels": channels[:32], "ranks": ranks[:8]}))
+        t1 = time.perf_counter()
+        header = RunHeader("idx", "", "", 0.0, len(ranks), n_nodes, "mpi")
+        path = args.out / f"index-{n_nodes}.h5"
+        w = RunWriter(path, header, channels, 360_000, parts=parts)
+        w.begin_windows(n_nodes * ranks_per_node * windows_per_rank)
+        w.write_tables(ranks, None, [])
+        w.close()
+        t2 = time.perf_counter()
+        row = {
+            "nodes": n_nodes,
+            "ranks": len(ranks),
+            "channels": len(channels),
+            "report_bytes_per_node": report_bytes,
+            "index_write_s": round(t2 - t1, 3),
+            "index_MB": round(path.stat().st_size / 1e6, 1),
+            "peak_rss_MB": round(peak_mb(), 1),
+            "build_records_s": round(t1 - t0, 3),
+        }
+        print(json.dumps(row), flush=True)
+        path.unlink()
+    return 0
+
+
+def by_nodes(args: argparse.Namespace) -> int:
+    """The gather on ``args.nodes`` pretend nodes: rank 0's time from the end of measuring to the
+    complete run on disk, and its peak memory."""
+    from energy_hpc.context import MpiComm
+
+    comm = MpiComm()
+    import h5py  # noqa: F401 - imported before anything is timed (a real run has it from its spills)
+    import numpy as np
+
+    from energy_hpc import settings
+    from energy_hpc.gather import PIECE_SAMPLES, gather_and_write
+    from energy_hpc.store import RankRecord, RunHeader, nodes_folder
+    from energy_hpc.windows import WINDOW_DTYPE
+
+    layout = comm.split_nodes(args.nodes)
+    mode = args.layout or ("nodes" if layout.n_nodes > 1 else "single")
+    trace = fabricate(comm.rank, args.samples)
+    root = comm.rank == 0
+    if root:
+        args.out.mkdir(parents=True, exist_ok=True)
+    quiet_wait(comm)
+    before = rss_mb()
+    record = RankRecord(
+        host=f"h+p{layout.node_index}",
+        node=layout.node_index,
+        local_rank=layout.local_rank,
+        device_kind="cpu",
+        status="ok",
+        sensors="synthetic",
+    )
+    times, status, file_bytes = [], "", 0
+    with settings.override(gather_layout=mode):
+        for k in range(args.repeats):
+            stem = f"gather-nodes-{k}"
+            header = RunHeader(
+                job_name="gather-scale",
+                job_text="",
+                job_path="",
+                epoch_unix=time.time(),
+                n_ranks=comm.size,
+                n_nodes=layout.n_nodes,
+                launcher="mpi",
+                interval_s=0.01,
+            )
+            if root:
+                os.sync()
+            quiet_wait(comm)
+            t0 = time.perf_counter()
+            path, status = gather_and_write(
+                comm,
+                traces=[trace],
+                time_offset=0.0,
+                windows=np.zeros(0, WINDOW_DTYPE),
+                rank_record=record,
+                header=header,
+                cases=[],
+                out=args.out,
+                stem=stem,
+                piece=args.piece or PIECE_SAMPLES,
+                layout=layout,
+            )
+            dt = time.perf_counter() - t0
+            quiet_wait(comm)
+            if root:
+                times.append(dt)
+                parts = nodes_folder(args.out, None, stem)
+                file_bytes = path.stat().st_size + sum(p.stat().st_size for p in parts.glob("*.h5"))
+                if not (args.keep and k == args.repeats - 1):
+                    os.sync()
+                    path.unlink()
+                    shutil.rmtree(parts, ignore_errors=True)
+            quiet_wait(comm)
+    if root:
+        nbytes = comm.size * args.samples * (8 + 4 + 8 + 8)
+        g = statistics.median(times)
+        row = {
+            "ranks": comm.size,
+            "nodes": layout.n_nodes,
+            "layout": mode,
+            "samples": args.samples,
+            "payload_MB": round(nbytes / 1e6, 1),
+            "files_MB": round(file_bytes / 1e6, 1),
+            "repeats": args.repeats,
+            "gather_s": round(g, 3),
+            "gather_s_all": [round(x, 3) for x in times],
+            "gather_MBps": round(nbytes / 1e6 / g, 1),
+            "rss_before_gather_MB": round(before, 1),
+            "peak_rss_MB": round(peak_mb(), 1),
+            "status": status,
+        }
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            shutil.rmtree(args.out, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1_000_000)
@@ -104,7 +258,27 @@ def main() -> int:
     ap.add_argument("--piece", type=int, default=None, help="samples per message (default: the gather's)")
     ap.add_argument("--repeats", type=int, default=3, help="paired measurements; medians are reported")
     ap.add_argument("--keep", action="store_true", help="keep the files of the last repeat")
+    ap.add_argument("--nodes", type=int, default=0, help="pretend nodes to split the ranks into (0: off)")
+    ap.add_argument(
+        "--layout",
+        choices=("auto", "single", "nodes"),
+        default=None,
+        help="with --nodes: how the run is written",
+    )
+    ap.add_argument(
+        "--index-cost",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="NODES",
+        help="no MPI: time rank 0's index alone for these node counts (8 ranks, 4 channels, 200 windows "
+        "per rank; the node files are not needed to write it)",
+    )
     args = ap.parse_args()
+    if args.index_cost:
+        return index_cost(args)
+    if args.nodes:
+        return by_nodes(args)
 
     from energy_hpc.context import MpiComm
 

@@ -116,7 +116,13 @@ class Comm:
 
     def split_shared(self) -> tuple[int, int, int, int]:
         """(local_rank, local_size, node_index, n_nodes)."""
-        return 0, 1, 0, 1
+        lay = self.split_nodes()
+        return lay.local_rank, len(lay.members), lay.node_index, lay.n_nodes
+
+    def split_nodes(self, pretend: int = 0) -> NodeLayout:
+        """This rank's node: by shared memory, or (``pretend`` > 0) as one of ``pretend`` blocks of
+        consecutive ranks, so that several nodes run on one machine for tests and benchmarks."""
+        return NodeLayout(local_rank=0, node_index=0, n_nodes=1, members=(0,), nodes=((0,),))
 
     def isend_obj(self, obj: Any, dest: int, tag: int) -> MPI.Request:
         raise RuntimeError("isend_obj needs more than one rank")
@@ -305,19 +311,44 @@ class MpiComm(Comm):
     def allreduce_max(self, value: float) -> float:
         return float(self.comm.allreduce(value, op=self.MPI.MAX))
 
-    def split_shared(self) -> tuple[int, int, int, int]:
-        node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)
-        local_rank, local_size = node.Get_rank(), node.Get_size()
+    def split_nodes(self, pretend: int = 0) -> NodeLayout:
+        if pretend > 0:
+            n = min(pretend, self.size)
+            node = self.comm.Split(self.rank * n // self.size, key=self.rank)
+        else:
+            node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.rank)
+        local_rank = node.Get_rank()
+        members = tuple(int(r) for r in node.allgather(self.rank))
         leaders = self.comm.Split(0 if local_rank == 0 else self.MPI.UNDEFINED, key=self.rank)
+        nodes: tuple[tuple[int, ...], ...] = ()
         if local_rank == 0:
             node_index, n_nodes = leaders.Get_rank(), leaders.Get_size()
+            # world rank 0 has the lowest key: it leads node 0 and is rank 0 among the leaders
+            every = leaders.gather(members, root=0)
+            nodes = tuple(every) if every is not None else ()
             leaders.Free()
         else:
             node_index, n_nodes = -1, -1
         node_index = node.bcast(node_index, root=0)
         n_nodes = node.bcast(n_nodes, root=0)
         node.Free()
-        return local_rank, local_size, node_index, n_nodes
+        return NodeLayout(local_rank, node_index, n_nodes, members, nodes if self.rank == 0 else ())
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Which ranks share this rank's node. ``members`` are world ranks in order, the node leader
+    first; ``nodes`` (rank 0 only, else empty) holds every node's members, by node index."""
+
+    local_rank: int
+    node_index: int
+    n_nodes: int
+    members: tuple[int, ...]
+    nodes: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def leader(self) -> int:
+        return self.members[0]
 
 
 @dataclass(frozen=True)
@@ -333,6 +364,7 @@ class RankContext:
     visible_env: str
     visible_devices: tuple[str, ...]
     slurm: dict[str, str] = field(default_factory=dict)  # job id, step id, job name, partition, nodelist
+    layout: NodeLayout | None = None  # the node's ranks (None: one process)
 
     @property
     def is_root(self) -> bool:
@@ -408,10 +440,21 @@ def detect(env: Mapping[str, str] | None = None, force_mpi: bool | None = None) 
                 f"the launcher started {expected} tasks but MPI sees only 1 rank in each: srun needs an "
                 "MPI plugin (srun --mpi=pmix or --mpi=pmi2; cray_shasta on HPE Cray), or use mpiexec"
             )
-        local_rank, local_size, node_index, n_nodes = comm.split_shared()
+        pretend = settings.current().pretend_nodes
+        lay = comm.split_nodes(pretend)
+        local_rank, local_size, node_index, n_nodes = (
+            lay.local_rank,
+            len(lay.members),
+            lay.node_index,
+            lay.n_nodes,
+        )
+        if pretend:
+            # a distinct host per pretend node, so per-node logic and tables see n_nodes nodes
+            hostname = f"{hostname}+p{node_index}"
     else:
         comm = SingleComm()
         launcher = "single"
+        lay = None
         local_rank, local_size, node_index, n_nodes = 0, 1, 0, 1
     ctx = RankContext(
         rank=comm.rank,
@@ -425,6 +468,7 @@ def detect(env: Mapping[str, str] | None = None, force_mpi: bool | None = None) 
         visible_env=vis_env,
         visible_devices=vis,
         slurm=slurm_info(env),
+        layout=lay,
     )
     log.debug("rank context: %s", ctx)
     return ctx, comm

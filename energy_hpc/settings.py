@@ -117,6 +117,10 @@ def _is_sampler(v: Any) -> bool:
     return v is None or v in SAMPLER_MODES
 
 
+def _is_gather_layout(v: Any) -> bool:
+    return v in ("auto", "single", "nodes")
+
+
 def _meta(env: str, parse: Callable[[str], Any], ok: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
     """A field's variable, parser, check and the words saying what is allowed."""
     return {"env": env, "parse": parse, "ok": ok, "allowed": allowed}
@@ -164,6 +168,17 @@ class Settings:
         metadata=_meta("ENERGY_HPC_GATHER_PIECE_SAMPLES", _int, _at_least(1, whole=True), _WHOLE),
     )
     """Samples per piece a rank sends to rank 0 (rank 0 holds at most four pieces)."""
+    gather_layout: str = field(
+        default="auto",
+        metadata=_meta("ENERGY_HPC_GATHER_LAYOUT", _lower, _is_gather_layout, "one of auto, single, nodes"),
+    )
+    """How the run is written: one file (single), one file per node behind an index run file (nodes),
+    or by node count (auto)."""
+    pretend_nodes: int = field(
+        default=0,
+        metadata=_meta("ENERGY_HPC_PRETEND_NODES", _int, _at_least(0, whole=True), "a whole number >= 0"),
+    )
+    """Split the ranks into this many pretend nodes instead of by shared memory (0: real nodes)."""
     keep_spills: bool = field(
         default=False, metadata=_meta("ENERGY_HPC_KEEP_SPILLS", _bool, _is_bool, _ON_OFF)
     )

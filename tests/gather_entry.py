@@ -1,6 +1,8 @@
 """Run under mpiexec by test_gather.py: every rank fabricates known traces (values that encode rank,
 channel and sample, a time offset of its own, lengths that are not a multiple of the piece size)
-and calls the real gather with small pieces. ``python gather_entry.py OUT PIECE``."""
+and calls the real gather with small pieces. ``python gather_entry.py OUT PIECE [NODES]``: with NODES,
+the ranks are split into that many pretend nodes (ENERGY_HPC_GATHER_LAYOUT says how the run is written)
+and each rank has windows of the ``measure`` phase whose energy is known exactly (:func:`window_truth`)."""
 
 import sys
 import time
@@ -31,12 +33,28 @@ def expected(rank: int, channel: int) -> dict[str, np.ndarray]:
     }
 
 
+def window_edges(rank: int) -> list[tuple[float, float]]:
+    """Rank ``rank``'s windows (run time, s): on sample times, inside every channel's trace."""
+    return [(rank + 1.0 + k, rank + 3.0 + k) for k in range(rank + 1)]
+
+
+def window_power_integral(rank: int, channel: int, start: float, end: float) -> float:
+    """The energy of a window from the fabricated power (trapezoids between samples; the edges are on
+    samples). Its channels are marked synthetic, so the analysis integrates the power, not the counter."""
+    e = expected(rank, channel)
+    lo, hi = np.searchsorted(e["time"], [start, end])
+    p, t = e["power"][lo : hi + 1].astype(np.float64), e["time"][lo : hi + 1]
+    return float(np.sum((p[1:] + p[:-1]) / 2 * np.diff(t)))
+
+
 def offset(rank: int) -> float:
     return 5000.0 + 123.25 * rank  # the rank's monotonic clock minus the run's epoch
 
 
 def main() -> None:
     out, piece = Path(sys.argv[1]), int(sys.argv[2])
+    pretend = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    layout = comm.split_nodes(pretend) if pretend else None
     traces = []
     for j in range(2):
         e = expected(comm.rank, j)
@@ -62,10 +80,19 @@ def main() -> None:
     windows = np.zeros(comm.rank + 1, WINDOW_DTYPE)
     windows["rank"] = comm.rank
     windows["start"] = np.arange(comm.rank + 1)
+    node, host, local = 0, "h", comm.rank
+    if layout is not None:
+        node, host, local = layout.node_index, f"h+p{layout.node_index}", layout.local_rank
+        edges = np.array(window_edges(comm.rank))
+        windows["case"], windows["phase"], windows["iteration"] = 0, "measure", np.arange(len(edges))
+        windows["start"], windows["end"] = edges[:, 0], edges[:, 1]
+        windows["units"], windows["unit"], windows["status"] = 1.0, "sample", "ok"
     record = RankRecord(
-        host="h", node=0, local_rank=comm.rank, device_kind="cpu", status="ok", sensors="synthetic"
+        host=host, node=node, local_rank=local, device_kind="cpu", status="ok", sensors="synthetic"
     )
     root = comm.rank == 0
+    # with pretend nodes every node leader writes too: every rank gets the folder and the header
+    writes = root or layout is not None
     header = (
         RunHeader(
             job_name="gather-test",
@@ -73,13 +100,14 @@ def main() -> None:
             job_path="",
             epoch_unix=time.time(),
             n_ranks=comm.size,
-            n_nodes=1,
+            n_nodes=layout.n_nodes if layout else 1,
             launcher="mpi",
             interval_s=0.01,
         )
-        if root
+        if writes
         else None
     )
+    cases = [{"task": "sleep", "model": "none", "unit": "sample", "params": "{}"}] if layout else []
     path, status = gather_and_write(
         comm,
         traces=traces,
@@ -87,10 +115,11 @@ def main() -> None:
         windows=windows,
         rank_record=record,
         header=header,
-        cases=[],
-        out=out if root else None,
-        stem="gather-test" if root else None,
+        cases=cases,
+        out=out if writes else None,
+        stem="gather-test" if writes else None,
         piece=piece,
+        layout=layout,
     )
     if root:
         print(path, status)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from energy_hpc.errors import RunFileError
-from energy_hpc.store import emulated_parts
+from energy_hpc.store import PART_FORMAT, emulated_parts
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -87,6 +87,14 @@ class RunFile:
         except Exception as exc:
             self._h5.close()
             raise _damaged(self.path, exc) from None
+        if self.attrs.get("format") == PART_FORMAT:
+            self._h5.close()
+            raise RunFileError(
+                f"{self.path}: one node's file of the run {self.attrs.get('run_stem', '?')!r}, written per "
+                "node; give the run file beside its folder (or the folder the run is in)"
+            )
+        if self.attrs.get("layout") == "nodes":
+            self._check_node_files()
         if self.attrs.get("format") != "energy-hpc run":
             self._h5.close()
             raise RunFileError(
@@ -140,6 +148,24 @@ class RunFile:
         for i, m in enumerate(self.channel_meta):
             m.setdefault("n_samples", 0)
             m["index"] = i
+
+    def _check_node_files(self) -> None:
+        """A run written per node keeps its traces in node files beside it (HDF5 reads a missing one
+        as NaN without a word): refuse it, saying how to get a file that stands alone."""
+        try:
+            files = [str(f) for f in json.loads(str(self.attrs.get("node_files", "[]")))]
+        except ValueError:
+            files = []
+        lost = [f for f in files if not (self.path.parent / f).is_file()]
+        if lost:
+            self._h5.close()
+            folder = str(self.attrs.get("nodes_folder", "") or Path(lost[0]).parent)
+            raise RunFileError(
+                f"{self.path}: its traces are in {len(files)} node files under {folder}/ beside it, and "
+                f"{len(lost)} of them are not there ({lost[0]}{', ...' if len(lost) > 1 else ''}); "
+                f"copy the folder {folder}/ with the run file, or make one file that stands alone with "
+                f"`energy-hpc merge --single RUN.h5 -o DIR` where the folder is"
+            )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -312,12 +338,13 @@ def _read_group(g: Any, dim: str) -> xr.Dataset:
     for name, ds in g.items():
         if name == dim or not hasattr(ds, "shape") or len(ds.shape) != 1:
             continue
-        if ds.attrs.get("CLASS") == b"DIMENSION_SCALE" and name in ("sample",):
+        if name in ("sample",) and ds.attrs.get("CLASS") == b"DIMENSION_SCALE":
             continue
         v = ds[()]
         if v.dtype.kind in ("O", "S"):
             v = np.array([x.decode() if isinstance(x, bytes) else str(x) for x in v], dtype=object)
-        attrs = {k: _scalar(a) for k, a in ds.attrs.items() if k in ("units", "long_name")}
+        # looked up by name: reading every attribute (dimension lists included) cost a third of the open
+        attrs = {k: _scalar(ds.attrs[k]) for k in ("units", "long_name") if k in ds.attrs}
         data[name] = ((dim,), v, attrs)
     return xr.Dataset(data)
 

@@ -9,13 +9,20 @@ process as a user would run it:
 2. ``energy-hpc table DIR -f csv`` from the fresh catalogue (wall time of the whole command);
 3. with --baseline, ``energy-hpc table`` over the first 300 files without a catalogue (per-file cost).
 
+Each command's wall time and CPU time (user + system of the child and its children) are printed: on a
+shared machine the CPU time is the steadier figure. ``--study DIR`` builds the runs into DIR (only those
+missing) and keeps them, so that 10,000 runs are generated once and reused:
+
     .venv/bin/python benchmarks/catalog_scale.py --runs 1000 --dir /tmp
+    .venv/bin/python benchmarks/catalog_scale.py --runs 10000 --study /tmp/study10k --baseline 0 --tables 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -102,16 +109,30 @@ def build(path: Path, epoch: float, n_samples: int = 200) -> None:
     wr.close()
 
 
+CPU = {"last": 0.0}  # CPU seconds of the last _cli command
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _cli(*args: str, ranks: int = 0) -> tuple[float, subprocess.CompletedProcess[str]]:
     exe = BIN / "energy-hpc"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "energy_hpc"]
     if ranks:
         cmd = [str(BIN / "mpiexec"), "-n", str(ranks), *cmd]
+    cpu = _children_cpu()
     started = time.perf_counter()
     p = subprocess.run([*cmd, *args], capture_output=True, text=True)
     if p.returncode:
         raise SystemExit(f"{' '.join(args)} failed:\n{p.stderr}")
+    CPU["last"] = _children_cpu() - cpu
     return time.perf_counter() - started, p
+
+
+def _load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 def main() -> None:
@@ -120,16 +141,23 @@ def main() -> None:
     ap.add_argument("--ranks", default="1,2", help="rank counts of the rebuild")
     ap.add_argument("--dir", default=None, help="where to build the study (a temporary folder inside)")
     ap.add_argument("--baseline", type=int, default=300, help="files reduced without catalogue (0: skip)")
+    ap.add_argument(
+        "--study", type=Path, default=None, help="build the runs here (missing ones only), keep them"
+    )
+    ap.add_argument("--tables", type=int, default=1, help="times the table from the fresh catalogue is made")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="catalog-scale-", dir=args.dir))
-    study = work / "study"
+    study = args.study or work / "study"
     try:
         started = time.perf_counter()
+        built = 0
         for i in range(args.runs):
             folder = study / f"n{i % 10}"
             folder.mkdir(parents=True, exist_ok=True)
-            build(folder / f"run-{i:05d}.h5", epoch=1000.0 + i)
-        print(f"built {args.runs} run files in {time.perf_counter() - started:.1f} s", flush=True)
+            if not (folder / f"run-{i:05d}.h5").exists():
+                build(folder / f"run-{i:05d}.h5", epoch=1000.0 + i)
+                built += 1
+        print(f"built {built} run files in {time.perf_counter() - started:.1f} s", flush=True)
         if args.baseline:
             few = work / "few"
             few.mkdir()
@@ -137,20 +165,31 @@ def main() -> None:
                 shutil.copy2(f, few / f.name)
             seconds, _ = _cli("table", str(few), "-f", "csv")
             n = min(args.baseline, args.runs)
-            print(f"table without catalogue, {n} files: {seconds:.2f} s ({1000 * seconds / n:.1f} ms a file)")
+            print(
+                f"table without catalogue, {n} files: {seconds:.2f} s ({1000 * seconds / n:.1f} ms a file), "
+                f"CPU {CPU['last']:.2f} s, {_load()}"
+            )
         for ranks in (int(r) for r in args.ranks.split(",")):
             shutil.rmtree(study / ".energy-hpc-catalog", ignore_errors=True)
             seconds, _ = _cli("catalog", str(study), ranks=ranks)
             print(
                 f"catalog rebuild, {ranks} rank(s): {seconds:.1f} s, {args.runs / seconds:.0f} files/s, "
-                f"{args.runs / seconds / ranks:.0f} files/s per rank",
+                f"{args.runs / seconds / ranks:.0f} files/s per rank; CPU {CPU['last']:.1f} s "
+                f"({1000 * CPU['last'] / args.runs:.1f} ms a file), {_load()}",
                 flush=True,
             )
-        seconds, table = _cli("table", str(study), "-f", "csv")
-        assert "not up to date" not in table.stderr and "reduced one by one" not in table.stderr
-        print(f"table from the fresh catalogue, {args.runs} files: {seconds:.2f} s (whole command)")
+        for _ in range(args.tables):
+            seconds, table = _cli("table", str(study), "-f", "csv")
+            assert "not up to date" not in table.stderr and "reduced one by one" not in table.stderr
+            print(
+                f"table from the fresh catalogue, {args.runs} files: {seconds:.2f} s (whole command), "
+                f"CPU {CPU['last']:.2f} s, {_load()}",
+                flush=True,
+            )
         seconds, _ = _cli("catalog", str(study))
-        print(f"catalog refresh with nothing new, {args.runs} files: {seconds:.2f} s")
+        print(
+            f"catalog refresh with nothing new, {args.runs} files: {seconds:.2f} s, CPU {CPU['last']:.2f} s"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

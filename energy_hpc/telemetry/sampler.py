@@ -28,6 +28,8 @@ from energy_hpc.telemetry.base import ChannelInfo, Sensor
 log = logging.getLogger(__name__)
 
 _BLOCK = 4096
+# the longest a stop waits for the slowest sensor to refresh once more (see Sampler.stop)
+MAX_TAIL_S = 0.5
 
 
 @dataclass
@@ -147,7 +149,8 @@ class Sampler:
     """Samples a list of opened sensors every ``interval_s`` seconds in a background thread.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``start`` takes the first sample
-    before it returns and the thread takes a last one when told to stop, so a window opened after
+    before it returns and the thread takes a last one when told to stop, after the slowest sensor has
+    refreshed once more (its ``update_period_s``, at most ``MAX_TAIL_S``), so a window opened after
     ``start`` and closed before ``stop`` is always bracketed by samples.
 
     A read that hangs (a driver call or a sysfs read that never returns) must not stop the others
@@ -306,9 +309,28 @@ class Sampler:
         self._first.wait(2 * self.read_timeout_s + 1.0)
         return self
 
+    def tail_s(self) -> float:
+        """How long sampling goes on after :meth:`stop` is called (s): the longest update period of
+        the sensors still sampled, at most ``MAX_TAIL_S``, so that the last sample, taken then, shows
+        a value refreshed after the end of a window closed just before ``stop``. A held counter (NVML
+        refreshes every 100 ms) read only milliseconds after the last window would show no refresh,
+        and that window no energy; until issue 15 the last case's garbage collection happened to fill
+        that gap."""
+        periods = [
+            info.update_period_s
+            for i, buf in enumerate(self._buffers)
+            if i not in self.hung
+            for info in buf.infos
+            if math.isfinite(info.update_period_s) and info.update_period_s > 0
+        ]
+        return min(max(periods, default=0.0), MAX_TAIL_S)
+
     def stop(self) -> None:
         if self._thread is None or self._stop.is_set():
             return
+        tail = self.tail_s()
+        if tail > 0 and self._thread.is_alive():
+            time.sleep(tail)  # the sampling thread goes on meanwhile
         self._stop.set()
         thread = self._thread
         thread.join(self.read_timeout_s + 1.0)

@@ -200,3 +200,32 @@ def test_duckdb_reads_the_catalogue(tmp_path: Path, capsys: pytest.CaptureFixtur
         ][0]
     )
     assert cases["batch_size"] == 4
+
+
+def test_stored_sums_read_back_with_the_same_values_and_types() -> None:
+    """Fields at their default are left out of the stored sums; those that only look like the default
+    (-0.0 for 0.0, an int 0 for 0.0, an empty dict for a Counter) are kept, so what is read back is the
+    same value of the same type, bit for bit."""
+    from energy_hpc.analysis import table
+
+    s = table.RowSums(params={"batch_size": 1}, unit="image", n_nodes=1, stage="", data="SYNTHETIC")
+    s.files.append("/x/run.h5")
+    s.scopes.device.recorded = True
+    s.scopes.device.energy_J = -0.0
+    s.scopes.device.units = 0  # type: ignore[assignment]  # an int where the default is a float
+    s.scopes.device.peak_W = float("inf")
+    s.scopes.device.counter_faults["held"] += 2
+    s.scopes.node.iterations[("/x/run.h5", 3)] = table.IterationCell(energy_J=1e-300, units=2.0)
+    text = json.dumps(catalog._encode(s, "/x/run.h5"))
+    assert '"module"' not in text  # an empty scope costs nothing but its class name
+    back = catalog._loads(text, "/y/moved.h5")
+    assert back.files == ["/y/moved.h5"]
+    dev = back.scopes.device
+    assert repr(dev.energy_J) == "-0.0" and type(dev.units) is int and dev.peak_W == float("inf")
+    assert (
+        type(dev.counter_faults) is type(s.scopes.device.counter_faults) and dev.counter_faults["held"] == 2
+    )
+    assert back.scopes.node.iterations == {
+        ("/y/moved.h5", 3): table.IterationCell(energy_J=1e-300, units=2.0)
+    }
+    assert back.scopes.module == table.ScopeSums() and repr(back.scopes.module.peak_W) == "-inf"

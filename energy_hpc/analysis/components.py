@@ -10,6 +10,10 @@ Two methods, both reported and labelled:
   measured iteration; its energy = that time's share of the iteration's duration x the iteration's
   measured energy.
 
+With ``components = "detail"`` a window's stage is ``name@step`` (``L0.attn@decode``,
+``unet.up1.ff@middle``): each step is a row of its own (``ComponentRow.step``), so the closure still
+counts every call once.
+
 Closure, per case and rank: the replayed components' energies per iteration plus the residual equal the
 mean measured energy of an iteration; the residual (what no component covers: Python, a scheduler step,
 norms and activations between modules) and its uncertainty are reported; a residual below zero by more
@@ -34,6 +38,9 @@ from energy_hpc.analysis.runfile import CHUNK_SAMPLES, RunFile
 from energy_hpc.store import emulated_kind
 
 REPLAY, TIME = "replay", "time"
+# a component window's stage is "name@step" where the case told its calls by step (components = "detail":
+# prefill / decode, first / middle / last denoising step); the same separator as the workloads' probe
+STEP_SEP = "@"
 METHOD_TEXT = {REPLAY: "measured by isolation and repetition", TIME: "attributed by time (a model)"}
 
 
@@ -55,6 +62,12 @@ class ComponentRow:
     share: float  # of the iteration's energy
     seconds_per_call: float  # replay: window time / calls; time: device time / calls
     data: str = "measured"  # measured, ESTIMATE, SYNTHETIC or EMULATED <parts>
+    step: str = ""  # the step its calls fall in (prefill, decode, first, middle, last); "" for all
+
+    @property
+    def label(self) -> str:
+        """The component with its step: ``L0.attn (decode)``."""
+        return f"{self.component} ({self.step})" if self.step else self.component
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -230,13 +243,14 @@ class _Base:
         self, component: str, method: str, calls: float, jc: float, jc_unc: float, s_per_call: float
     ) -> ComponentRow:
         ji = jc * calls
+        name, _, step = component.partition(STEP_SEP)
         return ComponentRow(
             self.run,
             self.case,
             self.rank,
             self.params,
             self.unit,
-            component,
+            name,
             method,
             calls,
             jc,
@@ -247,6 +261,7 @@ class _Base:
             ji / self.iteration_J if self.iteration_J else math.nan,
             s_per_call,
             self.data,
+            step,
         )
 
 
@@ -356,7 +371,7 @@ def format_components(paths: list[Path], fmt: str) -> str:
         [
             case_label(r.params),
             str(r.rank),
-            r.component,
+            r.label,
             r.method,
             format_number(r.calls_per_iteration),
             value_pm(r.J_per_call, r.J_per_call_unc),

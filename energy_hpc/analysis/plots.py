@@ -3,7 +3,9 @@
 - :func:`power_figure`: power over time, one panel per channel, the windows shaded and labelled;
 - :func:`energy_figure`: energy per unit by case (and stage) with uncertainty bars;
 - :func:`scaling_figure`: energy per unit and throughput against node count, with the ideal line;
-- :func:`component_figure`: where the energy goes, stacked bars of component groups per case and method.
+- :func:`component_figure`: where the energy goes, stacked bars of component groups per case and method;
+- :func:`structures_figure`: model structures side by side, each case's iteration energy split by layer
+  type (the same words for every architecture) in per cent.
 
 Every title says what the data is (measured, ESTIMATE, SYNTHETIC, SYNTHETIC from an EMULATED sensor).
 :func:`save` writes PNG and PDF.
@@ -459,8 +461,11 @@ _GROUP_WORDS = {
     "unet.mid": "UNet mid",
     "unet.up": "UNet up",
     "vae.decode": "VAE decode",
+    "ff": "feed-forward",
+    "resnet": "resnet",
+    "conv": "down/up-sampling conv",
 }
-_PREFIX_WORDS = {"dec.": "decoder ", "refiner.": "refiner "}
+_PREFIX_WORDS = {"dec.": "decoder ", "enc.": "encoder ", "refiner.": "refiner "}
 RESIDUAL = "residual"
 
 
@@ -478,6 +483,11 @@ def component_group(name: str) -> str:
                 words, rest, changed = words + word, rest[len(prefix) :], True
     parts = [p for p in rest.split(".") if not (p[:1] == "L" and p[1:].isdigit())]
     key = ".".join(p.rstrip("0123456789") for p in parts)
+    if len(parts) == 3 and parts[0] == "unet":  # a UNet block split by layer type: by type
+        return words + "UNet " + _GROUP_WORDS.get(parts[2], parts[2])
+    if len(parts) >= 2 and parts[0] == "transformer":  # a transformer denoiser's layers: by type
+        kind = parts[-1].rstrip("0123456789")
+        return words + "transformer " + _GROUP_WORDS.get(kind, kind)
     return words + _GROUP_WORDS.get(key, key or name)
 
 
@@ -600,4 +610,164 @@ def component_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) 
     )
     fig.supxlabel(textwrap.fill(caption, 100), fontsize=7)
     fig.suptitle(f"Where the energy goes - {_rows_label([{'data': b.data} for b in bars])}", fontsize=9)
+    return fig
+
+
+# ------------------------------------------------------------------ model structures side by side
+
+# the layer types of :func:`structures_figure`, in drawing order: one word for every architecture
+LAYER_TYPES = {
+    "embed": "embeddings",
+    "rotary_emb": "embeddings",  # a decoder's rotary position embedding
+    "attn": "self-attention",
+    "xattn": "cross-attention",
+    "mlp": "MLP / feed-forward",
+    "ff": "MLP / feed-forward",
+    "resnet": "resnet / conv",
+    "conv": "resnet / conv",
+    "norm": "final norm",
+    "head": "head",
+    "encoder": "encoder (whole)",
+    "text_encoder": "text encoder",
+    "vae": "VAE decode",
+    "unet": "UNet blocks (whole)",
+}
+
+
+def layer_type(name: str) -> str:
+    """The layer type a component counts as in :func:`structures_figure`, whatever the architecture:
+    ``L3.attn``, ``dec.L0.attn`` and ``unet.down1.attn`` -> ``self-attention``; ``unet.up0.ff`` and
+    ``L1.mlp`` -> ``MLP / feed-forward``; ``text_encoder_2`` -> ``text encoder``."""
+    parts = name.partition("@")[0].split(".")
+    if parts[0] == "refiner":
+        parts = parts[1:]
+    head = parts[0].rstrip("0123456789_")
+    if head in ("vae", "text_encoder") or (head == "unet" and len(parts) == 2):
+        return LAYER_TYPES[head]
+    last = parts[-1].rstrip("0123456789")
+    return LAYER_TYPES.get(last, last)
+
+
+@dataclass
+class StructureBar:
+    """One case of a run and one method: its iteration energy split by layer type, in shares (ranks
+    averaged), and the iteration's energy per unit."""
+
+    run: str
+    case: int
+    label: str
+    method: str
+    unit: str
+    shares: dict[str, float]  # layer type -> share of the iteration's energy (0..1)
+    residual: float  # share of the iteration no component covers (the closure's residual)
+    J_per_unit: float  # the measured iteration's energy per unit
+    data: str
+
+
+def structure_bars(rows: Sequence[ComponentRow], closures: Sequence[Closure]) -> list[StructureBar]:
+    """The bars of :func:`structures_figure`: per run, case and method, each layer type's share of the
+    iteration's energy (the component rows' ``share`` summed) and the closure's residual share, the mean
+    over ranks where several ranks ran the case."""
+    keyed: dict[tuple[str, int, str], list[Closure]] = {}
+    for c in closures:
+        keyed.setdefault((c.run, c.case, c.method), []).append(c)
+    runs = {c.run for c in closures}
+    out = []
+    for (run, case, method), cs in keyed.items():
+        n = len(cs)
+        mine = [r for r in rows if (r.run, r.case, r.method) == (run, case, method)]
+        shares: dict[str, float] = {}
+        if not all(c.iteration_J > 0 and math.isfinite(c.residual_J) for c in cs):
+            mine = []  # the sensor resolved no energy over an iteration or a replay window: no shares
+        for r in mine:
+            g = layer_type(r.component)
+            shares[g] = shares.get(g, 0.0) + float(np.nan_to_num(r.share)) / n
+        residual = sum(c.residual_J / c.iteration_J for c in cs) / n if mine else math.nan
+        per_unit = [r.J_per_iteration / r.J_per_unit for r in mine if r.J_per_unit and r.J_per_iteration]
+        units = per_unit[0] if per_unit else math.nan
+        total = sum(c.iteration_J for c in cs) / n / units if units else math.nan
+        label = _case_label(cs[0].params) + (f"\n{run}" if len(runs) > 1 else "")
+        unit = next((r.unit for r in rows if (r.run, r.case) == (run, case)), "?")
+        out.append(StructureBar(run, case, label, method, unit, shares, residual, total, cs[0].data))
+    return out
+
+
+def structures_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) -> Figure:
+    """Model structures side by side: one horizontal bar per case (model), its iteration energy split
+    by layer type in per cent, the residual hatched, and the iteration's J per unit written beside it;
+    one panel per method. Each segment's ``gid`` is ``"<method>|<case label>|<layer type>"``
+    (``residual`` for the residual), so the drawn numbers can be read back."""
+    bars = structure_bars(rows, closures)
+    methods = [m for m in ("replay", "time") if any(b.method == m for b in bars)]
+    order = list(dict.fromkeys(LAYER_TYPES.values()))
+    groups = [g for g in order if any(g in b.shares for b in bars)]
+    groups = list(dict.fromkeys(groups + [g for b in bars for g in b.shares]))
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch
+
+    from energy_hpc.analysis.formatting import format_number
+
+    cmap = colormaps["tab20"]
+    colour = {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
+    most = max(sum(b.method == m for b in bars) for m in methods)
+    fig = _figure(6.0 * len(methods) + 3.0, 0.5 * most + 2.5)
+    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
+    for ax, method in zip(axes, methods, strict=True):
+        mine = [b for b in bars if b.method == method]
+        y = np.arange(len(mine))[::-1]
+        right = 100.0
+        for yi, b in zip(y, mine, strict=True):
+            if not b.shares:
+                ax.annotate(
+                    "not resolved: an iteration or a replay window too short for the sensor",
+                    (0, yi),
+                    xytext=(4, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=7,
+                )
+                continue
+            left = 0.0
+            for g in groups:
+                if g in b.shares:
+                    ax.barh(
+                        yi, 100 * b.shares[g], 0.6, left=left, color=colour[g], gid=f"{method}|{b.label}|{g}"
+                    )
+                    left += 100 * b.shares[g]
+            ax.barh(
+                yi,
+                100 * b.residual,
+                0.6,
+                left=left,
+                color="white",
+                edgecolor="0.3",
+                hatch="//",
+                lw=0.5,
+                gid=f"{method}|{b.label}|residual",
+            )
+            right = max(right, left, left + 100 * b.residual)
+            ax.annotate(
+                f"{format_number(b.J_per_unit)} J/{b.unit}",
+                (max(left + 100 * b.residual, left), yi),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        ax.set_yticks(y, [b.label for b in mine], fontsize=8)
+        ax.set_xlabel("share of the iteration's energy (%)", fontsize=8)
+        ax.set_xlim(0, 1.25 * right)
+        ax.axvline(100, color="0.5", lw=0.5)
+        ax.set_title(
+            "replay: measured by isolation and repetition"
+            if method == "replay"
+            else "time: attributed by time (a model)",
+            fontsize=8,
+        )
+    handles = [Patch(color=colour[g], label=g) for g in groups]
+    handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="//", label="residual (no component)"))
+    fig.legend(handles=handles, title="layer type", fontsize=7, loc="outside right upper", frameon=False)
+    fig.suptitle(
+        f"Model structures side by side - {_rows_label([{'data': b.data} for b in bars])}", fontsize=9
+    )
     return fig

@@ -274,7 +274,7 @@ def component_blocks(rows: list[ComponentRow], closures: list[Closure]) -> list[
     cols: list[tuple[str, Any]] = [
         ("case", lambda r: component_case_label(r.params)),
         ("rank", lambda r: str(r.rank)),
-        ("component", lambda r: r.component),
+        ("component", lambda r: r.label),
         ("method", lambda r: r.method),
         ("calls per iteration", lambda r: format_number(r.calls_per_iteration)),
         ("energy per call (J)", lambda r: value_pm(r.J_per_call, r.J_per_call_unc)),

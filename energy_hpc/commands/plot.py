@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 HELP = "draw power traces, energy per unit, scaling and component figures (PNG and PDF)"
-KINDS = ("power", "energy", "scaling", "components", "all")
+KINDS = ("power", "energy", "scaling", "components", "structures", "ladder", "knobs", "all")
 log = logging.getLogger(__name__)
 
 
@@ -18,7 +18,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--kind",
         choices=KINDS,
         default="all",
-        help="components: where the energy goes, for cases run with components (all: drawn where present)",
+        help="components: where the energy goes, for cases run with components (all: drawn where present); "
+        "structures: the cases side by side, each one's energy split by layer type in per cent",
     )
     p.add_argument("--by", help="comma-separated fields to group rows by (as for energy-hpc table)")
     p.add_argument(
@@ -54,18 +55,25 @@ def run(args: argparse.Namespace) -> int:
                     log.warning("--stages: no case of these runs has two or more stages; no stage figure")
         if args.kind == "scaling" or (args.kind == "all" and len({r["n_nodes"] for r in rows}) > 1):
             written += save(scaling_figure(scaling_rows(rows, parse_by(args.by))), out / "scaling")
-    if args.kind in ("components", "all"):
-        written += _components(files, out, required=args.kind == "components")
+    if args.kind in ("components", "structures", "all"):
+        written += _components(files, out, args.kind)
+    if args.kind == "ladder":
+        written += _ladder(files, out, parse_by(args.by))
+    if args.kind == "knobs":  # energy and time against a swept power cap or clock (analysis/knobs.py)
+        from energy_hpc.analysis.knobs import knob_figure
+
+        written += save(knob_figure(read_study(files).rows(by=parse_by(args.by))), out / "knobs")
     for p in written:
         print(p)
     return 0
 
 
-def _components(files: list[Path], out: Path, required: bool) -> list[Path]:
-    """The "where the energy goes" figure; a run set without component windows is an error only when
-    the figure was asked for by name."""
+def _components(files: list[Path], out: Path, kind: str) -> list[Path]:
+    """The "where the energy goes" figure (``components``, ``all``) or the structures figure
+    (``structures``); a run set without component windows is an error only when a figure was asked for
+    by name."""
     from energy_hpc.analysis.components import Closure, ComponentRow, component_tables
-    from energy_hpc.analysis.plots import component_figure, save
+    from energy_hpc.analysis.plots import component_figure, save, structures_figure
     from energy_hpc.errors import UserError
 
     rows: list[ComponentRow] = []
@@ -75,9 +83,48 @@ def _components(files: list[Path], out: Path, required: bool) -> list[Path]:
         rows += got_rows
         closures += got_closures
     if not rows:
-        if required:
+        if kind != "all":
             raise UserError(
                 'no component windows in these runs: set components = "blocks" in a [[case]] and run it again'
             )
         return []
+    if kind == "structures":
+        return save(structures_figure(rows, closures), out / "structures")
     return save(component_figure(rows, closures), out / "components")
+
+
+def _ladder(files: list[Path], out: Path, by: list[str] | None) -> list[Path]:
+    """Energy per unit against parameter count with a power law per task, and the fits as JSON."""
+    from energy_hpc.analysis.catalog import read_study
+    from energy_hpc.analysis.formatting import data_banner
+    from energy_hpc.analysis.ladder import (
+        fits_by_task,
+        fits_json,
+        ladder_figure,
+        ladder_points,
+        parameter_counts,
+    )
+    from energy_hpc.analysis.plots import save
+    from energy_hpc.errors import UserError
+
+    rows = read_study(files).rows(by=by)
+    points = ladder_points(rows, parameter_counts(files))
+    if not points:
+        raise UserError(
+            "no case of these runs records its parameter count: the ladder needs built-in random-weight "
+            'models (source = "random"), as in jobs/size-ladder.toml'
+        )
+    data = data_banner(rows)
+    fits = fits_by_task(points)
+    for f in fits:
+        log.info(
+            "ladder %s: J per %s = %.3g x N^(%.3f ± %.2g)",
+            f.task,
+            f.unit,
+            f.prefactor_J,
+            f.exponent,
+            f.exponent_unc,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ladder_fit.json").write_text(fits_json(fits, data))
+    return [*save(ladder_figure(points, fits, data), out / "ladder"), out / "ladder_fit.json"]

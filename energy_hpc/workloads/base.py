@@ -76,6 +76,11 @@ class Workload(ABC):
         attribute, split."""
         return [("", getattr(self, "model", None), True)]
 
+    def component_steps(self) -> list[Any]:
+        """The :class:`~energy_hpc.workloads.components.Steps` of this workload's iterations (drivers
+        whose calls are the steps, for ``components = "detail"``); default: none."""
+        return []
+
     def unload(self) -> None:  # noqa: B027 (optional: a workload that holds memory overrides it)
         """Free the model and device memory before the next case."""
 

@@ -98,10 +98,12 @@ class SpeechRecognition(Workload):
         return Units(len(clips), seconds)
 
     def component_roots(self) -> list[tuple[str, Any, bool]]:
-        """The encoder whole; the decoder split into embeddings, per-layer attention, cross-attention
-        and MLP, final norm; the head."""
+        """The encoder whole (with ``components = "detail"`` split like the decoder, under "enc."); the
+        decoder split into embeddings, per-layer attention, cross-attention and MLP, final norm; the
+        head."""
+        detail = self.case.components == "detail"
         return [
-            ("encoder", self.model.get_encoder(), False),
+            ("enc" if detail else "encoder", self.model.get_encoder(), detail),
             ("dec", self.model.get_decoder(), True),
             ("head", self.model.get_output_embeddings(), False),
         ]

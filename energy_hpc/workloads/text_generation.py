@@ -142,6 +142,15 @@ class TextGeneration(Workload):
         split.decode.units = batch * (n - 1)
         return Units(batch * n, prompt_tokens)
 
+    def component_steps(self) -> list[Any]:
+        """With ``components = "detail"``: each forward of the model is a step, the first the prefill
+        and every later one a decode step; the components' calls are timed and replayed apart."""
+        from energy_hpc.workloads.components import Steps, prefill_decode
+
+        if self.case.components != "detail":
+            return []
+        return [Steps(self.model, prefill_decode, replay=True)]
+
     def unload(self) -> None:
         from energy_hpc.workloads.hf import free
 

@@ -70,6 +70,31 @@ SDXL = "StableDiffusionXLPipeline"
 REFINER = "StableDiffusionXLImg2ImgPipeline"
 
 
+# the layers of a UNet block by type: (attribute path inside a block's transformer layers, kind)
+_TRANSFORMER_LAYERS = (("attn1", "attn"), ("attn2", "xattn"), ("ff", "ff"))
+
+
+def layer_types(name: str, block: Any) -> list[tuple[str, Any, bool]]:
+    """Component roots of one UNet block (or a whole transformer denoiser) split by layer type:
+    ``name.attn``, ``name.xattn``, ``name.ff``, ``name.resnet``, ``name.conv``, each a group of the
+    block's modules of that type."""
+    groups: dict[str, list[Any]] = {"resnet": list(getattr(block, "resnets", None) or [])}
+    for kind in ("attn", "xattn", "ff"):
+        groups[kind] = []
+    transformers = list(getattr(block, "attentions", None) or [])
+    if hasattr(block, "transformer_blocks"):  # a transformer denoiser is its own one transformer
+        transformers.append(block)
+    for transformer in transformers:
+        for layer in getattr(transformer, "transformer_blocks", None) or []:
+            for attr, kind in _TRANSFORMER_LAYERS:
+                if getattr(layer, attr, None) is not None:
+                    groups[kind].append(getattr(layer, attr))
+    groups["conv"] = list(getattr(block, "downsamplers", None) or []) + list(
+        getattr(block, "upsamplers", None) or []
+    )
+    return [(f"{name}.{kind}", mods, False) for kind, mods in groups.items() if mods]
+
+
 class TextToImage(Workload):
     unit = "image"
     description = "diffusers text-to-image pipeline (Stable Diffusion 1.x/2.x, SDXL, optional refiner)"
@@ -183,7 +208,11 @@ class TextToImage(Workload):
 
     def component_roots(self) -> list[tuple[str, Any, bool]]:
         """Text encoder(s), the denoiser's down / mid / up blocks, the VAE decoder; a refiner's the same
-        under "refiner."."""
+        under "refiner.". With ``components = "detail"`` each block is split by layer type instead:
+        ``unet.down1.attn`` (self-attention), ``.xattn`` (cross-attention), ``.ff`` (feed-forward),
+        ``.resnet``, ``.conv`` (down- and upsamplers), each one group of modules; the rest of a block
+        (the norms and projections around its transformer layers) stays in the residual."""
+        detail = self.case.components == "detail"
         roots: list[tuple[str, Any, bool]] = []
         for prefix, pipe in (("", self.pipe), ("refiner.", self.refiner)):
             if pipe is None:
@@ -192,12 +221,33 @@ class TextToImage(Workload):
                 roots.append((f"{prefix}{enc}", getattr(pipe, enc, None), False))
             unet = getattr(pipe, "unet", None)
             if unet is not None:
-                roots += [(f"{prefix}unet.down{i}", b, False) for i, b in enumerate(unet.down_blocks)]
-                roots.append((f"{prefix}unet.mid", unet.mid_block, False))
-                roots += [(f"{prefix}unet.up{i}", b, False) for i, b in enumerate(unet.up_blocks)]
+                blocks = [(f"{prefix}unet.down{i}", b) for i, b in enumerate(unet.down_blocks)]
+                blocks.append((f"{prefix}unet.mid", unet.mid_block))
+                blocks += [(f"{prefix}unet.up{i}", b) for i, b in enumerate(unet.up_blocks)]
+                for name, block in blocks:
+                    roots += layer_types(name, block) if detail else [(name, block, False)]
+            dit = getattr(pipe, "transformer", None)
+            if dit is not None:  # a transformer denoiser (PixArt): its layers, or its layer types
+                roots += (
+                    layer_types(f"{prefix}transformer", dit)
+                    if detail
+                    else [(f"{prefix}transformer", dit, True)]
+                )
             vae = getattr(pipe, "vae", None)
             roots.append((f"{prefix}vae.decode", getattr(vae, "decoder", None), False))
         return roots
+
+    def component_steps(self) -> list[Any]:
+        """With ``components = "detail"``: each UNet call is one denoising step; the timed calls inside
+        it are told by first / middle / last step (timed only: a replay of every step would multiply
+        the replay windows by the number of steps for the same computation)."""
+        from energy_hpc.workloads.components import Steps, first_middle_last
+
+        if self.case.components != "detail":
+            return []
+        pipes = [p for p in (self.pipe, self.refiner) if p is not None]
+        denoisers = [getattr(p, "unet", None) or getattr(p, "transformer", None) for p in pipes]
+        return [Steps(d, first_middle_last, replay=False) for d in denoisers if d is not None]
 
     def unload(self) -> None:
         import gc

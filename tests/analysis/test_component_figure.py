@@ -3,14 +3,24 @@ components (the synthetic sensor at a constant 50 W) and one without."""
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import pytest
 from _runs import build, case_row, channel, rank_row, window
-from helpers import run_cli
+from helpers import REPO, run_cli
 
 from energy_hpc.analysis.components import REPLAY, TIME, component_tables
-from energy_hpc.analysis.plots import component_bars, component_figure, component_group, save
+from energy_hpc.analysis.plots import (
+    component_bars,
+    component_figure,
+    component_group,
+    layer_type,
+    save,
+    structure_bars,
+    structures_figure,
+)
 from energy_hpc.analysis.report import write_report
 from energy_hpc.context import RankContext, SingleComm
 from energy_hpc.run import run_job
@@ -145,3 +155,91 @@ def test_the_report_has_the_section_only_with_components(
     assert "Where the energy goes" not in without_index.read_text()
     assert "Where the energy goes" not in (tmp_path / "without" / "index.html").read_text()
     assert not (tmp_path / "without" / "components.png").exists()
+
+
+# ------------------------------------------------------------------ model structures side by side
+
+
+@pytest.fixture(scope="module")
+def structures_run(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
+    """jobs/tiny-model-structures.toml end to end through the CLI (real inference on the CPU) on an
+    emulated H100: a UNet, a transformer denoiser, a decoder-only LLM, an encoder-decoder and a ViT,
+    components = "detail"."""
+    out = tmp_path_factory.mktemp("structures")
+    r = run_cli(
+        "run",
+        str(REPO / "jobs" / "tiny-model-structures.toml"),
+        "-o",
+        str(out),
+        "--sensors",
+        "emulated:h100",
+        env={"ENERGY_HPC_CACHE": os.environ["ENERGY_HPC_CACHE"]},
+    )
+    assert r.returncode == 0, r.stderr
+    return Path(r.stdout.strip())
+
+
+def test_layer_types_read_the_same_across_architectures() -> None:
+    assert {layer_type(n) for n in ("L3.attn", "dec.L0.attn@decode", "unet.down1.attn", "enc.L1.attn")} == {
+        "self-attention"
+    }
+    assert {layer_type(n) for n in ("L1.mlp@prefill", "unet.up0.ff", "refiner.unet.mid.ff")} == {
+        "MLP / feed-forward"
+    }
+    assert layer_type("dec.L1.xattn") == layer_type("unet.mid.xattn") == "cross-attention"
+    assert layer_type("unet.down0.resnet") == layer_type("unet.up0.conv") == "resnet / conv"
+    assert layer_type("text_encoder_2") == "text encoder" and layer_type("vae.decode") == "VAE decode"
+    assert layer_type("unet.down1") == "UNet blocks (whole)"  # components = "blocks"
+    assert layer_type("embed") == layer_type("rotary_emb") == layer_type("transformer.embed") == "embeddings"
+
+
+def test_the_structures_figure_draws_the_component_rows_and_the_residual_of_each_case(
+    structures_run: Path,
+) -> None:
+    rows, closures = component_tables(structures_run)
+    assert {r.data for r in rows} == {"EMULATED h100"}
+    # the closure residual is reported per case and method, with its uncertainty
+    assert {(c.case, c.method) for c in closures} == {(i, m) for i in range(5) for m in (REPLAY, TIME)}
+    # the two denoisers' iterations (0.1 s and more) always resolve; the toy LLM, T5 and ViT iterations
+    # last a few ms, which a 100 ms sensor can miss
+    assert all(math.isfinite(c.residual_J) and c.residual_J_unc >= 0 for c in closures if c.case < 2)
+    fig = structures_figure(rows, closures)
+    drawn = {p.get_gid(): p.get_width() for ax in fig.axes for p in ax.patches if p.get_gid()}
+    bars = structure_bars(rows, closures)
+    assert len(bars) == 10
+    for b in bars:
+        (c,) = [c for c in closures if (c.case, c.method) == (b.case, b.method)]
+        if not (c.iteration_J > 0 and math.isfinite(c.residual_J)):  # not resolved: said, not drawn
+            assert b.case >= 2 and not b.shares
+            assert not any(k.startswith(f"{b.method}|{b.label}|") for k in drawn)
+            continue
+        mine = [r for r in rows if (r.case, r.method) == (b.case, b.method)]
+        want: dict[str, float] = {}
+        for r in mine:
+            want[layer_type(r.component)] = want.get(layer_type(r.component), 0.0) + r.share
+        got = {k.split("|")[2]: v / 100 for k, v in drawn.items() if k.startswith(f"{b.method}|{b.label}|")}
+        assert got.pop("residual") == pytest.approx(c.residual_J / c.iteration_J)
+        assert got == pytest.approx(want)
+        # parts + residual = the measured iteration
+        assert sum(got.values()) + c.residual_J / c.iteration_J == pytest.approx(1.0)
+    types = {k.split("|")[2] for k in drawn}
+    assert {
+        "self-attention",
+        "cross-attention",
+        "MLP / feed-forward",
+        "resnet / conv",
+        "text encoder",
+    } <= types
+    assert sum(bool(b.shares) for b in bars) >= 4
+
+
+def test_plot_kind_structures_writes_the_figure_and_the_table_prints_each_closure(
+    structures_run: Path, tmp_path: Path
+) -> None:
+    r = run_cli("plot", str(structures_run), "--kind", "structures", "-o", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "structures.png").stat().st_size > 0 and (tmp_path / "structures.pdf").exists()
+    t = run_cli("table", str(structures_run), "--components")
+    lines = [x for x in t.stdout.splitlines() if " residual " in x and " = components " in x]
+    assert len(lines) == 10  # 5 cases x 2 methods
+    assert "L0.attn (prefill)" in t.stdout and "L0.attn (decode)" in t.stdout

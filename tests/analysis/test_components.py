@@ -71,7 +71,7 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -
 
 def test_the_run_file_holds_component_windows_with_their_calls(synthetic_run: Path) -> None:
     with h5py.File(synthetic_run) as f:
-        assert f.attrs["schema_version"] == "1.4"
+        assert f.attrs["schema_version"] == "1.5"
         w = f["windows"]
         phase = [x.decode() for x in w["phase"][:]]
         stage = [x.decode() for x in w["stage"][:]]

@@ -117,3 +117,82 @@ def test_the_case_option_is_checked_and_names_the_case() -> None:
     with pytest.raises(SpecError, match="components") as exc:
         job(base + 'components = "layers"\n')
     assert "\n" not in str(exc.value) and "blocks" in str(exc.value)
+
+
+def _detail(task: str, model: str, opts: str):
+    case = job(
+        f'[[case]]\ntask = "{task}"\nmodel = "{model}"\nsource = "random"\ncomponents = "detail"\n'
+        f"[case.options]\n{opts}\n"
+    ).cases[0]
+    cls = workload_class(task)
+    cls.prepare(case)
+    wl = cls(case, CPU)
+    wl.load()
+    return wl
+
+
+def test_detail_splits_a_unet_by_layer_type_and_tags_its_calls_by_step(tiny) -> None:
+    wl = _detail("text-to-image", "tiny-sd", "steps = 4")
+    try:
+        comps = find_components(wl.component_roots())
+        names = [c.name for c in comps]
+        # tiny-sd: down0 resnets + downsampler, down1 with transformer layers, mid, up0 with transformer
+        # layers + upsampler, up1 resnets
+        for want in ("unet.down0.resnet", "unet.down0.conv", "unet.down1.attn", "unet.down1.xattn"):
+            assert want in names, names
+        assert "unet.down1" not in names and "text_encoder" in names and "vae.decode" in names
+        group = next(c for c in comps if c.name == "unet.down1.resnet")
+        assert len(group.modules()) == 1  # layers_per_block = 1
+        probe = Probe(comps, CPU, wl.component_steps())
+        with probe.timing():
+            wl.run(0, no_stages)
+        times = probe.take_times()
+        # a UNet layer is called once per denoising step: 1 first, 2 middle, 1 last
+        assert {k: times[k][0] for k in times if k.startswith("unet.down1.attn")} == {
+            "unet.down1.attn@first": 1,
+            "unet.down1.attn@middle": 2,
+            "unet.down1.attn@last": 1,
+        }
+        # outside the UNet no tag: the text encoder runs before the first step, the VAE after the last
+        # (the text encoder twice: the prompt and the empty prompt of classifier-free guidance)
+        assert times["text_encoder"][0] == 2 and times["vae.decode"][0] == 1
+        # the time method only: the captured calls of a UNet layer are replayed as one component
+        with probe.capture({k: float(c) for k, (c, _) in times.items()}):
+            wl.run(0, no_stages)
+        keys = probe.replay_keys()
+        assert "unet.down1.attn" in keys and not any("@" in k for k in keys)
+        assert probe.calls_per_iteration("unet.down1.attn") == 4
+        assert probe.replay("unet.down1.attn")(1) == 4
+        probe.release()
+    finally:
+        wl.unload()
+
+
+def test_detail_times_and_replays_prefill_and_decode_apart(tiny) -> None:
+    wl = _detail("text-generation", "tiny-llama", "max_new_tokens = 4")
+    try:
+        comps = find_components(wl.component_roots())
+        probe = Probe(comps, CPU, wl.component_steps())
+        with probe.timing():
+            wl.run(0, no_stages)
+        times = probe.take_times()
+        # one forward for the prompt, then one per further token: 1 prefill and 3 decode calls
+        assert times["L0.attn@prefill"][0] == 1 and times["L0.attn@decode"][0] == 3
+        assert "L0.attn" not in times
+        with probe.capture({k: float(c) for k, (c, _) in times.items()}):
+            wl.run(0, no_stages)
+        assert {"L0.attn@prefill", "L0.attn@decode", "head@prefill", "head@decode"} <= set(
+            probe.replay_keys()
+        )
+        assert probe.calls_per_iteration("L0.attn@decode") == 3
+        assert probe.replay("L0.attn@prefill")(2) == 2
+        assert probe.replay("L0.attn@decode")(1) == 3
+        # the prefill call sees the whole prompt, a decode call one new token
+        (args, kwargs), *_ = probe.state["L0.attn@prefill"].captured
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        (dargs, dkwargs), *_ = probe.state["L0.attn@decode"].captured
+        dhidden = dkwargs.get("hidden_states", dargs[0] if dargs else None)
+        assert hidden.shape[1] > 1 and dhidden.shape[1] == 1
+        probe.release()
+    finally:
+        wl.unload()

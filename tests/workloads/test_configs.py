@@ -18,7 +18,12 @@ PUBLISHED = {
         "text_encoder_2": 694_659_840,
     },
     "sdxl-refiner": {"unet": 2_259_526_660, "vae": 83_653_863, "text_encoder_2": 694_659_840},
+    # PixArt-Sigma XL-2 1024: the transformer is diffusers' default PixArtTransformer2DModel (the
+    # published "0.6B"), the encoder T5 v1.1 XXL's (the published "4.7B"), the VAE SDXL's
+    "pixart-sigma": {"transformer": 610_856_096, "vae": 83_653_863, "text_encoder": 4_762_310_656},
     "llama-3-8b": {"model": 8_030_261_248},
+    "llama-3.2-1b": {"model": 1_235_814_400},
+    "llama-3.2-3b": {"model": 3_212_749_824},
     "t5-base": {"model": 222_903_552},
     "opus-mt-en-de": {"model": 74_410_496},
     "vit-base-patch16-224": {"model": 86_567_656},

@@ -2,4 +2,4 @@
 :func:`energy_hpc.workloads.random_registry.register_random` on import. ``tiny-*`` are real architectures at toy
 sizes for tests, the demo and the smoke-test job; the others follow published models."""
 
-from energy_hpc.workloads.configs import diffusion, language, speech, vision  # noqa: F401
+from energy_hpc.workloads.configs import diffusion, ladder, language, speech, vision  # noqa: F401

@@ -2,7 +2,9 @@
 
 The published architectures (Stable Diffusion 1.5, SDXL base 1.0, SDXL refiner 1.0) are written out
 from their released ``config.json`` files; ``tests/workloads/test_configs.py`` checks their parameter
-counts against the published ones on the meta device (no weights are made).
+counts against the published ones on the meta device (no weights are made). PixArt-Sigma (a transformer
+denoiser, DiT-style, with a T5 text encoder) is diffusers' own default ``PixArtTransformer2DModel``
+(the XL-2 1024 model), the T5 v1.1 XXL encoder and the SDXL VAE.
 """
 
 from __future__ import annotations
@@ -161,6 +163,107 @@ SCHEDULER = {
 }
 
 
+# PixArt-Sigma XL-2 1024: a transformer denoiser on 128x128 latents, conditioned on T5 v1.1 XXL
+PIXART_SIGMA = {"sample_size": 128, "caption_channels": 4096, "use_additional_conditions": False}
+T5_XXL_ENCODER = {
+    "vocab_size": 32128,
+    "d_model": 4096,
+    "d_ff": 10240,
+    "d_kv": 64,
+    "num_heads": 64,
+    "num_layers": 24,
+    "feed_forward_proj": "gated-gelu",
+}
+PIXART_SCHEDULER = {
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "num_train_timesteps": 1000,
+}
+# toy sizes: sample_size 32 is the smallest the pipeline's resolution bins know (256x256 images); the
+# VAE scales by 8 as the real one does, so the latents are 32x32 and the transformer sees 256 patches
+PIXART_TINY = {
+    "num_attention_heads": 2,
+    "attention_head_dim": 16,
+    "num_layers": 2,
+    "cross_attention_dim": 32,
+    "sample_size": 32,
+    "caption_channels": 32,
+    "use_additional_conditions": False,
+}
+T5_TINY_ENCODER = {"vocab_size": 300, "d_model": 32, "d_ff": 37, "d_kv": 8, "num_heads": 4, "num_layers": 2}
+VAE_TINY_8 = dict(
+    VAE_TINY,
+    block_out_channels=(32, 32, 32, 32),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=1,
+)
+T5_SPECIALS = ("<pad>", "</s>", "<unk>")  # pad 0, end of sequence 1, unknown 2, as T5's
+
+
+def _t5_encoder(cfg: dict[str, Any]) -> Callable[[], Any]:
+    def make() -> Any:
+        from transformers import T5Config, T5EncoderModel
+
+        return T5EncoderModel(T5Config(**cfg, pad_token_id=0, eos_token_id=1, is_encoder_decoder=False))
+
+    return make
+
+
+def _pixart(cfg: dict[str, Any]) -> Callable[[], Any]:
+    def make() -> Any:
+        from diffusers import PixArtTransformer2DModel
+
+        return PixArtTransformer2DModel(**cfg)
+
+    return make
+
+
+class _PixArt:
+    """A PixArt-Sigma pipeline: T5 encoder, transformer denoiser, VAE, DPM-Solver."""
+
+    def __init__(
+        self,
+        transformer: dict[str, Any],
+        t5: dict[str, Any],
+        vae: tuple[dict[str, Any], int, float],
+        save_fp16: bool,
+    ) -> None:
+        self.transformer, self.t5, self.vae, self.save_fp16 = transformer, t5, vae, save_fp16
+        self.kind = "pixart"
+
+    def modules(self) -> dict[str, Callable[[], Any]]:
+        return {
+            "transformer": _pixart(self.transformer),
+            "vae": _vae(*self.vae),
+            "text_encoder": _t5_encoder(self.t5),
+        }
+
+    def build(self, folder: Path) -> None:
+        import torch
+        from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
+
+        from energy_hpc.workloads.configs.tokenizers import byte_level_tokenizer
+
+        tokenizer = byte_level_tokenizer(
+            T5_SPECIALS,
+            max_length=300,
+            append_eos="</s>",
+            pad_token="<pad>",
+            eos_token="</s>",
+            unk_token="<unk>",
+        )
+        torch.manual_seed(SEED)
+        parts = {name: make() for name, make in self.modules().items()}
+        pipe: Any = PixArtSigmaPipeline(  # diffusers' stubs do not show the DiffusionPipeline methods
+            **parts, tokenizer=tokenizer, scheduler=DPMSolverMultistepScheduler(**PIXART_SCHEDULER)
+        )
+        if self.save_fp16:
+            pipe.to(torch.float16)
+        pipe.save_pretrained(folder)
+
+
 def _clip(cfg: dict[str, Any], projection: bool) -> Callable[[], Any]:
     def make() -> Any:
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -276,9 +379,10 @@ _PIPELINE_CLASS = {
     "sd": "StableDiffusionPipeline",
     "sdxl": "StableDiffusionXLPipeline",
     "refiner": "StableDiffusionXLImg2ImgPipeline",
+    "pixart": "PixArtSigmaPipeline",
 }
 
-for _name, _pipe, _about in (
+_PIPELINES: tuple[tuple[str, _Pipeline | _PixArt, str], ...] = (
     (
         "tiny-sd",
         _Pipeline("sd", UNET_TINY, (VAE_TINY, 32, 0.18215), (CLIP_TINY,), 16, False),
@@ -309,7 +413,18 @@ for _name, _pipe, _about in (
         _Pipeline("refiner", UNET_SDXL_REFINER, (VAE_FULL, 1024, 0.13025), (CLIP_G,), 77, True),
         "SDXL refiner 1.0 (UNet 2.3B), pairs with sdxl-base",
     ),
-):
+    (
+        "tiny-pixart",
+        _PixArt(PIXART_TINY, T5_TINY_ENCODER, (VAE_TINY_8, 256, 0.13025), False),
+        "PixArt-Sigma at toy size: a transformer denoiser (256x256 images, 256 patches)",
+    ),
+    (
+        "pixart-sigma",
+        _PixArt(PIXART_SIGMA, T5_XXL_ENCODER, (VAE_FULL, 1024, 0.13025), True),
+        "PixArt-Sigma XL-2 1024 (transformer denoiser 0.6B, T5 v1.1 XXL encoder 4.8B, 1024x1024)",
+    ),
+)
+for _name, _pipe, _about in _PIPELINES:
     register_random(
         _name,
         "text-to-image",

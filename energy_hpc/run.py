@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from energy_hpc import settings
 from energy_hpc.context import Comm, RankContext, SignalFacts, signal_cause, signal_facts
 from energy_hpc.errors import OutputError, UserError
-from energy_hpc.jobtypes import Case, Job, case_json
+from energy_hpc.jobtypes import Case, Job, case_json, run_order
 from energy_hpc.store import (
     RankRecord,
     RunHeader,
@@ -53,6 +53,7 @@ from energy_hpc.windows import Phase, Window, WindowLog, to_array
 if TYPE_CHECKING:
     from energy_hpc.gather import GatherOutcome
     from energy_hpc.spill import Spiller, SpillPlan
+    from energy_hpc.telemetry.control import DeviceControl
     from energy_hpc.telemetry.sampler import ChannelTrace, SamplerLike
     from energy_hpc.telemetry.sampler_proc import ProcessSampler
     from energy_hpc.workloads.base import Workload
@@ -208,6 +209,10 @@ def run_job(
         outcome = run.finish(keep_spills)
     finally:
         run.signals.restore()
+        if run.frozen:  # the last case's model is collectable again (the command freezes at its exit)
+            import gc
+
+            gc.unfreeze()
     return run.result(outcome)
 
 
@@ -232,6 +237,9 @@ class RankRun:
     signals: _Signals = field(default_factory=_Signals)
     failures: list[str] = field(default_factory=list)
     interrupted: str = ""  # the signal that ended the measuring
+    control: DeviceControl | None = None  # the device's power cap and clocks (telemetry.control)
+    order: list[int] = field(default_factory=list)  # case indices in the order they run (jobtypes.run_order)
+    frozen: bool = False  # the heap frozen before the last case's unload (_freeze_for_the_end)
 
     @classmethod
     def set_up(
@@ -267,9 +275,10 @@ class RankRun:
             (time.time(), run_file_stem(job.name, ctx.slurm), signal_facts()) if root else None, root=0
         )
         offset = time.monotonic() - (time.time() - epoch_unix)
+        order, trial_attrs = _trial_plan(job, epoch_unix)
 
         device = collective(comm, "device", lambda: _resolve_device(measure.device, ctx))
-        sampler, backends, skipped = _open_sampler(
+        sampler, backends, skipped, control = _open_sampler(
             job, ctx, comm, device, sensors or measure.sensors, interval_s, process_sampler
         )
         for name, why in skipped.items():
@@ -295,10 +304,15 @@ class RankRun:
                 launcher=ctx.launcher,
                 slurm=ctx.slurm,
                 interval_s=interval_s,
+                extra=trial_attrs,
             ),
             stem=stem,
             offset=offset,
-            cases=[_case_row(c) for c in job.cases],
+            cases=[
+                {**_case_row(c), "trial": c.trial, "order": order.index(c.index), **_warmup_rule(job, c)}
+                for c in job.cases
+            ],
+            order=order,
             record=RankRecord(
                 host=ctx.hostname,
                 node=ctx.node_index,
@@ -314,7 +328,13 @@ class RankRun:
                 sensors=",".join(backends),
                 sensors_skipped=_json(skipped),
             ),
-            windows=WindowLog(ctx.rank, clock=time.monotonic, sync=device.synchronize),
+            windows=WindowLog(
+                ctx.rank,
+                clock=time.monotonic,
+                sync=device.synchronize,
+                state=(lambda: control.state().values()) if control is not None else None,
+            ),
+            control=control,
             plan=plan,
             signals=_Signals(facts),
         )
@@ -370,11 +390,14 @@ class RankRun:
                 log.info("idle baseline: %.1f s", m.idle_seconds)
                 with self.windows.window(-1, Phase.IDLE):
                     sleep(m.idle_seconds)
-            for case in self.job.cases:
-                self._case(case)
-            if m.cooldown_seconds > 0:
-                with self.windows.window(-1, Phase.COOLDOWN):
-                    sleep(m.cooldown_seconds)
+            order = list(self.order or range(len(self.job.cases)))
+            for position, index in enumerate(order):
+                # nothing but the gather after the last case (a cool-down window wants the model freed)
+                last = position == len(order) - 1 and m.cooldown_seconds <= 0
+                self._case(self.job.cases[index], last=last)
+                if m.cooldown_seconds > 0:  # after every case: the next one starts from the same state
+                    with self.windows.window(-1, Phase.COOLDOWN, position):
+                        sleep(m.cooldown_seconds)
         except RunInterrupted as exc:
             self.interrupted = exc.signame
             self.windows.interrupt_open()
@@ -388,13 +411,23 @@ class RankRun:
             self.windows.interrupt_open()
         finally:
             self.signals.disarm()
+            if self.control is not None:  # whatever ended the measuring, the device goes back as it was
+                self.control.restore()
+                self.control.close()
             self.sampler.stop()
             self.sampler.close_sensors()
 
-    def _case(self, case: Case) -> None:
+    def _case(self, case: Case, last: bool = False) -> None:
         """One case; its failure is recorded, never raised (one case failing must not lose the others)."""
         try:
-            _run_case(self.job, case, self.device, self.windows, self.ctx.is_root)
+            try:
+                if self.control is not None:  # before the case's load and warm-up
+                    self.control.apply(case.knobs())
+                before_unload = self._freeze_for_the_end if last else None
+                _run_case(self.job, case, self.device, self.windows, self.ctx.is_root, before_unload)
+            finally:  # after the case, a failure or a signal (RunInterrupted unwinds through here)
+                if self.control is not None:
+                    self.control.restore()
         except RunInterrupted:
             raise
         except (Exception, UserError) as exc:
@@ -405,6 +438,17 @@ class RankRun:
             log.error("%s", msg)
             log.debug("%s", traceback.format_exc())
             self.failures.append(msg)
+
+    def _freeze_for_the_end(self) -> None:
+        """After the last case's measured windows, before its ``unload``: nothing but the gather
+        follows, so the full collection ``unload`` makes (0.25 s of walking the ~400,000 objects the
+        model libraries made, docs/performance.md) is spared by freezing the heap; :func:`run_job`
+        lets go after the gather. A heap someone else froze is left as it is."""
+        import gc
+
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            self.frozen = True
 
     def finish(self, keep_spills: bool) -> GatherOutcome:
         """Close this rank's record and its spill file, then the gather: rank 0 writes the run file
@@ -440,6 +484,7 @@ class RankRun:
             compression=self.job.measure.compression,
             spills=self.plan,
             interrupted=lambda: self.signals.received,
+            layout=self.ctx.layout,
         )
 
     def _close_record(self, traces: Sequence[ChannelTrace]) -> None:
@@ -461,6 +506,18 @@ class RankRun:
             + _sensor_notes(traces, self.offset)
         )
         self.record.status, self.record.error = status, error
+        rows = self.windows.state_rows(self.offset)
+        if rows:
+            from energy_hpc.telemetry.control import STATE_FIELDS
+
+            self.record.device_state = _json(
+                {
+                    "columns": ["case", "phase", "iteration", "start"]
+                    + [f"{f}_start" for f in STATE_FIELDS]
+                    + [f"{f}_end" for f in STATE_FIELDS],
+                    "rows": rows,
+                }
+            )
         if self.spiller:
             self.spiller.stop(self.record)
             note = ""
@@ -512,10 +569,11 @@ def _open_sampler(
     names: tuple[str, ...],
     interval_s: float,
     process_sampler: Callable[[], ProcessSampler] | None,
-) -> tuple[SamplerLike, list[str], dict[str, str]]:
+) -> tuple[SamplerLike, list[str], dict[str, str], DeviceControl | None]:
     """Collective: the node leaders build the models while the sampling process starts, then every
-    rank opens its sensors (in that process, or for a sampling thread here). Returns the sampler, the
-    backends opened and those skipped (with why). On a failure anywhere the sampling process is ended."""
+    rank opens its sensors (in that process, or for a sampling thread here) and the control of its
+    device's settings. Returns the sampler, the backends opened, those skipped (with why) and the
+    control (None without one). On a failure anywhere the sampling process is ended."""
     from energy_hpc.telemetry.registry import open_sensors
     from energy_hpc.telemetry.sampler import Sampler
 
@@ -536,16 +594,79 @@ def _open_sampler(
             node_devices=_node_devices(comm, ctx.node_index, device.bus_id),
             options=dict(measure.sensor_options),
         )
+        owner = _owns_device(comm, ctx, device.bus_id)
         if child is not None:
             opened_child = collective(comm, "sensors", partial(child.open, names, sctx, interval_s))
-            return opened_child, list(opened_child.backends), dict(opened_child.skipped)
+            backends = list(opened_child.backends)
+            control = collective(
+                comm, "device settings", lambda: _open_control(job, sctx, owner, backends, [])
+            )
+            return opened_child, backends, dict(opened_child.skipped), control
         opened = collective(comm, "sensors", lambda: open_sensors(names, sctx))
+        backends = [s.backend for s in opened.sensors]
+        control = collective(
+            comm, "device settings", lambda: _open_control(job, sctx, owner, backends, opened.sensors)
+        )
         sampler = Sampler(opened.sensors, interval_s)
-        return sampler, [s.backend for s in opened.sensors], dict(opened.skipped)
+        return sampler, backends, dict(opened.skipped), control
     except BaseException:
         if child is not None:
             child.abandon()
         raise
+
+
+def _owns_device(comm: Comm, ctx: RankContext, bus_id: str) -> bool:
+    """Whether this rank sets its device's power cap and clocks: of the ranks of a node bound to one
+    device, the lowest does (a rank without a known device owns what it sees)."""
+    pairs = comm.gather((ctx.node_index, bus_id, comm.rank), root=0)
+    first: dict[tuple[int, str], int] = {}
+    for node, bus, rank in pairs or []:
+        if bus:
+            first.setdefault((node, bus), rank)
+    first = comm.bcast(first if comm.rank == 0 else None, root=0)
+    return not bus_id or first.get((ctx.node_index, bus_id), comm.rank) == comm.rank
+
+
+def _open_control(
+    job: Job, sctx: SensorContext, owner: bool, backends: Sequence[str], sensors: Sequence[Any]
+) -> DeviceControl | None:
+    """The control of the rank's device settings: an emulated part's stand-in when one was opened in
+    this process, else NVML or amdsmi where that sensor opened. With cases that set a power cap or a
+    clock it must exist and may change settings (checked here, before any work: ControlRefused);
+    without, it only reads the device's state, and its absence is no error."""
+    from energy_hpc.errors import SensorUnavailable
+    from energy_hpc.telemetry.control import ControlRefused, emulated_control, open_control
+
+    wanted = [c.knobs() for c in job.cases if c.knobs()]
+    control = emulated_control(sensors)
+    if control is None:
+        for backend in ("nvml", "amdsmi"):
+            if backend in backends:
+                try:
+                    control = open_control(backend, sctx, owner=owner)
+                except SensorUnavailable as exc:
+                    if wanted:
+                        raise ControlRefused(f"cannot set the device's power cap or clocks: {exc}") from None
+                break
+    if control is None:
+        if not wanted:
+            return None
+        what = ", ".join(f"{k} = {v}" for k, v in wanted[0].items())
+        if "emulated" in backends:
+            raise ControlRefused(
+                f"a case sets {what}: an emulated device takes settings only when it is sampled in the "
+                'rank\'s own process; set [measure] sampler = "thread"'
+            )
+        raise ControlRefused(
+            f"a case sets {what}, but this rank has no device whose settings can be set (sensors: "
+            f"{', '.join(backends) or 'none'}); run on a GPU measured through nvml or amdsmi, or remove it"
+        )
+    try:
+        control.check(wanted)
+    except BaseException:
+        control.close()
+        raise
+    return control
 
 
 def _sensor_notes(traces: Sequence[ChannelTrace], offset: float) -> list[str]:
@@ -575,12 +696,39 @@ def _expected_seconds(job: Job) -> float:
         30.0
         + 5.0
         * (
-            (m.warmup if c.warmup is None else c.warmup)
+            (m.warmup if c.warmup is None else c.warmup if m.warmup_rule == "fixed" else m.max_warmup)
             + (m.iterations if c.iterations is None else c.iterations)
         )
         for c in job.cases
     ]
-    return m.idle_seconds + m.cooldown_seconds + sum(per_case)
+    return m.idle_seconds + m.cooldown_seconds * len(job.cases) + sum(per_case)
+
+
+def _trial_plan(job: Job, epoch_unix: float) -> tuple[list[int], dict[str, Any]]:
+    """The order the cases run in, and what the run file records of it (root attributes). A random
+    order without a seed in the job takes one from the run's epoch, the same on every rank."""
+    m = job.measure
+    seed = m.seed if m.seed is not None else int(epoch_unix * 1e6) % 2**32
+    attrs: dict[str, Any] = {"trials": m.trials, "trial_order": m.trial_order}
+    if m.trial_order == "random":
+        attrs["trial_seed"] = seed
+    return run_order(len(job.cases), m.trial_order, seed), attrs
+
+
+def _warmup_rule(job: Job, c: Case) -> dict[str, Any]:
+    """The /cases fields that say how the case warmed up (the warm-up windows say how many it took)."""
+    m = job.measure
+    if c.warmup is not None or m.warmup_rule == "fixed":
+        return {"warmup_rule": f"fixed {m.warmup if c.warmup is None else c.warmup}"}
+    return {"warmup_rule": f"steady {m.steady_tolerance:g} max {m.max_warmup}"}
+
+
+def steady_state(seconds: Sequence[float], tolerance: float) -> bool:
+    """Whether warm-up may stop: the last iteration's wall time is within ``tolerance`` (relative) of
+    the one before it."""
+    if len(seconds) < 2 or seconds[-2] <= 0:
+        return False
+    return abs(seconds[-1] - seconds[-2]) <= tolerance * seconds[-2]
 
 
 def _spawn_sampler(
@@ -655,9 +803,36 @@ def _provenance(c: Case) -> str:
     from energy_hpc.workloads.models import provenance
 
     try:
-        return _json(provenance(c.source, c.model_path))
+        return _json({**provenance(c.source, c.model_path), **_n_parameters(c)})
     except (ModelSourceError, OSError) as exc:
         return _json({"source": c.source, "model": c.model_path, "error": str(exc)})
+
+
+def _n_parameters(c: Case) -> dict[str, int]:
+    """``{"n_parameters": N}`` of a built-in random-weight architecture; empty for other sources, whose
+    weights the run does not count."""
+    n = _random_parameters(c.model_path) if c.source == "random" else None
+    return {} if n is None else {"n_parameters": n}
+
+
+@cache
+def _random_parameters(name: str) -> int | None:
+    """Parameters of the built-in random architecture ``name``, counted on the meta device (no weights
+    made, once per process); None for a config folder or an architecture meta tensors cannot build."""
+    from energy_hpc.workloads.models import random_configs
+
+    config = random_configs().get(name)
+    if config is None:
+        return None
+    import torch
+
+    try:
+        with torch.device("meta"):
+            modules = [make() for make in config.modules().values()]
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
+        log.debug("parameters of %s not counted: %s", name, exc)
+        return None
+    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 def _resolve_device(want: str, ctx: RankContext) -> TorchDevice:
@@ -679,10 +854,20 @@ def _prepare_models(cases: tuple[Case, ...], leader: bool) -> None:
             workload_class(c.task).prepare(c)
 
 
-def _run_case(job: Job, case: Case, device: TorchDevice, windows: WindowLog, root: bool) -> None:
+def _run_case(
+    job: Job,
+    case: Case,
+    device: TorchDevice,
+    windows: WindowLog,
+    root: bool,
+    before_unload: Callable[[], None] | None = None,
+) -> None:
     from energy_hpc.workloads.registry import workload_class
 
     warmup = job.measure.warmup if case.warmup is None else case.warmup
+    steady = case.warmup is None and job.measure.warmup_rule == "steady"
+    if steady:
+        warmup = job.measure.max_warmup
     iterations = job.measure.iterations if case.iterations is None else case.iterations
     if root:
         log.info(
@@ -704,9 +889,10 @@ def _run_case(job: Job, case: Case, device: TorchDevice, windows: WindowLog, roo
         if case.components != "off":
             from energy_hpc.workloads.components import Probe, find_components
 
-            probe = Probe(find_components(wl.component_roots()), device)
+            probe = Probe(find_components(wl.component_roots()), device, wl.component_steps())
         for phase, n in ((Phase.WARMUP, warmup), (Phase.MEASURE, iterations)):
             timing = probe is not None and phase is Phase.MEASURE
+            seconds: list[float] = []
             for i in range(n):
                 with (
                     windows.window(case.index, phase, i, unit=wl.unit) as w,
@@ -732,11 +918,27 @@ def _run_case(job: Job, case: Case, device: TorchDevice, windows: WindowLog, roo
                         wl.unit,
                         time.monotonic() - t0,
                     )
+                seconds.append(w.end - w.start)
+                if steady and phase is Phase.WARMUP and steady_state(seconds, job.measure.steady_tolerance):
+                    if root:
+                        log.info("  steady after %d warm-up iteration(s)", i + 1)
+                    break
+            else:
+                if steady and phase is Phase.WARMUP and root:
+                    log.warning(
+                        "case %d: iteration time not within %g of the one before after %d warm-up "
+                        "iterations (max_warmup); measuring anyway",
+                        case.index,
+                        job.measure.steady_tolerance,
+                        n,
+                    )
         if probe is not None:
             _replay_components(case, wl, probe, windows, iterations, root)
     finally:
         if probe is not None:
             probe.release()
+        if before_unload is not None:
+            before_unload()
         wl.unload()
 
 
@@ -776,20 +978,18 @@ def _replay_components(
         per_iteration[w.stage] = per_iteration.get(w.stage, 0.0) + w.units / max(iterations, 1)
     with windows.window(case.index, Phase.COMPONENT, stage="(capture)"), probe.capture(per_iteration):
         wl.run(iterations, no_stages)
-    for c in probe.components:
-        if not probe.captured(c.name):
-            continue
-        rounds = probe.replay(c.name)
+    for key in probe.replay_keys():  # a component's name, or name@tag where steps are replayed apart
+        rounds = probe.replay(key)
         t0 = time.monotonic()
         try:  # one timed round, outside any window: a component that cannot run alone is left out
             rounds(1)
         except Exception as exc:
-            log.warning("component %s cannot be replayed alone (%s): it stays in the residual", c.name, exc)
+            log.warning("component %s cannot be replayed alone (%s): it stays in the residual", key, exc)
             continue
         windows.sync()
         n = rounds_for(time.monotonic() - t0, case.component_seconds)
-        with windows.window(case.index, Phase.COMPONENT, stage=c.name, unit="call") as w:
+        with windows.window(case.index, Phase.COMPONENT, stage=key, unit="call") as w:
             w.units = float(rounds(n))
-            w.aux_units, w.aux_unit = per_iteration.get(c.name, 0.0), "call/iteration"
+            w.aux_units, w.aux_unit = probe.calls_per_iteration(key), "call/iteration"
         if root:
-            log.debug("  component %s: %d calls in %.2f s", c.name, w.units, w.end - w.start)
+            log.debug("  component %s: %d calls in %.2f s", key, w.units, w.end - w.start)

@@ -24,6 +24,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,14 @@ from energy_hpc.jobtypes import (
     COMPRESSIONS,
     DEVICES,
     DTYPES,
+    KNOBS,
     MAX_BATCH_SIZE,
     MAX_CASES,
     MAX_DEPTH,
     NAME_RE,
     SAMPLERS,
     SOURCES,
+    TRIAL_ORDERS,
     Case,
     Job,
     Measure,
@@ -192,6 +195,11 @@ _MEASURE_KEYS = (
     "spill_seconds",
     "compression",
     "sampler",
+    "trials",
+    "trial_order",
+    "seed",
+    "steady_tolerance",
+    "max_warmup",
 )
 _CASE_KEYS = (
     "task",
@@ -205,7 +213,18 @@ _CASE_KEYS = (
     "iterations",
     "components",
     "component_seconds",
+    *KNOBS,
 )
+# what a device setting may be: (lowest, highest, integer); a value outside is a typo (mW or kHz for W
+# or MHz), not a setting any part has
+_KNOB_RANGES = {
+    "power_cap_W": (1.0, 5000.0, False),
+    "gpu_clock_MHz": (1.0, 10_000.0, True),
+    "memory_clock_MHz": (1.0, 50_000.0, True),
+}
+# sensors that see no device whose settings could be changed
+_NO_DEVICE_SENSORS = ("estimate", "synthetic", "rapl", "pm_counters")
+_BUILT_IN_REAL = ("auto", "nvml", "amdsmi", *_NO_DEVICE_SENSORS)
 _TOP_KEYS = ("job", "measure", "case")
 
 
@@ -249,7 +268,7 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
         idle_seconds=float(
             _number(t.get("idle_seconds", d.idle_seconds), "[measure] idle_seconds", lo=0, hi=3600)
         ),
-        warmup=int(_number(t.get("warmup", d.warmup), "[measure] warmup", lo=0, hi=10_000, integer=True)),
+        **_trial_settings(t, d),
         iterations=int(
             _number(
                 t.get("iterations", d.iterations), "[measure] iterations", lo=1, hi=1_000_000, integer=True
@@ -269,6 +288,59 @@ def _parse_measure(t: Mapping[str, Any]) -> Measure:
         compression=_string(t.get("compression", d.compression), "[measure] compression", COMPRESSIONS),
         sampler=_string(t.get("sampler", d.sampler), "[measure] sampler", SAMPLERS),
     )
+
+
+def _trial_settings(t: Mapping[str, Any], d: Measure) -> dict[str, Any]:
+    """The [measure] settings of trials and warm-up: ``warmup`` (a count, or "steady"), ``trials``,
+    ``trial_order``, ``seed``, ``steady_tolerance`` and ``max_warmup``, each checked in one line."""
+    warmup = t.get("warmup", d.warmup)
+    steady = warmup == "steady"
+    if isinstance(warmup, str) and not steady:
+        raise SpecError(
+            f'[measure] warmup = {brief(warmup)}: use a number of iterations or "steady" (warm up until the '
+            "iteration time is stable)"
+        )
+    for key in ("steady_tolerance", "max_warmup"):
+        if key in t and not steady:
+            raise SpecError(f'[measure] {key} applies only with warmup = "steady": remove it or set that')
+    trials = int(_number(t.get("trials", d.trials), "[measure] trials", lo=1, hi=1000, integer=True))
+    default_order = "random" if trials > 1 else "sequential"
+    order = _string(t.get("trial_order", default_order), "[measure] trial_order", TRIAL_ORDERS)
+    seed = t.get("seed")
+    if seed is not None:
+        if order != "random":
+            raise SpecError('[measure] seed orders the cases only with trial_order = "random": remove it')
+        seed = int(_number(seed, "[measure] seed", lo=0, hi=2**32 - 1, integer=True))
+    return {
+        "warmup": d.warmup
+        if steady
+        else int(_number(warmup, "[measure] warmup", lo=0, hi=10_000, integer=True)),
+        "warmup_rule": "steady" if steady else "fixed",
+        "steady_tolerance": float(
+            _number(
+                t.get("steady_tolerance", d.steady_tolerance), "[measure] steady_tolerance", lo=1e-4, hi=1.0
+            )
+        ),
+        "max_warmup": int(
+            _number(t.get("max_warmup", d.max_warmup), "[measure] max_warmup", lo=2, hi=10_000, integer=True)
+        ),
+        "trials": trials,
+        "trial_order": order,
+        "seed": seed,
+    }
+
+
+def _with_trials(cases: list[Case], trials: int, path: Path) -> list[Case]:
+    """Every case ``trials`` times: trial 0 of every case, then trial 1, ... (indices in that order)."""
+    if trials == 1:
+        return cases
+    if len(cases) * trials > MAX_CASES:
+        raise SpecError(
+            f"{path}: {len(cases)} cases x {trials} trials = {len(cases) * trials} runs of a case, more than "
+            f"{MAX_CASES}; lower [measure] trials or split the job"
+        )
+    n = len(cases)
+    return [replace(c, index=t * n + c.index, trial=t) for t in range(trials) for c in cases]
 
 
 def _check_hygiene(table: Any, where: str) -> None:
@@ -425,6 +497,14 @@ def _expand_case(
     for k, opt in schema.items():
         if k not in fixed and f"options.{k}" not in axes:
             fixed[k] = opt.default
+    for k in KNOBS:
+        if raw.get(k) is not None:
+            lo, hi, integer = _KNOB_RANGES[k]
+            axes[f"knob.{k}"] = [
+                _number(x, f"{where} {k}", lo=lo, hi=hi, integer=integer) for x in _as_list(raw[k])
+            ]
+            if not axes[f"knob.{k}"]:
+                raise SpecError(f"{where}: {k} is an empty list; give at least one value")
     for k in ("model", "dtype", "batch_size"):
         if not axes[k]:
             raise SpecError(f"{where}: {k} is an empty list; give at least one value")
@@ -472,9 +552,32 @@ def _expand_case(
                 iterations=iterations,
                 components=components,
                 component_seconds=component_seconds,
+                **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("knob.")},
             )
         )
     return cases
+
+
+def _check_knobs(measure: Measure, cases: list[Case]) -> None:
+    """A power cap or clock needs a device whose settings can be changed: refused on a CPU run (unless
+    an emulated part or a site's backend stands for the device) or when the only sensors see no device
+    (``estimate``, ``synthetic``, ``rapl``, ``pm_counters``)."""
+    asking = next((c for c in cases if c.knobs()), None)
+    if asking is None:
+        return
+    what = ", ".join(f"{k} = {v}" for k, v in asking.knobs().items())
+    # on a CPU run only an emulated part or a site's own backend can stand for a device with settings
+    stand_in = any(s.split(":", 1)[0] not in _BUILT_IN_REAL for s in measure.sensors)
+    if measure.device == "cpu" and not stand_in:
+        raise SpecError(
+            f'case {asking.index + 1} sets {what}, but [measure] device = "cpu" has no power cap or clock '
+            'to set; remove the setting or run on a GPU (device = "auto" or "cuda")'
+        )
+    if all(s.split(":", 1)[0] in _NO_DEVICE_SENSORS for s in measure.sensors):
+        raise SpecError(
+            f"case {asking.index + 1} sets {what}, but sensors {list(measure.sensors)} see no device to set "
+            'it on; measure a GPU (sensors = ["auto"], ["nvml"], ["amdsmi"] or ["emulated:h100"])'
+        )
 
 
 def parse_job(text: str, path: str | Path = "<job>", *, check_models: bool = True) -> Job:
@@ -519,6 +622,8 @@ def parse_job(text: str, path: str | Path = "<job>", *, check_models: bool = Tru
         cases.extend(_expand_case(raw, n, base, len(cases), check_models))
     if not cases:
         raise SpecError(f"{path}: no cases; add at least one [[case]] table with task and model")
+    _check_knobs(measure, cases)
+    cases = _with_trials(cases, measure.trials, path)
     return Job(
         name=name, description=description, measure=measure, cases=tuple(cases), path=str(path), text=text
     )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,10 @@ class Window:
     aux_units: float = 0.0  # a second count where a task has one (prompt tokens, audio seconds)
     aux_unit: str = ""
     status: Status = Status.OK
+    # the device as read back at the start and the end (telemetry.control.STATE_FIELDS: enforced power
+    # limit W, SM and memory clock MHz, temperature °C); None where the rank has no device state to read
+    state_start: tuple[float, ...] | None = None
+    state_end: tuple[float, ...] | None = None
 
 
 # Fixed-width record used to move windows between ranks as one numpy buffer.
@@ -97,9 +102,15 @@ class WindowLog:
     """Records windows on one rank with the sampler's clock, synchronising the device at each edge."""
 
     def __init__(
-        self, rank: int, clock: Callable[[], float] = time.monotonic, sync: Callable[[], None] = lambda: None
+        self,
+        rank: int,
+        clock: Callable[[], float] = time.monotonic,
+        sync: Callable[[], None] = lambda: None,
+        state: Callable[[], tuple[float, ...]] | None = None,
     ) -> None:
-        self.rank, self.clock, self.sync = rank, clock, sync
+        """``state`` reads the device's state (a few cheap library calls) at both edges of every whole
+        window (not of stages within an iteration)."""
+        self.rank, self.clock, self.sync, self.state = rank, clock, sync, state
         self.windows: list[Window] = []
         self._open: list[Window] = []
 
@@ -108,6 +119,8 @@ class WindowLog:
         self, case: int, phase: Phase, iteration: int = -1, stage: str = "", unit: str = ""
     ) -> Iterator[Window]:
         self.sync()
+        reads = self.state is not None and not stage and phase is not Phase.TIMED
+        before = self.state() if reads and self.state is not None else None  # outside the window's time
         w = Window(
             rank=self.rank,
             case=case,
@@ -117,11 +130,15 @@ class WindowLog:
             stage=stage,
             unit=unit,
         )
+        w.state_start = before
         self.windows.append(w)
         self._open.append(w)
         try:
             yield w
             self.sync()
+            if reads and self.state is not None:
+                w.end = self.clock()
+                w.state_end = self.state()
         except Exception:
             w.status = Status.FAILED if w.status is Status.OK else w.status
             raise
@@ -135,6 +152,19 @@ class WindowLog:
                 w.end = self.clock()
             if w in self._open:
                 self._open.remove(w)
+
+    def state_rows(self, offset: float = 0.0) -> list[list[Any]]:
+        """One row per window whose device state was read: case, phase, iteration, start (run time, s),
+        then the state at the start and at the end (NaN where not read, e.g. a window cut by a signal)."""
+        rows: list[list[Any]] = []
+        for w in self.windows:
+            if w.state_start is None:
+                continue
+            end = w.state_end or (math.nan,) * len(w.state_start)
+            rows.append(
+                [w.case, w.phase.value, w.iteration, round(w.start - offset, 6), *w.state_start, *end]
+            )
+        return rows
 
     def add(self, window: Window) -> None:
         """Record a window that was not timed by :meth:`window` (a component's device time)."""

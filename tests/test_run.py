@@ -58,7 +58,7 @@ def test_file_opens_as_a_datatree_with_units_everywhere(single_run: Path) -> Non
             assert "units" in var.attrs, f"/{group}/{name} has no units"
             assert "long_name" in var.attrs
     attrs = tree.attrs
-    assert attrs["schema_version"] == "1.4" and attrs["package_version"]
+    assert attrs["schema_version"] == "1.5" and attrs["package_version"]
     assert 'name = "itest"' in attrs["job_text"]
     assert attrs["run_status"] == "complete" and int(attrs["contains_synthetic"]) == 1
     assert "SYNTHETIC" in attrs["WARNING"]

@@ -84,8 +84,11 @@ ESTIMATE_REL_UNC = 0.5
 
 MODULE_SCOPE = "module (GH200: GPU + Grace CPU + memory)"
 
-# (file, iteration): one iteration of one file; repeats in other files are other iterations
+# (file, iteration): one iteration of one file; repeats in other files are other iterations. Within a file
+# the iteration is offset by case << TRIAL_SHIFT (:func:`accumulate`), so trials of the same parameters in one
+# file ([measure] trials) stay apart when their rows merge
 IterationKey = tuple[str, int]
+TRIAL_SHIFT = 20  # above the most iterations a case may have (1,000,000)
 
 
 @dataclass
@@ -137,6 +140,8 @@ class ScopeSums:
     # pairs of iterations one window's energy spans (a merged span of a device shared by several ranks, a
     # node window over drifting ranks): they count as one sample of the spread
     iteration_links: list[tuple[IterationKey, IterationKey]] = field(default_factory=list)
+    # (energy J, units) of each trial: one case of one file, its iterations with data (trial_spread)
+    trials: list[tuple[float, float]] = field(default_factory=list)
 
     def cell(self, file_id: str, iteration: int) -> IterationCell:
         """The cell of one iteration, made empty the first time."""
@@ -173,6 +178,25 @@ class ScopeSums:
         self.recorded_by |= other.recorded_by
         self.iterations.update(other.iterations)  # keys carry the file: repeats pool their iterations
         self.iteration_links += other.iteration_links
+        self.trials += other.trials
+
+    def close_trial(self, file_id: str, case: int) -> None:
+        """Once one case of one file is summed: its iterations keyed apart from the file's other cases,
+        and its energy and units as one trial."""
+        offset = case << TRIAL_SHIFT
+
+        def moved(key: IterationKey) -> IterationKey:
+            return (key[0], key[1] + offset) if key[0] == file_id else key
+
+        self.iterations = {moved(k): c for k, c in self.iterations.items()}
+        self.iteration_links = [(moved(a), moved(b)) for a, b in self.iteration_links]
+        usable = [
+            c
+            for c in self.iterations.values()
+            if c.units > 0 and c.windows_with_energy and not c.windows_without_data
+        ]
+        if usable:
+            self.trials.append((sum(c.energy_J for c in usable), sum(c.units for c in usable)))
 
 
 @dataclass
@@ -369,6 +393,16 @@ def iteration_spread(
     energy, units = points[:, 0], points[:, 1]
     ratio = energy.sum() / units.sum()
     return float(math.sqrt(((energy - ratio * units) ** 2).sum() / (n * (n - 1))) / units.mean()), n
+
+
+def trial_spread(trials: Sequence[tuple[float, float]], pooled_per_unit: float) -> tuple[float, int]:
+    """Trial-to-trial spread of energy per unit, in % of the pooled figure: the sample standard deviation
+    (n - 1) of each trial's energy per unit (its energy over its units), over ``pooled_per_unit``; and how
+    many trials. Fewer than two: NaN."""
+    per_unit = [e / u for e, u in trials if u > 0]
+    if len(per_unit) < 2 or not pooled_per_unit > 0:
+        return math.nan, len(per_unit)
+    return 100.0 * float(np.std(per_unit, ddof=1)) / pooled_per_unit, len(per_unit)
 
 
 def _method_label(methods: set[Method]) -> str:
@@ -612,8 +646,10 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], RowSums]:
         if node in nodes_cpu_memory:
             row.scopes.host_cpu_memory.units += units
             row.scopes.host_cpu_memory.cell(file_id, iteration).units += units
-    for row in rows.values():
+    for (case, _), row in rows.items():
         row.attribution.update(red.notes)  # channels left out (attribution.channel_roles), and why
+        for scope in row.scopes.all():
+            scope.close_trial(file_id, case)
     return rows
 
 
@@ -814,7 +850,15 @@ def _row(key_fields: dict[str, Any], row: RowSums) -> dict[str, Any]:
         "seconds_per_unit": _nan_div(row.rank_seconds, units),
         "gap_windows": gap_windows,
         "longest_gap_s": longest_gap if gap_windows else math.nan,
+        **_trial_columns(sums, _nan_div(energy, units)),
     }
+
+
+def _trial_columns(sums: ScopeSums, pooled_per_unit: float) -> dict[str, Any]:
+    """``n_trials`` (one per case of each file pooled in the row: [measure] trials, and repeat runs) and
+    ``trial_spread_pct`` (:func:`trial_spread`)."""
+    spread, n = trial_spread(sums.trials, pooled_per_unit)
+    return {"n_trials": n, "trial_spread_pct": spread}
 
 
 def _per_rank(windows: int, rank_runs: int) -> float | int:
@@ -1222,6 +1266,8 @@ _UNCERTAINTY_OF = {
     "net_energy_per_unit_J": ("net_energy_per_unit_uncertainty_J",),
     "node_energy_J": ("node_energy_uncertainty_J",),
     "module_energy_J": ("module_energy_uncertainty_J",),
+    "co2e_g": ("co2e_uncertainty_g",),
+    "co2e_per_1000_units_g": ("co2e_per_1000_units_uncertainty_g",),
 }
 # printed to two significant figures
 _UNCERTAINTIES = {k for keys in _UNCERTAINTY_OF.values() for k in keys} | {
@@ -1263,6 +1309,9 @@ _HEADERS = {
     "rank_iterations": "rank iterations",
     "gap_windows": "gap windows",
     "longest_gap_s": "longest gap s",
+    "trial_spread_pct": "trial spread %",
+    "co2e_g": "CO2e g (conversion)",
+    "co2e_per_1000_units_g": "CO2e g/1000 units (conversion)",
 }
 # the full set (--wide), in order; stage, label, J/aux unit, node and module columns join where rows have them
 _WIDE_KEYS = [
@@ -1372,7 +1421,24 @@ def _compact_columns(rows: list[dict[str, Any]]) -> list[Column]:
         Column("seconds_per_unit", f"s/{unit}", lambda row: format_number(row.get("seconds_per_unit"), 3)),
         _column("n_iterations", "n"),
     ]
+    if any(r.get("n_trials", 0) > 1 for r in rows):
+        cols.append(Column("trial_spread_pct", "trials ±%", lambda row: _trials_cell(row)))
+    if any("co2e_per_1000_units_g" in r for r in rows):  # analysis.carbon: only when asked for
+        cols.append(
+            Column(
+                "co2e_per_1000_units_g",
+                f"gCO2e/1000 {unit}*",
+                lambda row: value_pm(
+                    row.get("co2e_per_1000_units_g"), _uncertainty(row, "co2e_per_1000_units_g")
+                ),
+            )
+        )
     return cols
+
+
+def _trials_cell(row: dict[str, Any]) -> str:
+    """``3: 1.2`` (trials, their spread in % of the row's energy per unit)."""
+    return f"{row.get('n_trials', 0)}: {format_number(row.get('trial_spread_pct'), 2)}"
 
 
 def _wide_columns(rows: list[dict[str, Any]]) -> list[Column]:
@@ -1425,6 +1491,16 @@ def _fit(headers: list[str], body: list[list[str]], cut: Sequence[int], width: i
                 cells[i] = cells[i][: keep - 1] + "…"
 
 
+def _carbon_legend(rows: list[dict[str, Any]]) -> list[str]:
+    """The line a table with CO2e columns carries (analysis.carbon): they are a conversion, not measured."""
+    factors = sorted({(r["carbon_intensity_g_per_kWh"], r["pue"]) for r in rows if "pue" in r})
+    return [
+        f"* CO2e = energy x PUE {pue:g} x {g:g} gCO2e/kWh: a conversion of measured energy by a stated "
+        "factor, not a measurement"
+        for g, pue in factors
+    ]
+
+
 def _notes(rows: list[dict[str, Any]]) -> list[str]:
     return [f"row {i + 1}: {flag}" for i, row in enumerate(rows) for flag in row["flags"]]
 
@@ -1454,12 +1530,13 @@ def format_rows(rows: list[dict[str, Any]], fmt: str, columns: str | Sequence[st
             body,
             "".join("l" if c.text else "r" for c in cols),
             comments_before=[data_banner(rows)],
-            comments_after=[*legend, *_notes(rows)],
+            comments_after=[*legend, *_carbon_legend(rows), *_notes(rows)],
         )
     if columns is None:
         _fit(headers, body, [k for k, c in enumerate(cols) if c.key in ("model", "label")], TERMINAL_WIDTH)
     out = [f"Data: {data_banner(rows)}", "", *markdown_table(headers, body), ""]
     out += legend
+    out += _carbon_legend(rows)
     notes = _notes(rows)
     if notes:
         out.append("")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from energy_hpc.commands._common import find_files, parse_by
 from energy_hpc.errors import UserError
+
+if TYPE_CHECKING:
+    from energy_hpc.analysis.carbon import CarbonFactor
 
 HELP = "reduce run files (or folders of them) to a per-case energy table"
 
@@ -31,6 +35,20 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--by",
         help="comma-separated fields to group by (case fields such as model, dtype, "
         "batch_size, or n_ranks, n_nodes); default: one row per case and rank count",
+    )
+    p.add_argument(
+        "--carbon-intensity",
+        type=float,
+        metavar="G",
+        help="add co2e_g and co2e_per_1000_units_g: energy converted at G gCO2e/kWh (a conversion by the "
+        "factor you state, not a measurement)",
+    )
+    p.add_argument(
+        "--pue",
+        type=float,
+        metavar="P",
+        help="with --carbon-intensity: the facility's power usage effectiveness (default 1.0: the measured "
+        "energy alone)",
     )
     view = p.add_mutually_exclusive_group()
     view.add_argument(
@@ -73,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "--columns needs column names separated by commas, e.g. --columns model,energy_per_unit_J"
         )
+    carbon = _carbon_factor(args)
     if args.components:
         from energy_hpc.analysis.components import format_components
 
@@ -111,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
                     sys.stdout.write("\t".join(map(str, vals)) + "\n")
         return 0
     rows = study.rows(by=by, stages=args.stages)
+    if carbon is not None:
+        from energy_hpc.analysis.carbon import with_carbon
+
+        rows = with_carbon(rows, carbon)
     if args.scaling:
         sys.stdout.write(format_scaling(scaling_rows(rows, by), args.format))
     else:
@@ -121,3 +144,18 @@ def run(args: argparse.Namespace) -> int:
             )
         sys.stdout.write(format_rows(rows, args.format, columns=WIDE if args.wide else picked))
     return 0
+
+
+def _carbon_factor(args: argparse.Namespace) -> CarbonFactor | None:
+    """The stated conversion of ``--carbon-intensity`` and ``--pue``, or None when not asked for."""
+    if args.carbon_intensity is None:
+        if args.pue is not None:
+            raise UserError("--pue scales the CO2e conversion: give --carbon-intensity G (gCO2e/kWh) with it")
+        return None
+    if args.devices or args.scaling or args.components:
+        raise UserError(
+            "--carbon-intensity converts the energy table's rows: not with --devices, --scaling or --components"
+        )
+    from energy_hpc.analysis.carbon import CarbonFactor
+
+    return CarbonFactor(args.carbon_intensity, 1.0 if args.pue is None else args.pue)

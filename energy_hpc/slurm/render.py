@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import re
 import shlex
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +51,10 @@ class SlurmOptions:
     force: bool = False  # a request that breaks the system's published limits is warned about, not refused
     venv: str = ""
     command: tuple[str, ...] = ()
+    # device settings Slurm applies for the job: --gpu-freq (e.g. "1200", "high", "1200,memory=2619")
+    # and --gpu-power in W (where the system's profile says it has the plugin)
+    gpu_freq: str | None = None
+    gpu_power_W: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,49 @@ def _launcher_argv(profile: SystemProfile, req: Request, ntasks: int, rpn: int, 
         "gpus_per_rank": profile.gpus_per_rank,
     }
     return [a.format(**values) for a in launcher.argv]
+
+
+_FREQ = r"(?:low|medium|high|highm1|[1-9][0-9]{1,4})"
+GPU_FREQ_RE = re.compile(rf"^{_FREQ}(?:,memory={_FREQ})?(?:,verbose)?$")
+
+
+def gpu_freq_for(knobs: Mapping[str, float | int]) -> str | None:
+    """The ``--gpu-freq`` value of a case's ``gpu_clock_MHz`` / ``memory_clock_MHz`` (None: neither set)."""
+    parts = []
+    if "gpu_clock_MHz" in knobs:
+        parts.append(str(int(knobs["gpu_clock_MHz"])))
+    if "memory_clock_MHz" in knobs:
+        parts.append(f"memory={int(knobs['memory_clock_MHz'])}")
+    return ",".join(parts) or None
+
+
+def _device_directives(profile: SystemProfile, opts: SlurmOptions) -> list[str]:
+    """``--gpu-freq`` and ``--gpu-power``, checked against the value's form and the system's profile."""
+    out = []
+    if opts.gpu_freq is not None:
+        if not GPU_FREQ_RE.match(opts.gpu_freq):
+            raise SlurmError(
+                f"--gpu-freq {opts.gpu_freq!r} is not a Slurm GPU frequency: give MHz or low/medium/high/"
+                "highm1, optionally with ,memory=<MHz or level> (e.g. 1200,memory=2619)"
+            )
+        if not profile.gpu_freq:
+            raise SlurmError(
+                f"system {profile.name} does not take --gpu-freq (its profile has [slurm] gpu_freq = false "
+                "or no GPUs); set the clock in the job file (gpu_clock_MHz) where the job may, or ask the site"
+            )
+        out.append(f"--gpu-freq={opts.gpu_freq}")
+    if opts.gpu_power_W is not None:
+        if not 1 <= opts.gpu_power_W <= 5000:
+            raise SlurmError(
+                f"--gpu-power {opts.gpu_power_W} W is not a GPU power limit; give watts, e.g. 300"
+            )
+        if not profile.gpu_power:
+            raise SlurmError(
+                f"system {profile.name} has no --gpu-power (a site plugin, e.g. Perlmutter's); set "
+                "power_cap_W in the job file where the job may, or ask the site"
+            )
+        out.append(f"--gpu-power={opts.gpu_power_W}")
+    return out
 
 
 def render(profile: SystemProfile, req: Request) -> Rendered:
@@ -166,6 +215,7 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         f"--output={log_name}",
         f"--signal={sig_prefix}{profile.signal_name}@{profile.signal_seconds}",
     ]
+    directives += _device_directives(profile, opts)
     directives += list(profile.directives)
     env = list(profile.env)
     for name in opts.enable:

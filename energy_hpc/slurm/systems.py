@@ -136,6 +136,10 @@ class SystemProfile:
     max_nodes: int = 0  # compute nodes in the system (0: not stated)
     limits: tuple[LimitBin, ...] = ()
     storage: Storage = field(default_factory=Storage)
+    # what sbatch takes for a device setting here: --gpu-freq (Slurm's own, where the GPU plugin can set
+    # clocks) and --gpu-power (a site plugin: Perlmutter's), from [slurm] gpu_freq / gpu_power
+    gpu_freq: bool = True
+    gpu_power: bool = False
 
     def file(self, what: Literal["template", "modules"], site_dir: Path | None = None) -> Path:
         """The template or modules file the profile names. A bare name is looked up in ``site_dir``
@@ -347,6 +351,8 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
     except SlurmError as exc:
         raise SystemProfileError(f"{path}: slurm.time: {exc}") from None
     directives = _check_directives(slurm.strings("directives", ()), "slurm.directives", path)
+    gpu_freq = slurm.get("gpu_freq", bool, gpus > 0)
+    gpu_power = slurm.get("gpu_power", bool, False)
     slurm.done()
 
     signal_name = sig.get("name", str, "USR1").upper().removeprefix("SIG")
@@ -443,6 +449,8 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> SystemProfile:
         max_nodes=max_nodes,
         limits=limits,
         storage=storage,
+        gpu_freq=gpu_freq,
+        gpu_power=gpu_power,
     )
 
 

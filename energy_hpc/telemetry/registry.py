@@ -143,7 +143,7 @@ _BUILT_IN = (
         False,
         "EMULATED sensors: the real backends on a vendor-library stand-in driven by a known true power "
         "signal, for tests and demos (not a measurement); name a part: emulated:<part>",
-        options=("part", "signal"),
+        options=("part", "signal", "privileged"),
     ),
 )
 

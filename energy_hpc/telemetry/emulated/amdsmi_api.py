@@ -43,6 +43,14 @@ rocm-6.2.0, ``src/amd_smi/amd_smi.cc`` and ``rocm_smi/src/rocm_smi_gpu_metrics.c
   ("drm/amd/pm: Only primary die supports power data"), or an unavailable power (the sentinel: raw
   0xFFFF to 6.0, "N/A" from 6.2), or raise NOT_SUPPORTED, depending on the stack (``silent_mode``).
 
+* Device settings: ``amdsmi_set_power_cap(handle, sensor_ind, cap)`` (µW, ints only, else
+  AmdSmiParameterException), ``amdsmi_set_gpu_clk_range(handle, min, max, AmdSmiClkType)`` (MHz);
+  ``AMDSMI_STATUS_NO_PERM`` (10) unless ``FakeGcd.privileged``, NOT_SUPPORTED in a guest VM
+  (``FakeGcd.virtual``), INVAL out of range. ``amdsmi_get_power_cap_info`` returns ``power_cap,
+  default_power_cap, dpm_cap, min_power_cap, max_power_cap`` (µW); ``amdsmi_get_clock_info`` returns
+  ``cur_clk, max_clk, min_clk, sleep_clk`` up to 6.0 and ``clk, min_clk, max_clk, clk_locked,
+  clk_deep_sleep`` from 6.2; ``amdsmi_get_temp_metric(handle, sensor_type, metric)`` an int in °C.
+
 Opt-in quirks (``make_amdsmi(..., quirks=...)``), only on the releases where they are documented:
 
 * ``"stuck"`` (6.0): gpu_metrics read once and then served from a cache, so power and energy never
@@ -119,6 +127,12 @@ for _v in ("6.2", "6.3", "6.4", "7.0"):
 BANDWIDTH_FN = {"5.7": "amdsmi_get_minmax_bandwith_between_processors"}  # sic, 5.7 only
 for _v in VERSIONS[1:]:
     BANDWIDTH_FN[_v] = "amdsmi_get_minmax_bandwidth_between_processors"
+
+# amdsmi_interface.AmdSmiClkType (SYS and GFX are one value), AmdSmiTemperatureType (HOTSPOT and
+# JUNCTION are one value), AmdSmiTemperatureMetric: the members this stand-in answers
+CLK_TYPES = {"SYS": 0, "GFX": 0, "DF": 1, "DCEF": 2, "SOC": 3, "MEM": 4, "PCIE": 5}
+TEMPERATURE_TYPES = {"EDGE": 0, "HOTSPOT": 1, "JUNCTION": 1, "VRAM": 2}
+TEMPERATURE_METRICS = {"CURRENT": 0, "MAX": 1, "MIN": 2}
 
 MI300_DEVICE_IDS = frozenset(range(0x74A0, 0x74C0)) | frozenset(
     range(0x75A0, 0x75C0)
@@ -198,6 +212,20 @@ class FakeGcd:
     silent_mode: str = "zero"  # "zero" (0 W, 0 J), "na" (power unavailable, 0 J) or "raise" (NOT_SUPPORTED)
     instant: bool = False  # MI300-class: current_socket_power numeric, average_socket_power unavailable
     link_bw: dict[str, int] = field(default_factory=dict)  # other bdf -> max bandwidth (MB/s)
+    # device settings: amdsmi_set_power_cap and amdsmi_set_gpu_clk_range need root (NO_PERM otherwise,
+    # unless ``privileged``) and answer NOT_SUPPORTED in a guest VM (``virtual``). Caps in µW, clocks MHz.
+    privileged: bool = False
+    virtual: bool = False
+    power_cap_uW: int = 560_000_000
+    default_power_cap_uW: int = 560_000_000
+    min_power_cap_uW: int = 0
+    max_power_cap_uW: int = 560_000_000
+    gfx_clk_range_MHz: tuple[int, int] = (500, 1700)  # (min, max) of amdsmi_set_gpu_clk_range, GFX
+    gfx_clk_limits_MHz: tuple[int, int] = (500, 1700)  # what the part allows
+    mem_clk_range_MHz: tuple[int, int] = (400, 1600)
+    mem_clk_limits_MHz: tuple[int, int] = (400, 1600)
+    gfx_clk_MHz: int = 1700  # what amdsmi_get_clock_info(GFX) reads as current; the hardware model sets it
+    temperature_C: int = 40
 
     @property
     def mi300(self) -> bool:
@@ -232,6 +260,9 @@ class FakeAmdsmi(types.ModuleType):
     AmdSmiLibraryException: type[AmdSmiLibraryException]
     AmdSmiParameterException: type[AmdSmiParameterException]
     AmdSmiInitFlags: type[IntEnum]
+    AmdSmiClkType: type[IntEnum]
+    AmdSmiTemperatureType: type[IntEnum]
+    AmdSmiTemperatureMetric: type[IntEnum]
     _state: FakeAmdsmiState
 
 
@@ -409,7 +440,94 @@ def make_amdsmi(
         mx = a.link_bw.get(b.bdf, 0)
         return {"min_bandwidth": 50000 if mx else 0, "max_bandwidth": mx}
 
+    clk_type = IntEnum("AmdSmiClkType", CLK_TYPES)  # type: ignore[misc]
+    temp_type = IntEnum("AmdSmiTemperatureType", TEMPERATURE_TYPES)  # type: ignore[misc]
+    temp_metric = IntEnum("AmdSmiTemperatureMetric", TEMPERATURE_METRICS)  # type: ignore[misc]
+    mod.AmdSmiClkType = clk_type
+    mod.AmdSmiTemperatureType = temp_type
+    mod.AmdSmiTemperatureMetric = temp_metric
+
+    def settable(h: object) -> FakeGcd:
+        g = check(h)
+        if g.virtual:
+            fail("AMDSMI_STATUS_NOT_SUPPORTED")
+        if not g.privileged:
+            fail("AMDSMI_STATUS_NO_PERM")
+        return g
+
+    def amdsmi_get_power_cap_info(processor_handle: object) -> dict[str, int]:
+        g = check(processor_handle)
+        return {
+            "power_cap": int(g.power_cap_uW),
+            "default_power_cap": int(g.default_power_cap_uW),
+            "dpm_cap": int(g.gfx_clk_limits_MHz[1]),
+            "min_power_cap": int(g.min_power_cap_uW),
+            "max_power_cap": int(g.max_power_cap_uW),
+        }
+
+    def amdsmi_set_power_cap(processor_handle: object, sensor_ind: int, cap: int) -> None:
+        check(processor_handle)
+        for x in (sensor_ind, cap):
+            if not isinstance(x, int):
+                raise AmdSmiParameterException(x)
+        g = settable(processor_handle)
+        if not g.min_power_cap_uW <= cap <= g.max_power_cap_uW:
+            fail("AMDSMI_STATUS_INVAL")
+        g.power_cap_uW = cap
+
+    def limits(g: FakeGcd, clock_type: object) -> tuple[str, tuple[int, int]]:
+        if not isinstance(clock_type, clk_type):
+            raise AmdSmiParameterException(clock_type)
+        if clock_type == CLK_TYPES["GFX"]:
+            return "gfx", g.gfx_clk_limits_MHz
+        if clock_type == CLK_TYPES["MEM"]:
+            return "mem", g.mem_clk_limits_MHz
+        fail("AMDSMI_STATUS_NOT_SUPPORTED")
+
+    def amdsmi_get_clock_info(processor_handle: object, clock_type: object) -> dict[str, Any]:
+        g = check(processor_handle)
+        which, (lo, _) = limits(g, clock_type)
+        cur = g.gfx_clk_MHz if which == "gfx" else g.mem_clk_range_MHz[1]
+        rng = g.gfx_clk_range_MHz if which == "gfx" else g.mem_clk_range_MHz
+        if v < (6, 2):  # amdsmi_clk_info_t before 6.1: cur_clk, max_clk, min_clk, sleep_clk
+            return {"cur_clk": cur, "max_clk": rng[1], "min_clk": rng[0], "sleep_clk": lo}
+        return {
+            "clk": cur,
+            "min_clk": rng[0],
+            "max_clk": rng[1],
+            "clk_locked": rng[0] == rng[1],
+            "clk_deep_sleep": na,
+        }
+
+    def amdsmi_set_gpu_clk_range(
+        processor_handle: object, min_clk_value: int, max_clk_value: int, clk_type: object
+    ) -> None:
+        check(processor_handle)
+        for x in (min_clk_value, max_clk_value):
+            if not isinstance(x, int):
+                raise AmdSmiParameterException(x)
+        g = settable(processor_handle)
+        which, (lo, hi) = limits(g, clk_type)
+        if not lo <= min_clk_value <= max_clk_value <= hi:
+            fail("AMDSMI_STATUS_INVAL")
+        if which == "gfx":
+            g.gfx_clk_range_MHz = (min_clk_value, max_clk_value)
+            g.gfx_clk_MHz = max_clk_value
+        else:
+            g.mem_clk_range_MHz = (min_clk_value, max_clk_value)
+
+    def amdsmi_get_temp_metric(processor_handle: object, sensor_type: object, metric: object) -> int:
+        g = check(processor_handle)
+        if not isinstance(sensor_type, temp_type) or not isinstance(metric, temp_metric):
+            raise AmdSmiParameterException(sensor_type)
+        return int(g.temperature_C)  # °C
+
     for fn in (
+        amdsmi_get_power_cap_info,
+        amdsmi_set_power_cap,
+        amdsmi_get_clock_info,
+        amdsmi_set_gpu_clk_range,
+        amdsmi_get_temp_metric,
         amdsmi_init,
         amdsmi_shut_down,
         amdsmi_get_processor_handles,

@@ -16,6 +16,9 @@ class Part:
     busy_W: float
     ripple_W: float
     drift_W: float = 5.0
+    # the power limit range of the part's device (W): what its stand-in allows a cap between
+    min_cap_W: float = 100.0
+    max_cap_W: float = 700.0
 
 
 PARTS: dict[str, Part] = {
@@ -28,6 +31,8 @@ PARTS: dict[str, Part] = {
             80.0,
             450.0,
             40.0,
+            min_cap_W=200.0,
+            max_cap_W=700.0,
         ),
         Part(
             "a100",
@@ -36,6 +41,8 @@ PARTS: dict[str, Part] = {
             55.0,
             300.0,
             30.0,
+            min_cap_W=100.0,
+            max_cap_W=400.0,
         ),
         Part(
             "gh200",
@@ -44,6 +51,8 @@ PARTS: dict[str, Part] = {
             90.0,
             600.0,
             50.0,
+            min_cap_W=200.0,
+            max_cap_W=900.0,
         ),
         Part(
             "mi250x",
@@ -53,6 +62,8 @@ PARTS: dict[str, Part] = {
             180.0,
             500.0,
             40.0,
+            min_cap_W=0.0,
+            max_cap_W=560.0,
         ),
         Part(
             "mi300x",
@@ -61,6 +72,8 @@ PARTS: dict[str, Part] = {
             150.0,
             700.0,
             50.0,
+            min_cap_W=0.0,
+            max_cap_W=750.0,
         ),
         Part(
             "cray-ex",

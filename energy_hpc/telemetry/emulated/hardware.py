@@ -292,3 +292,34 @@ def random_phase(rng: np.random.Generator, period_s: float, drift: float = 50e-6
     sampler's: two crystal clocks differ by tens of ppm, so the refresh instants slide slowly past
     the sampler's ticks)."""
     return Refresh(period_s * (1.0 + float(rng.uniform(-drift, drift))), float(rng.uniform(0.0, period_s)))
+
+
+def settings_response(device: FakeGpu | FakeGcd, idle_W: float) -> Callable[[float], float]:
+    """How the stand-in device's power follows its settings, as a map from the power the work would draw
+    at full clocks and no cap to what the device draws (W). The power above idle scales with the SM
+    clock over its maximum (a locked clock), and the total is held at the power limit; a device held
+    at its limit runs its clock down by the same share, and its temperature follows the power
+    (30 °C plus 0.08 °C per W). The clock and temperature go into the stand-in, where the device-state
+    reads find them."""
+
+    def respond(level: float) -> float:
+        if isinstance(device, FakeGpu):
+            top, locked = device.sm_clock_max_MHz, device.locked_sm_MHz
+            clock = min(locked[1], top) if locked else top
+            cap = device.power_limit_mW / 1000.0
+        else:
+            top = device.gfx_clk_limits_MHz[1]
+            clock = min(device.gfx_clk_range_MHz[1], top)
+            cap = device.power_cap_uW / 1e6
+        busy = max(level - idle_W, 0.0) * clock / top
+        drawn = min(idle_W + busy, max(cap, idle_W))
+        throttle = (drawn - idle_W) / busy if busy > 0 else 1.0
+        shown = round(clock * min(throttle, 1.0)) if busy > 0 else clock
+        if isinstance(device, FakeGpu):
+            device.sm_clock_MHz = shown
+        else:
+            device.gfx_clk_MHz = shown
+        device.temperature_C = int(30 + 0.08 * drawn)
+        return drawn
+
+    return respond

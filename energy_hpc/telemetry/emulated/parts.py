@@ -70,6 +70,21 @@ class EmulatedSensor(Sensor):
         self._infos = infos
         leaves = [q for sg in model.truth.values() for q in (sg.leaves() if isinstance(sg, Sum) else [sg])]
         self._live = list({id(q): q for q in leaves if isinstance(q, ActivitySignal)}.values())
+        # the stand-in device and its library, for the device settings (telemetry.control)
+        self.device: pynvml_api.FakeGpu | amdsmi_api.FakeGcd | None = None
+        self.library: Any = None
+
+    def control_target(self) -> tuple[str, Any, Any] | None:
+        """(backend, library, handle) of the stand-in device, whose settings the emulated power follows;
+        None for parts without one (pm_counters, RAPL)."""
+        if self.device is None or self.library is None:
+            return None
+        if isinstance(self.device, pynvml_api.FakeGpu):
+            self.library.nvmlInit()
+            return "nvml", self.library, self.library.nvmlDeviceGetHandleByPciBusId(self.device.bus_id)
+        self.library.amdsmi_init(self.library.AmdSmiInitFlags.INIT_AMD_GPUS)
+        handles = self.library.amdsmi_get_processor_handles()
+        return "amdsmi", self.library, next(h for h in handles if h.gcd is self.device)
 
     def sync(self) -> None:
         for sg in self._live:
@@ -153,12 +168,16 @@ def open_part(
     options: dict[str, Any] | None = None,
     gpu_scope: bool = True,
     signals: dict[str, Signal] | None = None,
+    privileged: bool = False,
 ) -> EmulatedSensor:
     """Open the real backend of part ``name`` on emulated hardware running ``workload``.
 
     ``clock``/``sleep`` default to a new :class:`VirtualClock`; signal time is ``clock() - t0``.
     ``rng`` draws the hardware's refresh phases. ``folder`` holds sysfs-like files (pm_counters,
     RAPL; a temporary folder by default). ``gpu_scope=False`` makes a GH200 answer module scope only.
+    ``privileged``: the stand-in device lets this process change its power cap and clocks (else it
+    answers NO_PERMISSION, as on most clusters); a device signal that follows the work
+    (:class:`ActivitySignal`) then follows the settings too (:func:`hardware.settings_response`).
     """
     try:
         part = PARTS[name]
@@ -203,8 +222,12 @@ def open_part(
             power=hardware.random_phase(rng, 0.1),
         )
         holder.append(model)
+        gpu.privileged = privileged
+        _settings_of(part, gpu)
         model.sync(clock() - t0)
-        inner = nvml.open_sensor(ctx, library=pynvml_api.make_pynvml([gpu]), clock=clock, sleep=synced_sleep)
+        library: Any = pynvml_api.make_pynvml([gpu])
+        device: pynvml_api.FakeGpu | amdsmi_api.FakeGcd | None = gpu
+        inner = nvml.open_sensor(ctx, library=library, clock=clock, sleep=synced_sleep)
     elif part.backend == "amdsmi":
         from energy_hpc.telemetry import amdsmi
 
@@ -220,12 +243,15 @@ def open_part(
             gcds[0], sig["device"], instant=(name != "mi250x"), counter=hardware.random_phase(rng, 0.001)
         )
         holder.append(model)
+        gcds[0].privileged = privileged
+        _settings_of(part, gcds[0])
         model.sync(clock() - t0)
         ctx = dataclasses.replace(ctx, device_bus_id=gcds[0].bdf, node_devices=tuple(g.bdf for g in gcds))
-        inner = amdsmi.open_sensor(
-            ctx, library=amdsmi_api.make_amdsmi(gcds, "6.4"), clock=clock, sleep=synced_sleep
-        )
+        library = amdsmi_api.make_amdsmi(gcds, "6.4")
+        device = gcds[0]
+        inner = amdsmi.open_sensor(ctx, library=library, clock=clock, sleep=synced_sleep)
     elif part.backend in ("pm_counters", "rapl"):
+        library, device = None, None
         root = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"emulated-{name}-"))
         if part.backend == "pm_counters":
             domains = {("" if k == "node" else k): s for k, s in sig.items()}
@@ -247,7 +273,26 @@ def open_part(
             inner = rapl.open_sensor(ctx, clock=clock)
     else:  # pragma: no cover - the table above names only these
         raise SensorUnavailable(f"emulated: no backend {part.backend}")
-    return EmulatedSensor(inner, model, clock, part, t0)
+    sensor = EmulatedSensor(inner, model, clock, part, t0)
+    sensor.device, sensor.library = device, library
+    if device is not None:  # the device's own power follows its settings where it follows the work
+        dev = sig.get("gpu", sig.get("device"))
+        if isinstance(dev, ActivitySignal):
+            dev.shape = hardware.settings_response(device, part.idle_W)
+    return sensor
+
+
+def _settings_of(part: Part, device: pynvml_api.FakeGpu | amdsmi_api.FakeGcd) -> None:
+    """The part's power limit range (catalog) on its stand-in device, set at the top of the range."""
+    if isinstance(device, pynvml_api.FakeGpu):
+        device.min_limit_mW, device.max_limit_mW = int(part.min_cap_W * 1000), int(part.max_cap_W * 1000)
+        device.power_limit_mW = device.default_limit_mW = device.max_limit_mW
+    else:
+        device.min_power_cap_uW, device.max_power_cap_uW = (
+            int(part.min_cap_W * 1e6),
+            int(part.max_cap_W * 1e6),
+        )
+        device.power_cap_uW = device.default_power_cap_uW = device.max_power_cap_uW
 
 
 def duty_cycle(
@@ -265,12 +310,16 @@ def open_sensor(ctx: SensorContext) -> Sensor:
 
     The emulated device draws busy power while the rank's process computes (its share of a core, from
     the kernel's run time of the process) and idle power otherwise, so that its figures follow the
-    work the way a real device's do; ``signal = "duty-cycle"`` gives a fixed busy/idle cycle instead."""
+    work the way a real device's do; ``signal = "duty-cycle"`` gives a fixed busy/idle cycle instead.
+    ``privileged = true`` lets the run set the device's power cap and clocks (the busy power is then
+    held under the cap and scaled with the SM clock); by default it answers NO_PERMISSION, as most
+    clusters do."""
     opts = dict(ctx.options.get("emulated", {}))
     name = str(opts.get("part", "h100"))
     if name not in PARTS:
         raise SensorUnavailable(f"emulated: unknown part {name!r}; choose from {', '.join(PARTS)}")
     t0 = time.monotonic()
+    privileged = bool(opts.get("privileged", False))
     if str(opts.get("signal", "activity")) == "duty-cycle":
         return open_part(
             name,
@@ -280,6 +329,7 @@ def open_sensor(ctx: SensorContext) -> Sensor:
             t0=t0,
             rng=np.random.default_rng(),
             options={"probe_reads": 0},
+            privileged=privileged,
         )
     from energy_hpc.telemetry import sampler_proc
 
@@ -298,6 +348,7 @@ def open_sensor(ctx: SensorContext) -> Sensor:
         rng=np.random.default_rng(),
         options={"probe_reads": 0},
         signals=part_signals(PARTS[name], None, activity),
+        privileged=privileged,
     )
 
 

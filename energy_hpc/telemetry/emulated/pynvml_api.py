@@ -25,6 +25,13 @@ Behaviours of the real driver it reproduces:
   ``gpu_scope_supported``; otherwise the GPU-scope fields answer NOT_SUPPORTED. On other parts the
   module scope answers NOT_SUPPORTED.
 
+* **Device settings** (``nvmlDeviceSetPowerManagementLimit`` in mW, ``nvmlDeviceSetGpuLockedClocks`` /
+  ``nvmlDeviceSetMemoryLockedClocks`` and their ``Reset`` calls): NO_PERMISSION unless
+  ``FakeGpu.privileged``, as for a user without root; INVALID_ARGUMENT for a limit outside
+  ``nvmlDeviceGetPowerManagementLimitConstraints`` or a clock above the part's maximum; NOT_SUPPORTED on a
+  MIG instance. ``nvmlDeviceGetEnforcedPowerLimit``, ``nvmlDeviceGetClockInfo`` (NVML_CLOCK_SM / _MEM) and
+  ``nvmlDeviceGetTemperature`` read the state back.
+
 Build one with :func:`make_pynvml` and hand it to ``energy_hpc.telemetry.nvml.open_sensor(ctx,
 library=...)``. Tests drive the GPUs by setting attributes of :class:`FakeGpu` between reads.
 """
@@ -81,6 +88,9 @@ CODES = {
     "NVML_ERROR_NO_DATA": 21,
     "NVML_ERROR_UNKNOWN": 999,
 }
+# nvmlClockType_t and nvmlTemperatureSensors_t
+CLOCKS = {"NVML_CLOCK_GRAPHICS": 0, "NVML_CLOCK_SM": 1, "NVML_CLOCK_MEM": 2, "NVML_CLOCK_VIDEO": 3}
+TEMPERATURE_SENSORS = {"NVML_TEMPERATURE_GPU": 0}
 FIELDS = {"NVML_FI_DEV_POWER_AVERAGE": 185, "NVML_FI_DEV_POWER_INSTANT": 186, "NVML_FI_DEV_ENERGY": 191}
 # scopeId of the power/energy field values (nvml.h nvmlPowerScopeType_t)
 SCOPES = {"NVML_POWER_SCOPE_GPU": 0, "NVML_POWER_SCOPE_MODULE": 1, "NVML_POWER_SCOPE_MEMORY": 2}
@@ -158,6 +168,20 @@ class FakeGpu:
     module_power_instant_mW: int | None = None
     module_power_average_mW: int | None = None
     gpu_scope_supported: bool = True  # GH200: False when the GPU-only scope does not answer
+    # device settings. Setting them needs root on most systems: unless ``privileged`` the Set* calls answer
+    # NO_PERMISSION, as nvidia-smi -pl / -lgc do for a normal user. Limits in mW, clocks in MHz.
+    privileged: bool = False
+    power_limit_mW: int = 700_000  # nvmlDeviceGetPowerManagementLimit (what was set)
+    default_limit_mW: int = 700_000
+    min_limit_mW: int = 200_000
+    max_limit_mW: int = 700_000
+    sm_clock_max_MHz: int = 1980
+    mem_clock_MHz: int = 2619  # HBM3: one memory clock
+    mem_clock_min_MHz: int = 2619
+    locked_sm_MHz: tuple[int, int] | None = None  # (min, max) of nvmlDeviceSetGpuLockedClocks
+    locked_mem_MHz: tuple[int, int] | None = None
+    sm_clock_MHz: int = 1980  # what nvmlDeviceGetClockInfo(SM) reads; the hardware model sets it
+    temperature_C: int = 35
 
     @property
     def is_module(self) -> bool:
@@ -249,7 +273,7 @@ def make_pynvml(
             if h == k or (isinstance(h, str) and h.lower() in (g.uuid.lower(), g.bus_id.lower())):
                 g.hidden = True
     mod = FakePynvml("pynvml")
-    for table in (CODES, FIELDS, SCOPES, MIG_MODES, VALUE_TYPES):
+    for table in (CODES, FIELDS, SCOPES, MIG_MODES, VALUE_TYPES, CLOCKS, TEMPERATURE_SENSORS):
         for name, value in table.items():
             setattr(mod, name, value)
     mod.c_nvmlFieldValue_t = c_nvmlFieldValue_t
@@ -466,7 +490,92 @@ def make_pynvml(
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice: _Handle) -> _Handle:
         return _Handle(gpu_of(migDevice))
 
+    def settable(handle: _Handle) -> FakeGpu:
+        g = gpu_of(handle)
+        if handle.mig:
+            raise err("NVML_ERROR_NOT_SUPPORTED")
+        if not g.privileged:
+            raise err("NVML_ERROR_NO_PERMISSION")
+        return g
+
+    def nvmlDeviceGetPowerManagementLimit(handle: _Handle) -> int:
+        return int(gpu_of(handle).power_limit_mW)
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(handle: _Handle) -> int:
+        return int(gpu_of(handle).default_limit_mW)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(handle: _Handle) -> list[int]:
+        g = gpu_of(handle)
+        return [int(g.min_limit_mW), int(g.max_limit_mW)]
+
+    def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
+        # the lowest of the limits in force; only the management limit is emulated
+        return int(gpu_of(handle).power_limit_mW)
+
+    def nvmlDeviceSetPowerManagementLimit(handle: _Handle, limit: int) -> None:
+        g = settable(handle)
+        if not g.min_limit_mW <= int(limit) <= g.max_limit_mW:
+            raise err("NVML_ERROR_INVALID_ARGUMENT")
+        g.power_limit_mW = int(limit)
+
+    def nvmlDeviceSetGpuLockedClocks(handle: _Handle, minGpuClockMHz: int, maxGpuClockMHz: int) -> None:
+        g = settable(handle)
+        if not 0 < int(minGpuClockMHz) <= int(maxGpuClockMHz) <= g.sm_clock_max_MHz:
+            raise err("NVML_ERROR_INVALID_ARGUMENT")
+        g.locked_sm_MHz = (int(minGpuClockMHz), int(maxGpuClockMHz))
+        g.sm_clock_MHz = int(maxGpuClockMHz)
+
+    def nvmlDeviceResetGpuLockedClocks(handle: _Handle) -> None:
+        g = settable(handle)
+        g.locked_sm_MHz = None
+        g.sm_clock_MHz = g.sm_clock_max_MHz
+
+    def nvmlDeviceSetMemoryLockedClocks(handle: _Handle, minMemClockMHz: int, maxMemClockMHz: int) -> None:
+        g = settable(handle)
+        if not g.mem_clock_min_MHz <= int(minMemClockMHz) <= int(maxMemClockMHz) <= g.mem_clock_MHz:
+            raise err("NVML_ERROR_INVALID_ARGUMENT")
+        g.locked_mem_MHz = (int(minMemClockMHz), int(maxMemClockMHz))
+
+    def nvmlDeviceResetMemoryLockedClocks(handle: _Handle) -> None:
+        settable(handle).locked_mem_MHz = None
+
+    def nvmlDeviceGetClockInfo(handle: _Handle, type: int) -> int:
+        g = gpu_of(handle)
+        if type in (CLOCKS["NVML_CLOCK_SM"], CLOCKS["NVML_CLOCK_GRAPHICS"]):
+            return int(g.sm_clock_MHz)
+        if type == CLOCKS["NVML_CLOCK_MEM"]:
+            return int(g.locked_mem_MHz[1] if g.locked_mem_MHz else g.mem_clock_MHz)
+        if type == CLOCKS["NVML_CLOCK_VIDEO"]:
+            return 1500
+        raise err("NVML_ERROR_INVALID_ARGUMENT")
+
+    def nvmlDeviceGetMaxClockInfo(handle: _Handle, type: int) -> int:
+        g = gpu_of(handle)
+        if type in (CLOCKS["NVML_CLOCK_SM"], CLOCKS["NVML_CLOCK_GRAPHICS"]):
+            return int(g.sm_clock_max_MHz)
+        if type == CLOCKS["NVML_CLOCK_MEM"]:
+            return int(g.mem_clock_MHz)
+        raise err("NVML_ERROR_INVALID_ARGUMENT")
+
+    def nvmlDeviceGetTemperature(handle: _Handle, sensor: int) -> int:
+        g = gpu_of(handle)
+        if sensor != TEMPERATURE_SENSORS["NVML_TEMPERATURE_GPU"]:
+            raise err("NVML_ERROR_INVALID_ARGUMENT")
+        return int(g.temperature_C)
+
     for fn in (
+        nvmlDeviceGetPowerManagementLimit,
+        nvmlDeviceGetPowerManagementDefaultLimit,
+        nvmlDeviceGetPowerManagementLimitConstraints,
+        nvmlDeviceGetEnforcedPowerLimit,
+        nvmlDeviceSetPowerManagementLimit,
+        nvmlDeviceSetGpuLockedClocks,
+        nvmlDeviceResetGpuLockedClocks,
+        nvmlDeviceSetMemoryLockedClocks,
+        nvmlDeviceResetMemoryLockedClocks,
+        nvmlDeviceGetClockInfo,
+        nvmlDeviceGetMaxClockInfo,
+        nvmlDeviceGetTemperature,
         nvmlInit,
         nvmlInitWithFlags,
         nvmlShutdown,

@@ -257,6 +257,9 @@ class ActivitySignal(Signal):
         self._last_run = self._run_time()
         self._last_t = 0.0
         self._carry = 0.0  # run time beyond one core in the last interval, drawn in the next
+        # what the device makes of the level the work asks for (its power cap and clocks:
+        # hardware.settings_response); None: drawn as asked
+        self.shape: Callable[[float], float] | None = None
 
     def _run_time(self) -> float:
         try:
@@ -282,6 +285,8 @@ class ActivitySignal(Signal):
         share = min(max(used / (t - self._last_t), 0.0), 1.0)
         self._carry = max(used - share * (t - self._last_t), 0.0)
         level = self.idle_W + (self.busy_W - self.idle_W) * share
+        if self.shape is not None:
+            level = self.shape(level)
         self.cum.append(self.cum[-1] + self.levels[-1] * (t - self.times[-1]))
         self.times.append(t)
         self.levels.append(level)

@@ -49,7 +49,8 @@ CATALOG_DIR = ".energy-hpc-catalog"
 INDEX = "index.parquet"
 PARTS = "parts"
 # bumped whenever what the catalogue stores, or how a file is reduced, changes: an older catalogue is stale
-SCHEMA_VERSION = 1
+# (2: the device state read back and the Slurm GPU settings in the sums and the rows)
+SCHEMA_VERSION = 2
 # below this many files a table is quick anyway: no hint about the catalogue
 HINT_FILES = 100
 

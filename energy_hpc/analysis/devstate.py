@@ -3,7 +3,7 @@ temperature as read back at the edges of the case's measured iterations (``/rank
 written where the rank could read its device: NVML, amdsmi or an emulated part).
 
 Reads the run file with h5py alone (no xarray, no torch). A file from before the column, or a rank
-without a device, gives no rows; the columns are then absent from the table, never zero.
+without a device, gives no rows; the table's columns are then NaN (an empty CSV field), never zero.
 """
 
 from __future__ import annotations
@@ -73,4 +73,33 @@ def case_state(path: str | Path, phase: str = "measure") -> dict[int, dict[str, 
             "temperature_start_C": float(rows[0]["temperature_C_start"]),
             "temperature_end_C": float(rows[-1]["temperature_C_end"]),
         }
+    return out
+
+
+# each table column -> the keys of a window's row it is the mean of (the clocks and the limit at both
+# edges, the temperatures at one)
+WINDOW_KEYS = {
+    "power_limit_W": ("power_limit_W_start", "power_limit_W_end"),
+    "sm_clock_MHz": ("sm_clock_MHz_start", "sm_clock_MHz_end"),
+    "mem_clock_MHz": ("mem_clock_MHz_start", "mem_clock_MHz_end"),
+    "temperature_start_C": ("temperature_C_start",),
+    "temperature_end_C": ("temperature_C_end",),
+}
+
+
+def window_state(
+    path: str | Path, phase: str = "measure"
+) -> dict[tuple[int, int, int], dict[str, list[float]]]:
+    """Per (rank, case, iteration) of the ``phase`` windows: each of :data:`COLUMNS` as the finite reads
+    that make it (W, MHz, °C; a read that failed, or a window end cut by a signal, left out)."""
+    out: dict[tuple[int, int, int], dict[str, list[float]]] = {}
+    for r in rank_rows(path):
+        if r["phase"] != phase or int(r["case"]) < 0:
+            continue
+        values = out.setdefault((int(r["rank"]), int(r["case"]), int(r["iteration"])), {})
+        for column, keys in WINDOW_KEYS.items():
+            for k in keys:
+                v = r.get(k)
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                    values.setdefault(column, []).append(float(v))
     return out

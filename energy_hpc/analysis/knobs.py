@@ -2,8 +2,9 @@
 power cap or a clock the cases swept (``power_cap_W``, ``gpu_clock_MHz``, ``memory_clock_MHz``), with the
 Pareto front of the two marked (the settings no other setting beats on both energy and time).
 
-Rows are :func:`energy_hpc.analysis.table.energy_table` rows; the setting is read from each row's case
-parameters, so rows without it are left out.
+Rows are :func:`energy_hpc.analysis.table.energy_table` rows; a job-file setting is read from each row's
+case parameters, a setting Slurm applied (``slurm_gpu_power_W``, ``slurm_gpu_freq`` where it is a number
+of MHz) from the row's column of it, so rows without it are left out.
 """
 
 from __future__ import annotations
@@ -17,13 +18,29 @@ from energy_hpc.errors import UserError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-KNOB_NAMES = ("power_cap_W", "gpu_clock_MHz", "memory_clock_MHz")
+# set by the job file (case parameters), then by Slurm (table columns of the run's scheduler_settings)
+CASE_KNOBS = ("power_cap_W", "gpu_clock_MHz", "memory_clock_MHz")
+SLURM_KNOBS = ("slurm_gpu_power_W", "slurm_gpu_freq")
+KNOB_NAMES = CASE_KNOBS + SLURM_KNOBS
+
+
+def knob_value(row: dict[str, Any], knob: str) -> float | None:
+    """The row's value of ``knob`` as a number, or None where the row does not set it (a Slurm
+    ``--gpu-freq`` given as a level, ``high`` or ``low``, is no number and is left out too)."""
+    value = row.get(knob) if knob in SLURM_KNOBS else (row.get("case") or {}).get(knob)
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def swept_knob(rows: Sequence[dict[str, Any]]) -> str | None:
     """The first setting that takes two or more values over ``rows`` (None if none does)."""
     for k in KNOB_NAMES:
-        if len({(r.get("case") or {}).get(k) for r in rows} - {None}) > 1:
+        if len({knob_value(r, k) for r in rows} - {None}) > 1:
             return k
     return None
 
@@ -51,8 +68,10 @@ def knob_rows(rows: Sequence[dict[str, Any]], knob: str | None = None) -> list[d
     knob = knob or swept_knob(rows)
     if knob is None:
         return []
-    picked = [r for r in rows if (r.get("case") or {}).get(knob) is not None]
-    picked.sort(key=lambda r: float(r["case"][knob]))
+    if knob not in KNOB_NAMES:
+        raise UserError(f"{knob!r} is not a device setting; the knobs are: {', '.join(KNOB_NAMES)}")
+    picked = [r for r in rows if knob_value(r, knob) is not None]
+    picked.sort(key=lambda r: knob_value(r, knob) or 0.0)
     pts = [
         (float(r.get("energy_per_unit_J", math.nan)), float(r.get("seconds_per_unit", math.nan)))
         for r in picked
@@ -61,13 +80,15 @@ def knob_rows(rows: Sequence[dict[str, Any]], knob: str | None = None) -> list[d
     return [
         {
             "knob": knob,
-            "value": float(r["case"][knob]),
+            "value": knob_value(r, knob),
             "energy_per_unit_J": e,
             "energy_per_unit_uncertainty_J": float(r.get("energy_per_unit_uncertainty_J", math.nan)),
             "seconds_per_unit": t,
             "unit": r.get("unit", ""),
             "data": r.get("data", "measured"),
             "pareto": on,
+            # what the device enforced, as read back (NaN where the run could not read its device)
+            "power_limit_W": float(r.get("power_limit_W", math.nan)),
         }
         for r, (e, t), on in zip(picked, pts, front, strict=True)
     ]
@@ -82,7 +103,7 @@ def knob_figure(rows: Sequence[dict[str, Any]], knob: str | None = None) -> Figu
     if not krows:
         raise UserError(
             "no run of these sets a power cap or clock; the knobs figure needs cases with power_cap_W, "
-            "gpu_clock_MHz or memory_clock_MHz"
+            "gpu_clock_MHz or memory_clock_MHz, or runs Slurm gave --gpu-power or --gpu-freq in MHz"
         )
     name, unit = krows[0]["knob"], krows[0]["unit"]
     x = [r["value"] for r in krows]

@@ -20,7 +20,7 @@ import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -467,6 +467,15 @@ _GROUP_WORDS = {
 }
 _PREFIX_WORDS = {"dec.": "decoder ", "enc.": "encoder ", "refiner.": "refiner "}
 RESIDUAL = "residual"
+# the steps of an iteration in the order they run ("" for the calls outside every step: an encoder before
+# the first decoder step, a text encoder before the first denoising step, a VAE after the last)
+STEP_ORDER = ("", "prefill", "decode", "first", "middle", "last")
+
+
+def step_order(steps: Sequence[str]) -> list[str]:
+    """``steps`` without repeats, in the order an iteration runs them (unknown tags last, as given)."""
+    known = [s for s in STEP_ORDER if s in steps]
+    return known + [s for s in dict.fromkeys(steps) if s not in STEP_ORDER]
 
 
 def component_group(name: str) -> str:
@@ -504,6 +513,10 @@ class ComponentBar:
     total_unc: float
     n_ranks: int
     data: str
+    # step -> group -> J per unit where the case told its calls by step (components = "detail"), with
+    # "" for the components outside every step; empty where no row has a step. Summed over the steps,
+    # each group gives ``segments``.
+    steps: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def component_bars(rows: Sequence[ComponentRow], closures: Sequence[Closure]) -> list[ComponentBar]:
@@ -525,24 +538,38 @@ def component_bars(rows: Sequence[ComponentRow], closures: Sequence[Closure]) ->
     for (run, case, method), cs in keyed.items():
         n = len(cs)
         segments: dict[str, float] = {}
+        steps: dict[str, dict[str, float]] = {}
         for r in rows:
             if (r.run, r.case, r.method) == (run, case, method):
                 g = component_group(r.component)
                 segments[g] = segments.get(g, 0.0) + r.J_per_unit / n
+                mine = steps.setdefault(r.step, {})
+                mine[g] = mine.get(g, 0.0) + r.J_per_unit / n
+        if set(steps) <= {""}:
+            steps = {}
+        else:
+            steps = {s: steps[s] for s in step_order(list(steps))}
         per = [units.get((c.run, c.case, c.rank), math.nan) for c in cs]
         residual = sum(c.residual_J / u for c, u in zip(cs, per, strict=True)) / n
         total = sum(c.iteration_J / u for c, u in zip(cs, per, strict=True)) / n
         unc = math.sqrt(sum((c.iteration_J_unc / u) ** 2 for c, u in zip(cs, per, strict=True))) / n
         first = next(r for r in rows if (r.run, r.case) == (run, case))
         label = _case_label(cs[0].params) + (f"\n{run}" if len(runs) > 1 else "")
-        bars.append(ComponentBar(label, method, first.unit, segments, residual, total, unc, n, cs[0].data))
+        bars.append(
+            ComponentBar(label, method, first.unit, segments, residual, total, unc, n, cs[0].data, steps)
+        )
     return bars
 
 
 def component_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) -> Figure:
     """Where the energy goes: one panel per method (replay, time), one stacked bar per case with a
     segment per component group in J per unit, the residual hatched on top (downwards where the parts
-    add to more than the whole) and the measured iteration's ± one sigma at the top."""
+    add to more than the whole) and the measured iteration's ± one sigma at the top. Where a case told
+    its calls by step (prefill / decode, first / middle / last), its bar is stacked step by step in the
+    order they run, the calls outside every step first, each step's block outlined and named beside it.
+    Each segment's ``gid`` is ``"<method>|<case label>|<step>|<group>"`` (step "" outside the steps or
+    where the case has none; group ``residual`` for the residual), so the drawn numbers can be read
+    back."""
     from matplotlib import colormaps
 
     bars = component_bars(rows, closures)
@@ -565,13 +592,29 @@ def component_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) 
         x = np.arange(len(mine))
         for xi, b in zip(x, mine, strict=True):
             bottom = 0.0
-            for g, v in b.segments.items():
-                v = float(np.nan_to_num(v))
-                ax.bar(xi, v, 0.6, bottom=bottom, color=colour[g], edgecolor="white", lw=0.5)
-                bottom += v
+            for step, segs in (b.steps or {"": b.segments}).items():
+                below = bottom
+                for g, v in segs.items():
+                    v = float(np.nan_to_num(v))
+                    gid = f"{method}|{b.label}|{step}|{g}"
+                    ax.bar(xi, v, 0.6, bottom=bottom, color=colour[g], edgecolor="white", lw=0.5, gid=gid)
+                    bottom += v
+                if b.steps:
+                    _step_block(ax, float(xi), below, bottom, step)
             res = float(np.nan_to_num(b.residual))
             negative |= res < 0
-            ax.bar(xi, res, 0.6, bottom=bottom, color="white", edgecolor="0.3", hatch="//", lw=0.5)
+            ax.bar(
+                xi,
+                res,
+                0.6,
+                bottom=bottom,
+                # below zero it lies over the parts it takes back: see-through, so they stay visible
+                color="white" if res >= 0 else "none",
+                edgecolor="0.3",
+                hatch="//",
+                lw=0.5,
+                gid=f"{method}|{b.label}||{RESIDUAL}",
+            )
             if math.isfinite(b.total):
                 ax.errorbar(xi, b.total, yerr=np.nan_to_num(b.total_unc), color="black", capsize=3)
                 if b.n_ranks > 1:
@@ -584,7 +627,7 @@ def component_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) 
                         fontsize=7,
                     )
         ax.set_xticks(x, [b.label for b in mine], rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.75, len(mine) - 0.25)
+        ax.set_xlim(-0.75, len(mine) - 0.25 + (0.5 if any(b.steps for b in mine) else 0.0))
         ax.set_title(titles.get(method, method), fontsize=8)
         ax.axhline(0, color="0.5", lw=0.5)
     units = sorted({b.unit for b in bars})
@@ -606,11 +649,34 @@ def component_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) 
     caption = (
         f"{case_key([]).splitlines()[0]}. Bar top: the measured iteration, error bar 1 sigma"
         + ("; mean over ranks" if any(b.n_ranks > 1 for b in bars) else "")
+        + (
+            ". Outlined blocks: the steps of an iteration (prefill, decode; first, middle, last denoising "
+            "step), in the order they run, the calls outside every step first"
+            if any(b.steps for b in bars)
+            else ""
+        )
         + f". {GROUP_RULE[0].upper()}{GROUP_RULE[1:]}."
     )
     fig.supxlabel(textwrap.fill(caption, 100), fontsize=7)
     fig.suptitle(f"Where the energy goes - {_rows_label([{'data': b.data} for b in bars])}", fontsize=9)
     return fig
+
+
+def _step_block(ax: Any, x: float, bottom: float, top: float, step: str) -> None:
+    """Outline one step's block of a stacked bar and name the step beside it."""
+    from matplotlib.patches import Rectangle
+
+    if top <= bottom:
+        return
+    ax.add_patch(Rectangle((x - 0.32, bottom), 0.64, top - bottom, fill=False, edgecolor="black", lw=1.0))
+    ax.annotate(
+        step or "outside steps",
+        (x + 0.32, (bottom + top) / 2),
+        xytext=(2, 0),
+        textcoords="offset points",
+        va="center",
+        fontsize=6,
+    )
 
 
 # ------------------------------------------------------------------ model structures side by side
@@ -662,6 +728,9 @@ class StructureBar:
     residual: float  # share of the iteration no component covers (the closure's residual)
     J_per_unit: float  # the measured iteration's energy per unit
     data: str
+    # step -> share of the iteration's energy (0..1) where the case told its calls by step, with "" for
+    # the components outside every step; empty where no row has a step. Adds up to sum(shares).
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 def structure_bars(rows: Sequence[ComponentRow], closures: Sequence[Closure]) -> list[StructureBar]:
@@ -677,26 +746,48 @@ def structure_bars(rows: Sequence[ComponentRow], closures: Sequence[Closure]) ->
         n = len(cs)
         mine = [r for r in rows if (r.run, r.case, r.method) == (run, case, method)]
         shares: dict[str, float] = {}
+        steps: dict[str, float] = {}
         if not all(c.iteration_J > 0 and math.isfinite(c.residual_J) for c in cs):
             mine = []  # the sensor resolved no energy over an iteration or a replay window: no shares
         for r in mine:
             g = layer_type(r.component)
             shares[g] = shares.get(g, 0.0) + float(np.nan_to_num(r.share)) / n
+            steps[r.step] = steps.get(r.step, 0.0) + float(np.nan_to_num(r.share)) / n
+        steps = {k: steps[k] for k in step_order(list(steps))} if set(steps) - {""} else {}
         residual = sum(c.residual_J / c.iteration_J for c in cs) / n if mine else math.nan
         per_unit = [r.J_per_iteration / r.J_per_unit for r in mine if r.J_per_unit and r.J_per_iteration]
         units = per_unit[0] if per_unit else math.nan
         total = sum(c.iteration_J for c in cs) / n / units if units else math.nan
         label = _case_label(cs[0].params) + (f"\n{run}" if len(runs) > 1 else "")
         unit = next((r.unit for r in rows if (r.run, r.case) == (run, case)), "?")
-        out.append(StructureBar(run, case, label, method, unit, shares, residual, total, cs[0].data))
+        out.append(StructureBar(run, case, label, method, unit, shares, residual, total, cs[0].data, steps))
     return out
+
+
+_STEP_GREY = "0.7"
+
+
+def _by_step_bar(ax: Any, y: float, b: StructureBar, gid: str) -> None:
+    """The thin bar under a case told by step: its components' share per step, in grey shades."""
+    left = 0.0
+    shades = np.linspace(0.55, 0.85, max(len(b.steps), 2))
+    for (step, share), shade in zip(b.steps.items(), shades, strict=False):
+        width = 100 * share
+        ax.barh(y, width, 0.35, left=left, color=str(shade), edgecolor="white", lw=0.5, gid=gid + step)
+        if width > 4:
+            ax.text(left + width / 2, y, step or "outside", ha="center", va="center", fontsize=6)
+        left += width
 
 
 def structures_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) -> Figure:
     """Model structures side by side: one horizontal bar per case (model), its iteration energy split
     by layer type in per cent, the residual hatched, and the iteration's J per unit written beside it;
-    one panel per method. Each segment's ``gid`` is ``"<method>|<case label>|<layer type>"``
-    (``residual`` for the residual), so the drawn numbers can be read back."""
+    one panel per method. A case that told its calls by step (prefill / decode, first / middle / last)
+    gets a second, thinner bar under its own, labelled ``"<case label>, by step"``: the same components
+    split by the step their calls fall in, in grey shades, each named inside. Each segment's ``gid`` is
+    ``"<method>|<case label>|<layer type>"`` (``residual`` for the residual) and
+    ``"<method>|<case label>, by step|<step>"`` (``""`` outside every step), so the drawn numbers can be
+    read back."""
     bars = structure_bars(rows, closures)
     methods = [m for m in ("replay", "time") if any(b.method == m for b in bars)]
     order = list(dict.fromkeys(LAYER_TYPES.values()))
@@ -714,7 +805,18 @@ def structures_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure])
     axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
     for ax, method in zip(axes, methods, strict=True):
         mine = [b for b in bars if b.method == method]
-        y = np.arange(len(mine))[::-1]
+        # one row per case, and one more under each case told by step
+        n_rows = len(mine) + sum(bool(b.steps) for b in mine)
+        slots = list(np.arange(n_rows)[::-1])
+        y, ticks, tick_labels = [], [], []
+        for b in mine:
+            y.append(slots.pop(0))
+            ticks.append(y[-1])
+            tick_labels.append(b.label)
+            if b.steps:
+                ticks.append(slots.pop(0))
+                tick_labels.append(f"{b.label}, by step")
+                _by_step_bar(ax, ticks[-1], b, f"{method}|{b.label}, by step|")
         right = 100.0
         for yi, b in zip(y, mine, strict=True):
             if not b.shares:
@@ -739,7 +841,7 @@ def structures_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure])
                 100 * b.residual,
                 0.6,
                 left=left,
-                color="white",
+                color="white" if b.residual >= 0 else "none",  # below zero: over the parts, see-through
                 edgecolor="0.3",
                 hatch="//",
                 lw=0.5,
@@ -754,7 +856,7 @@ def structures_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure])
                 va="center",
                 fontsize=7,
             )
-        ax.set_yticks(y, [b.label for b in mine], fontsize=8)
+        ax.set_yticks(ticks, tick_labels, fontsize=8)
         ax.set_xlabel("share of the iteration's energy (%)", fontsize=8)
         ax.set_xlim(0, 1.25 * right)
         ax.axvline(100, color="0.5", lw=0.5)
@@ -766,6 +868,8 @@ def structures_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure])
         )
     handles = [Patch(color=colour[g], label=g) for g in groups]
     handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="//", label="residual (no component)"))
+    if any(b.steps for b in bars):
+        handles.append(Patch(color=_STEP_GREY, label="by step: the same components by the step they run in"))
     fig.legend(handles=handles, title="layer type", fontsize=7, loc="outside right upper", frameon=False)
     fig.suptitle(
         f"Model structures side by side - {_rows_label([{'data': b.data} for b in bars])}", fontsize=9

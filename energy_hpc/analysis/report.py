@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from energy_hpc.analysis.catalog import read_study
 from energy_hpc.analysis.components import METHOD_TEXT, Closure, ComponentRow, component_tables
@@ -40,7 +40,10 @@ from energy_hpc.analysis.plots import (
     scaling_figure,
 )
 from energy_hpc.analysis.scaling import format_scaling, scaling_rows
-from energy_hpc.analysis.table import format_rows
+from energy_hpc.analysis.table import carbon_legend, format_rows
+
+if TYPE_CHECKING:
+    from energy_hpc.analysis.carbon import CarbonFactor
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +221,17 @@ def energy_blocks(rows: list[dict[str, Any]]) -> list[Block]:
     if _finite(rows, "node_energy_per_unit_J"):
         cols.append(("node energy per unit (J)", lambda r: format_number(r.get("node_energy_per_unit_J"))))
     cols.append(("method", lambda r: str(r.get("method", ""))))
+    carbon = any("co2e_per_1000_units_g" in r for r in rows)  # analysis.carbon: only when asked for
+    if carbon:
+        cols += [
+            ("CO2e (g, conversion*)", lambda r: value_pm(r.get("co2e_g"), r.get("co2e_uncertainty_g"))),
+            (
+                "CO2e per 1000 units (g, conversion*)",
+                lambda r: value_pm(
+                    r.get("co2e_per_1000_units_g"), r.get("co2e_per_1000_units_uncertainty_g")
+                ),
+            ),
+        ]
     text = {"task", "label", "model", "dtype", "stage", "method"}
     table = Table(
         [h for h, _ in cols],
@@ -225,6 +239,9 @@ def energy_blocks(rows: list[dict[str, Any]]) -> list[Block]:
         {i for i, (h, _) in enumerate(cols) if h not in text},
     )
     blocks: list[Block] = [Para(f"Data: {data_banner(rows)}"), table, Para(UNCERTAINTY_NOTE)]
+    if carbon:
+        # the legend without its leading '*', which Markdown would take for a list or emphasis
+        blocks += [Para("CO2e columns: " + line.removeprefix("* ")) for line in carbon_legend(rows)]
     flags = [f"row {i + 1}: {flag}" for i, r in enumerate(rows) for flag in r.get("flags", [])]
     if flags:
         blocks.append(Items(flags))
@@ -314,12 +331,18 @@ def write_report(
     out: Path,
     by: Sequence[str] | None = None,
     max_power_figures: int = MAX_POWER_FIGURES,
+    carbon: CarbonFactor | None = None,
 ) -> Path:
-    """Write the report into ``out``; returns the index page (index.md; index.html beside it)."""
+    """Write the report into ``out``; returns the index page (index.md; index.html beside it). With
+    ``carbon``, the tables gain the CO2e columns, each labelled a conversion by the stated factor."""
     out.mkdir(parents=True, exist_ok=True)
     study = read_study(files)  # the catalogue when it is fresh for every file, else the files
     rows = study.rows(by=by)
     stage_rows = study.rows(by=by, stages=True)
+    if carbon is not None:
+        from energy_hpc.analysis.carbon import with_carbon
+
+        rows, stage_rows = with_carbon(rows, carbon), with_carbon(stage_rows, carbon)
     stages = has_stages(stage_rows)
     banner = data_banner(rows)
 

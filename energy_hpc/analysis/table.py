@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from energy_hpc.analysis import devstate
 from energy_hpc.analysis.attribution import DEVICE_ROLES, Role, package_shares, sharer_ranks
 from energy_hpc.analysis.formatting import (
     UNCERTAINTY_LEGEND,
@@ -83,6 +84,9 @@ _METHOD_ORDER = (Method.SYNTHETIC, Method.ESTIMATE, Method.INTEGRAL, Method.COUN
 ESTIMATE_REL_UNC = 0.5
 
 MODULE_SCOPE = "module (GH200: GPU + Grace CPU + memory)"
+
+# the case settings that change the device (telemetry.control): the compact table then shows its state
+SETTING_KEYS = ("power_cap_W", "gpu_clock_MHz", "memory_clock_MHz")
 
 # (file, iteration): one iteration of one file; repeats in other files are other iterations. Within a file
 # the iteration is offset by case << TRIAL_SHIFT (:func:`accumulate`), so trials of the same parameters in one
@@ -294,6 +298,11 @@ class RowSums:
     estimate: bool = False
     node_devices_J: float = 0.0  # device energy over the node windows of nodes with a whole-node channel
     scopes: Scopes = field(default_factory=Scopes)
+    # the device's state over the measured windows (devstate.COLUMNS): the reads' sum and count, per column
+    state_sum: dict[str, float] = field(default_factory=dict)
+    state_n: dict[str, int] = field(default_factory=dict)
+    # GPU settings Slurm applied to the run (the run file's scheduler_settings: gpu_freq, gpu_power_W)
+    scheduler: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, other: RowSums) -> None:
         self.rank_counts |= other.rank_counts
@@ -315,6 +324,11 @@ class RowSums:
         self.estimate |= other.estimate
         self.node_devices_J += other.node_devices_J
         self.scopes.merge(other.scopes)
+        for k, v in other.state_sum.items():
+            self.state_sum[k] = self.state_sum.get(k, 0.0) + v
+            self.state_n[k] = self.state_n.get(k, 0) + other.state_n[k]
+        # a --by group over runs with other scheduler settings keeps only the settings they share
+        self.scheduler = {k: v for k, v in self.scheduler.items() if other.scheduler.get(k) == v}
 
 
 def is_estimate(meta: dict[str, Any]) -> bool:
@@ -646,11 +660,76 @@ def accumulate(red: RunReduction) -> dict[tuple[int, str], RowSums]:
         if node in nodes_cpu_memory:
             row.scopes.host_cpu_memory.units += units
             row.scopes.host_cpu_memory.cell(file_id, iteration).units += units
+    _add_device_state(rows, red, counted)
+    scheduler = scheduler_settings(red)
     for (case, _), row in rows.items():
+        row.scheduler = dict(scheduler)
         row.attribution.update(red.notes)  # channels left out (attribution.channel_roles), and why
         for scope in row.scopes.all():
             scope.close_trial(file_id, case)
     return rows
+
+
+def _add_device_state(rows: dict[tuple[int, str], RowSums], red: RunReduction, counted: np.ndarray) -> None:
+    """The device's state (devstate.COLUMNS) read at the edges of each counted whole-iteration window, into
+    every row of its case (a stage row shows its case's state: the state is read per whole window)."""
+    windows = red.windows
+    whole = counted & (windows["stage"] == "")
+    keys = {
+        (int(r), int(c), int(i))
+        for r, c, i in zip(
+            windows["rank"][whole], windows["case"][whole], windows["iteration"][whole], strict=True
+        )
+    }
+    by_case: dict[int, list[RowSums]] = defaultdict(list)
+    for (case, _), row in rows.items():
+        by_case[case].append(row)
+    for key, values in sorted(devstate.window_state(red.path).items()):
+        if key not in keys:
+            continue
+        for row in by_case.get(key[1], []):
+            for column, reads in values.items():
+                row.state_sum[column] = row.state_sum.get(column, 0.0) + float(sum(reads))
+                row.state_n[column] = row.state_n.get(column, 0) + len(reads)
+
+
+def scheduler_settings(red: RunReduction) -> dict[str, Any]:
+    """The GPU settings Slurm applied to the run (root attribute ``scheduler_settings``, a JSON object such
+    as ``{"gpu_freq": "1200", "gpu_power_W": 300}``); {} when absent, empty or unreadable (said once)."""
+    text = str(red.attrs.get("scheduler_settings", "") or "").strip()
+    if not text:
+        return {}
+    try:
+        settings = json.loads(text)
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        log.warning(
+            "%s: scheduler_settings %r is not a JSON object: the run's rows show no Slurm GPU settings",
+            red.path.name,
+            text[:80],
+        )
+        return {}
+    return settings
+
+
+def _scheduler_columns(settings: dict[str, Any]) -> dict[str, Any]:
+    """``slurm_gpu_freq`` (as given to ``--gpu-freq``: MHz or a level such as ``high``; "" when not set)
+    and ``slurm_gpu_power_W`` (``--gpu-power``; NaN when not set)."""
+    freq = settings.get("gpu_freq")
+    power = settings.get("gpu_power_W")
+    try:
+        power_W = float(power) if power is not None and power != "" else math.nan
+    except (TypeError, ValueError):
+        power_W = math.nan
+    return {"slurm_gpu_freq": "" if freq is None else str(freq), "slurm_gpu_power_W": power_W}
+
+
+def _state_columns(row: RowSums) -> dict[str, float]:
+    """devstate.COLUMNS as the means of their reads over the row's measured windows; NaN without any."""
+    return {
+        c: row.state_sum[c] / row.state_n[c] if row.state_n.get(c) else math.nan for c in devstate.COLUMNS
+    }
 
 
 def _nan_div(a: float, b: float) -> float:
@@ -851,6 +930,9 @@ def _row(key_fields: dict[str, Any], row: RowSums) -> dict[str, Any]:
         "gap_windows": gap_windows,
         "longest_gap_s": longest_gap if gap_windows else math.nan,
         **_trial_columns(sums, _nan_div(energy, units)),
+        # added after the trial columns: the device's state as read back, and the settings Slurm applied
+        **_state_columns(row),
+        **_scheduler_columns(row.scheduler),
     }
 
 
@@ -893,12 +975,15 @@ def _module_flags(row: RowSums, basis: RowBasis) -> list[str]:
 
 def _key(row: RowSums, by: Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
     n_ranks = max(row.rank_counts) if row.rank_counts else 0
+    slurm = _scheduler_columns(row.scheduler)
     fields = {**row.params, "n_ranks": n_ranks, "n_nodes": row.n_nodes, "unit": row.unit}
+    fields.update(slurm)
     if not by:
         key: tuple[tuple[str, Any], ...] = (
             ("case", json.dumps(row.params, sort_keys=True)),
             ("n_ranks", n_ranks),
             ("n_nodes", row.n_nodes),
+            ("scheduler", json.dumps(row.scheduler, sort_keys=True)),
         )
     else:
         key = tuple((name, json.dumps(fields.get(name), sort_keys=True)) for name in by)
@@ -1310,6 +1395,13 @@ _HEADERS = {
     "gap_windows": "gap windows",
     "longest_gap_s": "longest gap s",
     "trial_spread_pct": "trial spread %",
+    "power_limit_W": "limit W",
+    "sm_clock_MHz": "SM MHz",
+    "mem_clock_MHz": "mem MHz",
+    "temperature_start_C": "start °C",
+    "temperature_end_C": "end °C",
+    "slurm_gpu_freq": "slurm freq",
+    "slurm_gpu_power_W": "slurm W",
     "co2e_g": "CO2e g (conversion)",
     "co2e_per_1000_units_g": "CO2e g/1000 units (conversion)",
 }
@@ -1336,7 +1428,16 @@ _WIDE_KEYS = [
     "counter_vs_integral_pct",
     "method",
 ]
-_TEXT_KEYS = ("task", "model", "label", "stage", "dtype", "unit", "method")  # left-aligned in LaTeX
+_TEXT_KEYS = (
+    "task",
+    "model",
+    "label",
+    "stage",
+    "dtype",
+    "unit",
+    "method",
+    "slurm_gpu_freq",
+)  # left-aligned in LaTeX
 
 
 @dataclass(frozen=True)
@@ -1423,6 +1524,7 @@ def _compact_columns(rows: list[dict[str, Any]]) -> list[Column]:
     ]
     if any(r.get("n_trials", 0) > 1 for r in rows):
         cols.append(Column("trial_spread_pct", "trials ±%", lambda row: _trials_cell(row)))
+    cols += _setting_columns(rows)
     if any("co2e_per_1000_units_g" in r for r in rows):  # analysis.carbon: only when asked for
         cols.append(
             Column(
@@ -1433,6 +1535,38 @@ def _compact_columns(rows: list[dict[str, Any]]) -> list[Column]:
                 ),
             )
         )
+    return cols
+
+
+def _sets_device(row: dict[str, Any]) -> bool:
+    """Whether the row's case set a power cap or clock, or Slurm applied GPU settings to its run."""
+    case = row.get("case") or {}
+    return any(case.get(k) is not None for k in SETTING_KEYS) or bool(
+        row.get("slurm_gpu_freq") or _finite_number(row.get("slurm_gpu_power_W"))
+    )
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _setting_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The compact table's columns of device settings, only where a row's case set a power cap or clock
+    or Slurm applied GPU settings: what Slurm was asked for, then the limit and clocks as read back."""
+    if not any(_sets_device(r) for r in rows):
+        return []
+    cols = []
+    if any(r.get("slurm_gpu_freq") for r in rows):
+        cols.append(Column("slurm_gpu_freq", "slurm freq", lambda row: str(row.get("slurm_gpu_freq") or "-")))
+    if any(_finite_number(r.get("slurm_gpu_power_W")) for r in rows):
+        cols.append(_column("slurm_gpu_power_W", "slurm W"))
+    for key, header in (
+        ("power_limit_W", "limit W"),
+        ("sm_clock_MHz", "SM MHz"),
+        ("mem_clock_MHz", "mem MHz"),
+    ):
+        if any(_finite_number(r.get(key)) for r in rows):
+            cols.append(_column(key, header))
     return cols
 
 
@@ -1453,6 +1587,11 @@ def _wide_columns(rows: list[dict[str, Any]]) -> list[Column]:
         keys[-1:-1] = ["node_energy_per_unit_J", "node_rest_per_unit_J"]
     if any(r.get("module_includes_cpu_memory") and r.get("energy_scope") != MODULE_SCOPE for r in rows):
         keys[-1:-1] = ["module_energy_per_unit_J"]
+    keys += [k for k in devstate.COLUMNS if any(_finite_number(r.get(k)) for r in rows)]
+    if any(r.get("slurm_gpu_freq") for r in rows):
+        keys.append("slurm_gpu_freq")
+    if any(_finite_number(r.get("slurm_gpu_power_W")) for r in rows):
+        keys.append("slurm_gpu_power_W")
     return [_column(k) for k in keys]
 
 
@@ -1491,7 +1630,7 @@ def _fit(headers: list[str], body: list[list[str]], cut: Sequence[int], width: i
                 cells[i] = cells[i][: keep - 1] + "…"
 
 
-def _carbon_legend(rows: list[dict[str, Any]]) -> list[str]:
+def carbon_legend(rows: list[dict[str, Any]]) -> list[str]:
     """The line a table with CO2e columns carries (analysis.carbon): they are a conversion, not measured."""
     factors = sorted({(r["carbon_intensity_g_per_kWh"], r["pue"]) for r in rows if "pue" in r})
     return [
@@ -1530,13 +1669,13 @@ def format_rows(rows: list[dict[str, Any]], fmt: str, columns: str | Sequence[st
             body,
             "".join("l" if c.text else "r" for c in cols),
             comments_before=[data_banner(rows)],
-            comments_after=[*legend, *_carbon_legend(rows), *_notes(rows)],
+            comments_after=[*legend, *carbon_legend(rows), *_notes(rows)],
         )
     if columns is None:
         _fit(headers, body, [k for k, c in enumerate(cols) if c.key in ("model", "label")], TERMINAL_WIDTH)
     out = [f"Data: {data_banner(rows)}", "", *markdown_table(headers, body), ""]
     out += legend
-    out += _carbon_legend(rows)
+    out += carbon_legend(rows)
     notes = _notes(rows)
     if notes:
         out.append("")

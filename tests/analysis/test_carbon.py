@@ -82,3 +82,34 @@ def test_pue_alone_is_refused_in_one_line(run_file: Path) -> None:
     out = run_cli("table", str(run_file), "--pue", "1.2")
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().count("\n") == 0 and "--carbon-intensity" in out.stderr
+
+
+def test_the_report_command_converts_when_asked_and_says_it_is_a_conversion(
+    run_file: Path, tmp_path: Path
+) -> None:
+    out = run_cli(
+        "report", str(run_file), "-o", str(tmp_path / "rep"), "--carbon-intensity", "400", "--pue", "1.2"
+    )
+    assert out.returncode == 0, out.stderr
+    true_J = POWER_W * sum(b - a for a, b in WINDOWS)
+    (row,) = csv.DictReader(io.StringIO((tmp_path / "rep" / "table.csv").read_text()))
+    assert float(row["co2e_g"]) == pytest.approx(true_J * 1.2 * 400.0 / 3.6e6, rel=1e-6)
+    said = "a conversion of measured energy by a stated factor, not a measurement"
+    index = (tmp_path / "rep" / "index.md").read_text()
+    assert "CO2e per 1000 units (g, conversion*)" in index and "PUE 1.2 x 400 gCO2e/kWh" in index
+    assert said in index and said in (tmp_path / "rep" / "index.html").read_text()
+    for ext in ("md", "tex", "json"):
+        assert said in (tmp_path / "rep" / f"table.{ext}").read_text(), ext
+
+
+def test_the_report_has_no_co2e_unless_asked(run_file: Path, tmp_path: Path) -> None:
+    assert run_cli("report", str(run_file), "-o", str(tmp_path / "rep")).returncode == 0
+    assert "CO2e" not in (tmp_path / "rep" / "index.md").read_text()
+    assert "co2e" not in (tmp_path / "rep" / "table.csv").read_text()
+
+
+def test_report_pue_alone_is_refused_in_one_line(run_file: Path, tmp_path: Path) -> None:
+    out = run_cli("report", str(run_file), "-o", str(tmp_path / "rep"), "--pue", "1.2")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().count("\n") == 0 and "--carbon-intensity" in out.stderr
+    assert not (tmp_path / "rep").exists()

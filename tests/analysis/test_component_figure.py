@@ -243,3 +243,95 @@ def test_plot_kind_structures_writes_the_figure_and_the_table_prints_each_closur
     lines = [x for x in t.stdout.splitlines() if " residual " in x and " = components " in x]
     assert len(lines) == 10  # 5 cases x 2 methods
     assert "L0.attn (prefill)" in t.stdout and "L0.attn (decode)" in t.stdout
+
+
+# ------------------------------------------------------------------ steps: prefill and decode apart
+
+DETAIL_JOB = (
+    JOB.replace('components = "blocks"', 'components = "detail"')
+    + """
+[[case]]
+task = "translation"
+model = "tiny-t5"
+source = "random"
+components = "detail"
+component_seconds = 0.05
+[case.options]
+max_new_tokens = 3
+ignore_eos = true
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def run_with_steps(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
+    """A decoder-only LLM and an encoder-decoder with components = "detail": their decoders' calls told
+    by generation step (real inference on the CPU, the synthetic sensor at a constant 50 W)."""
+    d = tmp_path_factory.mktemp("steps")
+    r = run_job(parse_job(DETAIL_JOB, d / "job.toml"), d / "out", CTX, SingleComm())
+    assert r.status == "complete" and r.path is not None, r.failures
+    return r.path
+
+
+def test_a_case_told_by_step_is_stacked_step_by_step_and_adds_to_its_rows(run_with_steps: Path) -> None:
+    rows, closures = component_tables(run_with_steps)
+    # the translation case (1) has its decoder by step; its encoder runs outside every step
+    assert {r.step for r in rows if r.case == 1} == {"", "prefill", "decode"}
+    assert {r.component for r in rows if r.case == 1 and r.step == ""} >= {"enc.L0.attn", "enc.L0.mlp"}
+    bars = component_bars(rows, closures)
+    assert len(bars) == 4  # 2 cases x 2 methods
+    for b in bars:
+        case = 0 if "tiny-llama" in b.label else 1
+        mine = [r for r in rows if (r.case, r.method) == (case, b.method)]
+        assert list(b.steps) == (["prefill", "decode"] if case == 0 else ["", "prefill", "decode"])
+        for step, segs in b.steps.items():
+            assert sum(segs.values()) == pytest.approx(sum(r.J_per_unit for r in mine if r.step == step))
+        # summed over the steps, each group is the segment of the bar without steps
+        for g, v in b.segments.items():
+            assert sum(s.get(g, 0.0) for s in b.steps.values()) == pytest.approx(v)
+        assert b.steps["decode"]["head"] == pytest.approx(
+            sum(r.J_per_unit for r in mine if r.component == "head" and r.step == "decode")
+        )
+
+
+def test_the_component_figure_draws_each_steps_block_as_the_rows_say(
+    run_with_steps: Path, tmp_path: Path
+) -> None:
+    rows, closures = component_tables(run_with_steps)
+    fig = component_figure(rows, closures)
+    drawn: dict[str, float] = {}
+    for ax in fig.axes:
+        for p in ax.patches:
+            if p.get_gid():
+                drawn[p.get_gid()] = drawn.get(p.get_gid(), 0.0) + p.get_height()
+    for b in component_bars(rows, closures):
+        for step, segs in b.steps.items():
+            for g, v in segs.items():
+                assert drawn[f"{b.method}|{b.label}|{step}|{g}"] == pytest.approx(v)
+        parts = sum(v for k, v in drawn.items() if k.startswith(f"{b.method}|{b.label}|"))
+        assert parts == pytest.approx(b.total)  # the blocks and the residual make the measured iteration
+    names = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert {"prefill", "decode", "outside steps"} <= names
+    assert "prefill, decode" in fig.get_supxlabel()
+    png, _ = save(fig, tmp_path / "steps")
+    assert png.stat().st_size > 1000
+
+
+def test_the_structures_figure_adds_a_by_step_bar_for_a_case_told_by_step(run_with_steps: Path) -> None:
+    rows, closures = component_tables(run_with_steps)
+    fig = structures_figure(rows, closures)
+    drawn = {p.get_gid(): p.get_width() for ax in fig.axes for p in ax.patches if p.get_gid()}
+    labels = {t.get_text() for ax in fig.axes for t in ax.get_yticklabels()}
+    for b in structure_bars(rows, closures):
+        assert f"{b.label}, by step" in labels
+        (c,) = [c for c in closures if (c.case, c.method) == (b.case, b.method)]
+        mine = [r for r in rows if (r.case, r.method) == (b.case, b.method)]
+        prefix = f"{b.method}|{b.label}, by step|"
+        got = {k[len(prefix) :]: v / 100 for k, v in drawn.items() if k.startswith(prefix)}
+        want: dict[str, float] = {}
+        for r in mine:
+            want[r.step] = want.get(r.step, 0.0) + r.share
+        assert got == pytest.approx(want)
+        # the same components as the layer-type bar above it: both add up with the residual to 100 %
+        assert sum(got.values()) == pytest.approx(sum(b.shares.values()))
+        assert sum(got.values()) + c.residual_J / c.iteration_J == pytest.approx(1.0)

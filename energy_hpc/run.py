@@ -305,6 +305,7 @@ class RankRun:
                 slurm=ctx.slurm,
                 interval_s=interval_s,
                 extra=trial_attrs,
+                scheduler_settings=settings.current().scheduler_settings,
             ),
             stem=stem,
             offset=offset,

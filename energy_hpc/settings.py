@@ -16,6 +16,7 @@ A leaf module: it imports nothing of energy_hpc, so any module may read the sett
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -117,6 +118,23 @@ def _is_sampler(v: Any) -> bool:
     return v is None or v in SAMPLER_MODES
 
 
+def _json_object(raw: str) -> str:
+    """A JSON object's text, as compact JSON with sorted keys (ValueError if it is not one)."""
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _is_json_object(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        return v == "" or isinstance(json.loads(v), dict)
+    except ValueError:
+        return False
+
+
 def _is_gather_layout(v: Any) -> bool:
     return v in ("auto", "single", "nodes")
 
@@ -215,6 +233,17 @@ class Settings:
         default=None, metadata=_meta("ENERGY_HPC_LOCAL_DIR", _path, _is_optional_path, "a folder, or unset")
     )
     """Node-local storage of the job, where the system offers it (set by the script)."""
+    scheduler_settings: str = field(
+        default="",
+        metadata=_meta(
+            "ENERGY_HPC_SCHEDULER_SETTINGS",
+            _json_object,
+            _is_json_object,
+            'a JSON object, e.g. {"gpu_freq": "1200", "gpu_power_W": 300}',
+        ),
+    )
+    """The device settings Slurm applied for the job (``--gpu-freq``, ``--gpu-power``) as a JSON object
+    (set by the script; "" outside such jobs); the run file keeps it as ``scheduler_settings``."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -115,6 +115,10 @@ def spill_attrs(
         "host": record.host,
         "node": record.node,
         "cases_json": json.dumps(list(cases), sort_keys=True),
+        # what the run file's root carries beside the fixed header (trials, trial_order, trial_seed) and
+        # the settings Slurm applied: a run rebuilt from spills keeps them
+        "extra_json": json.dumps(header.extra, sort_keys=True, default=str),
+        "scheduler_settings": header.scheduler_settings,
     }
 
 
@@ -130,6 +134,8 @@ def header_from_spill(attrs: Mapping[str, Any]) -> RunHeader:
         launcher=str(attrs.get("launcher", "")),
         slurm=json.loads(attrs.get("slurm_json", "{}")),
         interval_s=float(attrs.get("interval_s", 0.0)),
+        extra=json.loads(attrs.get("extra_json", "{}")),
+        scheduler_settings=str(attrs.get("scheduler_settings", "")),
     )
 
 
@@ -703,7 +709,7 @@ def rebuild(
     header.contains_synthetic = any(c["method"] == "synthetic" for c in channels)
     header.emulated = emulated_text(emulated_parts(channels))
     header.contains_estimate = any(c["method"] == "estimate" for c in channels)
-    header.extra = {"rebuilt_from_spills": 1}
+    header.extra = {**header.extra, "rebuilt_from_spills": 1}
     stem = str(first.attrs.get("stem") or f"{header.job_name}-rebuilt")
     cases = json.loads(first.attrs.get("cases_json", "[]"))
     try:

@@ -321,6 +321,7 @@ class RunHeader:
     contains_estimate: bool = False
     emulated: str = ""  # emulated_text() of the run's EMULATED channels; "" when none
     extra: dict = field(default_factory=dict)
+    scheduler_settings: str = ""  # JSON object: the device settings Slurm applied (--gpu-freq, ...); "" none
 
     def attrs(self) -> dict[str, Any]:
         a = {
@@ -344,6 +345,8 @@ class RunHeader:
             "slurm_step_id": self.slurm.get("step_id", ""),
             "slurm_json": json.dumps(self.slurm),
         }
+        if self.scheduler_settings:
+            a["scheduler_settings"] = self.scheduler_settings
         if self.contains_synthetic:
             a["WARNING"] = (
                 "contains SYNTHETIC sensor data"

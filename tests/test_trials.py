@@ -236,3 +236,27 @@ def test_trials_pool_into_one_row_whose_spread_matches_the_true_energy(trial_run
         assert row["trial_spread_pct"] == pytest.approx(100.0 * np.std(means, ddof=1) / pooled, rel=0.02)
         # the second load of a batch size makes twice the units: the trials really differ by ~2x
         assert max(means) / min(means) == pytest.approx(2.0, rel=0.1)
+
+
+def test_a_run_rebuilt_from_its_spills_keeps_the_trial_plan_and_the_slurm_settings(
+    paced: None, tmp_path: Path
+) -> None:
+    """``energy-hpc merge`` of a run's kept spills writes the same trial attributes and the settings Slurm
+    applied as the run file itself (they used to be lost: the spill carried only the fixed header)."""
+    from energy_hpc import settings
+    from energy_hpc.spill import rebuild
+
+    job = parse_job(_job("trials = 2\nseed = 5\niterations = 2"), tmp_path / "job.toml")
+    applied = '{"gpu_freq": "1200"}'
+    with settings.override(scheduler_settings=applied):
+        result = run_job(job, tmp_path / "out", CTX, SingleComm(), keep_spills=True)
+    assert result.path is not None
+    spill_dirs = sorted((tmp_path / "out").glob(".*.spill"))
+    assert len(spill_dirs) == 1
+    merged, _ = rebuild(spill_dirs, tmp_path / "merged")
+    _, _, original = _read(result.path)
+    _, _, rebuilt = _read(merged)
+    for key in ("trials", "trial_order", "trial_seed", "scheduler_settings"):
+        assert str(rebuilt[key]) == str(original[key]), key
+    assert json.loads(str(rebuilt["scheduler_settings"])) == {"gpu_freq": "1200"}
+    assert int(rebuilt["rebuilt_from_spills"]) == 1

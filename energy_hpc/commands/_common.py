@@ -90,6 +90,18 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
         "job-size bin allows) with a warning instead of refusing it",
     )
     parser.add_argument(
+        "--gpu-freq",
+        metavar="F",
+        help="GPU clock Slurm sets for the job (sbatch --gpu-freq): MHz or low/medium/high/highm1, "
+        "optionally ,memory=<MHz>; a sweep takes several, comma-separated, one job each (e.g. 900,1200,1980)",
+    )
+    parser.add_argument(
+        "--gpu-power",
+        metavar="W",
+        help="GPU power limit in W the site's plugin sets (sbatch --gpu-power, e.g. Perlmutter); a sweep "
+        "takes several, comma-separated, one job each (e.g. 250,300,400)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the script(s) on stdout; write and submit nothing"
     )
 
@@ -126,10 +138,27 @@ def command_line() -> tuple[str, ...]:
     return ("energy-hpc", *sys.argv[1:])
 
 
-def slurm_options(args: argparse.Namespace, profile: SystemProfile) -> SlurmOptions:
-    """The options of :func:`add_slurm_arguments` as the render's :class:`SlurmOptions`."""
+def one_device_setting(args: argparse.Namespace) -> tuple[str | None, int | None]:
+    """``--gpu-freq`` and ``--gpu-power`` of ``submit``: one value each (None: not given)."""
+    from energy_hpc.errors import SlurmError
+    from energy_hpc.slurm.sweep import parse_gpu_freqs, parse_gpu_powers
+
+    freqs = parse_gpu_freqs(args.gpu_freq) if args.gpu_freq is not None else [None]
+    powers = parse_gpu_powers(args.gpu_power) if args.gpu_power is not None else [None]
+    if len(freqs) > 1 or len(powers) > 1:
+        raise SlurmError(
+            "submit takes one --gpu-freq and one --gpu-power value; to run one job per value, use "
+            "energy-hpc sweep JOB --nodes N --gpu-freq 900,1200 (or --gpu-power 250,300)"
+        )
+    return freqs[0], powers[0]
+
+
+def slurm_options(args: argparse.Namespace, profile: SystemProfile, *, device: bool = True) -> SlurmOptions:
+    """The options of :func:`add_slurm_arguments` as the render's :class:`SlurmOptions`; with ``device``
+    (``submit``), its one ``--gpu-freq``/``--gpu-power`` too (a sweep sets those per point)."""
     from energy_hpc.slurm.render import SlurmOptions
 
+    gpu_freq, gpu_power_W = one_device_setting(args) if device else (None, None)
     return SlurmOptions(
         time=args.time,
         account=account_from(args, profile),
@@ -143,4 +172,6 @@ def slurm_options(args: argparse.Namespace, profile: SystemProfile) -> SlurmOpti
         force=args.force,
         venv=current_venv(),
         command=command_line(),
+        gpu_freq=gpu_freq,
+        gpu_power_W=gpu_power_W,
     )

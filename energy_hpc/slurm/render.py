@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import re
 import shlex
 import string
@@ -130,6 +131,17 @@ def _device_directives(profile: SystemProfile, opts: SlurmOptions) -> list[str]:
                 "power_cap_W in the job file where the job may, or ask the site"
             )
         out.append(f"--gpu-power={opts.gpu_power_W}")
+    return out
+
+
+def scheduler_settings(opts: SlurmOptions) -> dict[str, str | int]:
+    """What the job asks Slurm to set on its GPUs (``gpu_freq`` text, ``gpu_power_W`` in W): the script
+    exports it as ENERGY_HPC_SCHEDULER_SETTINGS and the run file keeps it (``scheduler_settings``)."""
+    out: dict[str, str | int] = {}
+    if opts.gpu_freq is not None:
+        out["gpu_freq"] = opts.gpu_freq
+    if opts.gpu_power_W is not None:
+        out["gpu_power_W"] = opts.gpu_power_W
     return out
 
 
@@ -264,6 +276,10 @@ def render(profile: SystemProfile, req: Request) -> Rendered:
         f'if [[ -z "${{ENERGY_HPC_VENV:-}}" ]]; then ENERGY_HPC_VENV={q(opts.venv)}; fi',
         "export ENERGY_HPC_VENV ENERGY_HPC_ACCOUNT",
     ]
+    applied = scheduler_settings(opts)
+    if applied:
+        text = json.dumps(applied, sort_keys=True, separators=(",", ":"))
+        settings.append(f"export ENERGY_HPC_SCHEDULER_SETTINGS={q(text)}  # what Slurm sets on the GPUs")
     settings += [f'export {k}="{v}"' for k, v in env]
 
     try:

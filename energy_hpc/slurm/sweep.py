@@ -6,11 +6,14 @@
       manifest.json       what was submitted, job ids, states, paths (the study's memory)
       nodes-1/            one point: its scripts (attempt-K.sbatch), Slurm logs, run files
       nodes-2/ ...
+      nodes-1-gpu-freq-1200/    with --gpu-freq/--gpu-power lists: one point per node count and setting
+      nodes-1-gpu-power-300W/
 
-The sweep is declared as data (a list of node counts) and expanded here; each point is rendered
-with the same code as ``energy-hpc submit`` and submitted with ``sbatch`` (not submitit: the run is
-a command under srun/mpiexec with the system's modules, which submitit's pickled-function model
-does not express; rendering ourselves keeps each script readable plain sbatch).
+The sweep is declared as data (lists of node counts and of device settings Slurm applies, crossed)
+and expanded here; each point is rendered with the same code as ``energy-hpc submit`` and submitted
+with ``sbatch`` (not submitit: the run is a command under srun/mpiexec with the system's modules,
+which submitit's pickled-function model does not express; rendering ourselves keeps each script
+readable plain sbatch).
 
 Re-running a sweep refreshes every point's state first and submits only points that have never
 been submitted, or whose last attempt failed, was cancelled, or vanished without a run file. A
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from energy_hpc import __version__
 from energy_hpc.errors import OutputError, SlurmError
-from energy_hpc.slurm.render import Request, SlurmOptions, render
+from energy_hpc.slurm.render import GPU_FREQ_RE, Request, SlurmOptions, render
 from energy_hpc.slurm.submit import JobState, job_states
 from energy_hpc.slurm.systems import SystemProfile
 
@@ -59,6 +62,73 @@ class PointState(str, Enum):
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_gpu_freqs(text: str) -> list[str]:
+    """``"900,1200,1980"`` -> ["900", "1200", "1980"]: Slurm ``--gpu-freq`` values, in the order given.
+    A ``memory=...`` or ``verbose`` part belongs to the value before it (``"1200,memory=2619,900"`` is two
+    values). Each value is checked here, before it names a folder."""
+    values: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if (part.startswith("memory=") or part == "verbose") and values:
+            values[-1] += f",{part}"
+        elif part:
+            values.append(part)
+        else:
+            raise SlurmError(f"--gpu-freq {text!r} has an empty value; give e.g. 900,1200,1980")
+    for value in values:
+        if not GPU_FREQ_RE.match(value):
+            raise SlurmError(
+                f"--gpu-freq {value!r} is not a Slurm GPU frequency: give MHz or low/medium/high/highm1, "
+                "optionally with ,memory=<MHz or level>, comma-separated for several (e.g. 900,1200,1980)"
+            )
+    return list(dict.fromkeys(values))
+
+
+def parse_gpu_powers(text: str) -> list[int]:
+    """``"250,300,400"`` -> [250, 300, 400]: ``--gpu-power`` values in W, in the order given."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise SlurmError(f"--gpu-power {text!r}: {part!r} is not a power in W; give e.g. 250,300,400")
+        values.append(int(part))
+    return list(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point's device settings that Slurm applies (None: not asked for)."""
+
+    gpu_freq: str | None = None
+    gpu_power_W: int | None = None
+
+    @property
+    def suffix(self) -> str:
+        """What the point's folder name adds to ``nodes-N``: ``-gpu-freq-1200-memory-2619``,
+        ``-gpu-power-300W`` (the values are checked first: :func:`parse_gpu_freqs`)."""
+        out = ""
+        if self.gpu_freq is not None:
+            out += "-gpu-freq-" + self.gpu_freq.replace(",", "-").replace("=", "-")
+        if self.gpu_power_W is not None:
+            out += f"-gpu-power-{self.gpu_power_W}W"
+        return out
+
+    @property
+    def label(self) -> str:
+        """``gpu_freq=1200 gpu_power_W=300``; "" for none."""
+        return " ".join(
+            f"{k}={v}"
+            for k, v in (("gpu_freq", self.gpu_freq), ("gpu_power_W", self.gpu_power_W))
+            if v is not None
+        )
+
+
+def settings_grid(gpu_freqs: Sequence[str] = (), gpu_powers: Sequence[int] = ()) -> list[Setting]:
+    """Every combination of the values given (one Setting with nothing when neither list has any)."""
+    freqs: list[str | None] = [*gpu_freqs] or [None]
+    powers: list[int | None] = [*gpu_powers] or [None]
+    return [Setting(f, w) for f in freqs for w in powers]
 
 
 def parse_node_counts(text: str) -> list[int]:
@@ -88,6 +158,8 @@ class Attempt:
 class Point:
     nodes: int
     dir: str  # relative to the study
+    gpu_freq: str | None = None  # the --gpu-freq Slurm applies at this point (None: not asked for)
+    gpu_power_W: int | None = None  # the --gpu-power, W
     attempts: list[Attempt] = field(default_factory=list)
     run_files: list[str] = field(default_factory=list)  # relative to the study
     state: str = PointState.NEW.value
@@ -112,8 +184,16 @@ class Manifest:
     schema: int = SCHEMA
     points: list[Point] = field(default_factory=list)
 
-    def point(self, nodes: int) -> Point | None:
-        return next((p for p in self.points if p.nodes == nodes), None)
+    def point(self, nodes: int, setting: Setting | None = None) -> Point | None:
+        s = setting or Setting()
+        return next(
+            (
+                p
+                for p in self.points
+                if (p.nodes, p.gpu_freq, p.gpu_power_W) == (nodes, s.gpu_freq, s.gpu_power_W)
+            ),
+            None,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -240,6 +320,7 @@ class Action:
     state: str
     job_id: str = ""
     script: str = ""
+    setting: str = ""  # the point's device settings (Setting.label), "" for none
 
 
 def open_or_start(
@@ -285,16 +366,20 @@ def run_sweep(
     dry_run: bool = False,
     query: Callable[[Sequence[str]], dict[str, JobState]] = job_states,
     show: Callable[[int, str], None] | None = None,
+    settings: Sequence[Setting] = (),
 ) -> list[Action]:
     """Submit every point that needs it; return what happened to each requested point.
 
     Every point is rendered with ``options`` (what ``energy-hpc submit`` takes) and its own node
-    count and folder. ``submit(script, cwd) -> job id`` is :func:`energy_hpc.slurm.submit.sbatch`
-    in real use. With ``dry_run`` nothing is written or submitted; ``show(nodes, script_text)``
-    sees each script that would be submitted.
-    """
+    count and folder; with ``settings`` (:func:`settings_grid`), one point per node count and setting,
+    each rendered with that setting's ``--gpu-freq``/``--gpu-power`` in place of the options' own.
+    ``submit(script, cwd) -> job id`` is :func:`energy_hpc.slurm.submit.sbatch` in real use. With
+    ``dry_run`` nothing is written or submitted; ``show(nodes, script_text)`` sees each script that
+    would be submitted."""
     launcher = options.launcher or profile.default_launcher
     profile.launcher(launcher)  # fail early on an unknown launcher
+    chosen = list(settings) or [Setting(options.gpu_freq, options.gpu_power_W)]
+    grid = [(n, s) for n in node_counts for s in chosen]
     if dry_run and not study.exists():
         manifest = Manifest(
             job_name=job_name,
@@ -305,12 +390,12 @@ def run_sweep(
             launcher=launcher,
             created=now(),
         )
-        return _plan(study, manifest, job_file, profile, node_counts, options, submit, True, show)
+        return _plan(study, manifest, job_file, profile, grid, options, submit, True, show)
     with study.locked():
         manifest = open_or_start(study, job_file, job_name, profile, launcher)
         refresh(study, manifest, query)
         try:
-            return _plan(study, manifest, job_file, profile, node_counts, options, submit, dry_run, show)
+            return _plan(study, manifest, job_file, profile, grid, options, submit, dry_run, show)
         finally:
             if not dry_run:
                 study.save(manifest)
@@ -321,7 +406,7 @@ def _plan(
     manifest: Manifest,
     job_file: Path,
     profile: SystemProfile,
-    node_counts: Sequence[int],
+    grid: Sequence[tuple[int, Setting]],
     options: SlurmOptions,
     submit: Callable[[Path, Path], str],
     dry_run: bool,
@@ -329,22 +414,30 @@ def _plan(
 ) -> list[Action]:
     actions = []
     said: set[str] = set()  # the points' scripts share most warnings: each is said once
-    for nodes in node_counts:
-        point = manifest.point(nodes)
+    for nodes, setting in grid:
+        point = manifest.point(nodes, setting)
         if point is None:
-            point = Point(nodes=nodes, dir=f"nodes-{nodes}")
+            point = Point(
+                nodes=nodes,
+                dir=f"nodes-{nodes}{setting.suffix}",
+                gpu_freq=setting.gpu_freq,
+                gpu_power_W=setting.gpu_power_W,
+            )
             if not dry_run:
                 manifest.points.append(point)
-                manifest.points.sort(key=lambda p: p.nodes)
+                manifest.points.sort(key=lambda p: (p.nodes, p.gpu_freq or "", p.gpu_power_W or 0))
         state = PointState(point.state)
+        where = f"{nodes} node(s)" + (f" {setting.label}" if setting.label else "")
         if not state.needs_submit:
             log.info(
-                "%d node(s): %s (job %s); not resubmitting",
-                nodes,
+                "%s: %s (job %s); not resubmitting",
+                where,
                 state.value,
                 point.last.job_id if point.last else "-",
             )
-            actions.append(Action(nodes, "kept", state.value, point.last.job_id if point.last else ""))
+            actions.append(
+                Action(nodes, "kept", state.value, point.last.job_id if point.last else "", "", setting.label)
+            )
             continue
         point_dir = study.root / point.dir
         req = Request(
@@ -352,7 +445,12 @@ def _plan(
             job_name=manifest.job_name,
             results_dir=point_dir,
             nodes=nodes,
-            options=replace(options, launcher=manifest.launcher),
+            options=replace(
+                options,
+                launcher=manifest.launcher,
+                gpu_freq=setting.gpu_freq,
+                gpu_power_W=setting.gpu_power_W,
+            ),
         )
         rendered = render(profile, req)
         for warning in rendered.warnings:
@@ -363,14 +461,14 @@ def _plan(
         if dry_run:
             if show:
                 show(nodes, rendered.script)
-            actions.append(Action(nodes, "would-submit", state.value, "", script_rel))
+            actions.append(Action(nodes, "would-submit", state.value, "", script_rel, setting.label))
             continue
         point_dir.mkdir(parents=True, exist_ok=True)
         script = study.root / script_rel
         script.write_text(rendered.script)
         script.chmod(0o755)
         job_id = submit(script, point_dir)
-        log.info("%d node(s): submitted job %s (%s)", nodes, job_id, script_rel)
+        log.info("%s: submitted job %s (%s)", where, job_id, script_rel)
         point.attempts.append(
             Attempt(
                 job_id=job_id,
@@ -381,7 +479,7 @@ def _plan(
             )
         )
         point.state, point.note, point.run_files = PointState.QUEUED.value, "", []
-        actions.append(Action(nodes, "submitted", PointState.QUEUED.value, job_id, script_rel))
+        actions.append(Action(nodes, "submitted", PointState.QUEUED.value, job_id, script_rel, setting.label))
     return actions
 
 

@@ -108,6 +108,19 @@ class SpeechRecognition(Workload):
             ("head", self.model.get_output_embeddings(), False),
         ]
 
+    def component_steps(self) -> list[Any]:
+        """With ``components = "detail"``: each forward of the whole model during ``generate`` is a step
+        of the decoder, the first the prefill (the first target token) and every later one a decode
+        step; the decoder's and the head's calls are timed and replayed apart. The encoder runs once
+        before the first step, outside them, so its calls keep no tag. A multilingual Whisper without
+        ``language`` first detects the language with one forward of the whole model (encoder included):
+        that pass is then the prefill step."""
+        from energy_hpc.workloads.components import Steps, prefill_decode
+
+        if self.case.components != "detail":
+            return []
+        return [Steps(self.model, prefill_decode, replay=True)]
+
     def unload(self) -> None:
         from energy_hpc.workloads.hf import free
 

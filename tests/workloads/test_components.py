@@ -196,3 +196,54 @@ def test_detail_times_and_replays_prefill_and_decode_apart(tiny) -> None:
         probe.release()
     finally:
         wl.unload()
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "opts"),
+    [
+        ("translation", "tiny-t5", "max_new_tokens = 4\nignore_eos = true"),
+        ("speech-recognition", "tiny-whisper", "max_new_tokens = 4\nignore_eos = true\naudio_seconds = 1.0"),
+    ],
+)
+def test_detail_tags_an_encoder_decoders_decoder_calls_by_generation_step(
+    tiny, task: str, model: str, opts: str
+) -> None:
+    wl = _detail(task, model, opts)
+    try:
+        comps = find_components(wl.component_roots())
+        probe = Probe(comps, CPU, wl.component_steps())
+        with probe.timing():
+            wl.run(0, no_stages)
+        times = probe.take_times()
+        # the first decoder pass makes the first token (prefill), then one pass per further token
+        for name in ("dec.L0.attn", "dec.L0.xattn", "dec.L0.mlp", "head"):
+            assert times[f"{name}@prefill"][0] == 1 and times[f"{name}@decode"][0] == 3, times
+            assert name not in times
+        # the encoder runs once, before the first decoder step: no tag
+        assert times["enc.L0.attn"][0] == 1
+        assert not any(k.startswith("enc.") and "@" in k for k in times)
+        with probe.capture({k: float(c) for k, (c, _) in times.items()}):
+            wl.run(0, no_stages)
+        keys = probe.replay_keys()
+        assert {"dec.L0.xattn@prefill", "dec.L0.xattn@decode", "head@decode", "enc.L0.attn"} <= set(keys)
+        assert probe.calls_per_iteration("dec.L0.attn@decode") == 3
+        assert probe.replay("dec.L0.attn@prefill")(2) == 2
+        assert probe.replay("dec.L0.xattn@decode")(2) == 6
+        # replaying a decode call leaves the cache it was given as the iteration saw it
+        (_, kwargs), *_ = probe.state["dec.L0.attn@decode"].captured
+        cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+        if cache is not None:
+            before = cache.get_seq_length()
+            probe.replay("dec.L0.attn@decode")(1)
+            assert cache.get_seq_length() == before
+        probe.release()
+    finally:
+        wl.unload()
+
+
+def test_without_detail_an_encoder_decoder_has_no_steps(tiny) -> None:
+    wl = _loaded("translation")
+    try:
+        assert wl.component_steps() == []
+    finally:
+        wl.unload()

@@ -341,6 +341,11 @@ def test_a_sweep_over_two_gpu_freqs_runs_two_jobs_in_their_own_folders_on_real_s
     st = cli("status", str(study), "--json")
     assert st.returncode == 0, st.stderr
     assert [p["state"] for p in json.loads(st.stdout)["points"]] == ["done", "done"]
+    # the text view names each point's setting: two points at one node count are told apart
+    text = cli("status", str(study))
+    assert text.returncode == 0, text.stderr
+    rows = [line.split() for line in text.stdout.splitlines()[2:]]
+    assert sorted((r[1], r[2]) for r in rows) == [("gpu-freq=1200", "done"), ("gpu-freq=900", "done")]
 
 
 @pytest.mark.parametrize("text", ["900,,1200", "../x", "memory=2619", "1200;rm"])

@@ -9,6 +9,7 @@ of MHz) from the row's column of it, so rows without it are left out.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -62,73 +63,129 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
     return out
 
 
+def series_key(row: dict[str, Any], knob: str) -> str:
+    """What a row is a point of, apart from ``knob``: its case parameters without the knob (and without
+    ``label``, which names the sweep rather than the model), plus the Slurm settings it does not sweep.
+    Rows of one key make one line; a model, precision or batch size of its own is another line."""
+    case = {k: v for k, v in (row.get("case") or {}).items() if k not in (knob, "label")}
+    slurm = {k: row.get(k) for k in SLURM_KNOBS if k != knob and row.get(k) not in (None, "")}
+    slurm = {k: v for k, v in slurm.items() if not (isinstance(v, float) and math.isnan(v))}
+    return json.dumps({**case, **slurm}, sort_keys=True, default=str)
+
+
+def series_label(row: dict[str, Any]) -> str:
+    """``tiny-llama fp32 b8`` (model, precision, batch size) as the figure's legend names a line."""
+    case = row.get("case") or {}
+    return f"{case.get('model', '?')} {case.get('dtype', '')} b{case.get('batch_size', '?')}".replace(
+        "  ", " "
+    )
+
+
 def knob_rows(rows: Sequence[dict[str, Any]], knob: str | None = None) -> list[dict[str, Any]]:
-    """One row per table row that sets ``knob`` (default: the one swept), sorted by its value: the
-    value, energy per unit (J) with its uncertainty, seconds per unit, and ``pareto`` (on the front)."""
+    """One row per table row that sets ``knob`` (default: the one swept), sorted by series and then by
+    the value: the value, energy per unit (J) with its uncertainty, seconds per unit, ``series`` (the
+    model configuration the point belongs to, :func:`series_key`) and ``pareto`` (on the front of its
+    own series: settings are compared only within one model, precision and batch size)."""
     knob = knob or swept_knob(rows)
     if knob is None:
         return []
     if knob not in KNOB_NAMES:
         raise UserError(f"{knob!r} is not a device setting; the knobs are: {', '.join(KNOB_NAMES)}")
     picked = [r for r in rows if knob_value(r, knob) is not None]
-    picked.sort(key=lambda r: knob_value(r, knob) or 0.0)
-    pts = [
-        (float(r.get("energy_per_unit_J", math.nan)), float(r.get("seconds_per_unit", math.nan)))
-        for r in picked
-    ]
-    front = pareto_front(pts)
-    return [
-        {
-            "knob": knob,
-            "value": knob_value(r, knob),
-            "energy_per_unit_J": e,
-            "energy_per_unit_uncertainty_J": float(r.get("energy_per_unit_uncertainty_J", math.nan)),
-            "seconds_per_unit": t,
-            "unit": r.get("unit", ""),
-            "data": r.get("data", "measured"),
-            "pareto": on,
-            # what the device enforced, as read back (NaN where the run could not read its device)
-            "power_limit_W": float(r.get("power_limit_W", math.nan)),
-        }
-        for r, (e, t), on in zip(picked, pts, front, strict=True)
-    ]
+    picked.sort(key=lambda r: (series_key(r, knob), knob_value(r, knob) or 0.0))
+    out: list[dict[str, Any]] = []
+    for key in dict.fromkeys(series_key(r, knob) for r in picked):
+        members = [r for r in picked if series_key(r, knob) == key]
+        pts = [
+            (float(r.get("energy_per_unit_J", math.nan)), float(r.get("seconds_per_unit", math.nan)))
+            for r in members
+        ]
+        front = pareto_front(pts)
+        out += [
+            {
+                "knob": knob,
+                "value": knob_value(r, knob),
+                "series": key,
+                "series_label": series_label(r),
+                "energy_per_unit_J": e,
+                "energy_per_unit_uncertainty_J": float(r.get("energy_per_unit_uncertainty_J", math.nan)),
+                "seconds_per_unit": t,
+                "unit": r.get("unit", ""),
+                "data": r.get("data", "measured"),
+                "pareto": on,
+                # what the device enforced, as read back (NaN where the run could not read its device)
+                "power_limit_W": float(r.get("power_limit_W", math.nan)),
+            }
+            for r, (e, t), on in zip(members, pts, front, strict=True)
+        ]
+    return out
+
+
+def swept_knobs(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every setting that takes two or more values within one series (a case sweeping the cap and
+    another sweeping the clock are two knobs, each drawn in its own row of panels)."""
+    out = []
+    for k in KNOB_NAMES:
+        by_series: dict[str, set[float]] = {}
+        for r in rows:
+            v = knob_value(r, k)
+            if v is not None:
+                by_series.setdefault(series_key(r, k), set()).add(v)
+        if any(len(v) > 1 for v in by_series.values()):
+            out.append(k)
+    return out
 
 
 def knob_figure(rows: Sequence[dict[str, Any]], knob: str | None = None) -> Figure:
-    """Energy per unit and seconds per unit against the setting, and energy against time with the
-    Pareto front joined; the title says what the data is (measured, EMULATED, ...)."""
+    """For each swept setting (or ``knob``) a row of three panels: energy per unit and time per unit
+    against the setting, and energy against time with each series' Pareto front joined. One line per
+    series (model, precision, batch size); the title says what the data is (measured, EMULATED, ...)."""
     from energy_hpc.analysis.plots import _figure, _rows_label
 
-    krows = knob_rows(rows, knob)
-    if not krows:
+    knobs = [knob] if knob else swept_knobs(rows)
+    blocks = [(k, knob_rows(rows, k)) for k in knobs]
+    blocks = [(k, kr) for k, kr in blocks if kr]
+    if not blocks:
         raise UserError(
             "no run of these sets a power cap or clock; the knobs figure needs cases with power_cap_W, "
             "gpu_clock_MHz or memory_clock_MHz, or runs Slurm gave --gpu-power or --gpu-freq in MHz"
         )
-    name, unit = krows[0]["knob"], krows[0]["unit"]
-    x = [r["value"] for r in krows]
-    e = [r["energy_per_unit_J"] for r in krows]
-    de = [
-        0.0 if math.isnan(r["energy_per_unit_uncertainty_J"]) else r["energy_per_unit_uncertainty_J"]
-        for r in krows
-    ]
-    t = [r["seconds_per_unit"] for r in krows]
-    fig = _figure(12.0, 4.0)
-    ax_e, ax_t, ax_p = fig.subplots(1, 3)
-    ax_e.errorbar(x, e, yerr=de, marker="o", capsize=3)
-    ax_e.set_xlabel(name, fontsize=8)
-    ax_e.set_ylabel(f"J per {unit}", fontsize=8)
-    ax_t.plot(x, t, marker="o", color="tab:orange")
-    ax_t.set_xlabel(name, fontsize=8)
-    ax_t.set_ylabel(f"s per {unit}", fontsize=8)
-    ax_p.scatter(t, e, color=["tab:red" if r["pareto"] else "tab:gray" for r in krows])
-    front = sorted((r["seconds_per_unit"], r["energy_per_unit_J"]) for r in krows if r["pareto"])
-    if front:
-        ax_p.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", label="Pareto front")
-        ax_p.legend(fontsize=7)
-    for r in krows:
-        ax_p.annotate(f"{r['value']:g}", (r["seconds_per_unit"], r["energy_per_unit_J"]), fontsize=7)
-    ax_p.set_xlabel(f"s per {unit}", fontsize=8)
-    ax_p.set_ylabel(f"J per {unit}", fontsize=8)
-    fig.suptitle(f"Energy and time against {name} - {_rows_label(list(rows))}", fontsize=9)
+    fig = _figure(12.0, 3.6 * len(blocks) + 0.4)
+    axes = fig.subplots(len(blocks), 3, squeeze=False)
+    for (name, krows), (ax_e, ax_t, ax_p) in zip(blocks, axes, strict=True):
+        t_all = [r["seconds_per_unit"] for r in krows if math.isfinite(r["seconds_per_unit"])]
+        ms = bool(t_all) and max(t_all) < 0.1  # a per-token time reads better in ms
+        scale, t_name = (1000.0, "ms") if ms else (1.0, "s")
+        units = sorted({str(r["unit"]) for r in krows})
+        unit = units[0] if len(units) == 1 else "unit (" + ", ".join(units) + ")"
+        for i, key in enumerate(dict.fromkeys(r["series"] for r in krows)):
+            sr = [r for r in krows if r["series"] == key]
+            color = f"C{i % 10}"
+            label = f"{sr[0]['series_label']} ({sr[0]['unit']})" if len(units) > 1 else sr[0]["series_label"]
+            x = [r["value"] for r in sr]
+            e = [r["energy_per_unit_J"] for r in sr]
+            de = [
+                0.0 if math.isnan(r["energy_per_unit_uncertainty_J"]) else r["energy_per_unit_uncertainty_J"]
+                for r in sr
+            ]
+            t = [r["seconds_per_unit"] * scale for r in sr]
+            ax_e.errorbar(x, e, yerr=de, marker="o", capsize=3, color=color, label=label)
+            ax_t.plot(x, t, marker="o", color=color)
+            ax_p.scatter(t, e, color=[color if r["pareto"] else "tab:gray" for r in sr], zorder=3)
+            front = sorted((r["seconds_per_unit"] * scale, r["energy_per_unit_J"]) for r in sr if r["pareto"])
+            if front:
+                ax_p.plot([p[0] for p in front], [p[1] for p in front], color=color, alpha=0.7)
+            for r, ti in zip(sr, t, strict=True):
+                ax_p.annotate(f"{r['value']:g}", (ti, r["energy_per_unit_J"]), fontsize=7)
+        ax_e.set_xlabel(name, fontsize=8)
+        ax_e.set_ylabel(f"J per {unit}", fontsize=8)
+        ax_e.legend(fontsize=7)
+        ax_t.set_xlabel(name, fontsize=8)
+        ax_t.set_ylabel(f"{t_name} per {unit}", fontsize=8)
+        ax_p.set_xlabel(f"{t_name} per {unit}", fontsize=8)
+        ax_p.set_ylabel(f"J per {unit}", fontsize=8)
+        ax_p.set_title("Pareto front joined per line; grey: beaten on both", fontsize=7)
+    fig.suptitle(
+        f"Energy and time against {', '.join(k for k, _ in blocks)} - {_rows_label(list(rows))}", fontsize=9
+    )
     return fig

@@ -311,7 +311,10 @@ def _collect(
     metas: dict[int, dict] = {me: meta0}
     missing: dict[int, str] = {}
     if others:
-        _wait_for_reports(comm, metas, missing, spills, interrupted, set(others), _TAG_META)
+        # a node leader (part_attrs) waits half the grace after a signal for its members, so that its
+        # node file and report still reach rank 0 within rank 0's whole grace for the leaders
+        grace = settings.current().signal_grace_s * (0.5 if part_attrs is not None else 1.0)
+        _wait_for_reports(comm, metas, missing, spills, interrupted, set(others), _TAG_META, grace)
     recovered: dict[int, RankSpill] = {}
     for r in sorted(missing):
         s, why = spills.read(r) if spills else (None, "no spill files")
@@ -442,13 +445,16 @@ def _by_node(
 ) -> GatherOutcome:
     """A node leader: its node's file, then its report to rank 0; rank 0 then writes the index."""
     folder = nodes_folder(out, spills.folder if spills else None, stem)
-    folder.mkdir(parents=True, exist_ok=True)
     k = layout.node_index
     node_header = _node_header(header, comm.size, layout.n_nodes)
     attrs = _part_attrs(stem, k, layout.members)
     args = (meta, traces, offset, windows, node_header, cases, folder, f"node-{k:05d}", compression, spills)
     report: dict[str, Any]
     try:
+        try:  # inside: a folder that cannot be made is a run file not written, with the merge hint
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unwritten(exc, out, spills, {}) from None
         part = _collect(comm, list(layout.members), *args, interrupted, piece, attrs)
         report = _report(part, out)
     except RunFileNotWritten as exc:
@@ -685,9 +691,11 @@ def _wait_for_reports(
     interrupted: Callable[[], str],
     pending: set[int],
     tag: int,
+    grace_s: float | None = None,
 ) -> None:
     """Receive the reports (``tag``) of the ranks in ``pending`` into ``metas``; those that are gone
-    go into ``missing`` with why."""
+    go into ``missing`` with why. ``grace_s``: how long to wait after a signal (default: the
+    setting)."""
     live = {r: spills.liveness(r) for r in pending} if spills else {}
     fallback = spills.fallback_s if spills else float("inf")
     t0 = time.monotonic()
@@ -695,7 +703,8 @@ def _wait_for_reports(
     next_check = [0.0]
     sig_at: list[float | None] = [None]
     # after a signal, how long rank 0 still waits for ranks to report (Slurm's KillWait is 30 s by default)
-    grace_s = settings.current().signal_grace_s
+    if grace_s is None:
+        grace_s = settings.current().signal_grace_s
 
     def give_up() -> str:
         # A signal reaches every rank at once, and each needs a moment (its torch call in progress,

@@ -414,9 +414,10 @@ class RankRun:
             self.signals.disarm()
             if self.control is not None:  # whatever ended the measuring, the device goes back as it was
                 self.control.restore()
-                self.control.close()
             self.sampler.stop()
             self.sampler.close_sensors()
+            if self.control is not None:  # after the sampler's last reads: older amdsmi counts no inits
+                self.control.close()
 
     def _case(self, case: Case, last: bool = False) -> None:
         """One case; its failure is recorded, never raised (one case failing must not lose the others)."""
@@ -595,18 +596,20 @@ def _open_sampler(
             node_devices=_node_devices(comm, ctx.node_index, device.bus_id),
             options=dict(measure.sensor_options),
         )
-        owner = _owns_device(comm, ctx, device.bus_id)
+        owner, sharing = _device_share(comm, ctx, device.bus_id or device.uuid)
         if child is not None:
             opened_child = collective(comm, "sensors", partial(child.open, names, sctx, interval_s))
             backends = list(opened_child.backends)
             control = collective(
-                comm, "device settings", lambda: _open_control(job, sctx, owner, backends, [])
+                comm, "device settings", lambda: _open_control(job, sctx, owner, backends, [], sharing)
             )
             return opened_child, backends, dict(opened_child.skipped), control
         opened = collective(comm, "sensors", lambda: open_sensors(names, sctx))
         backends = [s.backend for s in opened.sensors]
         control = collective(
-            comm, "device settings", lambda: _open_control(job, sctx, owner, backends, opened.sensors)
+            comm,
+            "device settings",
+            lambda: _open_control(job, sctx, owner, backends, opened.sensors, sharing),
         )
         sampler = Sampler(opened.sensors, interval_s)
         return sampler, backends, dict(opened.skipped), control
@@ -616,25 +619,44 @@ def _open_sampler(
         raise
 
 
-def _owns_device(comm: Comm, ctx: RankContext, bus_id: str) -> bool:
-    """Whether this rank sets its device's power cap and clocks: of the ranks of a node bound to one
-    device, the lowest does (a rank without a known device owns what it sees)."""
-    pairs = comm.gather((ctx.node_index, bus_id, comm.rank), root=0)
-    first: dict[tuple[int, str], int] = {}
-    for node, bus, rank in pairs or []:
-        if bus:
-            first.setdefault((node, bus), rank)
-    first = comm.bcast(first if comm.rank == 0 else None, root=0)
-    return not bus_id or first.get((ctx.node_index, bus_id), comm.rank) == comm.rank
+def _device_share(comm: Comm, ctx: RankContext, device_id: str) -> tuple[bool, int]:
+    """Collective: whether this rank sets its device's power cap and clocks (of the ranks of a node bound
+    to one device, the lowest; a rank without a known device owns what it sees), and how many ranks of
+    its node are bound to that device (0 when its id is unknown). ``device_id``: the PCI bus id, else
+    the UUID."""
+    pairs = comm.gather((ctx.node_index, device_id, comm.rank), root=0)
+    ranks: dict[tuple[int, str], list[int]] = {}
+    for node, dev, rank in pairs or []:
+        if dev:
+            ranks.setdefault((node, dev), []).append(rank)
+    ranks = comm.bcast(ranks if comm.rank == 0 else None, root=0)
+    mine = ranks.get((ctx.node_index, device_id), []) if device_id else []
+    return (not mine or min(mine) == comm.rank), len(mine)
+
+
+def _owns_device(comm: Comm, ctx: RankContext, device_id: str) -> bool:
+    """Collective: whether this rank sets its device's settings (:func:`_device_share`)."""
+    return _device_share(comm, ctx, device_id)[0]
 
 
 def _open_control(
-    job: Job, sctx: SensorContext, owner: bool, backends: Sequence[str], sensors: Sequence[Any]
+    job: Job,
+    sctx: SensorContext,
+    owner: bool,
+    backends: Sequence[str],
+    sensors: Sequence[Any],
+    sharing: int = 1,
 ) -> DeviceControl | None:
     """The control of the rank's device settings: an emulated part's stand-in when one was opened in
     this process, else NVML or amdsmi where that sensor opened. With cases that set a power cap or a
     clock it must exist and may change settings (checked here, before any work: ControlRefused);
-    without, it only reads the device's state, and its absence is no error."""
+    without, it only reads the device's state, and its absence is no error.
+
+    A real device's settings are refused where ``sharing`` (the ranks of the node bound to it) is not 1:
+    several ranks on one device would each measure their own case while one of them changes the
+    device's setting for the next (no collective call may keep them in step while measuring), and a
+    device torch gives no bus id or UUID for cannot be told apart from its neighbours'. An emulated
+    part is each rank's own."""
     from energy_hpc.errors import SensorUnavailable
     from energy_hpc.telemetry.control import ControlRefused, emulated_control, open_control
 
@@ -643,6 +665,17 @@ def _open_control(
     if control is None:
         for backend in ("nvml", "amdsmi"):
             if backend in backends:
+                if wanted and sharing != 1:
+                    raise ControlRefused(
+                        "a case sets a power cap or clock, but this rank's device is shared with "
+                        f"{sharing - 1} other rank(s) of the node; a setting applies to the whole device "
+                        "while each rank measures its own case: run one rank per GPU (srun "
+                        "--gpus-per-task=1) or remove the setting"
+                        if sharing > 1
+                        else "a case sets a power cap or clock, but torch gives no PCI bus id or UUID "
+                        "for this rank's device, so the rank that owns it cannot be told; use torch "
+                        ">= 2.2 or remove the setting"
+                    )
                 try:
                     control = open_control(backend, sctx, owner=owner)
                 except SensorUnavailable as exc:
@@ -697,7 +730,7 @@ def _expected_seconds(job: Job) -> float:
         30.0
         + 5.0
         * (
-            (m.warmup if c.warmup is None else c.warmup if m.warmup_rule == "fixed" else m.max_warmup)
+            (c.warmup if c.warmup is not None else m.max_warmup if m.warmup_rule == "steady" else m.warmup)
             + (m.iterations if c.iterations is None else c.iterations)
         )
         for c in job.cases

@@ -62,3 +62,30 @@ def test_the_same_bus_id_on_another_node_is_another_device(tmp_path: Path) -> No
 def test_a_rank_whose_device_is_unknown_owns_what_it_sees(tmp_path: Path) -> None:
     got = _run(tmp_path, [BUS_A, "-"])
     assert [g["owner"] for g in got] == [True, True]
+
+
+def _cap_job(tmp_path: Path):
+    from energy_hpc.spec import parse_job
+
+    text = (
+        '[job]\nname = "caps"\n[measure]\nsensors = ["nvml"]\n'
+        '[[case]]\ntask = "image-classification"\nmodel = "tiny-vit"\nsource = "random"\n'
+        "power_cap_W = [300]\n"
+    )
+    return parse_job(text, tmp_path / "job.toml")
+
+
+@pytest.mark.parametrize(("sharing", "says"), [(2, "shared with 1 other rank"), (0, "no PCI bus id or UUID")])
+def test_a_setting_on_a_shared_or_unknown_device_is_refused_before_any_work(
+    tmp_path: Path, sharing: int, says: str
+) -> None:
+    """Two ranks on one GPU would each measure their own case while the owner changes the device for the
+    next; a device torch cannot name cannot be given one owner. Both stop in one line, before the
+    library is even opened."""
+    from energy_hpc.run import _open_control
+    from energy_hpc.telemetry.base import SensorContext
+    from energy_hpc.telemetry.control import ControlRefused
+
+    with pytest.raises(ControlRefused, match=says) as e:
+        _open_control(_cap_job(tmp_path), SensorContext(), True, ["nvml"], [], sharing)
+    assert "\n" not in str(e.value)

@@ -77,8 +77,10 @@ class DeviceControl(ABC):
         """The range each setting may take on this device, in the units of :data:`KNOBS` names."""
 
     @abstractmethod
-    def _probe(self) -> None:
-        """Write the current power limit back: raises the library's error when settings are refused."""
+    def _probe(self, knob: str, values: Sequence[float | int]) -> None:
+        """Try ``knob`` the way a case will set it, leaving the device as it was (the power limit written
+        back, a clock locked at the lowest asked value and released at once, a clock range written back):
+        raises the library's error when the setting is refused, unsupported or out of range."""
 
     @abstractmethod
     def _save(self, knob: str) -> Any:
@@ -115,10 +117,14 @@ class DeviceControl(ABC):
                     f"{self.backend}: {k} = {bad[0]:g} is outside what this device allows "
                     f"({lo:g} to {hi:g}); choose values in that range"
                 )
-        try:
-            self._probe()
-        except Exception as exc:
-            raise ControlRefused(self._explain(exc, ", ".join(asked))) from None
+        for (
+            k,
+            values,
+        ) in asked.items():  # each setting asked for: a clock lock may be refused where the cap is not
+            try:
+                self._probe(k, values)
+            except Exception as exc:
+                raise ControlRefused(self._explain(exc, k)) from None
 
     def apply(self, knobs: Mapping[str, float | int]) -> None:
         """Set ``knobs`` (only the owner does); a knob set for an earlier case and not asked now goes
@@ -143,10 +149,14 @@ class DeviceControl(ABC):
             self._restore_one(k)
 
     def _restore_one(self, knob: str) -> None:
-        saved = self._saved.pop(knob)
+        # forgotten only once the library call is over: a signal arriving in between leaves it known
+        # to the final restore() (the signal handler raises at any bytecode while armed)
+        saved = self._saved[knob]
         try:
             self._put_back(knob, saved)
+            del self._saved[knob]
         except Exception as exc:
+            self._saved.pop(knob, None)
             log.error(
                 "%s: could not restore %s (%s); the device keeps the case's setting until reset",
                 self.backend,
@@ -209,9 +219,16 @@ class NvmlControl(DeviceControl):
                 pass
         return lim
 
-    def _probe(self) -> None:
+    def _probe(self, knob: str, values: Sequence[float | int]) -> None:
         n, h = self.nvml, self.handle
-        n.nvmlDeviceSetPowerManagementLimit(h, int(n.nvmlDeviceGetPowerManagementLimit(h)))
+        if knob == "power_cap_W":
+            n.nvmlDeviceSetPowerManagementLimit(h, int(n.nvmlDeviceGetPowerManagementLimit(h)))
+        elif knob == "gpu_clock_MHz":  # NVML cannot read a lock back: the reset is what restore does too
+            n.nvmlDeviceSetGpuLockedClocks(h, int(min(values)), int(min(values)))
+            n.nvmlDeviceResetGpuLockedClocks(h)
+        elif knob == "memory_clock_MHz":  # NOT_SUPPORTED on many parts
+            n.nvmlDeviceSetMemoryLockedClocks(h, int(min(values)), int(min(values)))
+            n.nvmlDeviceResetMemoryLockedClocks(h)
 
     def _save(self, knob: str) -> Any:
         if knob == "power_cap_W":
@@ -305,9 +322,14 @@ class AmdsmiControl(DeviceControl):
                 pass
         return lim
 
-    def _probe(self) -> None:
-        cap = int(self.lib.amdsmi_get_power_cap_info(self.handle)["power_cap"])
-        self.lib.amdsmi_set_power_cap(self.handle, 0, cap)
+    def _probe(self, knob: str, values: Sequence[float | int]) -> None:
+        lib, h = self.lib, self.handle
+        if knob == "power_cap_W":
+            lib.amdsmi_set_power_cap(h, 0, int(lib.amdsmi_get_power_cap_info(h)["power_cap"]))
+        else:  # the current range written back: refused where the range cannot be set (a VM)
+            saved = self._save(knob)
+            which = lib.AmdSmiClkType.GFX if knob == "gpu_clock_MHz" else lib.AmdSmiClkType.MEM
+            lib.amdsmi_set_gpu_clk_range(h, int(saved[0]), int(saved[1]), which)
 
     def _save(self, knob: str) -> Any:
         if knob == "power_cap_W":

@@ -91,6 +91,45 @@ def test_nvml_clock_lock_is_applied_and_reset() -> None:
     assert gpu.locked_sm_MHz is None and gpu.locked_mem_MHz is None
 
 
+def test_a_clock_the_part_cannot_lock_is_refused_before_any_work_although_the_cap_could_be_set() -> None:
+    """check() tries every setting asked, not only the power limit: a job asking only for a memory clock
+    on a part that cannot lock it stops before its models load, with the device left as it was."""
+    control, gpu = _nvml_control(privileged=True)
+    gpu.memory_lock_supported = False
+    control.check([{"power_cap_W": 300.0}])  # the cap alone passes
+    with pytest.raises(ControlRefused, match="does not support setting memory_clock_MHz"):
+        control.check([{"memory_clock_MHz": 2619}])
+    assert gpu.locked_mem_MHz is None and gpu.power_limit_mW == 650_000
+
+
+def test_the_check_of_a_clock_lock_leaves_the_clock_free() -> None:
+    control, gpu = _nvml_control(privileged=True)
+    control.check([{"gpu_clock_MHz": 1200}, {"gpu_clock_MHz": 900}])
+    assert gpu.locked_sm_MHz is None
+
+
+def test_a_restore_cut_by_a_signal_is_finished_by_the_final_restore() -> None:
+    """The run's signal handler raises at any bytecode while armed: a restore interrupted inside the
+    library call must leave the setting known, so the restore on the way out still puts it back."""
+    control, gpu = _nvml_control(privileged=True, limit_W=650.0)
+    control.apply({"power_cap_W": 300.0})
+    real = control.nvml.nvmlDeviceSetPowerManagementLimit
+    calls = []
+
+    def cut_once(handle: Any, limit: int) -> None:
+        calls.append(limit)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # a BaseException, as RunInterrupted is
+        real(handle, limit)
+
+    control.nvml.nvmlDeviceSetPowerManagementLimit = cut_once
+    with pytest.raises(KeyboardInterrupt):
+        control.restore()
+    assert gpu.power_limit_mW == 300_000
+    control.restore()
+    assert gpu.power_limit_mW == 650_000
+
+
 def test_a_cap_outside_the_device_range_is_refused_naming_the_range() -> None:
     control, _ = _nvml_control(privileged=True)
     with pytest.raises(ControlRefused, match=r"power_cap_W = 100 is outside .* \(200 to 700\)"):

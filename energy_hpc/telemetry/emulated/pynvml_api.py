@@ -171,6 +171,9 @@ class FakeGpu:
     # device settings. Setting them needs root on most systems: unless ``privileged`` the Set* calls answer
     # NO_PERMISSION, as nvidia-smi -pl / -lgc do for a normal user. Limits in mW, clocks in MHz.
     privileged: bool = False
+    # False: a part whose memory clock cannot be locked (NVML documents the memory lock for Ampere and
+    # newer): nvmlDeviceSetMemoryLockedClocks answers NOT_SUPPORTED whatever the privileges
+    memory_lock_supported: bool = True
     power_limit_mW: int = 700_000  # nvmlDeviceGetPowerManagementLimit (what was set)
     default_limit_mW: int = 700_000
     min_limit_mW: int = 200_000
@@ -531,6 +534,8 @@ def make_pynvml(
         g.sm_clock_MHz = g.sm_clock_max_MHz
 
     def nvmlDeviceSetMemoryLockedClocks(handle: _Handle, minMemClockMHz: int, maxMemClockMHz: int) -> None:
+        if not gpu_of(handle).memory_lock_supported:
+            raise err("NVML_ERROR_NOT_SUPPORTED")
         g = settable(handle)
         if not g.mem_clock_min_MHz <= int(minMemClockMHz) <= int(maxMemClockMHz) <= g.mem_clock_MHz:
             raise err("NVML_ERROR_INVALID_ARGUMENT")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from energy_hpc.context import RankContext
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -45,3 +47,19 @@ def write_job(folder: Path, body: str, name: str = "job.toml") -> Path:
     p = folder / name
     p.write_text(body)
     return p
+
+
+def single_rank(hostname: str = "h") -> RankContext:
+    """The context of a one-rank run outside any launcher, on a host of that name."""
+    return RankContext(
+        rank=0,
+        size=1,
+        local_rank=0,
+        local_size=1,
+        node_index=0,
+        n_nodes=1,
+        hostname=hostname,
+        launcher="single",
+        visible_env="",
+        visible_devices=(),
+    )

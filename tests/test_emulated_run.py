@@ -8,30 +8,19 @@ from pathlib import Path
 
 import h5py
 import pytest
-from helpers import REPO, run_cli, write_job
+from helpers import REPO, run_cli, single_rank, write_job
 
 from energy_hpc import cli
 from energy_hpc.analysis.plots import energy_figure, power_figure
 from energy_hpc.analysis.table import data_banner, energy_table, format_rows
-from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.context import SingleComm
 from energy_hpc.errors import SpecError
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
 from energy_hpc.telemetry import registry
 from energy_hpc.telemetry.base import SensorContext
 
-CTX = RankContext(
-    rank=0,
-    size=1,
-    local_rank=0,
-    local_size=1,
-    node_index=0,
-    n_nodes=1,
-    hostname="h",
-    launcher="single",
-    visible_env="",
-    visible_devices=(),
-)
+CTX = single_rank()
 
 JOB = """
 [job]

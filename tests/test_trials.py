@@ -14,9 +14,10 @@ from typing import ClassVar
 import h5py
 import numpy as np
 import pytest
+from helpers import single_rank
 
 from energy_hpc.analysis.table import energy_table, trial_spread
-from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.context import SingleComm
 from energy_hpc.errors import SpecError
 from energy_hpc.jobtypes import run_order
 from energy_hpc.run import run_job, steady_state
@@ -25,18 +26,7 @@ from energy_hpc.workloads import registry
 from energy_hpc.workloads.base import StageFn, Units, Workload
 from energy_hpc.workloads.options import Option
 
-CTX = RankContext(
-    rank=0,
-    size=1,
-    local_rank=0,
-    local_size=1,
-    node_index=0,
-    n_nodes=1,
-    hostname="h",
-    launcher="single",
-    visible_env="",
-    visible_devices=(),
-)
+CTX = single_rank()
 POWER_W = 100.0  # the synthetic sensor's constant power (amp_W = 0)
 WARMUP_S = (0.2, 0.1, 0.05)  # warm-up iteration lengths, then MEASURE_S from the fourth on
 MEASURE_S = 0.05

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from _runs import build, case_row, channel, rank_row, window
-from helpers import REPO, run_cli
+from helpers import REPO, run_cli, single_rank
 
 from energy_hpc.analysis.components import REPLAY, TIME, component_tables
 from energy_hpc.analysis.plots import (
@@ -22,22 +22,11 @@ from energy_hpc.analysis.plots import (
     structures_figure,
 )
 from energy_hpc.analysis.report import write_report
-from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.context import SingleComm
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
 
-CTX = RankContext(
-    rank=0,
-    size=1,
-    local_rank=0,
-    local_size=1,
-    node_index=0,
-    n_nodes=1,
-    hostname="h",
-    launcher="single",
-    visible_env="",
-    visible_devices=(),
-)
+CTX = single_rank()
 
 JOB = """
 [job]

@@ -10,26 +10,16 @@ from pathlib import Path
 import h5py
 import pytest
 from _runs import build, channel, rank_row, window
+from helpers import single_rank
 from reliability import testkit
 
 from energy_hpc.analysis.table import device_rows, energy_table, reduce_files
-from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.context import SingleComm
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
 from energy_hpc.spill import rebuild
 
-CTX = RankContext(
-    rank=0,
-    size=1,
-    local_rank=0,
-    local_size=1,
-    node_index=0,
-    n_nodes=1,
-    hostname="h",
-    launcher="single",
-    visible_env="",
-    visible_devices=(),
-)
+CTX = single_rank()
 
 
 @pytest.fixture

@@ -20,12 +20,12 @@ from pathlib import Path
 import h5py
 import pytest
 import xarray as xr
-from helpers import run_cli, write_job
+from helpers import run_cli, single_rank, write_job
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from energy_hpc.cli import main
-from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.context import SingleComm
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
 from reliability import testkit
@@ -259,18 +259,7 @@ def test_sweep_is_counted_before_it_is_built(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- strings that are allowed
 
-CTX = RankContext(
-    rank=0,
-    size=1,
-    local_rank=0,
-    local_size=1,
-    node_index=0,
-    n_nodes=1,
-    hostname="h",
-    launcher="single",
-    visible_env="",
-    visible_devices=(),
-)
+CTX = single_rank()
 
 
 def test_strings_a_job_may_hold_never_stop_the_run_file(

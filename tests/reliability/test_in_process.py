@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import run_cli
+from helpers import run_cli, single_rank
 
 from energy_hpc import settings
-from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.context import SingleComm
 from energy_hpc.errors import RunFileError
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
@@ -23,18 +23,7 @@ from energy_hpc.telemetry.sampler_proc import ProcessSampler
 from energy_hpc.windows import WINDOW_DTYPE
 from reliability import testkit
 
-CTX = RankContext(
-    rank=0,
-    size=1,
-    local_rank=0,
-    local_size=1,
-    node_index=0,
-    n_nodes=1,
-    hostname="h",
-    launcher="single",
-    visible_env="",
-    visible_devices=(),
-)
+CTX = single_rank()
 
 
 @pytest.fixture(autouse=True)

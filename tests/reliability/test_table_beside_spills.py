@@ -9,26 +9,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, single_rank
 
-from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.context import SingleComm
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
 from energy_hpc.store import find_run_files
 from reliability import testkit
 
-CTX = RankContext(
-    rank=0,
-    size=1,
-    local_rank=0,
-    local_size=1,
-    node_index=0,
-    n_nodes=1,
-    hostname="h",
-    launcher="single",
-    visible_env="",
-    visible_devices=(),
-)
+CTX = single_rank()
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,13 @@ from typing import Any, ClassVar
 import h5py
 import numpy as np
 import pytest
+from helpers import single_rank
 
 from energy_hpc import cli
 from energy_hpc.analysis.devstate import case_state
 from energy_hpc.analysis.knobs import knob_figure, knob_rows
 from energy_hpc.analysis.table import energy_table
-from energy_hpc.context import RankContext, SingleComm
+from energy_hpc.context import SingleComm
 from energy_hpc.errors import SpecError, UserError
 from energy_hpc.run import run_job
 from energy_hpc.spec import parse_job
@@ -33,18 +34,7 @@ from energy_hpc.workloads import registry as tasks
 from energy_hpc.workloads.base import StageFn, Units, Workload
 from energy_hpc.workloads.options import Option
 
-CTX = RankContext(
-    rank=0,
-    size=1,
-    local_rank=0,
-    local_size=1,
-    node_index=0,
-    n_nodes=1,
-    hostname="h",
-    launcher="single",
-    visible_env="",
-    visible_devices=(),
-)
+CTX = single_rank()
 BUS = "00000000:18:00.0"
 
 

@@ -25,6 +25,7 @@ totals, idle power included, in the replay windows and the iterations alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,20 @@ def _mean_with_unc(energy: np.ndarray, unc: np.ndarray) -> tuple[float, float]:
     sensor = float(np.sqrt(np.sum(unc**2))) / n
     spread = float(np.std(energy, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
     return float(energy.mean()), math.hypot(sensor, spread)
+
+
+NO_COMPONENTS = 'no component windows in these runs: set components = "blocks" (or "detail") in a [[case]] and run it again'
+
+
+def study_components(paths: Sequence[str | Path]) -> tuple[list[ComponentRow], list[Closure]]:
+    """The component rows and closure lines of every run file in ``paths``, in order."""
+    rows: list[ComponentRow] = []
+    closures: list[Closure] = []
+    for p in paths:
+        got_rows, got_closures = component_tables(p)
+        rows += got_rows
+        closures += got_closures
+    return rows, closures
 
 
 def component_tables(path: str | Path) -> tuple[list[ComponentRow], list[Closure]]:
@@ -338,16 +353,9 @@ def format_components(paths: list[Path], fmt: str) -> str:
     )
     from energy_hpc.errors import UserError
 
-    rows: list[ComponentRow] = []
-    closures: list[Closure] = []
-    for p in paths:
-        got_rows, got_closures = component_tables(p)
-        rows += got_rows
-        closures += got_closures
+    rows, closures = study_components(paths)
     if not rows:
-        raise UserError(
-            'no component windows in these runs: set components = "blocks" in a [[case]] and run it again'
-        )
+        raise UserError(NO_COMPONENTS)
     if fmt == "json":
         out = {"components": [r.as_dict() for r in rows], "closure": [c.as_dict() for c in closures]}
         return json.dumps(jsonable(out), indent=2) + "\n"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from energy_hpc.analysis.catalog import read_study
-from energy_hpc.analysis.components import METHOD_TEXT, Closure, ComponentRow, component_tables
+from energy_hpc.analysis.components import METHOD_TEXT, Closure, ComponentRow, study_components
 from energy_hpc.analysis.components import case_label as component_case_label
 from energy_hpc.analysis.formatting import (
     MISSING,
@@ -382,12 +382,7 @@ def write_report(
         save(scaling_figure(srows), out / "scaling")
         blocks += [Heading(2, "Scaling over node counts"), *scaling_blocks(srows)]
         blocks.append(Image("scaling.png", "Scaling over node counts"))
-    comp_rows: list[ComponentRow] = []
-    closures: list[Closure] = []
-    for f in files:
-        got_rows, got_closures = component_tables(f)
-        comp_rows += got_rows
-        closures += got_closures
+    comp_rows, closures = study_components(files)
     if comp_rows:
         save(component_figure(comp_rows, closures), out / "components")
         blocks += [Heading(2, "Where the energy goes"), *component_blocks(comp_rows, closures)]

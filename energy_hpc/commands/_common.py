@@ -16,10 +16,42 @@ from typing import TYPE_CHECKING
 from energy_hpc import settings
 
 if TYPE_CHECKING:
+    from energy_hpc.analysis.carbon import CarbonFactor
     from energy_hpc.slurm.render import SlurmOptions
     from energy_hpc.slurm.systems import SystemProfile
 
 log = logging.getLogger(__name__)
+
+
+def add_carbon_options(p: argparse.ArgumentParser, what: str = "") -> None:
+    """``--carbon-intensity G`` and ``--pue P`` (table, report): CO2e as a stated conversion."""
+    p.add_argument(
+        "--carbon-intensity",
+        type=float,
+        metavar="G",
+        help=f"add co2e_g and co2e_per_1000_units_g{what}: energy converted at G gCO2e/kWh (a conversion "
+        "by the factor you state, not a measurement)",
+    )
+    p.add_argument(
+        "--pue",
+        type=float,
+        metavar="P",
+        help="with --carbon-intensity: the facility's power usage effectiveness (default 1.0: the measured "
+        "energy alone)",
+    )
+
+
+def carbon_factor(args: argparse.Namespace) -> CarbonFactor | None:
+    """The stated conversion of ``--carbon-intensity`` and ``--pue``, or None when not asked for."""
+    from energy_hpc.errors import UserError
+
+    if args.carbon_intensity is None:
+        if args.pue is not None:
+            raise UserError("--pue scales the CO2e conversion: give --carbon-intensity G (gCO2e/kWh) with it")
+        return None
+    from energy_hpc.analysis.carbon import CarbonFactor
+
+    return CarbonFactor(args.carbon_intensity, 1.0 if args.pue is None else args.pue)
 
 
 def parse_by(text: str | None) -> list[str] | None:

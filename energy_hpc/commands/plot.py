@@ -72,21 +72,14 @@ def _components(files: list[Path], out: Path, kind: str) -> list[Path]:
     """The "where the energy goes" figure (``components``, ``all``) or the structures figure
     (``structures``); a run set without component windows is an error only when a figure was asked for
     by name."""
-    from energy_hpc.analysis.components import Closure, ComponentRow, component_tables
+    from energy_hpc.analysis.components import NO_COMPONENTS, study_components
     from energy_hpc.analysis.plots import component_figure, save, structures_figure
     from energy_hpc.errors import UserError
 
-    rows: list[ComponentRow] = []
-    closures: list[Closure] = []
-    for f in files:
-        got_rows, got_closures = component_tables(f)
-        rows += got_rows
-        closures += got_closures
+    rows, closures = study_components(files)
     if not rows:
         if kind != "all":
-            raise UserError(
-                'no component windows in these runs: set components = "blocks" in a [[case]] and run it again'
-            )
+            raise UserError(NO_COMPONENTS)
         return []
     if kind == "structures":
         return save(structures_figure(rows, closures), out / "structures")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from energy_hpc.commands._common import find_files, parse_by
+from energy_hpc.commands._common import add_carbon_options, carbon_factor, find_files, parse_by
 from energy_hpc.errors import UserError
 
 if TYPE_CHECKING:
@@ -36,20 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="comma-separated fields to group by (case fields such as model, dtype, "
         "batch_size, or n_ranks, n_nodes); default: one row per case and rank count",
     )
-    p.add_argument(
-        "--carbon-intensity",
-        type=float,
-        metavar="G",
-        help="add co2e_g and co2e_per_1000_units_g: energy converted at G gCO2e/kWh (a conversion by the "
-        "factor you state, not a measurement)",
-    )
-    p.add_argument(
-        "--pue",
-        type=float,
-        metavar="P",
-        help="with --carbon-intensity: the facility's power usage effectiveness (default 1.0: the measured "
-        "energy alone)",
-    )
+    add_carbon_options(p)
     view = p.add_mutually_exclusive_group()
     view.add_argument(
         "--stages", action="store_true", help="also one row per stage window (base/refiner, prefill/decode)"
@@ -147,15 +134,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _carbon_factor(args: argparse.Namespace) -> CarbonFactor | None:
-    """The stated conversion of ``--carbon-intensity`` and ``--pue``, or None when not asked for."""
-    if args.carbon_intensity is None:
-        if args.pue is not None:
-            raise UserError("--pue scales the CO2e conversion: give --carbon-intensity G (gCO2e/kWh) with it")
-        return None
-    if args.devices or args.scaling or args.components:
+    """The stated conversion (commands._common.carbon_factor), for the energy table's rows only."""
+    carbon = carbon_factor(args)
+    if carbon is not None and (args.devices or args.scaling or args.components):
         raise UserError(
             "--carbon-intensity converts the energy table's rows: not with --devices, --scaling or --components"
         )
-    from energy_hpc.analysis.carbon import CarbonFactor
-
-    return CarbonFactor(args.carbon_intensity, 1.0 if args.pue is None else args.pue)
+    return carbon

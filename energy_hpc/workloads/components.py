@@ -84,6 +84,24 @@ def prefill_decode(i: int, n: int) -> str:
     return "prefill" if i == 0 else "decode"
 
 
+def generation_steps(model: Any, components: str) -> list[Steps]:
+    """With ``components = "detail"``: each forward of the whole ``model`` during ``generate`` is a step,
+    the first the prefill and every later one a decode step, timed and replayed apart (a causal LM, and
+    an encoder-decoder, whose encoder runs once before the first step and so keeps no tag)."""
+    return [Steps(model, prefill_decode, replay=True)] if components == "detail" else []
+
+
+def encoder_decoder_roots(model: Any, detail: bool) -> list[tuple[str, Any, bool]]:
+    """The component roots of an encoder-decoder (T5, Whisper): the encoder whole ("encoder"; with
+    ``detail`` split like the decoder, under "enc."), the decoder split ("dec": embeddings, per-layer
+    attention, cross-attention and MLP, final norm), and the head."""
+    return [
+        ("enc" if detail else "encoder", model.get_encoder(), detail),
+        ("dec", model.get_decoder(), True),
+        ("head", model.get_output_embeddings(), False),
+    ]
+
+
 def first_middle_last(i: int, n: int) -> str:
     """Denoising steps in three groups, so a table stays short whatever the number of steps."""
     if i == 0:

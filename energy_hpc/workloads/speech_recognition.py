@@ -98,28 +98,18 @@ class SpeechRecognition(Workload):
         return Units(len(clips), seconds)
 
     def component_roots(self) -> list[tuple[str, Any, bool]]:
-        """The encoder whole (with ``components = "detail"`` split like the decoder, under "enc."); the
-        decoder split into embeddings, per-layer attention, cross-attention and MLP, final norm; the
-        head."""
-        detail = self.case.components == "detail"
-        return [
-            ("enc" if detail else "encoder", self.model.get_encoder(), detail),
-            ("dec", self.model.get_decoder(), True),
-            ("head", self.model.get_output_embeddings(), False),
-        ]
+        """The encoder, the decoder split by layer and part, the head (components.encoder_decoder_roots)."""
+        from energy_hpc.workloads.components import encoder_decoder_roots
+
+        return encoder_decoder_roots(self.model, self.case.components == "detail")
 
     def component_steps(self) -> list[Any]:
-        """With ``components = "detail"``: each forward of the whole model during ``generate`` is a step
-        of the decoder, the first the prefill (the first target token) and every later one a decode
-        step; the decoder's and the head's calls are timed and replayed apart. The encoder runs once
-        before the first step, outside them, so its calls keep no tag. A multilingual Whisper without
+        """Prefill and decode steps with ``components = "detail"`` (components.generation_steps). A multilingual Whisper without
         ``language`` first detects the language with one forward of the whole model (encoder included):
         that pass is then the prefill step."""
-        from energy_hpc.workloads.components import Steps, prefill_decode
+        from energy_hpc.workloads.components import generation_steps
 
-        if self.case.components != "detail":
-            return []
-        return [Steps(self.model, prefill_decode, replay=True)]
+        return generation_steps(self.model, self.case.components)
 
     def unload(self) -> None:
         from energy_hpc.workloads.hf import free

@@ -145,11 +145,9 @@ class TextGeneration(Workload):
     def component_steps(self) -> list[Any]:
         """With ``components = "detail"``: each forward of the model is a step, the first the prefill
         and every later one a decode step; the components' calls are timed and replayed apart."""
-        from energy_hpc.workloads.components import Steps, prefill_decode
+        from energy_hpc.workloads.components import generation_steps
 
-        if self.case.components != "detail":
-            return []
-        return [Steps(self.model, prefill_decode, replay=True)]
+        return generation_steps(self.model, self.case.components)
 
     def unload(self) -> None:
         from energy_hpc.workloads.hf import free

@@ -276,6 +276,7 @@ class RankRun:
         )
         offset = time.monotonic() - (time.time() - epoch_unix)
         order, trial_attrs = _trial_plan(job, epoch_unix)
+        position = {index: k for k, index in enumerate(order)}  # a case's place in the run order
 
         device = collective(comm, "device", lambda: _resolve_device(measure.device, ctx))
         sampler, backends, skipped, control = _open_sampler(
@@ -310,7 +311,7 @@ class RankRun:
             stem=stem,
             offset=offset,
             cases=[
-                {**_case_row(c), "trial": c.trial, "order": order.index(c.index), **_warmup_rule(job, c)}
+                {**_case_row(c), "trial": c.trial, "order": position[c.index], **_warmup_rule(job, c)}
                 for c in job.cases
             ],
             order=order,
@@ -585,6 +586,7 @@ def _open_sampler(
         collective(comm, "models", lambda: _prepare_models(job.cases, ctx.node_leader))
         comm.barrier()  # the node leaders have built what the other ranks will load
 
+        node_devices, owner, sharing = _node_binding(comm, ctx, device.bus_id, device.bus_id or device.uuid)
         sctx = SensorContext(
             hostname=ctx.hostname,
             local_rank=ctx.local_rank,
@@ -593,10 +595,9 @@ def _open_sampler(
             visible_env=ctx.visible_env,
             device_uuid=device.uuid,
             device_bus_id=device.bus_id,
-            node_devices=_node_devices(comm, ctx.node_index, device.bus_id),
+            node_devices=node_devices,
             options=dict(measure.sensor_options),
         )
-        owner, sharing = _device_share(comm, ctx, device.bus_id or device.uuid)
         if child is not None:
             opened_child = collective(comm, "sensors", partial(child.open, names, sctx, interval_s))
             backends = list(opened_child.backends)
@@ -619,24 +620,32 @@ def _open_sampler(
         raise
 
 
-def _device_share(comm: Comm, ctx: RankContext, device_id: str) -> tuple[bool, int]:
-    """Collective: whether this rank sets its device's power cap and clocks (of the ranks of a node bound
-    to one device, the lowest; a rank without a known device owns what it sees), and how many ranks of
-    its node are bound to that device (0 when its id is unknown). ``device_id``: the PCI bus id, else
-    the UUID."""
-    pairs = comm.gather((ctx.node_index, device_id, comm.rank), root=0)
+def _node_binding(
+    comm: Comm, ctx: RankContext, bus_id: str, device_id: str
+) -> tuple[tuple[str, ...], bool, int]:
+    """Collective, one exchange: what the ranks of this node are bound to.
+
+    Returns the bus ids of the node's devices (sorted; amdsmi needs them: the rank on an MI250X
+    secondary GCD records the package itself only when no rank of the node holds the primary); whether
+    this rank sets its device's power cap and clocks (of the ranks of a node bound to one device, the
+    lowest; a rank without a known device owns what it sees); and how many ranks of the node are bound
+    to that device (0 when its id is unknown). ``device_id``: the PCI bus id, else the UUID."""
+    rows = comm.gather((ctx.node_index, bus_id, device_id, comm.rank), root=0)
+    buses: dict[int, set[str]] = {}
     ranks: dict[tuple[int, str], list[int]] = {}
-    for node, dev, rank in pairs or []:
+    for node, bus, dev, rank in rows or []:
+        if bus:
+            buses.setdefault(node, set()).add(bus)
         if dev:
             ranks.setdefault((node, dev), []).append(rank)
-    ranks = comm.bcast(ranks if comm.rank == 0 else None, root=0)
+    buses, ranks = comm.bcast((buses, ranks) if comm.rank == 0 else None, root=0)
     mine = ranks.get((ctx.node_index, device_id), []) if device_id else []
-    return (not mine or min(mine) == comm.rank), len(mine)
+    return tuple(sorted(buses.get(ctx.node_index, ()))), (not mine or min(mine) == comm.rank), len(mine)
 
 
 def _owns_device(comm: Comm, ctx: RankContext, device_id: str) -> bool:
-    """Collective: whether this rank sets its device's settings (:func:`_device_share`)."""
-    return _device_share(comm, ctx, device_id)[0]
+    """Collective: whether this rank sets its device's settings (:func:`_node_binding`)."""
+    return _node_binding(comm, ctx, device_id, device_id)[1]
 
 
 def _open_control(
@@ -788,20 +797,6 @@ def _spawn_sampler(
     except OSError as exc:
         log.warning("cannot start the sampling process (%s); sampling in a thread instead", exc)
         return None
-
-
-def _node_devices(comm: Comm, node: int, bus_id: str) -> tuple[str, ...]:
-    """Bus ids of the devices every rank of this node is bound to (sorted; empty if none known).
-
-    amdsmi needs them: the rank on an MI250X secondary GCD records the package itself only when no
-    rank of the node holds the primary."""
-    pairs = comm.gather((node, bus_id), root=0)
-    by_node: dict[int, list[str]] = {}
-    for n, b in pairs or []:
-        if b:
-            by_node.setdefault(n, []).append(b)
-    by_node = comm.bcast(by_node if comm.rank == 0 else None, root=0)
-    return tuple(sorted(set(by_node.get(node, ()))))
 
 
 def _bound_entries(ctx: RankContext, device: TorchDevice) -> tuple[str, ...]:

@@ -644,7 +644,7 @@ def component_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure]) 
         )
     )
     fig.legend(
-        handles=handles[::-1], title="component group", fontsize=7, loc="outside right upper", frameon=False
+        handles=handles[::-1], title="component group", fontsize=7, loc="outside right center", frameon=False
     )
     caption = (
         f"{case_key([]).splitlines()[0]}. Bar top: the measured iteration, error bar 1 sigma"
@@ -800,23 +800,20 @@ def structures_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure])
 
     cmap = colormaps["tab20"]
     colour = {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
-    most = max(sum(b.method == m for b in bars) for m in methods)
-    fig = _figure(6.0 * len(methods) + 3.0, 0.5 * most + 2.5)
+    # one row per case, and one more under a case that some method told by step; the panels share these
+    # rows (and their y axis), so a case sits at the same height in every panel
+    labels = list(dict.fromkeys(b.label for b in bars))
+    stepped = {b.label for b in bars if b.steps}
+    tick_labels = [t for lab in labels for t in ([lab, f"{lab}, by step"] if lab in stepped else [lab])]
+    row_y = {t: float(len(tick_labels) - 1 - i) for i, t in enumerate(tick_labels)}
+    fig = _figure(6.0 * len(methods) + 3.0, 0.5 * len(tick_labels) + 2.5)
     axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
     for ax, method in zip(axes, methods, strict=True):
         mine = [b for b in bars if b.method == method]
-        # one row per case, and one more under each case told by step
-        n_rows = len(mine) + sum(bool(b.steps) for b in mine)
-        slots = list(np.arange(n_rows)[::-1])
-        y, ticks, tick_labels = [], [], []
+        y = [row_y[b.label] for b in mine]
         for b in mine:
-            y.append(slots.pop(0))
-            ticks.append(y[-1])
-            tick_labels.append(b.label)
             if b.steps:
-                ticks.append(slots.pop(0))
-                tick_labels.append(f"{b.label}, by step")
-                _by_step_bar(ax, ticks[-1], b, f"{method}|{b.label}, by step|")
+                _by_step_bar(ax, row_y[f"{b.label}, by step"], b, f"{method}|{b.label}, by step|")
         right = 100.0
         for yi, b in zip(y, mine, strict=True):
             if not b.shares:
@@ -856,7 +853,7 @@ def structures_figure(rows: Sequence[ComponentRow], closures: Sequence[Closure])
                 va="center",
                 fontsize=7,
             )
-        ax.set_yticks(ticks, tick_labels, fontsize=8)
+        ax.set_yticks([row_y[t] for t in tick_labels], tick_labels, fontsize=8)
         ax.set_xlabel("share of the iteration's energy (%)", fontsize=8)
         ax.set_xlim(0, 1.25 * right)
         ax.axvline(100, color="0.5", lw=0.5)

@@ -222,6 +222,29 @@ def test_the_structures_figure_draws_the_component_rows_and_the_residual_of_each
     assert sum(bool(b.shares) for b in bars) >= 4
 
 
+def test_every_panel_draws_a_case_at_its_own_row(structures_run: Path) -> None:
+    """The panels share their rows: a denoiser told by step only in the time method (its steps are timed,
+    not replayed) has a "by step" row in both panels, and its replay bar must sit at the case's row, not
+    at the "by step" row below it (it did, when each panel counted its own rows over a shared y axis)."""
+    rows, closures = component_tables(structures_run)
+    fig = structures_figure(rows, closures)
+    assert any(b.steps for b in structure_bars(rows, closures) if b.method == TIME)
+    fig.canvas.draw()
+    # the panels share their y axis: the first panel's tick labels name the rows of all
+    first = fig.axes[0]
+    at = {t.get_text(): y for t, y in zip(first.get_yticklabels(), first.get_yticks(), strict=True)}
+    for ax in fig.axes:
+        placed = 0
+        for patch in ax.patches:
+            gid = patch.get_gid() or ""
+            if gid.count("|") != 2:
+                continue
+            label = gid.split("|")[1]
+            assert patch.get_y() + patch.get_height() / 2 == pytest.approx(at[label]), gid
+            placed += 1
+        assert placed > 0
+
+
 def test_plot_kind_structures_writes_the_figure_and_the_table_prints_each_closure(
     structures_run: Path, tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -202,9 +203,11 @@ def ladder_figure(points: Sequence[LadderPoint], fits: Sequence[PowerLaw], data:
     ax.set_yscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("J per unit")
-    ax.set_title(
-        f"Energy per unit against model size - {data}\nbars: 1 sigma; lines: weighted power-law fits",
-        fontsize=9,
-    )
+    # minor-tick labels of a log axis spanning under two decades crowd each other: majors only
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    title = textwrap.fill(f"Energy per unit against model size - {data}", 80)
+    ax.set_title(f"{title}\nbars: 1 sigma; lines: weighted power-law fits", fontsize=9)
     ax.legend(fontsize=7)
     return fig
